@@ -1,0 +1,97 @@
+"""Config → compiled `keras.Model`. Pure: builds objects, touches no files."""
+
+import re
+
+from cnnlab import registry
+from cnnlab.config import one_line
+from cnnlab.errors import ConfigError
+
+ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def build_model(config):
+    """Chains the configured layers on `model.input_shape` with the functional API.
+
+    Each layer is called on the previous output one at a time, so a layer that
+    cannot take its input (too many poolings, a Dense before Flatten where shapes
+    clash) is reported at its own config path.
+    """
+    import keras
+
+    inputs = keras.Input(shape=config.model.input_shape, name="image")
+    x = inputs
+    for spec in config.model.layers:
+        layer = make_layer(spec)
+        x = call_layer(layer, x, spec)
+    return keras.Model(inputs, x, name=config.name)
+
+
+def make_layer(spec):
+    cls = registry.layer_class(spec)
+    try:
+        return cls(**spec.kwargs)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(narrow_path(spec.path, spec.kwargs, exc), keras_message(exc)) from None
+
+
+def call_layer(layer, x, spec):
+    try:
+        return layer(x)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(narrow_path(spec.path, spec.kwargs, exc), f"cannot take its input of shape {tuple(x.shape)}: {keras_message(exc)}") from None
+
+
+def compile_model(model, config):
+    """Compiles with the configured optimizer, loss and metrics, each checked by name first."""
+    model.compile(optimizer=make_optimizer(config.compile.optimizer),
+                  loss=registry.check_loss(config.compile.loss),
+                  metrics=list(registry.check_metrics(config.compile.metrics)))
+    return model
+
+
+def make_optimizer(opt_config):
+    cls = registry.optimizer_class(opt_config)
+    try:
+        return cls(**opt_config.kwargs)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(narrow_path("compile.optimizer", opt_config.kwargs, exc), keras_message(exc)) from None
+
+
+def check_callback_kwargs(config):
+    """Validates every enabled callback's arguments against its Keras class, before any training."""
+    for name, kwargs in config.train.callbacks.items():
+        if kwargs is not None:
+            registry.callback_class(name, kwargs)
+
+
+def validate(config):
+    """Everything `cnnlab check` promises: builds and compiles the model, checks callbacks. Returns the model."""
+    model = build_model(config)
+    compile_model(model, config)
+    check_callback_kwargs(config)
+    return model
+
+
+def count_params(model):
+    return int(model.count_params())
+
+
+def narrow_path(path, kwargs, exc):
+    """Narrows the error path to the keyword argument the Keras message mentions, by name or by value."""
+    text = str(exc)
+    by_name = [key for key in kwargs if f"`{key}`" in text or f"{key}=" in text or f"'{key}'" in text]
+    by_value = [key for key, value in kwargs.items() if isinstance(value, str) and len(value) > 1 and value in text]
+    mentioned = by_name or by_value
+    return f"{path}.{mentioned[0]}" if len(mentioned) == 1 else path
+
+
+def keras_message(exc):
+    """Keras errors run over several lines with tracebacks of their own; keep the first sentence-bearing line."""
+    plain = ANSI_ESCAPE.sub("", str(exc))
+    lines = [line.strip() for line in plain.splitlines() if line.strip()]
+    if not lines:
+        return type(exc).__name__
+    message = one_line(lines[0])
+    if message.startswith("Exception encountered when calling") and len(lines) > 1:
+        message = one_line(lines[1])
+    return message[:300]

@@ -1,0 +1,430 @@
+"""Experiment configs: load YAML safely, fill defaults, validate once, freeze.
+
+Validation here covers structure and types only; whether a layer, optimizer or
+keyword exists is Keras' business and is checked in `registry.py`, so this module
+stays importable (and testable) without TensorFlow.
+"""
+
+import copy
+import difflib
+import math
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping, Optional
+
+import yaml
+
+from cnnlab.errors import ConfigError
+
+SOURCES = ("digits", "fashion_mnist", "mnist", "image_folder", "npz")
+SOURCES_NEEDING_PATH = ("image_folder", "npz")
+COLOR_MODES = ("grayscale", "rgb")
+CALLBACK_NAMES = ("checkpoint", "early_stopping", "reduce_lr", "tensorboard")
+MAX_EPOCHS = 100_000
+MAX_BATCH_SIZE = 1_000_000
+MAX_DIM = 16_384
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,79}$")
+
+DEFAULTS = {
+    "name": None,  # defaults to the YAML file's stem
+    "seed": 42,
+    "data": {
+        "source": "digits",
+        "path": None,
+        "image_size": None,
+        "pad_to": None,
+        "color_mode": "grayscale",
+        "rescale": 1 / 255,
+        "test_split": 0.0,
+    },
+    "model": {"input_shape": None, "layers": None},
+    "compile": {
+        "optimizer": {"name": "adam"},
+        "loss": "sparse_categorical_crossentropy",
+        "metrics": ["accuracy"],
+    },
+    "train": {
+        "epochs": 10,
+        "batch_size": 32,
+        "validation_split": 0.2,
+        "shuffle": True,
+        "callbacks": {
+            "checkpoint": {"monitor": "val_loss", "save_best_only": True},
+            "early_stopping": {"monitor": "val_loss", "patience": 3, "restore_best_weights": True},
+            "reduce_lr": None,
+            "tensorboard": None,
+        },
+    },
+}
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    source: str
+    path: Optional[str]
+    image_size: Optional[tuple]
+    pad_to: Optional[tuple]
+    color_mode: str
+    rescale: float
+    test_split: float
+
+
+@dataclass(frozen=True)
+class LayerSpec:
+    """One entry of `model.layers`: a Keras layer class name and its keyword arguments."""
+
+    type: str
+    kwargs: Mapping[str, Any]
+    path: str  # e.g. "model.layers[3].Conv2D", for error messages
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    input_shape: tuple
+    layers: tuple
+
+
+@dataclass(frozen=True)
+class OptimizerConfig:
+    name: str
+    kwargs: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class CompileConfig:
+    optimizer: OptimizerConfig
+    loss: str
+    metrics: tuple
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int
+    batch_size: int
+    validation_split: float
+    shuffle: bool
+    callbacks: Mapping[str, Optional[Mapping[str, Any]]]  # a disabled callback maps to None
+
+
+@dataclass(frozen=True)
+class ExperimentConfig:
+    name: str
+    seed: int
+    data: DataConfig
+    model: ModelConfig
+    compile: CompileConfig
+    train: TrainConfig
+    raw: Mapping[str, Any]  # the resolved config as plain data, written to the run folder
+
+    def to_yaml(self):
+        return yaml.safe_dump(to_plain(self.raw), sort_keys=False, allow_unicode=True)
+
+
+# ---------------------------------------------------------------- loading
+
+
+def load_config(path, overrides=()):
+    """Reads a YAML file, applies `section.key=value` overrides and validates the result."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(None, f"config file not found: {path}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(None, f"cannot read config file {path}: {exc}") from None
+    try:
+        return config_from_text(text, overrides=overrides, default_name=path.stem)
+    except ConfigError as exc:
+        raise exc.with_source(str(path)) from None
+
+
+def config_from_text(text, overrides=(), default_name="experiment"):
+    user = parse_yaml(text)
+    for override in overrides:
+        apply_override(user, override)
+    return resolve_config(user, default_name=default_name)
+
+
+def parse_yaml(text):
+    """Safe YAML only: Python object tags are refused by `safe_load` itself."""
+    try:
+        data = yaml.safe_load(text)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        raise ConfigError(None, f"{where}YAML syntax error: {exc.problem}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(None, f"YAML error: {one_line(exc)}") from None
+    except RecursionError:
+        raise ConfigError(None, "YAML nesting is too deep") from None
+    if data is None:
+        raise ConfigError(None, "the config is empty; expected a mapping with sections " + ", ".join(DEFAULTS))
+    if not isinstance(data, dict):
+        raise ConfigError(None, f"expected a mapping with sections {', '.join(DEFAULTS)}, received {type_name(data)}")
+    return data
+
+
+def parse_override(text):
+    """Splits `train.epochs=3` into (["train", "epochs"], 3); the value is read as YAML."""
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError("--set", f"expected KEY=VALUE such as train.epochs=3, received {text!r}")
+    parts = key.strip().split(".")
+    if any(not p for p in parts):
+        raise ConfigError("--set", f"expected a dotted key such as train.epochs, received {key!r}")
+    try:
+        parsed = yaml.safe_load(value) if value.strip() else None
+    except yaml.YAMLError:
+        parsed = value
+    return parts, parsed
+
+
+def apply_override(user, text):
+    parts, value = parse_override(text)
+    node = user
+    for i, part in enumerate(parts[:-1]):
+        child = node.get(part)
+        if child is None:
+            child = node[part] = {}
+        if not isinstance(child, dict):
+            raise ConfigError(".".join(parts[: i + 1]), f"cannot set {'.'.join(parts)}: this value is not a mapping")
+        node = child
+    node[parts[-1]] = value
+
+
+# ---------------------------------------------------------------- resolving
+
+
+def resolve_config(user, default_name="experiment"):
+    """Merges user values over the defaults and validates every field, naming its path on error."""
+    check_keys(user, DEFAULTS, "")
+    merged = merge(DEFAULTS, user)
+    if merged["name"] is None:
+        merged["name"] = default_name
+    name = check_name(merged["name"], "name")
+    seed = check_int(merged["seed"], "seed", minimum=0, maximum=2**32 - 1)
+    data = resolve_data(merged["data"])
+    model = resolve_model(merged["model"])
+    compile_ = resolve_compile(merged["compile"])
+    train = resolve_train(merged["train"])
+    merged["compile"]["optimizer"] = {"name": compile_.optimizer.name, **compile_.optimizer.kwargs}
+    merged["compile"]["metrics"] = list(compile_.metrics)
+    merged["model"]["layers"] = [{spec.type: dict(spec.kwargs)} for spec in model.layers]
+    merged["train"]["callbacks"] = {k: (dict(v) if v is not None else None) for k, v in train.callbacks.items()}
+    return ExperimentConfig(name=name, seed=seed, data=data, model=model, compile=compile_, train=train, raw=merged)
+
+
+def merge(defaults, user):
+    """Deep-merges user values over defaults; a user `null` or `false` for a mapping default disables it."""
+    result = copy.deepcopy(defaults)
+    for key, value in user.items():
+        if isinstance(result.get(key), dict) and isinstance(value, dict) and key != "optimizer":
+            result[key] = merge(result[key], value)
+        else:
+            result[key] = copy.deepcopy(value)
+    return result
+
+
+def check_keys(user, defaults, prefix):
+    """Unknown keys are errors (a typo must not be silently ignored); recurses into known sections."""
+    if not isinstance(user, dict):
+        raise ConfigError(prefix.rstrip("."), f"expected a mapping, received {type_name(user)}")
+    for key, value in user.items():
+        path = f"{prefix}{key}"
+        if not isinstance(key, str) or key not in defaults:
+            raise ConfigError(path, f"unknown key{suggest(key, defaults)}; valid keys here: {', '.join(defaults)}")
+        nested = section_keys(key, defaults[key])
+        if nested is not None:
+            check_keys(value, nested, path + ".")
+
+
+def section_keys(key, default):
+    """The keys allowed inside `key`, or None where its value is free-form (optimizer kwargs, one callback's kwargs)."""
+    if key == "callbacks":
+        return dict.fromkeys(CALLBACK_NAMES)
+    if isinstance(default, dict) and key != "optimizer":
+        return default
+    return None
+
+
+def resolve_data(d):
+    source = check_choice(d["source"], "data.source", SOURCES)
+    path = d["path"]
+    if path is not None and not isinstance(path, str):
+        raise ConfigError("data.path", f"expected a file or folder path, received {type_name(path)} {path!r}")
+    if path is None and source in SOURCES_NEEDING_PATH:
+        raise ConfigError("data.path", f"is required for data.source {source} (a {'folder of class sub-folders' if source == 'image_folder' else '.npz file'})")
+    image_size = check_optional_pair(d["image_size"], "data.image_size")
+    pad_to = check_optional_pair(d["pad_to"], "data.pad_to")
+    color_mode = check_choice(d["color_mode"], "data.color_mode", COLOR_MODES)
+    rescale = check_number(d["rescale"], "data.rescale", minimum=0, exclusive=True)
+    test_split = check_number(d["test_split"], "data.test_split", minimum=0, maximum=0.9)
+    return DataConfig(source, path, image_size, pad_to, color_mode, rescale, test_split)
+
+
+def resolve_model(m):
+    if m["input_shape"] is None:
+        raise ConfigError("model.input_shape", "is required: the shape of one input image, e.g. [28, 28, 1]")
+    shape = m["input_shape"]
+    if not isinstance(shape, list) or not 1 <= len(shape) <= 3:
+        raise ConfigError("model.input_shape", f"expected a list of 1 to 3 positive ints such as [28, 28, 1], received {shape!r}")
+    input_shape = tuple(check_int(v, f"model.input_shape[{i}]", minimum=1, maximum=MAX_DIM) for i, v in enumerate(shape))
+    layers = m["layers"]
+    if not isinstance(layers, list) or not layers:
+        raise ConfigError("model.layers", f"expected a non-empty list of layers such as [{{Flatten: {{}}}}, {{Dense: {{units: 10}}}}], received {type_name(layers)}")
+    return ModelConfig(input_shape=input_shape, layers=tuple(parse_layer(item, i) for i, item in enumerate(layers)))
+
+
+def parse_layer(item, index):
+    """A layer is `Name` or `{Name: {kwarg: value, ...}}`, Name being a Keras layer class."""
+    path = f"model.layers[{index}]"
+    if isinstance(item, str):
+        return LayerSpec(type=item, kwargs={}, path=f"{path}.{item}")
+    if not isinstance(item, dict) or len(item) != 1:
+        raise ConfigError(path, f"expected one Keras layer as {{ClassName: {{argument: value}}}}, received {short_repr(item)}")
+    (name, kwargs), = item.items()
+    if not isinstance(name, str):
+        raise ConfigError(path, f"expected a Keras layer class name, received {short_repr(name)}")
+    if kwargs is None:
+        kwargs = {}
+    if not isinstance(kwargs, dict):
+        raise ConfigError(f"{path}.{name}", f"expected a mapping of keyword arguments, received {type_name(kwargs)} {short_repr(kwargs)}")
+    for key in kwargs:
+        if not isinstance(key, str) or not key.isidentifier():
+            raise ConfigError(f"{path}.{name}", f"expected keyword argument names, received {short_repr(key)}")
+    return LayerSpec(type=name, kwargs=dict(kwargs), path=f"{path}.{name}")
+
+
+def resolve_compile(c):
+    opt = c["optimizer"]
+    if isinstance(opt, str):
+        opt = {"name": opt}
+    if not isinstance(opt, dict) or not isinstance(opt.get("name"), str):
+        raise ConfigError("compile.optimizer", f"expected a name such as adam or a mapping {{name: adam, learning_rate: 0.001}}, received {short_repr(opt)}")
+    kwargs = {k: v for k, v in opt.items() if k != "name"}
+    for key in kwargs:
+        if not isinstance(key, str) or not key.isidentifier():
+            raise ConfigError("compile.optimizer", f"expected keyword argument names, received {short_repr(key)}")
+    optimizer = OptimizerConfig(name=opt["name"], kwargs=kwargs)
+    loss = c["loss"]
+    if not isinstance(loss, str):
+        raise ConfigError("compile.loss", f"expected a Keras loss name such as sparse_categorical_crossentropy, received {short_repr(loss)}")
+    metrics = c["metrics"]
+    if isinstance(metrics, str):
+        metrics = [metrics]
+    if metrics is None:
+        metrics = []
+    if not isinstance(metrics, list) or not all(isinstance(m, str) for m in metrics):
+        raise ConfigError("compile.metrics", f"expected a list of Keras metric names such as [accuracy], received {short_repr(metrics)}")
+    return CompileConfig(optimizer=optimizer, loss=loss, metrics=tuple(metrics))
+
+
+def resolve_train(t):
+    epochs = check_int(t["epochs"], "train.epochs", minimum=1, maximum=MAX_EPOCHS)
+    batch_size = check_int(t["batch_size"], "train.batch_size", minimum=1, maximum=MAX_BATCH_SIZE)
+    split = check_number(t["validation_split"], "train.validation_split", minimum=0, maximum=0.9, exclusive=True)
+    shuffle = t["shuffle"]
+    if not isinstance(shuffle, bool):
+        raise ConfigError("train.shuffle", f"expected true or false, received {short_repr(shuffle)}")
+    callbacks = resolve_callbacks(t["callbacks"])
+    return TrainConfig(epochs=epochs, batch_size=batch_size, validation_split=split, shuffle=shuffle, callbacks=callbacks)
+
+
+def resolve_callbacks(cbs):
+    """Each callback is a mapping of its Keras keyword arguments, or null/false to turn it off."""
+    resolved = {}
+    for name in CALLBACK_NAMES:
+        value = cbs.get(name)
+        path = f"train.callbacks.{name}"
+        if value is None or value is False:
+            if name == "checkpoint":
+                raise ConfigError(path, "cannot be turned off: the run keeps its best model as best.keras")
+            resolved[name] = None
+            continue
+        if value is True:
+            value = {}
+        if not isinstance(value, dict):
+            raise ConfigError(path, f"expected a mapping of keyword arguments, or null to turn it off, received {short_repr(value)}")
+        for key in value:
+            if not isinstance(key, str) or not key.isidentifier():
+                raise ConfigError(path, f"expected keyword argument names, received {short_repr(key)}")
+        resolved[name] = dict(value)
+    return resolved
+
+
+# ---------------------------------------------------------------- small checks
+
+
+def check_name(value, path):
+    """Names become folder names, so they must not contain path separators or start with a dot."""
+    if not isinstance(value, str) or not NAME_PATTERN.match(value):
+        raise ConfigError(path, f"expected 1-80 letters, digits, '.', '_' or '-' (starting with a letter or digit), received {short_repr(value)}")
+    return value
+
+
+def check_int(value, path, minimum=None, maximum=None):
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(path, f"expected an integer, received {type_name(value)} {short_repr(value)}")
+    if minimum is not None and value < minimum:
+        raise ConfigError(path, f"expected an integer >= {minimum}, received {value}")
+    if maximum is not None and value > maximum:
+        raise ConfigError(path, f"expected an integer <= {maximum}, received {value}")
+    return value
+
+
+def check_number(value, path, minimum=None, maximum=None, exclusive=False):
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ConfigError(path, f"expected a number, received {type_name(value)} {short_repr(value)}")
+    if minimum is not None and (value < minimum or (exclusive and value == minimum)):
+        raise ConfigError(path, f"expected a number {'>' if exclusive else '>='} {minimum}, received {value}")
+    if maximum is not None and value > maximum:
+        raise ConfigError(path, f"expected a number <= {maximum}, received {value}")
+    return float(value)
+
+
+def check_optional_pair(value, path):
+    if value is None:
+        return None
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = [value, value]
+    if not isinstance(value, list) or len(value) != 2:
+        raise ConfigError(path, f"expected [height, width] or null, received {short_repr(value)}")
+    return tuple(check_int(v, f"{path}[{i}]", minimum=1, maximum=MAX_DIM) for i, v in enumerate(value))
+
+
+def check_choice(value, path, choices):
+    if value not in choices:
+        raise ConfigError(path, f"expected one of {', '.join(choices)}{suggest(value, choices)}, received {short_repr(value)}")
+    return value
+
+
+def suggest(value, choices):
+    """`; did you mean X?` for a near miss, else nothing."""
+    if not isinstance(value, str):
+        return ""
+    close = difflib.get_close_matches(value, list(choices), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]}?)" if close else ""
+
+
+def type_name(value):
+    return {dict: "a mapping", list: "a list", str: "a string", bool: "a boolean", int: "an integer", float: "a number", type(None): "null"}.get(type(value), type(value).__name__)
+
+
+def short_repr(value, limit=60):
+    """Keeps error messages on one short line whatever the user wrote."""
+    text = " ".join(repr(value).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def one_line(exc):
+    return " ".join(str(exc).split())
+
+
+def to_plain(value):
+    """Tuples and mappings to lists and dicts, so the resolved config dumps as plain YAML."""
+    if isinstance(value, Mapping):
+        return {k: to_plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [to_plain(v) for v in value]
+    return value

@@ -1,0 +1,40 @@
+"""One family of exceptions, so the CLI can turn every expected failure into one clean line."""
+
+
+class CnnlabError(Exception):
+    """A failure the user can fix; the CLI prints it as one line and exits with code 2."""
+
+    exit_code = 2
+
+
+class ConfigError(CnnlabError):
+    """A config value is wrong; carries the dotted path so the user knows which line to edit."""
+
+    def __init__(self, path, message, source=None):
+        self.path = path
+        self.message = message
+        self.source = source
+        super().__init__(str(self))
+
+    def with_source(self, source):
+        """Returns the same error naming the YAML file, added where the file name is known."""
+        return ConfigError(self.path, self.message, source=source)
+
+    def __str__(self):
+        where = f"{self.path}: " if self.path else ""
+        prefix = f"{self.source}: " if self.source else ""
+        return f"{prefix}{where}{self.message}"
+
+
+class DataError(CnnlabError):
+    """A dataset or image file is missing, unreadable or of the wrong kind."""
+
+
+class RunError(CnnlabError):
+    """A run folder cannot be created, read or written."""
+
+
+class TrainingInterrupted(CnnlabError):
+    """Training stopped on Ctrl-C or SIGTERM; the run folder is marked interrupted."""
+
+    exit_code = 130

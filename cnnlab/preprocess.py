@@ -1,0 +1,69 @@
+"""The one preprocessing path from uint8 images to model inputs, shared by train, evaluate and predict.
+
+Images stay uint8 in memory (a quarter of float32, an eighth of float64) and are
+cast, resized, padded and scaled per batch inside `tf.data`, so the arithmetic
+that training saw is exactly what evaluation and prediction repeat: it is
+defined by the run's resolved `data` section and nothing else.
+"""
+
+from dataclasses import dataclass
+from typing import Optional
+
+from cnnlab.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    rescale: float
+    image_size: Optional[tuple]  # resize to (height, width) first, when set
+    pad_to: Optional[tuple]  # then zero-pad, centred, to (height, width), when set
+    color_mode: str
+
+
+def preprocessing_for(data_config):
+    return Preprocessing(rescale=data_config.rescale, image_size=data_config.image_size,
+                         pad_to=data_config.pad_to, color_mode=data_config.color_mode)
+
+
+def output_shape(prep, image_shape):
+    """Shape of one image after preprocessing, computed without TensorFlow."""
+    height, width, channels = image_shape
+    if prep.image_size:
+        height, width = prep.image_size
+    if prep.pad_to:
+        if prep.pad_to[0] < height or prep.pad_to[1] < width:
+            raise ConfigError("data.pad_to", f"{list(prep.pad_to)} is smaller than the images ({height}x{width}); padding cannot shrink them, use data.image_size")
+        height, width = prep.pad_to
+    return (height, width, channels)
+
+
+def check_input_shape(prep, image_shape, input_shape):
+    """The model's input must be what the data becomes, or training would fail deep inside Keras."""
+    produced = output_shape(prep, image_shape)
+    if tuple(input_shape) != produced and not (len(input_shape) == 2 and produced[2] == 1 and tuple(input_shape) == produced[:2]):
+        raise ConfigError("model.input_shape", f"is {list(input_shape)} but the data gives images of shape {list(produced)} "
+                          "after preprocessing; change model.input_shape, or data.image_size / data.pad_to / data.color_mode")
+
+
+def preprocess_images(images, prep):
+    """uint8 (N, H, W, C) tensor → float32 model input: resize, pad, scale."""
+    import tensorflow as tf
+
+    x = tf.cast(images, tf.float32)
+    if prep.image_size and tuple(x.shape[1:3]) != tuple(prep.image_size):
+        x = tf.image.resize(x, prep.image_size)
+    if prep.pad_to and tuple(x.shape[1:3]) != tuple(prep.pad_to):
+        x = tf.image.resize_with_crop_or_pad(x, prep.pad_to[0], prep.pad_to[1])
+    return x * prep.rescale
+
+
+def make_dataset(x, y, prep, batch_size, shuffle=False, seed=None):
+    """A batched, prefetched `tf.data.Dataset` of (model input, label) from uint8 arrays."""
+    import tensorflow as tf
+
+    ds = tf.data.Dataset.from_tensor_slices((x, y))
+    if shuffle:
+        ds = ds.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
+    ds = ds.batch(batch_size)
+    ds = ds.map(lambda images, labels: (preprocess_images(images, prep), labels), num_parallel_calls=tf.data.AUTOTUNE)
+    return ds.prefetch(tf.data.AUTOTUNE)

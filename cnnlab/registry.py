@@ -1,0 +1,149 @@
+"""Names in a config → Keras classes, through Keras' own public modules only.
+
+A config can name any public Keras layer, optimizer, loss or metric, and nothing
+else: no dotted Python paths, no `Lambda` (it runs arbitrary code), no custom
+objects. Every miss lists what exists and the closest match, and every keyword
+argument is checked against the class signature before anything is built, so a
+typo is reported at its config path instead of deep inside Keras.
+"""
+
+import difflib
+import inspect
+from functools import lru_cache
+
+from cnnlab.errors import ConfigError
+
+# Layers that execute user-supplied Python or exist only as base classes.
+REFUSED_LAYERS = {"Lambda", "Layer", "InputLayer", "InputSpec", "TFSMLayer", "Wrapper", "RNN"}
+
+# Callback keyword arguments that cnnlab decides itself (file locations inside the run folder).
+RESERVED_CALLBACK_ARGS = {"checkpoint": {"filepath"}, "tensorboard": {"log_dir"}}
+
+OPTIMIZER_ALIASES = {"sgd": "SGD", "rmsprop": "RMSprop", "adamw": "AdamW", "adam": "Adam", "nadam": "Nadam",
+                     "adagrad": "Adagrad", "adadelta": "Adadelta", "adamax": "Adamax", "ftrl": "Ftrl",
+                     "lion": "Lion", "lamb": "Lamb", "adafactor": "Adafactor"}
+
+
+@lru_cache(maxsize=None)
+def layer_classes():
+    import keras
+
+    return {
+        name: cls
+        for name in dir(keras.layers)
+        if not name.startswith("_") and name not in REFUSED_LAYERS
+        for cls in [getattr(keras.layers, name)]
+        if inspect.isclass(cls) and issubclass(cls, keras.layers.Layer)
+    }
+
+
+@lru_cache(maxsize=None)
+def optimizer_classes():
+    import keras
+
+    available = {name: getattr(keras.optimizers, name, None) for name in OPTIMIZER_ALIASES.values()}
+    return {alias: available[cls_name] for alias, cls_name in OPTIMIZER_ALIASES.items() if available[cls_name]}
+
+
+@lru_cache(maxsize=None)
+def loss_names():
+    import keras
+
+    return sorted(n for n in dir(keras.losses) if n.islower() and not n.startswith("_") and n not in ("get", "serialize", "deserialize"))
+
+
+@lru_cache(maxsize=None)
+def metric_names():
+    import keras
+
+    functions = [n for n in dir(keras.metrics) if n.islower() and not n.startswith("_") and n not in ("get", "serialize", "deserialize")]
+    return sorted(set(functions) | {"accuracy", "acc", "crossentropy", "ce"})
+
+
+@lru_cache(maxsize=None)
+def callback_classes():
+    import keras
+
+    cb = keras.callbacks
+    return {"checkpoint": cb.ModelCheckpoint, "early_stopping": cb.EarlyStopping,
+            "reduce_lr": cb.ReduceLROnPlateau, "tensorboard": cb.TensorBoard}
+
+
+def lookup(name, table, path, what):
+    """The entry for `name`, or a ConfigError listing the valid names and the closest one."""
+    if isinstance(name, str) and name in table:
+        return table[name]
+    if isinstance(name, str) and "." in name:
+        raise ConfigError(path, f"{what} must be named by its Keras name, not a Python path; received {name!r}")
+    refused = " Lambda layers and custom objects are not allowed in configs." if name in REFUSED_LAYERS else ""
+    raise ConfigError(path, f"unknown {what} {name!r}.{refused} {valid_names_hint(str(name), table)}")
+
+
+def valid_names_hint(name, table, limit=30):
+    """Short tables are listed whole; long ones (160 Keras layers) by their closest matches, to keep one line."""
+    close = difflib.get_close_matches(name, list(table), n=1 if len(table) <= limit else 5, cutoff=0.6 if len(table) <= limit else 0.4)
+    if len(table) <= limit:
+        hint = f"Did you mean {close[0]}? " if close else ""
+        return f"{hint}Valid names: {', '.join(sorted(table))}"
+    near = f"Closest: {', '.join(close)}. " if close else ""
+    return f"{near}Valid names: any of the {len(table)} public classes of keras.layers, spelled as Keras spells them"
+
+
+def check_kwargs(cls, kwargs, path, reserved=()):
+    """Rejects keyword arguments the class does not accept, by the names in its signature."""
+    params = accepted_params(cls)
+    for key in kwargs:
+        if key in reserved:
+            raise ConfigError(f"{path}.{key}", "is set by cnnlab (files live in the run folder); remove it")
+        if key not in params:
+            close = difflib.get_close_matches(key, sorted(params), n=1, cutoff=0.6)
+            hint = f" (did you mean {close[0]}?)" if close else ""
+            raise ConfigError(f"{path}.{key}", f"unknown argument of {cls.__name__}{hint}; valid arguments: {', '.join(sorted(params))}")
+
+
+@lru_cache(maxsize=None)
+def accepted_params(cls):
+    """Named parameters of `cls.__init__` and of the base classes its `**kwargs` reach (e.g. Layer's `name`, `dtype`)."""
+    names = set()
+    for klass in cls.__mro__:
+        init = klass.__dict__.get("__init__")
+        if init is None:
+            continue
+        params = inspect.signature(init).parameters.values()
+        names |= {p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and p.name != "self"}
+        if not any(p.kind == p.VAR_KEYWORD for p in params):
+            break
+    return frozenset(names)
+
+
+def layer_class(spec):
+    index_path = spec.path[: -len(spec.type) - 1]  # "model.layers[3]" without the class name
+    cls = lookup(spec.type, layer_classes(), index_path, "Keras layer")
+    check_kwargs(cls, spec.kwargs, spec.path)
+    return cls
+
+
+def optimizer_class(opt_config):
+    name = opt_config.name.lower() if isinstance(opt_config.name, str) else opt_config.name
+    cls = lookup(name, optimizer_classes(), "compile.optimizer.name", "optimizer")
+    check_kwargs(cls, opt_config.kwargs, "compile.optimizer")
+    return cls
+
+
+def check_loss(name):
+    if name not in loss_names():
+        lookup(name, dict.fromkeys(loss_names()), "compile.loss", "loss")
+    return name
+
+
+def check_metrics(names):
+    for i, name in enumerate(names):
+        if name not in metric_names():
+            lookup(name, dict.fromkeys(metric_names()), f"compile.metrics[{i}]", "metric")
+    return names
+
+
+def callback_class(name, kwargs):
+    cls = callback_classes()[name]
+    check_kwargs(cls, kwargs, f"train.callbacks.{name}", reserved=RESERVED_CALLBACK_ARGS.get(name, ()))
+    return cls
