@@ -1,0 +1,50 @@
+"""Factories for tests: tiny configs and the paths of the shipped ones."""
+
+import os
+from pathlib import Path
+from textwrap import dedent
+
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("CNNLAB_OFFLINE", "1")  # tests never download
+
+REPO = Path(__file__).resolve().parent.parent
+CONFIGS = REPO / "configs"
+
+TINY_DIGITS = """\
+name: tiny
+seed: 7
+data:
+  source: digits
+  test_split: 0.2
+model:
+  input_shape: [8, 8, 1]
+  layers:
+    - Conv2D: {filters: 4, kernel_size: 3, activation: relu, padding: same}
+    - MaxPooling2D: {pool_size: 2}
+    - Flatten: {}
+    - Dense: {units: 10, activation: softmax}
+train:
+  epochs: 2
+  batch_size: 64
+  validation_split: 0.2
+"""
+
+
+@pytest.fixture
+def write_config(tmp_path):
+    """Writes YAML text to a file in tmp_path and returns its path."""
+
+    def write(text, name="config.yaml"):
+        path = tmp_path / name
+        path.write_text(dedent(text), encoding="utf-8")
+        return path
+
+    return write
+
+
+@pytest.fixture
+def tiny_config(write_config):
+    """A digits config that trains in a few seconds."""
+    return write_config(TINY_DIGITS, name="tiny.yaml")
