@@ -20,16 +20,41 @@ def build_model(config):
 
     inputs = keras.Input(shape=config.model.input_shape, name="image")
     x = inputs
-    for spec in config.model.layers:
-        layer = make_layer(spec)
+    for spec, name in zip(config.model.layers, layer_names(config.model.layers)):
+        layer = make_layer(spec, name)
         x = call_layer(layer, x, spec)
-    return keras.Model(inputs, x, name=config.name)
+    try:
+        return keras.Model(inputs, x, name=config.name)
+    except ValueError as exc:  # e.g. two layers given the same `name`
+        raise ConfigError("model.layers", keras_message(exc)) from None
 
 
-def make_layer(spec):
+def layer_names(specs):
+    """conv2d, conv2d_1, ...: the names a fresh Keras session gives, whatever was built before in this process.
+
+    Keras numbers auto-named layers with process-wide counters, so a second model
+    would get conv2d_3; stable names keep summaries and `--layer NAME` predictable.
+    """
+    counts = {}
+    names = []
+    for spec in specs:
+        base = snake_case(spec.type)
+        given = spec.kwargs.get("name")
+        names.append(given if isinstance(given, str) else base if base not in counts else f"{base}_{counts[base]}")
+        counts[base] = counts.get(base, 0) + 1
+    return names
+
+
+def snake_case(class_name):
+    """Keras' own rule: Conv2D → conv2d, MaxPooling2D → max_pooling2d."""
+    name = re.sub(r"(.)([A-Z][a-z]+)", r"\1_\2", class_name)
+    return re.sub(r"([a-z])([A-Z])", r"\1_\2", name).lower()
+
+
+def make_layer(spec, name):
     cls = registry.layer_class(spec)
     try:
-        return cls(**spec.kwargs)
+        return cls(**{"name": name, **spec.kwargs})
     except (TypeError, ValueError) as exc:
         raise ConfigError(narrow_path(spec.path, spec.kwargs, exc), keras_message(exc)) from None
 

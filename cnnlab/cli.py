@@ -69,10 +69,11 @@ def overrides_from(epochs, batch_size, seed, name, sets):
 def check(config_path, epochs, batch_size, seed, name, sets):
     """Validate CONFIG, build its model and print the summary and parameter count; no training."""
     from cnnlab.builder import count_params, validate
-    from cnnlab.config import load_config
+    from cnnlab.config import errors_naming, load_config
 
     config = load_config(config_path, overrides_from(epochs, batch_size, seed, name, sets))
-    model = validate(config)
+    with errors_naming(config_path):
+        model = validate(config)
     model.summary(print_fn=lambda line, *args, **kwargs: click.echo(line))
     click.echo(f"{config_path}: OK, {count_params(model):,} parameters")
 
@@ -85,11 +86,12 @@ def check(config_path, epochs, batch_size, seed, name, sets):
 @click.option("-q", "--quiet", is_flag=True, help="No per-epoch progress bar.")
 def train(config_path, epochs, batch_size, seed, name, sets, runs_dir, quiet):
     """Train the experiment in CONFIG into a new run folder under --runs-dir."""
-    from cnnlab.config import load_config
+    from cnnlab.config import errors_naming, load_config
     from cnnlab.train import train as train_run
 
     config = load_config(config_path, overrides_from(epochs, batch_size, seed, name, sets))
-    result = train_run(config, runs_dir, verbose=0 if quiet else 1)
+    with errors_naming(config_path):
+        result = train_run(config, runs_dir, verbose=0 if quiet else 1)
     click.echo(format_result(result))
 
 

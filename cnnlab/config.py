@@ -9,6 +9,7 @@ import copy
 import difflib
 import math
 import re
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Optional
@@ -137,6 +138,17 @@ def load_config(path, overrides=()):
         return config_from_text(text, overrides=overrides, default_name=path.stem)
     except ConfigError as exc:
         raise exc.with_source(str(path)) from None
+
+
+@contextmanager
+def errors_naming(path):
+    """Adds the config file's name to ConfigErrors found after loading (by the builder or the trainer)."""
+    try:
+        yield
+    except ConfigError as exc:
+        if exc.source is None:
+            raise exc.with_source(str(path)) from None
+        raise
 
 
 def config_from_text(text, overrides=(), default_name="experiment"):

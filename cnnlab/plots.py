@@ -6,8 +6,8 @@ matplotlib.use("Agg")  # files only: cnnlab runs on servers without a display
 import matplotlib.pyplot as plt  # noqa: E402
 
 
-def plot_history(history, metric, best_epoch, path, title=""):
-    """Train and validation `metric` per epoch (1-based), with the best epoch marked; saves a PNG."""
+def plot_history(history, metric, best_epoch, title=""):
+    """Train and validation `metric` per epoch (1-based), with the best epoch marked; returns the figure."""
     epochs = range(1, len(history[metric]) + 1)
     fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=100)
     ax.plot(epochs, history[metric], marker="o", markersize=3, label=f"train {metric}")
@@ -26,5 +26,8 @@ def plot_history(history, metric, best_epoch, path, title=""):
     ax.grid(True, alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    fig.savefig(path)
+    return fig
+
+
+def close(fig):
     plt.close(fig)

@@ -4,9 +4,11 @@ Every write goes to a temporary file in the same folder, is flushed to disk and
 renamed over the target, so a crash never leaves a half-written JSON or YAML.
 """
 
+import csv
 import json
 import os
 import tempfile
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -58,14 +60,17 @@ def create_run_dir(runs_dir, name, when=None):
     raise RunError(f"too many runs named {base} in {runs_dir}")
 
 
-def write_text(path, text):
-    """Atomic write: temporary file in the same folder, fsync, rename."""
+@contextmanager
+def atomic_file(path, mode="w"):
+    """Yields a temporary file beside `path`; on success it is flushed, fsynced and renamed over `path`."""
     path = Path(path)
+    encoding = None if "b" in mode else "utf-8"
     try:
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                f.write(text)
+            os.fchmod(fd, 0o644)  # mkstemp makes 0600 files; run folders are meant to be shared and read
+            with os.fdopen(fd, mode, encoding=encoding, newline="" if encoding else None) as f:
+                yield f
                 f.flush()
                 os.fsync(f.fileno())
             os.replace(tmp, path)
@@ -74,6 +79,36 @@ def write_text(path, text):
             raise
     except OSError as exc:
         raise RunError(f"cannot write {path}: {exc.strerror or exc}") from None
+
+
+def write_text(path, text):
+    with atomic_file(path) as f:
+        f.write(text)
+
+
+def write_history(path, rows):
+    """history.csv: one row per completed epoch, 1-based like Keras' progress bar and `best_epoch`."""
+    columns = ["epoch"] + sorted({key for row in rows for key in row if key != "epoch"})
+    with atomic_file(path) as f:
+        writer = csv.DictWriter(f, fieldnames=columns, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def read_history(path):
+    """history.csv as {column: [values]}, epochs as ints."""
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            rows = list(csv.DictReader(f))
+    except OSError as exc:
+        raise RunError(f"cannot read {path}: {exc.strerror or exc}") from None
+    columns = rows[0].keys() if rows else []
+    return {key: [int(row[key]) if key == "epoch" else float(row[key]) for row in rows] for key in columns}
+
+
+def save_figure(fig, path):
+    with atomic_file(path, "wb") as f:
+        fig.savefig(f, format="png")
 
 
 def write_json(path, data):

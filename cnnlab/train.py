@@ -2,6 +2,7 @@
 
 Everything that can be wrong with a config or its data is found before the run
 folder is created, so a failed start leaves nothing behind that looks like a run.
+Imports Keras at the top: the CLI imports this module only inside `cnnlab train`.
 """
 
 import math
@@ -12,6 +13,8 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+import keras
 
 from cnnlab import __version__, builder, data, plots, runs
 from cnnlab.errors import ConfigError, RunError, TrainingInterrupted
@@ -26,8 +29,6 @@ class TrainResult:
 
 def train(config, runs_dir, verbose=1):
     """Trains `config` into a new folder under `runs_dir` and returns it with its metrics."""
-    import keras
-
     keras.utils.set_random_seed(config.seed)
     splits = data.load_dataset(config.data, config.train.validation_split, config.seed)
     prep = preprocessing_for(config.data)
@@ -48,7 +49,8 @@ def train(config, runs_dir, verbose=1):
     started = time.perf_counter()
     try:
         history = model.fit(train_ds, validation_data=val_ds, epochs=config.train.epochs,
-                            callbacks=make_callbacks(config, run_dir), verbose=verbose)
+                            callbacks=make_callbacks(config, run_dir), verbose=verbose,
+                            shuffle=False)  # tf.data already reshuffles every epoch, seeded
     except KeyboardInterrupt:
         runs.set_status(run_dir, runs.INTERRUPTED, "stopped by the user (Ctrl-C)")
         raise TrainingInterrupted(f"training interrupted; the run folder {run_dir} is marked interrupted") from None
@@ -80,11 +82,10 @@ def write_run_description(run_dir, config, model, splits):
 
 
 def make_callbacks(config, run_dir):
-    import keras
-
+    """Keras' own callbacks, configured from the config, writing into the run folder."""
     cbs = config.train.callbacks
     callbacks = [keras.callbacks.ModelCheckpoint(str(run_dir / runs.MODEL), **cbs["checkpoint"]),
-                 keras.callbacks.CSVLogger(str(run_dir / runs.HISTORY)),
+                 EpochLog(run_dir / runs.HISTORY),
                  keras.callbacks.TerminateOnNaN()]
     if cbs["early_stopping"] is not None:
         callbacks.append(keras.callbacks.EarlyStopping(**cbs["early_stopping"]))
@@ -95,10 +96,21 @@ def make_callbacks(config, run_dir):
     return callbacks
 
 
+class EpochLog(keras.callbacks.Callback):
+    """Rewrites history.csv atomically after every epoch, so an interruption leaves whole rows only."""
+
+    def __init__(self, path):
+        super().__init__()
+        self.path = path
+        self.rows = []
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.rows.append({"epoch": epoch + 1, **{key: float(value) for key, value in (logs or {}).items()}})
+        runs.write_history(self.path, self.rows)
+
+
 def finish_run(run_dir, config, history, splits, prep, wall_time):
     """Scores the best model, writes metrics and plots, and marks the run completed (or failed on NaN)."""
-    import keras
-
     epochs_run = len(history.get("loss", []))
     monitor = config.train.callbacks["checkpoint"].get("monitor", "val_loss")
     best_epoch = best_epoch_of(history, monitor, config.train.callbacks["checkpoint"].get("mode", "auto"))
@@ -158,16 +170,16 @@ def first_nan_epoch(history):
 
 
 def write_plots(run_dir, history, best_epoch, name):
-    if "loss" in history:
-        plots.plot_history(history, "loss", best_epoch, run_dir / runs.LOSS_PLOT, title=f"{name}: loss")
     accuracy_key = next((key for key in ("accuracy", "acc", "sparse_categorical_accuracy", "categorical_accuracy") if key in history), None)
-    if accuracy_key:
-        plots.plot_history(history, accuracy_key, best_epoch, run_dir / runs.ACCURACY_PLOT, title=f"{name}: accuracy")
+    for metric, filename in (("loss", runs.LOSS_PLOT), (accuracy_key, runs.ACCURACY_PLOT)):
+        if metric in history:
+            fig = plots.plot_history(history, metric, best_epoch, title=f"{name}: {metric}")
+            runs.save_figure(fig, run_dir / filename)
+            plots.close(fig)
 
 
 def environment(config):
     """Versions and devices, so a result can be traced to the software that produced it."""
-    import keras
     import numpy
     import tensorflow as tf
 
@@ -193,13 +205,3 @@ def git_commit():
     except (OSError, subprocess.SubprocessError):
         return None
     return out.stdout.strip() or None if out.returncode == 0 else None
-
-
-def load_history_csv(path):
-    """history.csv as {column: [values]} (used by tests and later commands)."""
-    import csv
-
-    with open(path, newline="", encoding="utf-8") as f:
-        rows = list(csv.DictReader(f))
-    return {key: [float(row[key]) for row in rows] for key in (rows[0] if rows else {})}
-

@@ -1,0 +1,112 @@
+"""The command line as a user meets it: exit codes, one-line errors, no tracebacks, nothing half-made."""
+
+import subprocess
+import sys
+
+import pytest
+from click.testing import CliRunner
+
+from cnnlab.cli import main
+
+from conftest import CONFIGS, TINY_DIGITS
+
+
+def run(*args):
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+def assert_one_line_error(result, starts_with):
+    assert result.exit_code == 2, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1, result.output
+    assert lines[0].startswith(f"Error: {starts_with}"), lines[0]
+    assert "Traceback" not in result.output
+
+
+def test_help_lists_the_commands_without_importing_tensorflow():
+    code = ("import sys; from click.testing import CliRunner; from cnnlab.cli import main; "
+            "r = CliRunner().invoke(main, ['--help']); print(r.exit_code, 'tensorflow' in sys.modules, 'train' in r.output)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["0", "False", "True"]
+
+
+def test_check_prints_the_summary_and_parameter_count():
+    result = run("check", CONFIGS / "lenet5.yaml")
+    assert result.exit_code == 0, result.output
+    assert "conv2d_2 (Conv2D)" in result.output
+    assert result.output.strip().endswith("lenet5.yaml: OK, 61,706 parameters")
+
+
+@pytest.mark.parametrize("config_name, count", [("fashion_mnist_cnn.yaml", "333,526"), ("rgb100_binary.yaml", "35,900,130")])
+def test_check_shipped_configs(config_name, count):
+    result = run("check", CONFIGS / config_name)
+    assert result.output.strip().endswith(f"OK, {count} parameters")
+
+
+def test_check_reports_a_bad_config_in_one_line(write_config):
+    path = write_config(TINY_DIGITS.replace("kernel_size: 3", "kernel_size: abc"))
+    assert_one_line_error(run("check", path), f"{path}: model.layers[0].Conv2D.kernel_size: ")
+
+
+def test_check_reports_yaml_syntax_errors_with_the_line(write_config):
+    path = write_config("model: [\n")
+    assert_one_line_error(run("check", path), f"{path}: line 2, column 1: YAML syntax error")
+
+
+def test_check_missing_config_file(tmp_path):
+    assert_one_line_error(run("check", tmp_path / "none.yaml"), "config file not found")
+
+
+def test_debug_shows_the_traceback(write_config):
+    path = write_config(TINY_DIGITS.replace("Conv2D", "Conv2d", 1))
+    result = run("--debug", "check", path)
+    assert result.exit_code != 0
+    assert result.exception is not None and "unknown Keras layer" in str(result.exception)
+
+
+def test_flags_override_the_config_and_are_validated(write_config):
+    path = write_config(TINY_DIGITS)
+    assert_one_line_error(run("check", path, "--set", "train.batch_size=0"), f"{path}: train.batch_size: expected an integer >= 1")
+    assert_one_line_error(run("check", path, "--name", "../escape"), f"{path}: name: expected")
+    assert run("check", path, "--epochs", "3", "--seed", "1", "--set", "compile.optimizer=sgd").exit_code == 0
+
+
+def test_train_with_a_bad_config_leaves_no_run_folder(write_config, tmp_path):
+    path = write_config(TINY_DIGITS.replace("units: 10", "units: 0"))
+    runs_dir = tmp_path / "runs"
+    result = run("train", path, "--runs-dir", runs_dir)
+    assert_one_line_error(result, f"{path}: model.layers[3].Dense")
+    assert not runs_dir.exists() or not any(runs_dir.iterdir())
+
+
+def test_train_rejects_an_input_shape_the_data_does_not_have(write_config, tmp_path):
+    path = write_config(TINY_DIGITS.replace("[8, 8, 1]", "[28, 28, 1]"))
+    result = run("train", path, "--runs-dir", tmp_path / "runs")
+    assert_one_line_error(result, f"{path}: model.input_shape: is [28, 28, 1] but the data gives images of shape [8, 8, 1]")
+    assert not (tmp_path / "runs").exists()
+
+
+def test_train_rejects_an_output_layer_that_does_not_match_the_classes(write_config, tmp_path):
+    path = write_config(TINY_DIGITS.replace("units: 10", "units: 3"))
+    result = run("train", path, "--runs-dir", tmp_path / "runs")
+    assert_one_line_error(result, f"{path}: model.layers[3].Dense: the model outputs 3 values but the data has 10 classes")
+
+
+def test_train_with_a_missing_dataset_names_every_place_looked(write_config, tmp_path, monkeypatch):
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("CNNLAB_OFFLINE", "1")
+    path = write_config(TINY_DIGITS.replace("source: digits", "source: mnist").replace("[8, 8, 1]", "[28, 28, 1]"))
+    result = run("train", path, "--runs-dir", tmp_path / "runs")
+    assert result.exit_code == 2
+    assert result.output.count("\n") == 1 and "Traceback" not in result.output
+    assert "/usr/share/datasets/mnist" in result.output
+    assert str(tmp_path / "keras") in result.output
+    assert not (tmp_path / "runs").exists()
+
+
+def test_train_into_an_unwritable_runs_folder_fails_cleanly(write_config, tmp_path):
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the runs folder should be")
+    result = run("train", write_config(TINY_DIGITS), "--runs-dir", blocker / "runs")
+    assert_one_line_error(result, "cannot create the runs folder")
