@@ -25,6 +25,23 @@ def preprocessing_for(data_config):
                          pad_to=data_config.pad_to, color_mode=data_config.color_mode)
 
 
+def preprocessing_record(prep, image_shape, input_shape):
+    """What evaluate and predict need to repeat training's preprocessing on new images, as plain data."""
+    return {
+        "image_shape": list(image_shape),  # one stored image before preprocessing, e.g. [28, 28, 1]
+        "color_mode": prep.color_mode,
+        "image_size": list(prep.image_size) if prep.image_size else None,
+        "pad_to": list(prep.pad_to) if prep.pad_to else None,
+        "rescale": prep.rescale,
+        "model_input_shape": list(input_shape),
+    }
+
+
+def preprocessing_from_record(record):
+    return Preprocessing(rescale=record["rescale"], image_size=tuple(record["image_size"]) if record["image_size"] else None,
+                         pad_to=tuple(record["pad_to"]) if record["pad_to"] else None, color_mode=record["color_mode"])
+
+
 def output_shape(prep, image_shape):
     """Shape of one image after preprocessing, computed without TensorFlow."""
     height, width, channels = image_shape

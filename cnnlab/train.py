@@ -18,7 +18,7 @@ import keras
 
 from cnnlab import __version__, builder, data, plots, runs
 from cnnlab.errors import ConfigError, RunError, TrainingInterrupted
-from cnnlab.preprocess import check_input_shape, make_dataset, preprocessing_for
+from cnnlab.preprocess import check_input_shape, make_dataset, preprocessing_for, preprocessing_record
 
 
 @dataclass(frozen=True)
@@ -27,18 +27,24 @@ class TrainResult:
     metrics: dict
 
 
-def train(config, runs_dir, verbose=1):
-    """Trains `config` into a new folder under `runs_dir` and returns it with its metrics."""
+def train(config, runs_dir, verbose=1, initial_weights=None):
+    """Trains `config` into a new folder under `runs_dir` and returns it with its metrics.
+
+    `initial_weights` (a `.weights.h5` file of the same model) replaces the seeded
+    initialisation, so that runs compared against each other start from the same point.
+    """
     keras.utils.set_random_seed(config.seed)
     splits = data.load_dataset(config.data, config.train.validation_split, config.seed)
     prep = preprocessing_for(config.data)
     check_input_shape(prep, splits.x_train.shape[1:], config.model.input_shape)
     model = builder.validate(config)
     check_output_units(model, len(splits.class_names), config)
+    if initial_weights is not None:
+        model.load_weights(initial_weights)
 
     run_dir = runs.create_run_dir(runs_dir, config.name)
     runs.set_status(run_dir, runs.RUNNING)
-    write_run_description(run_dir, config, model, splits)
+    write_run_description(run_dir, config, model, splits, prep)
     train_ds = make_dataset(splits.x_train, splits.y_train, prep, config.train.batch_size,
                             shuffle=config.train.shuffle, seed=config.seed)
     val_ds = make_dataset(splits.x_val, splits.y_val, prep, config.train.batch_size)
@@ -71,9 +77,10 @@ def check_output_units(model, num_classes, config):
         raise ConfigError(last, f"the model outputs {units} values but the data has {num_classes} classes; set the last layer's units to {num_classes}")
 
 
-def write_run_description(run_dir, config, model, splits):
+def write_run_description(run_dir, config, model, splits, prep):
     """What the run is, written before training so an interrupted run still explains itself."""
     runs.write_text(run_dir / runs.CONFIG, config.to_yaml())
+    runs.write_json(run_dir / runs.PREPROCESSING, preprocessing_record(prep, splits.x_train.shape[1:], config.model.input_shape))
     runs.write_json(run_dir / runs.CLASS_NAMES, list(splits.class_names))
     runs.write_json(run_dir / runs.ENV, environment(config))
     lines = []
