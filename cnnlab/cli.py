@@ -79,19 +79,32 @@ def check(config_path, epochs, batch_size, seed, name, sets):
 
 
 @main.command()
-@click.argument("config_path", metavar="CONFIG", type=click.Path(dir_okay=False))
+@click.argument("config_path", metavar="CONFIG", required=False, type=click.Path(dir_okay=False))
 @config_options
 @click.option("--runs-dir", default="runs", show_default=True, type=click.Path(file_okay=False),
               help="Folder that receives the run folder.")
+@click.option("--resume", "resume_dir", metavar="RUN_DIR", type=click.Path(file_okay=False),
+              help="Continue an interrupted run from its last completed epoch, with its own config.")
 @click.option("-q", "--quiet", is_flag=True, help="No per-epoch progress bar.")
-def train(config_path, epochs, batch_size, seed, name, sets, runs_dir, quiet):
-    """Train the experiment in CONFIG into a new run folder under --runs-dir."""
-    from cnnlab.config import errors_naming, load_config
-    from cnnlab.train import train as train_run
+def train(config_path, epochs, batch_size, seed, name, sets, runs_dir, resume_dir, quiet):
+    """Train the experiment in CONFIG into a new run folder under --runs-dir.
 
-    config = load_config(config_path, overrides_from(epochs, batch_size, seed, name, sets))
-    with errors_naming(config_path):
-        result = train_run(config, runs_dir, verbose=0 if quiet else 1)
+    Ctrl-C stops at once and leaves the run resumable: cnnlab train --resume RUN_DIR.
+    """
+    from cnnlab.config import errors_naming, load_config
+    from cnnlab.train import resume, train as train_run
+
+    overrides = overrides_from(epochs, batch_size, seed, name, sets)
+    if resume_dir is not None:
+        if config_path or overrides:
+            raise click.UsageError("--resume continues with the run's own config.yaml; give no CONFIG and no overrides")
+        result = resume(resume_dir, verbose=0 if quiet else 1)
+    else:
+        if config_path is None:
+            raise click.UsageError("missing CONFIG (or --resume RUN_DIR)")
+        config = load_config(config_path, overrides)
+        with errors_naming(config_path):
+            result = train_run(config, runs_dir, verbose=0 if quiet else 1)
     click.echo(format_result(result))
 
 
@@ -103,6 +116,42 @@ def format_result(result):
         lines += [f"Test {key}: {value:.4f}" for key, value in m["test"].items()]
     lines.append(f"Wall time: {m['wall_time_s']:.1f} s ({m['images_per_s']:.0f} images/s)")
     return "\n".join(lines)
+
+
+@main.command("compare-optimizers")
+@click.argument("config_path", metavar="CONFIG", type=click.Path(dir_okay=False))
+@click.option("-o", "--optimizer", "optimizers", multiple=True, metavar="SPEC",
+              help="An optimizer to compare: NAME or NAME:KEY=VALUE,... such as sgd:learning_rate=0.05,momentum=0.9 "
+                   "(repeatable; default: sgd, sgd+momentum, rmsprop, adam, adamw, nadam, adagrad).")
+@config_options
+@click.option("--repeats", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Seeds per optimizer (--seed, --seed + 1, ...); the table shows mean ± std.")
+@click.option("--jobs", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Trainings at once, each in its own process with an equal share of the CPU threads.")
+@click.option("--runs-dir", default="runs", show_default=True, type=click.Path(file_okay=False),
+              help="Folder that receives the comparison folder.")
+@click.option("--resume", "resume_dir", metavar="COMPARE_DIR", type=click.Path(file_okay=False),
+              help="Finish the comparison in COMPARE_DIR: completed runs are kept, the others are trained again.")
+def compare_optimizers(config_path, optimizers, epochs, batch_size, seed, name, sets, repeats, jobs, runs_dir, resume_dir):
+    """Train CONFIG once per optimizer from the same initial weights and data order; report which does best.
+
+    Writes runs/compare-NAME-TIMESTAMP/ with one run folder per optimizer and seed,
+    summary.csv, summary.md and val_accuracy/val_loss/train_loss plots.
+    """
+    from cnnlab.compare import SUMMARY_MD, check_optimizer_specs, compare_optimizers as run_comparison, parse_optimizer_specs
+    from cnnlab.config import errors_naming, load_config
+
+    config = load_config(config_path, overrides_from(epochs, batch_size, seed, name, sets))
+    specs = parse_optimizer_specs(optimizers)
+    check_optimizer_specs(specs)  # here, so that an error names the --optimizer and not the config file
+    with errors_naming(config_path):
+        result = run_comparison(config, specs, runs_dir, repeats=repeats, jobs=jobs, resume_dir=resume_dir,
+                                progress=click.echo, source=config_path)
+    failed = sum(outcome.state != "completed" for outcome in result.outcomes)
+    click.echo("\n" + result.table + "\n")
+    if failed:
+        click.echo(f"{failed} of {len(result.outcomes)} runs failed; their reasons are in the progress lines and {SUMMARY_MD}.")
+    click.echo(f"Comparison: {result.compare_dir}")
 
 
 if __name__ == "__main__":

@@ -6,14 +6,19 @@ renamed over the target, so a crash never leaves a half-written JSON or YAML.
 
 import csv
 import json
+import math
 import os
+import re
+import shutil
 import tempfile
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from cnnlab.errors import RunError
+import yaml
+
+from cnnlab.errors import ConfigError, RunError
 
 CONFIG = "config.yaml"
 SUMMARY = "model_summary.txt"
@@ -27,6 +32,10 @@ STATUS = "status"
 LOSS_PLOT = "loss.png"
 ACCURACY_PLOT = "accuracy.png"
 TENSORBOARD = "tensorboard"
+EVAL_DIR = "eval"  # written by `cnnlab evaluate`, beside what train wrote and never over it
+CHECKPOINT_DIR = ".checkpoint"  # ModelCheckpoint writes here; best.keras is published from it atomically
+BACKUP_DIR = "backup"  # Keras' BackupAndRestore state (weights, optimizer, epoch) while a run is unfinished
+BACKUP_METADATA = "training_metadata.json"  # written by BackupAndRestore: {"epoch": completed epochs, ...}
 
 RUNNING, COMPLETED, FAILED, INTERRUPTED = "running", "completed", "failed", "interrupted"
 
@@ -96,6 +105,13 @@ def write_history(path, rows):
         writer.writerows(rows)
 
 
+def read_history_rows(path):
+    """history.csv as a list of rows (dicts of floats, `epoch` as int), for appending on resume."""
+    history = read_history(path)
+    columns = list(history)
+    return [{key: history[key][i] for key in columns} for i in range(len(history.get("epoch", [])))]
+
+
 def read_history(path):
     """history.csv as {column: [values]}, epochs as ints."""
     try:
@@ -105,6 +121,23 @@ def read_history(path):
         raise RunError(f"cannot read {path}: {exc.strerror or exc}") from None
     columns = rows[0].keys() if rows else []
     return {key: [int(row[key]) if key == "epoch" else float(row[key]) for row in rows] for key in columns}
+
+
+def copy_file(source, target):
+    """Atomic copy: the target is either the old file or the whole new one."""
+    with atomic_file(target, "wb") as out, open(source, "rb") as src:
+        shutil.copyfileobj(src, out, length=1 << 20)
+
+
+def backup_epoch(run_dir):
+    """Completed epochs held by the run's BackupAndRestore state; 0 when it has none (killed in epoch 1)."""
+    path = Path(run_dir) / BACKUP_DIR / BACKUP_METADATA
+    if not path.exists():
+        return 0
+    try:
+        return int(json.loads(path.read_text(encoding="utf-8"))["epoch"])
+    except (OSError, ValueError, KeyError, TypeError):
+        raise RunError(f"cannot read the training state {path}; the run cannot be resumed") from None
 
 
 def save_figure(fig, path):
@@ -136,3 +169,256 @@ def read_status(run_dir):
     except OSError:
         return RunStatus("unknown", "no status file")
     return RunStatus(lines[0].strip() if lines else "unknown", lines[1].strip() if len(lines) > 1 else "")
+
+
+# ---------------------------------------------------------------- evaluation files
+
+
+@dataclass(frozen=True)
+class EvalPaths:
+    report: Path
+    confusion_matrix: Path
+    misclassified: Path
+
+
+def eval_paths(run_dir, split):
+    """eval/<split>.json and its two figures; `split` is test, val or data-<name>."""
+    folder = Path(run_dir) / EVAL_DIR
+    return EvalPaths(folder / f"{split}.json", folder / f"{split}_confusion_matrix.png", folder / f"{split}_misclassified.png")
+
+
+def create_eval_dir(run_dir):
+    folder = Path(run_dir) / EVAL_DIR
+    try:
+        folder.mkdir(exist_ok=True)
+    except OSError as exc:
+        raise RunError(f"cannot create {folder}: {exc.strerror or exc}") from None
+    return folder
+
+
+# ---------------------------------------------------------------- trained runs, for evaluate and predict
+
+
+@dataclass(frozen=True)
+class TrainedRun:
+    """What evaluate and predict need from a run folder: its config, classes, preprocessing and best model."""
+
+    path: Path
+    config: object  # cnnlab.config.ExperimentConfig
+    class_names: tuple
+    preprocessing: dict  # preprocessing.json as train wrote it
+    model: object  # keras.Model
+
+
+def load_trained_run(run_dir):
+    """Reads a run folder and loads its best model; every missing or inconsistent piece is one RunError line."""
+    from cnnlab.config import load_config
+
+    run_dir = Path(run_dir)
+    check_run_dir(run_dir)
+    model_path = run_dir / MODEL
+    if not model_path.is_file():
+        status = read_status(run_dir)
+        state = f"{status.state}: {status.reason}" if status.reason else status.state
+        raise RunError(f"{run_dir}: no {MODEL} in this run folder (status {state}); train a model first or pick another run")
+    config = load_config(run_dir / CONFIG)
+    class_names = read_class_names(run_dir / CLASS_NAMES)
+    record = read_preprocessing(run_dir / PREPROCESSING)
+    model = load_model(model_path)
+    check_model_fits(model, model_path, record, class_names)
+    return TrainedRun(path=run_dir, config=config, class_names=class_names, preprocessing=record, model=model)
+
+
+def check_run_dir(run_dir):
+    run_dir = Path(run_dir)
+    if not run_dir.exists():
+        raise RunError(f"{run_dir}: run folder not found")
+    if not run_dir.is_dir():
+        raise RunError(f"{run_dir}: is not a folder; expected a run folder made by cnnlab train")
+    if not is_run_dir(run_dir):
+        raise RunError(f"{run_dir}: not a run folder (no {CONFIG}, {STATUS} or {MODEL}); expected a folder made by cnnlab train")
+
+
+def read_class_names(path):
+    names = read_json(path)
+    if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
+        raise RunError(f"{path}: expected a non-empty JSON list of class names")
+    return tuple(names)
+
+
+def read_preprocessing(path):
+    """preprocessing.json, checked enough that evaluate and predict can rely on it."""
+    from cnnlab.preprocess import output_shape, preprocessing_from_record
+
+    record = read_json(path)
+    try:
+        shape = record["image_shape"]
+        if not (isinstance(shape, list) and len(shape) == 3 and all(isinstance(v, int) and v > 0 for v in shape)):
+            raise ValueError(f"image_shape {shape!r}")
+        output_shape(preprocessing_from_record(record), shape)
+    except (KeyError, TypeError, ValueError, ConfigError) as exc:
+        raise RunError(f"{path}: expected the image_shape, color_mode, image_size, pad_to and rescale that train records; bad or missing {exc}") from None
+    return record
+
+
+def load_model(path):
+    """keras.models.load_model with its safe mode on: a .keras file cannot run arbitrary code."""
+    import keras
+
+    try:
+        return keras.models.load_model(path)
+    except Exception as exc:  # zip, HDF5 and deserialisation failures all come as different types
+        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+        raise RunError(f"{path}: cannot load the model: {lines[0] if lines else type(exc).__name__}") from None
+
+
+def check_model_fits(model, model_path, record, class_names):
+    """The model must take what preprocessing.json produces and output one value per class (or one sigmoid for two)."""
+    from cnnlab.preprocess import check_input_shape, output_shape, preprocessing_from_record
+
+    prep = preprocessing_from_record(record)
+    produced = list(output_shape(prep, record["image_shape"]))
+    expected = list(model.input_shape[1:]) if isinstance(model.input_shape, tuple) else None
+    try:
+        if expected is None:
+            raise ConfigError(None, "several inputs")
+        check_input_shape(prep, record["image_shape"], expected)
+    except ConfigError:
+        raise RunError(f"{model_path}: takes inputs of shape {expected} but {PREPROCESSING} turns the run's "
+                       f"{record['image_shape']} images into {produced}; the run folder's files disagree") from None
+    units = model.output_shape[-1] if isinstance(model.output_shape, tuple) else None
+    if units != len(class_names) and not (units == 1 and len(class_names) == 2):
+        raise RunError(f"{model_path}: outputs {units} values per image but {CLASS_NAMES} lists {len(class_names)} classes")
+
+
+# ---------------------------------------------------------------- listing runs (no TensorFlow)
+
+
+RUN_MARKERS = (STATUS, CONFIG, METRICS, MODEL)  # a folder holding none of these is not a run
+RUN_TIME = re.compile(r"-(\d{8}-\d{6})(?:-(\d+))?$")  # run_dir_name's timestamp and create_run_dir's counter
+BROKEN = "broken"
+
+
+def is_run_dir(path):
+    path = Path(path)
+    return path.is_dir() and any((path / name).exists() for name in RUN_MARKERS)
+
+
+def started_at(run_dir):
+    """(start time, same-second counter) from the folder name; the folder's mtime for folders named otherwise."""
+    run_dir = Path(run_dir)
+    match = RUN_TIME.search(run_dir.name)
+    if match:
+        try:
+            return datetime.strptime(match.group(1), "%Y%m%d-%H%M%S"), int(match.group(2) or 1)
+        except ValueError:
+            pass
+    return datetime.fromtimestamp(run_dir.stat().st_mtime).replace(microsecond=0), 1
+
+
+def find_runs(runs_dir):
+    """Run folders directly under `runs_dir`, newest first; other folders and files are skipped."""
+    runs_dir = Path(runs_dir)
+    if not runs_dir.is_dir():
+        raise RunError(f"{runs_dir}: runs folder not found; train a model with cnnlab train CONFIG --runs-dir {runs_dir}")
+    try:
+        found = [p for p in runs_dir.iterdir() if not p.name.startswith(".") and is_run_dir(p)]
+    except OSError as exc:
+        raise RunError(f"cannot list {runs_dir}: {exc.strerror or exc}") from None
+    return sorted(found, key=lambda p: (*started_at(p), p.name), reverse=True)
+
+
+def newest_completed_run(runs_dir):
+    """The newest run whose status is completed; a broken newer run is not silently skipped over an older one's status."""
+    for run_dir in find_runs(runs_dir):
+        if read_status(run_dir).state == COMPLETED:
+            return run_dir
+    raise RunError(f"{runs_dir}: no completed run in this folder; train one with cnnlab train CONFIG --runs-dir {runs_dir}, or pass --run RUN_DIR")
+
+
+def summarize_run(run_dir):
+    """One row of `cnnlab runs`, from the run's small files only; what is missing or unreadable marks it broken.
+
+    Test accuracy comes from eval/test.json when the run was evaluated, else from metrics.json.
+    """
+    run_dir = Path(run_dir)
+    status = read_status(run_dir)
+    row = {"name": run_dir.name, "path": str(run_dir), "config": None, "status": status.state, "reason": status.reason or None,
+           "started": started_at(run_dir)[0].isoformat(), "epochs": None, "best_epoch": None, "best_val_accuracy": None,
+           "test_accuracy": None, "test_accuracy_from": None, "wall_time_s": None}
+    problems = [] if status.state != "unknown" else [status.reason]
+    try:
+        row["config"] = read_config_name(run_dir / CONFIG)
+    except RunError as exc:
+        problems.append(str(exc))
+    metrics_path = run_dir / METRICS
+    if metrics_path.exists() or status.state == COMPLETED:
+        try:
+            metrics = read_json_object(metrics_path)
+            row.update(epochs=as_number(metrics.get("epochs_run")), best_epoch=as_number(metrics.get("best_epoch")),
+                       best_val_accuracy=as_number((metrics.get("best") or {}).get("val_accuracy")),
+                       wall_time_s=as_number(metrics.get("wall_time_s")))
+            test = as_number((metrics.get("test") or {}).get("accuracy"))
+            if test is not None:
+                row.update(test_accuracy=test, test_accuracy_from=METRICS)
+        except (RunError, AttributeError) as exc:
+            problems.append(str(exc) if isinstance(exc, RunError) else f"{metrics_path}: unexpected contents")
+    report = eval_paths(run_dir, "test").report
+    if report.exists():
+        try:
+            test = as_number(read_json_object(report).get("accuracy"))
+            if test is not None:
+                row.update(test_accuracy=test, test_accuracy_from=f"{EVAL_DIR}/{report.name}")
+        except RunError as exc:
+            problems.append(str(exc))
+    if status.state == COMPLETED and not (run_dir / MODEL).is_file():
+        problems.append(f"{run_dir / MODEL} is missing")
+    if problems:
+        row.update(status=BROKEN, reason="; ".join(problems))
+    return row
+
+
+def read_config_name(path):
+    try:
+        data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise RunError(f"{path} is missing") from None
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        raise RunError(f"cannot read {path}: {' '.join(str(exc).split())}") from None
+    if not isinstance(data, dict) or not isinstance(data.get("name"), str):
+        raise RunError(f"{path}: has no name")
+    return data["name"]
+
+
+def read_json_object(path):
+    data = read_json(path)
+    if not isinstance(data, dict):
+        raise RunError(f"{path}: expected a JSON object")
+    return data
+
+
+def as_number(value):
+    return value if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) else None
+
+
+RUNS_TABLE = (("RUN", "name", "<"), ("CONFIG", "config", "<"), ("STATUS", "status", "<"), ("EPOCHS", "epochs", ">"),
+              ("BEST", "best_epoch", ">"), ("BEST VAL ACC", "best_val_accuracy", ">"), ("TEST ACC", "test_accuracy", ">"),
+              ("WALL TIME", "wall_time_s", ">"))
+
+
+def format_runs_table(rows):
+    """An aligned table, newest first as given, then one line per run whose status has a reason."""
+    def cell(key, value):
+        if value is None:
+            return "-"
+        if key.endswith("accuracy"):
+            return f"{value:.4f}"
+        if key == "wall_time_s":
+            return f"{value:.1f} s"
+        return str(value)
+
+    table = [[title for title, _, _ in RUNS_TABLE]] + [[cell(key, row[key]) for _, key, _ in RUNS_TABLE] for row in rows]
+    widths = [max(len(line[i]) for line in table) for i in range(len(RUNS_TABLE))]
+    lines = ["  ".join(f"{text:{align}{width}}" for text, width, (_, _, align) in zip(line, widths, RUNS_TABLE)).rstrip() for line in table]
+    lines += [f"{row['name']}: {row['status']}: {row['reason']}" for row in rows if row["reason"]]
+    return "\n".join(lines)

@@ -8,16 +8,21 @@ Imports Keras at the top: the CLI imports this module only inside `cnnlab train`
 import math
 import os
 import platform
+import shutil
+import signal
 import subprocess
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from contextlib import contextmanager
+
 import keras
 
 from cnnlab import __version__, builder, data, plots, runs
-from cnnlab.errors import ConfigError, RunError, TrainingInterrupted
+from cnnlab.config import load_config
+from cnnlab.errors import CnnlabError, ConfigError, RunError, TrainingInterrupted
 from cnnlab.preprocess import check_input_shape, make_dataset, preprocessing_for, preprocessing_record
 
 
@@ -33,41 +38,108 @@ def train(config, runs_dir, verbose=1, initial_weights=None):
     `initial_weights` (a `.weights.h5` file of the same model) replaces the seeded
     initialisation, so that runs compared against each other start from the same point.
     """
+    model, splits, prep = prepare(config)
+    if initial_weights is not None:
+        model.load_weights(initial_weights)
+    run_dir = runs.create_run_dir(runs_dir, config.name)
+    runs.set_status(run_dir, runs.RUNNING)
+    write_run_description(run_dir, config, model, splits, prep)
+    return fit_into(run_dir, config, model, splits, prep, past_rows=[], verbose=verbose)
+
+
+def resume(run_dir, verbose=1):
+    """Continues an interrupted or killed run in its own folder, from its last completed epoch.
+
+    Model and optimizer state come from Keras' BackupAndRestore files in the run
+    folder; history.csv is cut back to the epoch they hold, so every epoch appears
+    exactly once; early stopping and the best checkpoint carry on from that history.
+    """
+    run_dir = Path(run_dir)
+    if not (run_dir / runs.CONFIG).is_file():
+        raise RunError(f"{run_dir} is not a run folder: {runs.CONFIG} is missing")
+    status = runs.read_status(run_dir)
+    if status.state == runs.COMPLETED:
+        raise RunError(f"{run_dir} has already completed; nothing to resume")
+    config = load_config(run_dir / runs.CONFIG)
+    model, splits, prep = prepare(config)
+    done = runs.backup_epoch(run_dir)
+    history_path = run_dir / runs.HISTORY
+    past_rows = runs.read_history_rows(history_path)[:done] if history_path.exists() else []
+    runs.write_history(history_path, past_rows)
+    runs.set_status(run_dir, runs.RUNNING)
+    if verbose:
+        print(f"Resuming {run_dir} after epoch {done} of {config.train.epochs}", flush=True)
+    return fit_into(run_dir, config, model, splits, prep, past_rows=past_rows, verbose=verbose)
+
+
+def prepare(config):
+    """Seeds, loads the data and builds the compiled model, checking that they fit together."""
     keras.utils.set_random_seed(config.seed)
     splits = data.load_dataset(config.data, config.train.validation_split, config.seed)
     prep = preprocessing_for(config.data)
     check_input_shape(prep, splits.x_train.shape[1:], config.model.input_shape)
     model = builder.validate(config)
     check_output_units(model, len(splits.class_names), config)
-    if initial_weights is not None:
-        model.load_weights(initial_weights)
+    return model, splits, prep
 
-    run_dir = runs.create_run_dir(runs_dir, config.name)
-    runs.set_status(run_dir, runs.RUNNING)
-    write_run_description(run_dir, config, model, splits, prep)
+
+def fit_into(run_dir, config, model, splits, prep, past_rows, verbose):
+    """Runs `fit` with the run's callbacks; Ctrl-C or SIGTERM leave a consistent, resumable folder."""
     train_ds = make_dataset(splits.x_train, splits.y_train, prep, config.train.batch_size,
                             shuffle=config.train.shuffle, seed=config.seed)
     val_ds = make_dataset(splits.x_val, splits.y_val, prep, config.train.batch_size)
     if verbose:
         print(f"Run folder: {run_dir}\nData: {splits.description}: {len(splits.x_train)} train, "
               f"{len(splits.x_val)} validation, {0 if splits.x_test is None else len(splits.x_test)} test images", flush=True)
-
-    started = time.perf_counter()
+    callbacks = make_callbacks(config, run_dir, past_rows)
+    log = callbacks[0]
     try:
-        history = model.fit(train_ds, validation_data=val_ds, epochs=config.train.epochs,
-                            callbacks=make_callbacks(config, run_dir), verbose=verbose,
-                            shuffle=False)  # tf.data already reshuffles every epoch, seeded
+        with sigterm_as_interrupt():
+            model.fit(train_ds, validation_data=val_ds, epochs=config.train.epochs, callbacks=callbacks,
+                      verbose=verbose, shuffle=False)  # tf.data already reshuffles every epoch, seeded
     except KeyboardInterrupt:
-        runs.set_status(run_dir, runs.INTERRUPTED, "stopped by the user (Ctrl-C)")
-        raise TrainingInterrupted(f"training interrupted; the run folder {run_dir} is marked interrupted") from None
+        done = len(log.rows)
+        write_plots(run_dir, history_of(log.rows), best_epoch_of(history_of(log.rows), *monitor_of(config)), config.name)
+        runs.set_status(run_dir, runs.INTERRUPTED, f"after epoch {done} of {config.train.epochs}")
+        raise TrainingInterrupted(f"training interrupted after epoch {done} of {config.train.epochs}; "
+                                  f"resume with: cnnlab train --resume {run_dir}") from None
+    except CnnlabError as exc:  # e.g. a write into the run folder failed (disk full)
+        runs.set_status(run_dir, runs.FAILED, str(exc))
+        raise
     except Exception as exc:  # a Keras failure mid-fit: record it, then report it as one line
         reason = builder.keras_message(exc)
         runs.set_status(run_dir, runs.FAILED, reason)
         raise RunError(f"training failed in {run_dir}: {reason}") from None
-    wall_time = time.perf_counter() - started
-
-    metrics = finish_run(run_dir, config, history.history, splits, prep, wall_time)
+    metrics = finish_run(run_dir, config, log.rows, splits, prep)
     return TrainResult(run_dir=run_dir, metrics=metrics)
+
+
+@contextmanager
+def sigterm_as_interrupt():
+    """SIGTERM (a closed session, `kill`, a scheduler) stops training like Ctrl-C does."""
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    try:
+        previous = signal.signal(signal.SIGTERM, interrupt)
+    except ValueError:  # not the main thread: leave signals alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def history_of(rows):
+    """Epoch rows → {column: [values]} as Keras' History has it (without the epoch and time columns)."""
+    keys = [key for key in (rows[0] if rows else {}) if key not in ("epoch", "time_s")]
+    return {key: [row.get(key, math.nan) for row in rows] for key in keys}
+
+
+def monitor_of(config):
+    checkpoint = config.train.callbacks["checkpoint"]
+    return checkpoint.get("monitor", "val_loss"), checkpoint.get("mode", "auto")
 
 
 def check_output_units(model, num_classes, config):
@@ -88,39 +160,99 @@ def write_run_description(run_dir, config, model, splits, prep):
     runs.write_text(run_dir / runs.SUMMARY, "\n".join(lines) + "\n")
 
 
-def make_callbacks(config, run_dir):
-    """Keras' own callbacks, configured from the config, writing into the run folder."""
+def make_callbacks(config, run_dir, past_rows):
+    """Keras' own callbacks, configured from the config, writing into the run folder.
+
+    Order matters for a kill between two of them: history is written first and the
+    backup last, so a resume never finds an epoch in the backup that history lacks.
+    """
     cbs = config.train.callbacks
-    callbacks = [keras.callbacks.ModelCheckpoint(str(run_dir / runs.MODEL), **cbs["checkpoint"]),
-                 EpochLog(run_dir / runs.HISTORY),
+    monitor, mode = monitor_of(config)
+    checkpoint_kwargs = dict(cbs["checkpoint"])
+    best_epoch = best_epoch_of(history_of(past_rows), monitor, mode)
+    if best_epoch:  # a resumed run must not overwrite best.keras with a worse model
+        checkpoint_kwargs["initial_value_threshold"] = past_rows[best_epoch - 1][monitor]
+    staged = run_dir / runs.CHECKPOINT_DIR / runs.MODEL
+    callbacks = [EpochLog(run_dir / runs.HISTORY, past_rows),
+                 keras.callbacks.ModelCheckpoint(str(staged), **checkpoint_kwargs),
+                 PublishCheckpoint(staged, run_dir / runs.MODEL),
                  keras.callbacks.TerminateOnNaN()]
     if cbs["early_stopping"] is not None:
-        callbacks.append(keras.callbacks.EarlyStopping(**cbs["early_stopping"]))
+        callbacks.append(ResumedEarlyStopping(past_rows, **cbs["early_stopping"]))
     if cbs["reduce_lr"] is not None:
         callbacks.append(keras.callbacks.ReduceLROnPlateau(**cbs["reduce_lr"]))
     if cbs["tensorboard"] is not None:
         callbacks.append(keras.callbacks.TensorBoard(log_dir=str(run_dir / runs.TENSORBOARD), **cbs["tensorboard"]))
+    callbacks.append(keras.callbacks.BackupAndRestore(str(run_dir / runs.BACKUP_DIR), double_checkpoint=True))
     return callbacks
 
 
 class EpochLog(keras.callbacks.Callback):
     """Rewrites history.csv atomically after every epoch, so an interruption leaves whole rows only."""
 
-    def __init__(self, path):
+    def __init__(self, path, past_rows):
         super().__init__()
         self.path = path
-        self.rows = []
+        self.rows = list(past_rows)
+        self.started = None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.started = time.perf_counter()
 
     def on_epoch_end(self, epoch, logs=None):
-        self.rows.append({"epoch": epoch + 1, **{key: float(value) for key, value in (logs or {}).items()}})
+        row = {"epoch": epoch + 1, **{key: float(value) for key, value in (logs or {}).items()}}
+        row["time_s"] = round(time.perf_counter() - self.started, 3)
+        self.rows.append(row)
         runs.write_history(self.path, self.rows)
 
 
-def finish_run(run_dir, config, history, splits, prep, wall_time):
+class PublishCheckpoint(keras.callbacks.Callback):
+    """Copies each new ModelCheckpoint file over best.keras atomically.
+
+    ModelCheckpoint writes its file in place; a kill during that write would leave
+    a corrupt best.keras, so it writes into a staging folder and this publishes it.
+    """
+
+    def __init__(self, staged, published):
+        super().__init__()
+        self.staged = Path(staged)
+        self.published = Path(published)
+        self.seen = None
+
+    def on_epoch_end(self, epoch, logs=None):
+        if not self.staged.exists():
+            return
+        stamp = self.staged.stat().st_mtime_ns, self.staged.stat().st_size
+        if stamp != self.seen:
+            runs.copy_file(self.staged, self.published)
+            self.seen = stamp
+
+
+class ResumedEarlyStopping(keras.callbacks.EarlyStopping):
+    """EarlyStopping whose patience counter and best value carry over a resume.
+
+    Keras resets them in `on_train_begin`; replaying the epochs already in history
+    through Keras' own `on_epoch_end` restores them by the same rules.
+    """
+
+    def __init__(self, past_rows, **kwargs):
+        super().__init__(**kwargs)
+        self.past_rows = past_rows
+
+    def on_train_begin(self, logs=None):
+        super().on_train_begin(logs)
+        for row in self.past_rows:
+            super().on_epoch_end(row["epoch"] - 1, row)
+        self.model.stop_training = False
+
+
+def finish_run(run_dir, config, rows, splits, prep):
     """Scores the best model, writes metrics and plots, and marks the run completed (or failed on NaN)."""
+    history = history_of(rows)
+    wall_time = sum(row["time_s"] for row in rows)  # training time over every session of a resumed run
     epochs_run = len(history.get("loss", []))
-    monitor = config.train.callbacks["checkpoint"].get("monitor", "val_loss")
-    best_epoch = best_epoch_of(history, monitor, config.train.callbacks["checkpoint"].get("mode", "auto"))
+    monitor, mode = monitor_of(config)
+    best_epoch = best_epoch_of(history, monitor, mode)
     metrics = {
         "epochs_run": epochs_run,
         "epochs_planned": config.train.epochs,
@@ -142,6 +274,7 @@ def finish_run(run_dir, config, history, splits, prep, wall_time):
         metrics["test"] = {key: float(value) for key, value in best_model.evaluate(test_ds, verbose=0, return_dict=True).items()}
     runs.write_json(run_dir / runs.METRICS, metrics)
     write_plots(run_dir, history, best_epoch, config.name)
+    shutil.rmtree(run_dir / runs.CHECKPOINT_DIR, ignore_errors=True)  # best.keras is published; the staging copy is not needed
 
     nan_epoch = first_nan_epoch(history)
     if nan_epoch is not None:
