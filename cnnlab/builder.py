@@ -7,6 +7,7 @@ from cnnlab.config import one_line
 from cnnlab.errors import ConfigError
 
 ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*m")
+MAX_LAYER_INT = 65_536
 
 
 def build_model(config):
@@ -25,7 +26,7 @@ def build_model(config):
         x = call_layer(layer, x, spec)
     try:
         return keras.Model(inputs, x, name=config.name)
-    except ValueError as exc:  # e.g. two layers given the same `name`
+    except Exception as exc:  # e.g. two layers given the same `name`
         raise ConfigError("model.layers", keras_message(exc)) from None
 
 
@@ -53,17 +54,31 @@ def snake_case(class_name):
 
 def make_layer(spec, name):
     cls = registry.layer_class(spec)
+    check_sizes(spec.kwargs, spec.path)
     try:
         return cls(**{"name": name, **spec.kwargs})
-    except (TypeError, ValueError) as exc:
+    except Exception as exc:  # any failure to construct from config values is the config's fault
         raise ConfigError(narrow_path(spec.path, spec.kwargs, exc), keras_message(exc)) from None
 
 
 def call_layer(layer, x, spec):
     try:
         return layer(x)
-    except (TypeError, ValueError) as exc:
+    except Exception as exc:
         raise ConfigError(narrow_path(spec.path, spec.kwargs, exc), f"cannot take its input of shape {tuple(x.shape)}: {keras_message(exc)}") from None
+
+
+def check_sizes(kwargs, path):
+    """Refuses integer arguments so large that Keras would try to allocate gigabytes before any error.
+
+    `Dense: {units: 10000000000}` is a typo, not a model; without this guard the
+    process is killed for memory instead of reporting the line.
+    """
+    for key, value in kwargs.items():
+        values = value if isinstance(value, (list, tuple)) else [value]
+        for item in values:
+            if isinstance(item, int) and not isinstance(item, bool) and item > MAX_LAYER_INT and key != "seed":
+                raise ConfigError(f"{path}.{key}", f"{item} is larger than cnnlab allows for a layer argument ({MAX_LAYER_INT:,})")
 
 
 def compile_model(model, config):
@@ -78,7 +93,7 @@ def make_optimizer(opt_config):
     cls = registry.optimizer_class(opt_config)
     try:
         return cls(**opt_config.kwargs)
-    except (TypeError, ValueError) as exc:
+    except Exception as exc:
         raise ConfigError(narrow_path("compile.optimizer", opt_config.kwargs, exc), keras_message(exc)) from None
 
 

@@ -155,7 +155,10 @@ def config_from_text(text, overrides=(), default_name="experiment"):
     user = parse_yaml(text)
     for override in overrides:
         apply_override(user, override)
-    return resolve_config(user, default_name=default_name)
+    try:
+        return resolve_config(user, default_name=default_name)
+    except RecursionError:
+        raise ConfigError(None, "the config is nested too deeply") from None
 
 
 def parse_yaml(text):
@@ -243,7 +246,7 @@ def check_keys(user, defaults, prefix):
     if not isinstance(user, dict):
         raise ConfigError(prefix.rstrip("."), f"expected a mapping, received {type_name(user)}")
     for key, value in user.items():
-        path = f"{prefix}{key}"
+        path = f"{prefix}{key if isinstance(key, str) and key.isidentifier() else short_repr(key)}"
         if not isinstance(key, str) or key not in defaults:
             raise ConfigError(path, f"unknown key{suggest(key, defaults)}; valid keys here: {', '.join(defaults)}")
         nested = section_keys(key, defaults[key])

@@ -23,7 +23,12 @@ class ConfigError(CnnlabError):
     def __str__(self):
         where = f"{self.path}: " if self.path else ""
         prefix = f"{self.source}: " if self.source else ""
-        return f"{prefix}{where}{self.message}"
+        return one_line(f"{prefix}{where}{self.message}")
+
+
+def one_line(text):
+    """Errors are printed as one line, whatever characters a hostile config put into them."""
+    return "".join(ch if ch.isprintable() else " " for ch in str(text))
 
 
 class DataError(CnnlabError):

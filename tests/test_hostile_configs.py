@@ -1,0 +1,126 @@
+"""Hundreds of generated malformed configs at `cnnlab check`: each ends in exit code 2 and one line.
+
+Every generated config is wrong by construction (a wrong type, an unknown key, a
+bad nesting, a huge or negative size, a name that is not Keras'), so the property
+is exact: never exit 0, never a traceback, never more than one line.
+"""
+
+import copy
+
+import yaml
+from click.testing import CliRunner
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from cnnlab.cli import main
+from cnnlab.config import SOURCES
+from cnnlab.registry import layer_classes, loss_names, optimizer_classes
+
+from conftest import TINY_DIGITS
+
+BASE = yaml.safe_load(TINY_DIGITS)
+
+text = st.text(max_size=30)
+junk = st.one_of(text, st.floats(allow_nan=True, allow_infinity=True), st.lists(st.integers(), max_size=4),
+                 st.dictionaries(text, st.integers(), max_size=3))
+not_an_int = st.one_of(text, st.floats(allow_nan=True), st.lists(st.integers(), max_size=3), st.booleans(), st.none())
+bad_size = st.one_of(st.integers(max_value=0), st.integers(min_value=10**6, max_value=10**30), not_an_int)
+# Layer arguments go to Keras, which takes True as 1 and floats as sizes: only values no Keras layer takes.
+bad_layer_size = st.one_of(st.integers(max_value=0), st.integers(min_value=10**6, max_value=10**30),
+                           text.filter(lambda t: not t.strip().lstrip("+").isdigit()), st.lists(st.integers(), min_size=2, max_size=3))
+
+
+def deep(depth):
+    value = "x"
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+def set_path(config, path, value):
+    node = config
+    for key in path[:-1]:
+        node = node[key] if isinstance(node, list) else node.setdefault(key, {})
+    node[path[-1]] = value
+    return config
+
+
+# (path in the config, values that are wrong there)
+WRONG_VALUES = [
+    (["seed"], st.one_of(st.integers(max_value=-1), st.integers(min_value=2**32), not_an_int.filter(lambda v: v is not None))),
+    (["name"], st.one_of(text.filter(lambda t: not t[:1].isalnum() or "/" in t or len(t) > 80 or not t.isascii()), st.integers(), st.lists(text))),
+    (["train", "epochs"], bad_size),
+    (["train", "batch_size"], bad_size),
+    (["train", "validation_split"], st.one_of(st.floats(max_value=0), st.floats(min_value=0.91), text, st.lists(st.floats()), st.booleans())),
+    (["train", "shuffle"], st.one_of(text, st.integers(), st.lists(st.booleans()))),
+    (["model", "input_shape"], st.one_of(st.lists(st.integers(max_value=0), min_size=1, max_size=3), st.lists(st.integers(), min_size=4),
+                                          st.just([]), text, st.integers(), st.lists(st.integers(min_value=20000), min_size=1, max_size=3))),
+    (["model", "layers"], st.one_of(st.just([]), text, st.integers(), st.lists(st.integers(), min_size=1))),
+    (["model", "layers", 0], st.one_of(text.filter(lambda t: t not in layer_classes()), st.integers(), st.lists(text, min_size=1),
+                                       st.dictionaries(text.filter(lambda t: t not in layer_classes()), st.none(), min_size=1, max_size=1))),
+    (["model", "layers", 0, "Conv2D", "filters"], st.one_of(bad_layer_size, st.dictionaries(text, text, min_size=1, max_size=2))),
+    (["model", "layers", 0, "Conv2D", "kernel_size"], st.one_of(st.integers(max_value=0), st.integers(min_value=10**6), text.filter(lambda t: not t.strip().isdigit()), st.lists(st.integers(max_value=0), min_size=2, max_size=2))),
+    (["model", "layers", 3, "Dense", "units"], bad_layer_size),
+    (["data", "source"], st.one_of(text.filter(lambda t: t not in SOURCES), st.integers(), st.lists(text))),
+    (["data", "path"], st.one_of(st.integers(), st.lists(text, min_size=1), st.builds(deep, st.integers(10, 300)))),
+    (["data", "rescale"], st.one_of(st.floats(max_value=0), text, st.lists(st.floats()))),
+    (["compile"], st.one_of(text, st.integers(), st.lists(st.integers()), st.none())),
+    (["compile", "optimizer"], st.one_of(text.filter(lambda t: t.lower() not in optimizer_classes()), st.integers(),
+                                         st.dictionaries(st.sampled_from(["learning_rate", "momentum", "beta_1"]), st.integers(), min_size=1))),
+    (["compile", "loss"], st.one_of(text.filter(lambda t: t not in loss_names()), st.integers(), st.lists(text))),
+    (["compile", "metrics"], st.one_of(st.lists(text.filter(lambda t: t not in ("accuracy", "acc")), min_size=1), st.integers())),
+    (["train"], st.one_of(text, st.integers(), st.lists(st.integers()), st.none())),
+    (["data"], st.one_of(text, st.integers(), st.none())),
+    (["train", "callbacks"], st.one_of(text, st.integers(), st.none(), st.lists(text))),
+    (["train", "callbacks", "early_stopping"], st.one_of(text, st.integers(), st.dictionaries(text.filter(str.isidentifier), st.integers(), min_size=1))),
+]
+
+SECTIONS_WITH_FIXED_KEYS = [[], ["data"], ["model"], ["compile"], ["train"], ["train", "callbacks"]]
+VALID_KEYS = {"name", "seed", "data", "model", "compile", "train", "source", "path", "image_size", "pad_to", "color_mode", "rescale",
+              "test_split", "input_shape", "layers", "optimizer", "loss", "metrics", "epochs", "batch_size", "validation_split",
+              "shuffle", "callbacks", "checkpoint", "early_stopping", "reduce_lr", "tensorboard"}
+
+
+@st.composite
+def malformed_configs(draw):
+    config = copy.deepcopy(BASE)
+    config["model"]["layers"][0] = {"Conv2D": dict(config["model"]["layers"][0]["Conv2D"])}
+    kind = draw(st.sampled_from(["wrong_value", "unknown_key", "wrong_value", "deep"]))
+    if kind == "wrong_value":
+        path, values = draw(st.sampled_from(WRONG_VALUES))
+        return set_path(config, path, draw(values))
+    if kind == "deep":
+        return set_path(config, ["model", "layers", 1], {"MaxPooling2D": {"pool_size": deep(draw(st.integers(5, 400)))}})
+    section = draw(st.sampled_from(SECTIONS_WITH_FIXED_KEYS))
+    node = config
+    for key in section:
+        node = node.setdefault(key, {})
+    node[draw(text.filter(lambda t: t not in VALID_KEYS))] = draw(junk)
+    return config
+
+
+@settings(max_examples=220, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(config=malformed_configs())
+def test_every_malformed_config_gets_exit_code_2_and_one_line(config, tmp_path):
+    path = tmp_path / "hostile.yaml"
+    path.write_text(yaml.safe_dump(config, allow_unicode=True), encoding="utf-8")
+    result = CliRunner().invoke(main, ["check", str(path)])
+    assert result.exit_code == 2, (config, result.output, result.exception)
+    assert "Traceback" not in result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: "), result.output
+
+
+def test_yaml_too_deep_for_the_parser_is_one_line(tmp_path):
+    path = tmp_path / "deep.yaml"
+    path.write_text("data: {path: " + "[" * 5000 + "]" * 5000 + "}\n")
+    result = CliRunner().invoke(main, ["check", str(path)])
+    assert result.exit_code == 2
+    assert len(result.output.strip().splitlines()) == 1
+
+
+def test_huge_layer_sizes_are_refused_before_keras_allocates(write_config):
+    path = write_config(TINY_DIGITS.replace("units: 10", "units: 10000000000"))
+    result = CliRunner().invoke(main, ["check", str(path)])
+    assert result.exit_code == 2
+    assert result.output.strip() == f"Error: {path}: model.layers[3].Dense.units: 10000000000 is larger than cnnlab allows for a layer argument (65,536)"
