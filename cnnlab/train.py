@@ -107,11 +107,19 @@ def fit_into(run_dir, config, model, splits, prep, past_rows, verbose):
         runs.set_status(run_dir, runs.FAILED, str(exc))
         raise
     except Exception as exc:  # a Keras failure mid-fit: record it, then report it as one line
-        reason = builder.keras_message(exc)
+        reason = failure_reason(exc)
         runs.set_status(run_dir, runs.FAILED, reason)
         raise RunError(f"training failed in {run_dir}: {reason}") from None
     metrics = finish_run(run_dir, config, log.rows, splits, prep)
     return TrainResult(run_dir=run_dir, metrics=metrics)
+
+
+def failure_reason(exc):
+    """One line for the status file and the terminal; a failed write names its file (disk full, quota)."""
+    if isinstance(exc, OSError) and exc.strerror:
+        target = f" {exc.filename}" if exc.filename else " a file in the run folder"
+        return f"cannot write{target}: {exc.strerror}"
+    return builder.keras_message(exc)
 
 
 @contextmanager
