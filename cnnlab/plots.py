@@ -29,5 +29,45 @@ def plot_history(history, metric, best_epoch, title=""):
     return fig
 
 
+def plot_comparison(curves, ylabel, title="", missing=()):
+    """One line per label on shared axes: `curves` maps a label to its runs' per-epoch values.
+
+    A label with several runs (seeds) shows their mean with a min-max band; where runs
+    stopped early at different epochs, each epoch is summarised over the runs that reached it.
+    Labels in `missing` (e.g. runs that failed) appear in the legend only, marked as not shown.
+    """
+    fig, ax = plt.subplots(figsize=(7.2, 4.6), dpi=100)
+    longest = 1
+    for label, values_per_run in curves.items():
+        longest = max(longest, max(len(values) for values in values_per_run))
+        epochs, means, lows, highs = _epoch_summary(values_per_run)
+        (line,) = ax.plot(epochs, means, marker="o", markersize=3, label=label)
+        if len(values_per_run) > 1:
+            ax.fill_between(epochs, lows, highs, color=line.get_color(), alpha=0.2, linewidth=0)
+    for label in missing:
+        ax.plot([], [], linestyle="none", marker="x", color="grey", label=f"{label} (failed, not shown)")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel(ylabel)
+    if longest < 20:
+        ax.set_xticks(list(range(1, longest + 1)))
+    ax.set_title(title or ylabel)
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def _epoch_summary(values_per_run):
+    """1-based epochs with the mean, min and max over the runs that reached each one."""
+    epochs, means, lows, highs = [], [], [], []
+    for i in range(max(len(values) for values in values_per_run)):
+        here = [values[i] for values in values_per_run if i < len(values)]
+        epochs.append(i + 1)
+        means.append(sum(here) / len(here))
+        lows.append(min(here))
+        highs.append(max(here))
+    return epochs, means, lows, highs
+
+
 def close(fig):
     plt.close(fig)
