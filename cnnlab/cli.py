@@ -35,6 +35,9 @@ def main(debug):
     \b
     cnnlab train configs/digits_cnn.yaml      train into a new run folder under runs/
     cnnlab check configs/lenet5.yaml          validate a config, print the model summary
+    cnnlab evaluate runs/RUN                  score a run on its test split, per class
+    cnnlab predict photo.png                  classify images with the newest run
+    cnnlab runs                               list the runs, newest first
     """
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's C++ start-up chatter off the terminal
 
@@ -152,6 +155,92 @@ def compare_optimizers(config_path, optimizers, epochs, batch_size, seed, name, 
     if failed:
         click.echo(f"{failed} of {len(result.outcomes)} runs failed; their reasons are in the progress lines and {SUMMARY_MD}.")
     click.echo(f"Comparison: {result.compare_dir}")
+
+
+@main.command()
+@click.argument("run_dir", metavar="RUN_DIR", type=click.Path(file_okay=False))
+@click.option("--split", type=click.Choice(["test", "val"]),
+              help="Held-out split of the run's data to score (default: test, or val where the data has no test split).")
+@click.option("--data", "data_path", metavar="PATH", type=click.Path(),
+              help="Score every image of another folder or .npz of the kind the run trained on instead.")
+def evaluate(run_dir, split, data_path):
+    """Score RUN_DIR's best model on held-out data: loss, accuracy and a per-class table.
+
+    Writes eval/<split>.json, eval/<split>_confusion_matrix.png and eval/<split>_misclassified.png
+    into the run folder (eval/data-<name>.* with --data); nothing train wrote is changed.
+    """
+    from cnnlab.evaluate import evaluate_run, format_report
+
+    if split and data_path:
+        raise click.UsageError("give --split or --data, not both: --split picks a split of the run's own data, --data scores all of PATH")
+    click.echo(format_report(evaluate_run(run_dir, split=split, data_path=data_path)))
+
+
+@main.command()
+@click.argument("images", metavar="IMAGE [IMAGE|DIR]...", nargs=-1, required=True)
+@click.option("--run", "run_dir", metavar="RUN_DIR", type=click.Path(file_okay=False),
+              help="Run folder whose best model predicts (default: the newest completed run under --runs-dir).")
+@click.option("--runs-dir", default="runs", show_default=True, type=click.Path(file_okay=False),
+              help="Where to find the newest completed run when --run is not given.")
+@click.option("--top-k", type=click.IntRange(min=1), default=3, show_default=True, help="Classes shown per image.")
+@click.option("--invert", type=click.Choice(["auto", "yes", "no"]), default="auto", show_default=True,
+              help="Invert the images' brightness; auto inverts a light-background image for a run trained on "
+                   "dark-background images (digits, MNIST, Fashion-MNIST) and says so.")
+@click.option("--max-pixels", type=click.IntRange(min=1), default=50_000_000, show_default=True,
+              help="Refuse larger images, from their header, without decoding them.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True, help="Images per model call.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document instead of one line per image.")
+@click.pass_context
+def predict(ctx, images, run_dir, runs_dir, top_k, invert, max_pixels, batch_size, as_json):
+    """Print the most probable classes of each IMAGE, or of each image in DIR (PNG, JPEG, BMP, GIF).
+
+    Images are brought to the run's colour mode and stored image size, then preprocessed as in
+    training. A bad image gets one line on stderr, the others are still predicted, and the
+    exit code is then 2.
+    """
+    import json
+
+    from cnnlab.predict import ImageProblem, choose_run, format_prediction, predict_images, predictions_document
+    from cnnlab.runs import load_trained_run
+
+    path, chosen = choose_run(run_dir, runs_dir)
+    run = load_trained_run(path)
+    if not as_json:
+        click.echo(f"Run: {path} ({chosen})")
+    kept, problems = [], 0
+    for item in predict_images(run, images, invert=invert, max_pixels=max_pixels, batch_size=batch_size):
+        if isinstance(item, ImageProblem):
+            problems += 1
+            click.echo(f"Error: {item}", err=True)
+        elif not as_json:
+            click.echo(format_prediction(item, run.class_names, top_k))
+        if as_json:
+            kept.append(item)
+    if as_json:
+        document = predictions_document(path, chosen, kept, run.class_names, top_k)
+        click.echo(json.dumps(document, indent=2, ensure_ascii=False))
+    if problems:
+        ctx.exit(2)
+
+
+@main.command("runs")
+@click.option("--runs-dir", default="runs", show_default=True, type=click.Path(file_okay=False), help="Folder of run folders.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON list instead of the table.")
+def list_runs(runs_dir, as_json):
+    """List the runs under --runs-dir, newest first, with their status and scores.
+
+    Test accuracy is from eval/test.json where the run was evaluated, else from training's
+    metrics.json. Folders that are not runs are skipped; a damaged run is shown as broken.
+    """
+    import json
+
+    from cnnlab.runs import find_runs, format_runs_table, summarize_run
+
+    rows = [summarize_run(run_dir) for run_dir in find_runs(runs_dir)]
+    if as_json:
+        click.echo(json.dumps(rows, indent=2, ensure_ascii=False))
+    else:
+        click.echo(format_runs_table(rows) if rows else f"No runs in {runs_dir}.")
 
 
 if __name__ == "__main__":

@@ -69,5 +69,58 @@ def _epoch_summary(values_per_run):
     return epochs, means, lows, highs
 
 
+def plot_confusion_matrix(counts, class_names, title=""):
+    """Counts in each cell, coloured by the fraction of the true class (row-normalised), classes named on both axes."""
+    import numpy as np
+
+    counts = np.asarray(counts)
+    k = len(class_names)
+    totals = counts.sum(axis=1, keepdims=True)
+    fractions = np.divide(counts, totals, out=np.zeros(counts.shape, dtype=float), where=totals > 0)
+    side = min(max(4.8, 0.5 * k + 2.5), 24)
+    fig, ax = plt.subplots(figsize=(side + 1.2, side), dpi=100)
+    image = ax.imshow(fractions, cmap="Blues", vmin=0, vmax=1)
+    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="fraction of the true class")
+    long_names = any(len(name) > 3 for name in class_names)
+    ax.set_xticks(range(k), labels=class_names, rotation=45 if long_names else 0, ha="right" if long_names else "center")
+    ax.set_yticks(range(k), labels=class_names)
+    if k <= 30:  # beyond that the numbers no longer fit in their cells
+        for i in range(k):
+            for j in range(k):
+                ax.text(j, i, str(counts[i, j]), ha="center", va="center", fontsize=8 if k > 12 else 10,
+                        color="white" if fractions[i, j] > 0.5 else "black")
+    ax.set_xlabel("predicted class")
+    ax.set_ylabel("true class")
+    ax.set_title(title or "confusion matrix")
+    fig.tight_layout()
+    return fig
+
+
+def plot_image_grid(images, captions, title="", columns=5, empty_text="no images"):
+    """uint8 images (H, W, 1 or 3) in a grid, each with its caption; `empty_text` in place of an empty grid."""
+    import math
+
+    if not len(images):
+        fig, ax = plt.subplots(figsize=(4.8, 2.4), dpi=100)
+        ax.text(0.5, 0.5, empty_text, ha="center", va="center", fontsize=12)
+        ax.axis("off")
+        ax.set_title(title)
+        return fig
+    cols = min(columns, len(images))
+    rows = math.ceil(len(images) / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(max(2.2 * cols, 4.8), 2.6 * rows + 0.6), dpi=100, squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, image, caption in zip(axes.flat, images, captions):
+        if image.shape[-1] == 1:
+            ax.imshow(image[..., 0], cmap="gray", vmin=0, vmax=255, interpolation="nearest")
+        else:
+            ax.imshow(image, interpolation="nearest")
+        ax.set_title(caption, fontsize=8)
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
 def close(fig):
     plt.close(fig)

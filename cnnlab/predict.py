@@ -1,0 +1,299 @@
+"""`cnnlab predict`: class probabilities for image files, from a run's best model.
+
+Each image takes the path its training images took: decoded, brought to the run's
+colour mode and stored image shape (preprocessing.json image_shape), then the run's
+own resize/pad/scale from `cnnlab.preprocess`. A problem with one image is reported
+for that image and the others are still predicted, in batches.
+"""
+
+import zlib
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+from cnnlab import data, runs
+from cnnlab.errors import DataError
+from cnnlab.preprocess import preprocess_images, preprocessing_from_record
+
+IMAGE_FORMATS = ("PNG", "JPEG", "BMP", "GIF")  # what Keras' image loader reads; Pillow is held to these decoders
+FORMAT_NAMES = "PNG, JPEG, BMP or GIF"
+DEFAULT_MAX_PIXELS = 50_000_000  # a 7000x7000 photo passes; a decompression bomb claims far more
+DEFAULT_TOP_K = 3
+DEFAULT_BATCH_SIZE = 64
+INVERT_CHOICES = ("auto", "yes", "no")
+# The bundled datasets are light strokes on black; a photo of ink on paper is the opposite.
+KNOWN_BACKGROUNDS = {"digits": "dark", "mnist": "dark", "fashion_mnist": "dark"}
+BACKGROUND_SAMPLE = 1000  # training images measured to find an .npz run's background
+SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")
+DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, IndexError, zlib.error)  # how Pillow reports bad files
+SIGNATURES = {b"\x89PNG\r\n\x1a\n": "PNG", b"\xff\xd8\xff": "JPEG", b"GIF87a": "GIF", b"GIF89a": "GIF", b"BM": "BMP"}
+
+
+@dataclass(frozen=True)
+class Prediction:
+    path: str
+    probabilities: np.ndarray  # one per class, in the run's class order
+    inverted: Optional[str]  # why the image was inverted, or None
+
+    def top(self, class_names, k):
+        """The k most probable classes as (name, probability), most probable first."""
+        order = np.argsort(-self.probabilities, kind="stable")[:k]
+        return [(class_names[i], float(self.probabilities[i])) for i in order]
+
+
+@dataclass(frozen=True)
+class ImageProblem:
+    path: str
+    message: str
+
+    def __str__(self):
+        return f"{self.path}: {self.message}"
+
+
+class BadImage(Exception):
+    """One image cannot be predicted; becomes an ImageProblem and the others go on."""
+
+
+def choose_run(run_dir, runs_dir):
+    """The run folder to use and how it was chosen: --run as given, else the newest completed run under `runs_dir`."""
+    if run_dir is not None:
+        return Path(run_dir), "given with --run"
+    return runs.newest_completed_run(runs_dir), f"the newest completed run in {runs_dir}; --run RUN_DIR picks another"
+
+
+def predict_images(run, paths, invert="auto", max_pixels=DEFAULT_MAX_PIXELS, batch_size=DEFAULT_BATCH_SIZE):
+    """Yields a Prediction or an ImageProblem per image, in the order given; folders expand to their images."""
+    if invert not in INVERT_CHOICES:
+        raise DataError(f"invert: expected one of {', '.join(INVERT_CHOICES)}, received {invert!r}")
+    reader = ImageReader(run, invert, max_pixels)
+    items = list(collect_images(paths))
+    for start in range(0, len(items), batch_size):
+        results = [item if isinstance(item, ImageProblem) else reader.read(item) for item in items[start:start + batch_size]]
+        ready = [r for r in results if not isinstance(r, ImageProblem)]
+        probabilities = iter(predict_batch(run, np.stack([pixels for _, pixels, _ in ready])) if ready else [])
+        for r in results:
+            yield r if isinstance(r, ImageProblem) else Prediction(r[0], next(probabilities), r[2])
+
+
+def predict_batch(run, images):
+    """uint8 images at the stored shape → probabilities, through the run's own preprocessing."""
+    inputs = preprocess_images(images, preprocessing_from_record(run.preprocessing))
+    return class_probabilities(run.model.predict_on_batch(inputs), len(run.class_names))
+
+
+def class_probabilities(outputs, num_classes):
+    """Model outputs as (N, num_classes); a single sigmoid unit is the probability of the second of two classes."""
+    outputs = np.asarray(outputs)
+    if outputs.shape[-1] == 1 and num_classes == 2:
+        return np.concatenate([1 - outputs, outputs], axis=-1)
+    return outputs
+
+
+# ---------------------------------------------------------------- finding and reading images
+
+
+def collect_images(paths):
+    """Files as given (whatever their extension) and, for folders, the image files under them, sorted."""
+    for raw in paths:
+        path = Path(raw)
+        if path.is_dir():
+            try:
+                found = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in data.IMAGE_EXTENSIONS
+                               and not any(part.startswith(".") for part in p.relative_to(path).parts))
+            except OSError as exc:
+                yield ImageProblem(str(raw), f"cannot list this folder: {exc.strerror or exc}")
+                continue
+            if not found:
+                yield ImageProblem(str(raw), f"no images ({', '.join(data.IMAGE_EXTENSIONS)}) in this folder")
+            yield from found
+        elif not path.exists():
+            yield ImageProblem(str(raw), "not found")
+        else:
+            yield path
+
+
+class ImageReader:
+    """Brings image files to what the run's training images were before preprocessing: colour mode, size, polarity."""
+
+    def __init__(self, run, invert, max_pixels):
+        self.shape = tuple(run.preprocessing["image_shape"])
+        self.color_mode = run.preprocessing["color_mode"]
+        # An image-folder run's images were resized by Keras' loader (bilinear, no antialiasing): do the same.
+        # Other sources were never resized, so shrink with antialiasing, which keeps thin strokes.
+        self.antialias = run.config.data.source != "image_folder"
+        self.invert = invert
+        self.background = training_background(run) if invert == "auto" else None
+        self.max_pixels = max_pixels
+
+    def read(self, path):
+        """(path, uint8 pixels at the stored shape, why inverted or None), or an ImageProblem."""
+        try:
+            pixels = data.to_color_mode(decode_image(path, self.max_pixels)[np.newaxis], self.color_mode)[0]
+            pixels = resize_to(pixels, self.shape[:2], self.antialias)
+            if pixels.shape != self.shape:
+                raise BadImage(f"cannot be brought to the model's input: it becomes {list(pixels.shape)} in {self.color_mode}, "
+                               f"the run's images are {list(self.shape)}")
+        except BadImage as exc:
+            return ImageProblem(str(path), str(exc))
+        reason = invert_reason(self.invert, self.background, pixels)
+        return str(path), (255 - pixels if reason else pixels), reason
+
+
+def decode_image(path, max_pixels):
+    """One PNG/JPEG/BMP/GIF file as uint8 (H, W, 1 or 3); the pixel count is checked from the header, before decoding."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        if path.stat().st_size == 0:
+            raise BadImage(f"empty file (0 bytes); expected a {FORMAT_NAMES} image")
+    except OSError as exc:
+        raise BadImage(f"cannot read: {exc.strerror or exc}") from None
+    kind = None
+    try:
+        with pixel_limit_of_our_own(), Image.open(path, formats=IMAGE_FORMATS) as image:
+            kind = image.format
+            width, height = image.size
+            if width * height > max_pixels:
+                raise BadImage(f"{width}x{height} is {width * height:,} pixels, over the limit of {max_pixels:,} "
+                               "(--max-pixels); not decoded")
+            image.load()
+            return to_array(image)
+    except (FileNotFoundError, PermissionError) as exc:
+        raise BadImage(f"cannot read: {exc.strerror or exc}") from None
+    except (UnidentifiedImageError, *DECODE_ERRORS) as exc:
+        kind = kind or format_by_signature(path)  # Pillow cannot tell a cut-off header from another kind of file
+        if kind is None:
+            raise BadImage(f"not a {FORMAT_NAMES} image") from None
+        detail = "Pillow cannot read its header" if isinstance(exc, UnidentifiedImageError) else one_line(exc)
+        raise BadImage(f"cannot decode this {kind} file (truncated or corrupt): {detail}") from None
+
+
+@contextmanager
+def pixel_limit_of_our_own():
+    """Turns Pillow's own decompression-bomb check off while a header is read, because --max-pixels replaces it.
+
+    Pillow would refuse above about 179 million pixels with a message of its own, whatever
+    --max-pixels says; our check runs on the same header before any pixel is decoded.
+    """
+    from PIL import Image
+
+    saved = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = None
+    try:
+        yield
+    finally:
+        Image.MAX_IMAGE_PIXELS = saved
+
+
+def format_by_signature(path):
+    """The format a file's first bytes announce, or None."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(8)
+    except OSError:
+        return None
+    return next((name for magic, name in SIGNATURES.items() if head.startswith(magic)), None)
+
+
+def to_array(image):
+    """uint8 (H, W, 1) for grayscale pictures, (H, W, 3) for every other mode; 16-bit grayscale scaled to 8 bits."""
+    if image.mode in SIXTEEN_BIT_MODES:
+        pixels = np.asarray(image, dtype=np.float64) / 257  # 65535 -> 255
+        return np.clip(np.round(pixels), 0, 255).astype(np.uint8)[..., np.newaxis]
+    if image.mode in ("1", "L", "LA"):
+        return np.asarray(image.convert("L"))[..., np.newaxis]
+    return np.asarray(image.convert("RGB"))
+
+
+def resize_to(pixels, size, antialias):
+    """Bilinear resize of one uint8 image to `size`, rounded back to uint8 as the image-folder loader does."""
+    if pixels.shape[:2] == tuple(size):
+        return pixels
+    import tensorflow as tf
+
+    resized = tf.image.resize(pixels, size, method="bilinear", antialias=antialias).numpy()
+    return np.clip(np.round(resized), 0, 255).astype(np.uint8)
+
+
+# ---------------------------------------------------------------- light-on-dark or dark-on-light
+
+
+def invert_reason(mode, training, pixels):
+    """Why this image is inverted, or None.
+
+    The rule for `--invert auto`: the background of an image is the median brightness of
+    its border (the outer eighth on each side, at least one pixel, at the stored size);
+    it is light above 127.5 of 255. An image is inverted when its background is light
+    and the run's training images have a dark one (digits, MNIST, Fashion-MNIST: light
+    strokes on black), or the other way round. Where the training background is not known
+    (image-folder runs: photographs have no single convention) nothing is inverted.
+    """
+    if mode == "yes":
+        return "--invert yes"
+    if mode == "no" or training is None:
+        return None
+    light = background_brightness(pixels[np.newaxis])[0] > 127.5
+    if light == (training == "light"):
+        return None
+    return f"{'light' if light else 'dark'} background, unlike the run's training images"
+
+
+def training_background(run):
+    """'dark', 'light' or None (not known) for the run's training images.
+
+    Taken from preprocessing.json "background" when the run records one; known for the
+    bundled datasets; measured on up to BACKGROUND_SAMPLE training images for an .npz run.
+    """
+    recorded = run.preprocessing.get("background")
+    if recorded in ("dark", "light"):
+        return recorded
+    source = run.config.data.source
+    if source in KNOWN_BACKGROUNDS:
+        return KNOWN_BACKGROUNDS[source]
+    if source != "npz":
+        return None
+    try:
+        x_train = data.load_arrays(run.config.data)[0]
+    except DataError:
+        return None  # the .npz moved since training: say nothing rather than guess
+    return "light" if np.median(background_brightness(x_train[:BACKGROUND_SAMPLE])) > 127.5 else "dark"
+
+
+def background_brightness(images):
+    """Median brightness (0..255) of each uint8 image's border ring: (N, H, W, C) → (N,)."""
+    gray = data.to_color_mode(images, "grayscale")[..., 0]
+    height, width = gray.shape[1:3]
+    edge = max(1, min(height, width) // 8)
+    ring = np.ones((height, width), dtype=bool)
+    ring[edge:height - edge, edge:width - edge] = False
+    return np.median(gray[:, ring], axis=1)
+
+
+# ---------------------------------------------------------------- output
+
+
+def format_prediction(item, class_names, k):
+    """`path: bag 0.998, sandal 0.001, ...`, saying when the image was inverted."""
+    top = ", ".join(f"{name} {p:.3f}" for name, p in item.top(class_names, k))
+    note = f" (inverted: {item.inverted})" if item.inverted else ""
+    return f"{item.path}{note}: {top}"
+
+
+def predictions_document(run_dir, chosen, items, class_names, k):
+    """One JSON-ready document for scripts: the run, each image's top k, each problem."""
+    return {
+        "run": str(run_dir),
+        "run_chosen": chosen,
+        "top_k": k,
+        "predictions": [{"path": item.path, "inverted": item.inverted is not None, "inverted_because": item.inverted,
+                         "top": [{"class": name, "probability": p} for name, p in item.top(class_names, k)]}
+                        for item in items if isinstance(item, Prediction)],
+        "errors": [{"path": item.path, "error": item.message} for item in items if isinstance(item, ImageProblem)],
+    }
+
+
+def one_line(exc):
+    return " ".join(str(exc).split()) or type(exc).__name__
