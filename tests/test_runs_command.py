@@ -1,0 +1,127 @@
+"""`cnnlab runs` on run folders written by hand: newest first, JSON, broken runs shown, no TensorFlow."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+from click.testing import CliRunner
+
+from cnnlab.cli import main
+
+
+def run(*args):
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+def metrics(val_accuracy=0.9, test_accuracy=0.85, epochs=3, best=2, wall=12.34):
+    return {"epochs_run": epochs, "best_epoch": best, "best": {"val_loss": 0.3, "val_accuracy": val_accuracy},
+            "test": None if test_accuracy is None else {"accuracy": test_accuracy, "loss": 0.4}, "wall_time_s": wall}
+
+
+@pytest.fixture
+def make_run(tmp_path):
+    """Writes the small files of a run folder under tmp_path/runs, as train leaves them."""
+
+    def make(name, config="tiny", status="completed\n", metrics_data=None, model=True):
+        run_dir = tmp_path / "runs" / name
+        run_dir.mkdir(parents=True)
+        (run_dir / "config.yaml").write_text(f"name: {config}\nseed: 1\n")
+        (run_dir / "status").write_text(status)
+        if metrics_data is not None:
+            (run_dir / "metrics.json").write_text(json.dumps(metrics_data))
+        if model:
+            (run_dir / "best.keras").write_bytes(b"PK")
+        return run_dir
+
+    return make
+
+
+def test_the_table_lists_runs_newest_first(make_run, tmp_path):
+    make_run("tiny-20260101-120000", metrics_data=metrics(val_accuracy=0.5, test_accuracy=None))
+    make_run("tiny-20260101-120000-2", metrics_data=metrics(val_accuracy=0.75))
+    make_run("digits_cnn-20260102-090000", config="digits_cnn", metrics_data=metrics())
+    result = run("runs", "--runs-dir", tmp_path / "runs")
+    assert result.exit_code == 0, result.output
+    assert result.output.splitlines() == [
+        "RUN                         CONFIG      STATUS     EPOCHS  BEST  BEST VAL ACC  TEST ACC  WALL TIME",
+        "digits_cnn-20260102-090000  digits_cnn  completed       3     2        0.9000    0.8500     12.3 s",
+        "tiny-20260101-120000-2      tiny        completed       3     2        0.7500    0.8500     12.3 s",
+        "tiny-20260101-120000        tiny        completed       3     2        0.5000         -     12.3 s",
+    ]
+
+
+def test_json_gives_every_field(make_run, tmp_path):
+    run_dir = make_run("tiny-20260101-120000", metrics_data=metrics())
+    result = run("runs", "--runs-dir", tmp_path / "runs", "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output) == [{
+        "name": "tiny-20260101-120000", "path": str(run_dir), "config": "tiny", "status": "completed", "reason": None,
+        "started": "2026-01-01T12:00:00", "epochs": 3, "best_epoch": 2, "best_val_accuracy": 0.9,
+        "test_accuracy": 0.85, "test_accuracy_from": "metrics.json", "wall_time_s": 12.34,
+    }]
+
+
+def test_test_accuracy_comes_from_the_evaluation_when_there_is_one(make_run, tmp_path):
+    run_dir = make_run("tiny-20260101-120000", metrics_data=metrics(test_accuracy=0.85))
+    (run_dir / "eval").mkdir()
+    (run_dir / "eval" / "test.json").write_text(json.dumps({"accuracy": 0.875, "loss": 0.3}))
+    (row,) = json.loads(run("runs", "--runs-dir", tmp_path / "runs", "--json").output)
+    assert (row["test_accuracy"], row["test_accuracy_from"]) == (0.875, "eval/test.json")
+
+
+def test_folders_and_files_that_are_not_runs_are_skipped(make_run, tmp_path):
+    make_run("tiny-20260101-120000", metrics_data=metrics())
+    (tmp_path / "runs" / "notes").mkdir()
+    (tmp_path / "runs" / "notes" / "todo.txt").write_text("a folder, but not a run")
+    (tmp_path / "runs" / "README").write_text("a file")
+    rows = json.loads(run("runs", "--runs-dir", tmp_path / "runs", "--json").output)
+    assert [row["name"] for row in rows] == ["tiny-20260101-120000"]
+
+
+def test_a_broken_run_is_shown_as_broken_with_the_reason(make_run, tmp_path):
+    run_dir = make_run("tiny-20260101-120000")
+    (run_dir / "metrics.json").write_text("{ not json")
+    make_run("tiny-20260101-130000", metrics_data=metrics())
+    result = run("runs", "--runs-dir", tmp_path / "runs")
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert lines[2].split()[:3] == ["tiny-20260101-120000", "tiny", "broken"]
+    assert lines[3].startswith(f"tiny-20260101-120000: broken: cannot read {run_dir / 'metrics.json'}: ")
+
+
+def test_a_completed_run_without_its_model_is_broken(make_run, tmp_path):
+    run_dir = make_run("tiny-20260101-120000", metrics_data=metrics(), model=False)
+    (row,) = json.loads(run("runs", "--runs-dir", tmp_path / "runs", "--json").output)
+    assert (row["status"], row["reason"]) == ("broken", f"{run_dir / 'best.keras'} is missing")
+
+
+def test_running_and_failed_runs_show_their_state(make_run, tmp_path):
+    make_run("tiny-20260101-120000", status="failed\nloss became NaN at epoch 1; try a smaller learning rate\n", model=False)
+    make_run("tiny-20260101-130000", status="running\n", model=False)
+    result = run("runs", "--runs-dir", tmp_path / "runs")
+    lines = result.output.splitlines()
+    assert lines[1].split() == ["tiny-20260101-130000", "tiny", "running", "-", "-", "-", "-", "-"]
+    assert lines[2].split() == ["tiny-20260101-120000", "tiny", "failed", "-", "-", "-", "-", "-"]
+    assert lines[3] == "tiny-20260101-120000: failed: loss became NaN at epoch 1; try a smaller learning rate"
+
+
+def test_an_empty_runs_folder(tmp_path):
+    result = run("runs", "--runs-dir", tmp_path)
+    assert (result.exit_code, result.output) == (0, f"No runs in {tmp_path}.\n")
+
+
+def test_a_missing_runs_folder(tmp_path):
+    result = run("runs", "--runs-dir", tmp_path / "nope")
+    assert result.exit_code == 2
+    assert result.output == f"Error: {tmp_path / 'nope'}: runs folder not found; train a model with cnnlab train CONFIG --runs-dir {tmp_path / 'nope'}\n"
+
+
+@pytest.mark.parametrize("args", [["runs"], ["predict", "--help"], ["evaluate", "--help"]])
+def test_listing_runs_and_asking_for_help_do_not_import_tensorflow(make_run, tmp_path, args):
+    make_run("tiny-20260101-120000", metrics_data=metrics())
+    code = ("import sys; from click.testing import CliRunner; from cnnlab.cli import main; "
+            f"r = CliRunner().invoke(main, {args!r} + ['--runs-dir', sys.argv[1]] * (sys.argv[2] == 'runs')); "
+            "print(r.exit_code, 'tensorflow' in sys.modules, 'keras' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code, str(tmp_path / "runs"), args[0]], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["0", "False", "False"]
