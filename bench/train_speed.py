@@ -1,0 +1,111 @@
+"""Training throughput of `cnnlab train` against the plain-Keras seed script, side by side in one run.
+
+Rounds alternate A (cnnlab) and B (bench/peers/seed000_keras.py), each in a fresh
+process, on the same data, model, batch size and epochs. Reports per round images/s,
+the median ratio A/B, final validation accuracy, peak RSS (from wait4), and the
+fraction of the machine's float32 matmul rate (bench/machine_peak.py, measured in the
+same run) that training reaches: training FLOPs per image × images/s ÷ matmul FLOP/s.
+
+    python bench/train_speed.py [--config configs/fashion_mnist_cnn.yaml] [--epochs 2] [--rounds 3]
+"""
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "CNNLAB_OFFLINE": "1"}
+
+
+def run_child(args):
+    process = subprocess.run(args, capture_output=True, text=True, env=ENV, cwd=ROOT)
+    if process.returncode != 0:
+        sys.exit(f"{' '.join(map(str, args))} failed:\n{process.stderr[-2000:]}")
+    return process.stdout
+
+
+def run_measured(args):
+    """Runs a child through a tiny wrapper that reports the child's peak RSS (RUSAGE_CHILDREN of the wrapper)."""
+    wrapper = ("import os, resource, subprocess, sys, json; p = subprocess.run(sys.argv[1:]); "
+               "print(json.dumps({'rc': p.returncode, 'maxrss_mib': resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024}), file=sys.stderr)")
+    process = subprocess.run([sys.executable, "-c", wrapper, *map(str, args)], capture_output=True, text=True, env=ENV, cwd=ROOT)
+    report = json.loads(process.stderr.strip().splitlines()[-1])
+    if report["rc"] != 0:
+        sys.exit(f"{' '.join(map(str, args))} failed:\n{process.stderr[-3000:]}")
+    return process.stdout, report["maxrss_mib"]
+
+
+def cnnlab_round(config, epochs, extra):
+    with tempfile.TemporaryDirectory() as runs_dir:
+        _, rss = run_measured([sys.executable, "-m", "cnnlab.cli", "train", config, "--epochs", epochs, "-q", "--runs-dir", runs_dir, *extra])
+        (run_dir,) = Path(runs_dir).iterdir()
+        metrics = json.loads((run_dir / "metrics.json").read_text())
+    return {"images_per_s": metrics["images_per_s"], "final_val_accuracy": metrics["final"]["val_accuracy"], "maxrss_mib": rss}
+
+
+def keras_round(epochs, data):
+    stdout, rss = run_measured([sys.executable, "bench/peers/seed000_keras.py", "--epochs", epochs, "--data", data])
+    result = json.loads(stdout.strip().splitlines()[-1])
+    return {"images_per_s": result["images_per_s"], "final_val_accuracy": result["final_val_accuracy"], "maxrss_mib": rss}
+
+
+def training_flops_per_image(config_path):
+    """Forward multiply-adds of Conv2D and Dense layers × 2 FLOPs, × 3 for forward + backward (2× forward)."""
+    from cnnlab.builder import build_model
+    from cnnlab.config import load_config
+
+    model = build_model(load_config(config_path))
+    forward = 0
+    for layer in model.layers:
+        kind = type(layer).__name__
+        if kind == "Conv2D":
+            kh, kw = layer.kernel_size
+            _, h, w, c_out = layer.output.shape
+            c_in = layer.input.shape[-1]
+            forward += 2 * kh * kw * c_in * c_out * h * w
+        elif kind == "Dense":
+            forward += 2 * layer.input.shape[-1] * layer.units
+    return 3 * forward
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", default="configs/fashion_mnist_cnn.yaml")
+    parser.add_argument("--epochs", default="2")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--data", default="/usr/share/datasets/fashion-mnist", help="the IDX folder both sides read")
+    parser.add_argument("--set", dest="sets", action="append", default=[], help="extra --set for cnnlab (to try a setting)")
+    args = parser.parse_args()
+
+    extra = [f"--set=data.path={args.data}"] + [f"--set={s}" for s in args.sets]
+    peak = json.loads(run_child([sys.executable, "bench/machine_peak.py"]))["matmul_gflops"] * 1e9
+    flops = training_flops_per_image(args.config)
+    rows = []
+    for i in range(args.rounds):
+        a = cnnlab_round(args.config, args.epochs, extra)
+        b = keras_round(args.epochs, args.data)
+        rows.append((a, b))
+        print(f"round {i + 1}: cnnlab {a['images_per_s']:8.0f} images/s   plain Keras {b['images_per_s']:8.0f} images/s   "
+              f"ratio {a['images_per_s'] / b['images_per_s']:.2f}", flush=True)
+
+    median = lambda key, side: statistics.median(r[side][key] for r in rows)
+    ratio = statistics.median(a["images_per_s"] / b["images_per_s"] for a, b in rows)
+    a_ips, b_ips = median("images_per_s", 0), median("images_per_s", 1)
+    print()
+    print(f"{'':28}{'cnnlab':>12}{'plain Keras':>14}")
+    print(f"{'images/s (median)':28}{a_ips:12.0f}{b_ips:14.0f}")
+    print(f"{'ratio cnnlab / Keras':28}{ratio:12.2f}")
+    print(f"{'final val accuracy (median)':28}{median('final_val_accuracy', 0):12.4f}{median('final_val_accuracy', 1):14.4f}")
+    print(f"{'peak RSS MiB (max)':28}{max(r[0]['maxrss_mib'] for r in rows):12.0f}{max(r[1]['maxrss_mib'] for r in rows):14.0f}")
+    print(f"{'fraction of matmul limit':28}{flops * a_ips / peak:12.1%}{flops * b_ips / peak:14.1%}")
+    print(f"\ntraining FLOPs per image {flops / 1e6:.1f} M; float32 matmul {peak / 1e9:.0f} GFLOP/s; "
+          f"{args.rounds} rounds of {args.epochs} epochs; {args.config}")
+
+
+if __name__ == "__main__":
+    main()
