@@ -290,3 +290,33 @@ def test_the_newest_completed_run_is_used_not_a_newer_failed_one(trained, good_p
     assert result.exit_code == 0, result.output
     assert result.output.startswith(f"Run: {newer} (the newest completed run in {runs_dir}")
     assert older != newer
+
+
+# ---------------------------------------------------------------- the --invert auto rule, without a model
+
+
+def test_the_invert_rule_compares_the_image_background_with_the_training_one():
+    from cnnlab.predict import invert_reason
+
+    light = np.full((8, 8, 1), 230, dtype=np.uint8)
+    light[2:6, 3:5] = 10  # a dark stroke in the middle does not change the border
+    dark = 255 - light
+    assert invert_reason("auto", "dark", light) == "light background, unlike the run's training images"
+    assert invert_reason("auto", "dark", dark) is None
+    assert invert_reason("auto", "light", dark) == "dark background, unlike the run's training images"
+    assert invert_reason("auto", None, light) is None  # unknown convention: never guess
+    assert invert_reason("no", "dark", light) is None
+
+
+def test_an_npz_run_background_is_measured_on_its_training_images(tmp_path):
+    from types import SimpleNamespace
+
+    from cnnlab.config import config_from_text
+    from cnnlab.predict import training_background
+
+    path = tmp_path / "ink.npz"
+    np.savez(path, x_train=np.full((5, 8, 8), 250, dtype=np.uint8), y_train=np.arange(5) % 2)
+    config = config_from_text(TINY_DIGITS.replace("source: digits", f"source: npz\n  path: {path}"))
+    assert training_background(SimpleNamespace(config=config, preprocessing={})) == "light"
+    path.unlink()
+    assert training_background(SimpleNamespace(config=config, preprocessing={})) is None
