@@ -27,6 +27,7 @@ import os
 import re
 import statistics
 import tempfile
+import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -131,8 +132,8 @@ def parse_optimizer_spec(text):
     """`adam`, `sgd+momentum` or `sgd:learning_rate=0.05,momentum=0.9` → OptimizerSpec.
 
     Values are read as YAML scalars, and as floats where YAML would keep a string
-    (PyYAML reads `1e30` as text), so `learning_rate=1e-3` means 0.001. Values cannot
-    contain commas. The label is the text with spaces removed and the name lower-cased.
+    (PyYAML reads `1e30` as text), so `learning_rate=1e-3` means 0.001; an integer
+    learning rate is made a float, as Keras requires. Values cannot contain commas. The label is the text with spaces removed and the name lower-cased.
     """
     where = f"--optimizer {short_repr(text) if not isinstance(text, str) else text.strip()}"
     if not isinstance(text, str) or not text.strip():
@@ -150,6 +151,8 @@ def parse_optimizer_spec(text):
         if key in kwargs:
             raise ConfigError(where, f"{key} is given twice")
         kwargs[key] = parse_value(value)
+        if key == "learning_rate" and type(kwargs[key]) is int:
+            kwargs[key] = float(kwargs[key])  # Keras refuses an int learning rate; `learning_rate=1` means 1.0
         parts.append(f"{key}={value}")
     label = name + (":" + ",".join(parts) if parts else "")
     if name in PRESETS:
@@ -248,6 +251,8 @@ def compare_optimizers(config, specs, runs_dir, repeats=1, jobs=1, resume_dir=No
     `jobs` > 1 trains that many runs at once in separate processes. `progress` receives one
     line per finished run. Returns a ComparisonResult.
     """
+    from cnnlab.train import sigterm_as_interrupt
+
     progress = progress or (lambda line: None)
     check_optimizer_specs(specs)
     seeds = seeds_for(config, repeats)
@@ -274,16 +279,17 @@ def compare_optimizers(config, specs, runs_dir, repeats=1, jobs=1, resume_dir=No
     outcomes = dict(done)
     interrupted = False
     try:
-        for outcome in run_jobs(pending, jobs):
-            outcomes[outcome.run_name] = outcome
-            progress(progress_line(counter.next(), outcome))
-            interrupted = interrupted or outcome.state == INTERRUPTED
+        with sigterm_as_interrupt():
+            for outcome in run_jobs(pending, jobs):
+                outcomes[outcome.run_name] = outcome
+                progress(progress_line(counter.next(), outcome))
+                interrupted = interrupted or outcome.state == INTERRUPTED
     except KeyboardInterrupt:
         interrupted = True  # report what finished, then say how to finish the rest
     ordered = [outcomes[job.run_name] for job in jobs_list if job.run_name in outcomes]
     rows, table = write_report(compare_dir, config, specs, seeds, ordered, plan)
     if interrupted or len(ordered) < len(jobs_list):
-        raise TrainingInterrupted(f"comparison interrupted; finish it with --resume {compare_dir}")
+        raise TrainingInterrupted(f"comparison interrupted; finish it by running the same command with --resume {compare_dir}")
     if not any(o.state == COMPLETED for o in ordered):
         raise RunError(f"every run of the comparison failed; see {compare_dir / SUMMARY_MD}")
     return ComparisonResult(compare_dir=compare_dir, rows=rows, outcomes=ordered, table=table)
@@ -317,8 +323,10 @@ def open_comparison(config, resume_dir):
     plan_path = compare_dir / PLAN
     if not plan_path.is_file():
         raise RunError(f"--resume {compare_dir}: not a comparison folder (no {PLAN}); leave out --resume to start a new comparison")
-    stored = runs.read_json(plan_path).get("shared")
-    difference = first_difference(stored, shared_settings(config))
+    stored = runs.read_json(plan_path)
+    if not isinstance(stored, dict) or not isinstance(stored.get("shared"), dict):
+        raise RunError(f"{plan_path}: not a comparison plan (no shared settings); leave out --resume to start a new comparison")
+    difference = first_difference(stored["shared"], shared_settings(config))
     if difference is not None:
         raise RunError(f"--resume {compare_dir}: was made with different settings ({difference or 'the whole config'} differs); "
                        "leave out --resume to start a new comparison")
@@ -392,27 +400,135 @@ def run_jobs(jobs_list, jobs):
 
 
 def run_in_processes(jobs_list, workers):
-    """Each worker process gets an equal share of the cores, set before TensorFlow runs its first op."""
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor, as_completed
+    """Trains `workers` jobs at a time in long-lived worker processes, each with an equal share of the cores.
 
-    threads = max(1, (os.cpu_count() or 1) // workers)
+    A worker that dies (out of memory, killed) fails its run and is replaced. On an
+    interruption nothing new starts; the busy workers stop their runs, which train marks
+    interrupted, and those runs are reported too.
+    """
+    import multiprocessing
+
     # spawn, not fork: a forked TensorFlow runtime (already started here to build the initial weights) can deadlock
-    pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
-                               initializer=init_worker, initargs=(threads,))
-    futures = {pool.submit(run_job, job): job for job in jobs_list}
+    context = multiprocessing.get_context("spawn")
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    todo = list(jobs_list)
+    pool = []
     try:
-        for future in as_completed(futures):
-            job = futures[future]
-            try:
-                result = future.result()
-            except Exception as exc:  # the worker process died (out of memory, killed): this run failed, the others go on
-                result = {"state": FAILED, "run_dir": None, "reason": f"its worker process stopped: {one_line(exc) or type(exc).__name__}"}
-            yield outcome_of(job, result)
-    except KeyboardInterrupt:
-        return  # the runs not reported stay undone; --resume redoes them
+        try:
+            pool.extend(Worker(context, threads) for _ in range(workers))
+            while todo or any(worker.job for worker in pool):
+                for worker in pool:
+                    if todo and worker.job is None:
+                        worker.give(todo.pop(0))
+                for job, result in wait_for_results(pool):
+                    if result["state"] == INTERRUPTED:
+                        todo.clear()  # a worker was stopped from outside: start nothing new
+                    yield outcome_of(job, result)
+        except KeyboardInterrupt:
+            for job, result in stop_busy_workers(pool):
+                yield outcome_of(job, result)
     finally:
-        pool.shutdown(wait=True, cancel_futures=True)
+        stop_busy_workers(pool)  # when the consumer itself was interrupted; nothing is left to stop otherwise
+        for worker in pool:
+            worker.close()
+
+
+WORKER_GRACE_S = 10  # Ctrl-C reaches the workers themselves; give them this long before passing it on as SIGTERM
+WORKER_STOP_S = 120  # then this long to write their status before they are killed
+
+
+class Worker:
+    """A spawned training process, fed one Job at a time through a pipe; `job` is the one it is training."""
+
+    def __init__(self, context, threads):
+        self.context = context
+        self.threads = threads
+        self.job = None
+        self.start()
+
+    def start(self):
+        self.conn, child = self.context.Pipe()
+        self.process = self.context.Process(target=worker_loop, args=(child, self.threads), daemon=True)
+        self.process.start()
+        child.close()
+
+    def give(self, job):
+        try:
+            self.conn.send(job)
+        except OSError:  # it died while idle: start another
+            self.restart()
+            self.conn.send(job)
+        self.job = job
+
+    def take(self, replace=True):
+        """(job, result) of the finished job; a worker that died instead fails its job (and is replaced)."""
+        job, self.job = self.job, None
+        try:
+            return job, self.conn.recv()
+        except (EOFError, OSError):
+            self.process.join(timeout=5)
+            code = self.process.exitcode
+            if replace:
+                self.restart()
+            return job, {"state": FAILED, "run_dir": None, "reason": f"its worker process stopped (exit code {code})"}
+
+    def restart(self):
+        self.conn.close()
+        self.process.join(timeout=5)
+        self.start()
+
+    def close(self):
+        try:
+            self.conn.send(None)
+        except (OSError, ValueError):  # already dead, or its pipe already closed
+            pass
+        self.process.join(timeout=10)
+        if self.process.is_alive():
+            self.process.kill()
+            self.process.join()
+        self.conn.close()
+
+
+def wait_for_results(pool, timeout=None, replace=True):
+    from multiprocessing.connection import wait
+
+    busy = {worker.conn: worker for worker in pool if worker.job is not None}
+    return [busy[conn].take(replace) for conn in wait(list(busy), timeout=timeout)] if busy else []
+
+
+def stop_busy_workers(pool):
+    """Results of the busy workers once they have stopped: SIGTERM after a grace period, SIGKILL as a last resort."""
+    results = []
+    started = time.monotonic()
+    signalled = False
+    while any(worker.job for worker in pool):
+        results += wait_for_results(pool, timeout=0.5, replace=False)
+        waited = time.monotonic() - started
+        if not signalled and waited > WORKER_GRACE_S:
+            for worker in pool:
+                if worker.job is not None:
+                    worker.process.terminate()  # train turns SIGTERM into a clean, interrupted stop
+            signalled = True
+        if waited > WORKER_GRACE_S + WORKER_STOP_S:
+            for worker in pool:
+                if worker.job is not None:
+                    worker.process.kill()
+            results += wait_for_results(pool, timeout=5, replace=False)
+            break
+    return results
+
+
+def worker_loop(conn, threads):
+    """The body of a worker process: train each job it is sent until it is sent None or the parent goes away."""
+    try:
+        init_worker(threads)
+        while True:
+            job = conn.recv()
+            if job is None:
+                return
+            conn.send(run_job(job))
+    except (KeyboardInterrupt, EOFError, OSError):
+        return  # Ctrl-C while idle (the parent handles it), or the parent is gone
 
 
 def init_worker(threads):
@@ -576,7 +692,7 @@ def summary_csv(rows):
     return out.getvalue()
 
 
-def summary_table(rows, repeats):
+def summary_table(rows, repeats, epochs):
     """The aligned Markdown table printed at the end and written to summary.md."""
     header = ["#", "optimizer", "runs", "best val acc", "best val loss", "best epoch", "stopped at", "test acc", "epochs to 95%", "s/epoch"]
     body = []
@@ -590,7 +706,7 @@ def summary_table(rows, repeats):
             reach = f"{reach} ({row['runs_reaching_95pct']}/{row['runs_completed']} reached)" if row["runs_reaching_95pct"] else "never"
         body.append([str(row["rank"]), row["optimizer"], runs_cell,
                      fmt_pm(row, "best_val_accuracy", repeats), fmt_pm(row, "best_val_loss", repeats),
-                     fmt(row["best_epoch_mean"], 0 if repeats == 1 else 1), fmt(row["epochs_run_mean"], 0 if repeats == 1 else 1),
+                     fmt(row["best_epoch_mean"], 0 if repeats == 1 else 1), f"{fmt(row['epochs_run_mean'], 0 if repeats == 1 else 1)}/{epochs}",
                      fmt_pm(row, "test_accuracy", repeats), reach, fmt(row["wall_time_per_epoch_s_mean"], 2)])
     return markdown_table(header, body, right=(0, 2, 3, 4, 5, 6, 7, 8, 9))
 
@@ -664,7 +780,7 @@ def summary_markdown(config, seeds, outcomes, table, target, plan):
 def write_report(compare_dir, config, specs, seeds, outcomes, plan):
     """summary.csv, summary.md, the three comparison plots and the outcomes in compare.json. Returns (rows, table)."""
     rows, val_acc, target = summarize(specs, outcomes)
-    table = summary_table(rows, len(seeds))
+    table = summary_table(rows, len(seeds), config.train.epochs)
     runs.write_text(compare_dir / SUMMARY_CSV, summary_csv(rows))
     runs.write_text(compare_dir / SUMMARY_MD, summary_markdown(config, seeds, outcomes, table, target, plan))
     write_plots(compare_dir, config.name, specs, outcomes, val_acc)

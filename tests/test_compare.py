@@ -247,6 +247,19 @@ def test_the_same_optimizer_twice_is_refused(tiny_path, tmp_path):
     assert_one_line_error(result, "--optimizer adam: is given twice")
 
 
+def test_a_comparison_whose_every_run_fails_is_an_error(tiny_path, tmp_path):
+    result = compare(tiny_path, tmp_path, "-o", FAILING)
+    assert result.exit_code == 2, result.output
+    compare_dir = only_dir(tmp_path)
+    assert result.output.strip().splitlines()[-1] == f"Error: every run of the comparison failed; see {compare_dir / 'summary.md'}"
+    assert read_summary(compare_dir)[0]["runs_failed"] == "1"
+
+
+def test_resume_refuses_a_folder_that_is_not_a_comparison(tiny_path, tmp_path):
+    result = compare(tiny_path, tmp_path, "-o", "adam", "--resume", tmp_path)
+    assert_one_line_error(result, f"--resume {tmp_path}: not a comparison folder (no compare.json)")
+
+
 # ---------------------------------------------------------------- optimizer specs
 
 
@@ -269,3 +282,9 @@ def test_no_specs_means_the_default_set():
 def test_a_spec_without_values_is_refused():
     with pytest.raises(ConfigError, match=r"^--optimizer adam:lr: expected NAME or NAME:KEY=VALUE"):
         parse_optimizer_spec("adam:lr")
+
+
+
+def test_an_integer_learning_rate_is_read_as_a_float():
+    assert parse_optimizer_spec("sgd:learning_rate=1").kwargs == {"learning_rate": 1.0}
+    assert type(parse_optimizer_spec("sgd:learning_rate=1").kwargs["learning_rate"]) is float
