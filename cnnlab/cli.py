@@ -35,6 +35,7 @@ def main(debug):
     \b
     cnnlab train configs/digits_cnn.yaml      train into a new run folder under runs/
     cnnlab check configs/lenet5.yaml          validate a config, print the model summary
+    cnnlab compare-optimizers CONFIG          which optimizer trains CONFIG best, fairly
     cnnlab evaluate runs/RUN                  score a run on its test split, per class
     cnnlab predict photo.png                  classify images with the newest run
     cnnlab runs                               list the runs, newest first
