@@ -2,7 +2,8 @@
 
 `cnnlab --help` and `cnnlab runs` must not import TensorFlow at all; `check` and
 `predict` must cost little more than the import itself. Needs a completed run for
-`predict` (it trains a 1-epoch digits run into a temporary folder first).
+`predict` (it trains a 1-epoch digits run into a temporary folder first). Also
+reports batch prediction speed after start-up: (1,000 PNGs − 1 PNG) over the time difference.
 
     python bench/cli_latency.py [--repeats 5]
 """
@@ -42,13 +43,19 @@ def main():
         from PIL import Image
         from sklearn.datasets import load_digits
 
-        Image.fromarray((load_digits().images[0] * 255 / 16).astype("uint8")).save(image)
+        digits = load_digits().images
+        Image.fromarray((digits[0] * 255 / 16).astype("uint8")).save(image)
+        folder = work / "thousand"
+        folder.mkdir()
+        for i in range(1000):
+            Image.fromarray((digits[i] * 255 / 16).astype("uint8")).save(folder / f"{i:04d}.png")
         commands = {
             "python -c 'import tensorflow'": [sys.executable, "-c", "import tensorflow"],
             "cnnlab --help": [*cnnlab, "--help"],
             "cnnlab runs": [*cnnlab, "runs"],
             "cnnlab check configs/digits_cnn.yaml": [*cnnlab, "check", str(ROOT / "configs/digits_cnn.yaml")],
             "cnnlab predict digit.png": [*cnnlab, "predict", str(image)],
+            "cnnlab predict thousand/ (1,000 PNGs)": [*cnnlab, "predict", str(folder), "--json"],
         }
         results = {}
         for _ in range(args.repeats):  # interleaved, so drifts in machine load hit every command alike
@@ -60,7 +67,9 @@ def main():
     for name, times in results.items():
         median = statistics.median(times)
         print(f"{name:40}{median:10.2f}{min(times):8.2f}{median - base:+13.2f}")
-    print(f"\n{args.repeats} runs each, interleaved; {os.cpu_count()} CPUs")
+    batch_seconds = statistics.median(results["cnnlab predict thousand/ (1,000 PNGs)"]) - statistics.median(results["cnnlab predict digit.png"])
+    print(f"\nbatch predict after start-up: {999 / batch_seconds:,.0f} images/s (1,000 PNGs minus 1 PNG, medians)")
+    print(f"{args.repeats} runs each, interleaved; {os.cpu_count()} CPUs")
 
 
 if __name__ == "__main__":

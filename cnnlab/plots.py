@@ -124,3 +124,149 @@ def plot_image_grid(images, captions, title="", columns=5, empty_text="no images
 
 def close(fig):
     plt.close(fig)
+
+
+# ---------------------------------------------------------------- inside a network: filters and feature maps
+
+
+def plot_filter_grid(tiles, title="", rgb=False):
+    """Conv kernels as one grid of tiles with one shared, symmetric colour scale, so signs compare across tiles.
+
+    `tiles` is (filters, kh, kw), or (filters, kh, kw, 3) with `rgb` for a first layer on colour
+    images: there each colour channel is scaled alike, so mid-grey is zero in every channel.
+    Tile i is filter i, counted along the rows.
+    """
+    import numpy as np
+
+    tiles = np.asarray(tiles, dtype=np.float32)
+    limit = float(np.abs(tiles).max()) or 1.0  # all-zero kernels still get a valid scale
+    cols = grid_columns(len(tiles))
+    mosaic = tile_mosaic(0.5 + tiles / (2 * limit) if rgb else tiles, cols)
+    width = min(max(5.5, 0.55 * cols + 2.2), 16)
+    height = min(max(3.0, (width - 2.2) * mosaic.shape[0] / mosaic.shape[1] + 1.5), 16)
+    fig, ax = plt.subplots(figsize=(width, height), dpi=100, layout="constrained")
+    cmap = _grey_with_gaps()
+    if rgb:  # the colour bar shows the scale each of R, G and B is drawn with
+        import matplotlib.cm
+
+        ax.imshow(np.clip(mosaic, 0, 1), interpolation="nearest")
+        shown = matplotlib.cm.ScalarMappable(norm=plt.Normalize(-limit, limit), cmap=cmap)
+    else:
+        shown = ax.imshow(mosaic, cmap=cmap, vmin=-limit, vmax=limit, interpolation="nearest")
+    fig.colorbar(shown, ax=ax, shrink=0.9, label="weight (each of R, G, B)" if rgb else "weight")
+    _label_tiles(ax, tiles.shape[1:3], cols, len(tiles), "filter")
+    fig.suptitle(title, fontsize=10)
+    return fig
+
+
+def plot_feature_maps(image, maps, title="", image_title="input", total=None):
+    """The model input beside a grid of a layer's output channels, all on one colour scale.
+
+    `image` is the preprocessed input (H, W, 1 or 3); `maps` is (h, w, channels) for the
+    channels shown; `total` is how many channels the layer has. The scale is 0..max for
+    non-negative maps (after ReLU, pooling) and symmetric around zero otherwise.
+    """
+    import numpy as np
+
+    maps = np.moveaxis(np.asarray(maps, dtype=np.float32), -1, 0)
+    cols = grid_columns(len(maps))
+    mosaic = tile_mosaic(maps, cols)
+    low, high = float(np.nanmin(mosaic)), float(np.nanmax(mosaic))
+    if low < 0:
+        low, high = -max(-low, high), max(-low, high)
+    else:
+        low = 0.0
+    high = high if high > low else low + 1.0  # a dead layer (all zeros) still gets a valid scale
+
+    rows = mosaic.shape[0] / mosaic.shape[1]  # height of the grid per unit of width
+    grid_width = min(max(4.5, 1.1 * cols), 12)
+    fig_height = min(max(3.2, grid_width * rows + 1.3), 16)
+    fig, (image_ax, maps_ax) = plt.subplots(1, 2, figsize=(grid_width + 4.2, fig_height), dpi=100, layout="constrained",
+                                            gridspec_kw={"width_ratios": [2.6, grid_width]})
+    _show_input(image_ax, image)
+    image_ax.set_title(image_title, fontsize=9)
+    shown = maps_ax.imshow(mosaic, cmap=_grey_with_gaps(), vmin=low, vmax=high, interpolation="nearest")
+    fig.colorbar(shown, ax=maps_ax, shrink=min(1.0, 0.4 + rows), label="activation")
+    _label_tiles(maps_ax, maps.shape[1:3], cols, len(maps), "channel")
+    count = len(maps) if total is None or total == len(maps) else f"first {len(maps)} of {total}"
+    maps_ax.set_title(f"{count} channels", fontsize=9)
+    fig.suptitle(title, fontsize=11)
+    return fig
+
+
+def plot_nothing(text, title=""):
+    """A small figure that says why there is nothing to draw."""
+    fig, ax = plt.subplots(figsize=(4.8, 2.4), dpi=100)
+    ax.text(0.5, 0.5, text, ha="center", va="center", fontsize=11, wrap=True)
+    ax.axis("off")
+    ax.set_title(title)
+    return fig
+
+
+def grid_columns(count):
+    """About twice as wide as tall, full rows where a divisor allows: 4 → 4, 10 → 5, 32 → 8, 64 → 16, 512 → 32."""
+    import math
+
+    least = math.ceil(math.sqrt(2 * count))
+    full = [cols for cols in range(least, math.floor(2 * math.sqrt(2 * count)) + 1) if count % cols == 0]
+    return max(1, min(count, full[0] if full else least))
+
+
+def tile_mosaic(tiles, cols, gap=1):
+    """(n, h, w[, 3]) tiles → one (rows·(h+gap)-gap, cols·(w+gap)-gap[, 3]) array, NaN between and after the tiles."""
+    import math
+
+    import numpy as np
+
+    tiles = np.asarray(tiles, dtype=np.float32)
+    n, h, w = tiles.shape[:3]
+    rows = math.ceil(n / cols)
+    mosaic = np.full((rows * (h + gap) - gap, cols * (w + gap) - gap, *tiles.shape[3:]), np.nan, dtype=np.float32)
+    for i, tile in enumerate(tiles):
+        r, c = divmod(i, cols)
+        mosaic[r * (h + gap):r * (h + gap) + h, c * (w + gap):c * (w + gap) + w] = tile
+    if mosaic.ndim == 3:  # RGB: NaN gaps become white, as the colour-map's gaps do
+        mosaic = np.where(np.isnan(mosaic), 1.0, mosaic)
+    return mosaic
+
+
+def _grey_with_gaps():
+    return plt.get_cmap("gray").with_extremes(bad="white")  # white for the NaN gaps between tiles
+
+
+def _label_tiles(ax, tile_shape, cols, count, what):
+    """Ticks that name the tiles: the y axis gives the first index of each row, the x axis what to add per column."""
+    import math
+
+    h, w = tile_shape
+    rows = math.ceil(count / cols)
+    step_x = max(1, math.ceil(cols / 16))  # at most about 16 labels per axis
+    step_y = max(1, math.ceil(rows / 16))
+    x_centres = [c * (w + 1) + (w - 1) / 2 for c in range(0, cols, step_x)]
+    ax.tick_params(length=0)
+    if rows == 1:  # one row: the column is the index
+        ax.set_xticks(x_centres, labels=[str(c) for c in range(0, cols, step_x)], fontsize=7)
+        ax.set_yticks([])
+        ax.set_xlabel(what, fontsize=8)
+    else:
+        ax.set_xticks(x_centres, labels=[f"+{c}" for c in range(0, cols, step_x)], fontsize=7)
+        ax.set_yticks([r * (h + 1) + (h - 1) / 2 for r in range(0, rows, step_y)], labels=[str(r * cols) for r in range(0, rows, step_y)], fontsize=7)
+        ax.set_ylabel(f"{what}: row start", fontsize=8)
+        ax.set_xlabel("+ column", fontsize=8)
+    for side in ax.spines.values():
+        side.set_visible(False)
+
+
+def _show_input(ax, image):
+    """A preprocessed input as a picture: grey for one channel, colour for three, stretched to its own range."""
+    import numpy as np
+
+    image = np.asarray(image, dtype=np.float32)
+    low, high = float(image.min()), float(image.max())
+    if image.shape[-1] == 1:
+        ax.imshow(image[..., 0], cmap="gray", vmin=min(low, 0.0), vmax=high if high > min(low, 0.0) else 1.0, interpolation="nearest")
+    else:
+        scale = (high - min(low, 0.0)) or 1.0
+        ax.imshow(np.clip((image - min(low, 0.0)) / scale, 0, 1), interpolation="nearest")
+    ax.set_xticks([])
+    ax.set_yticks([])
