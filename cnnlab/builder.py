@@ -1,5 +1,6 @@
 """Config → compiled `keras.Model`. Pure: builds objects, touches no files."""
 
+import inspect
 import re
 
 from cnnlab import registry
@@ -92,9 +93,16 @@ def compile_model(model, config):
 def make_optimizer(opt_config):
     cls = registry.optimizer_class(opt_config)
     try:
-        return cls(**opt_config.kwargs)
+        return cls(**floats_where_expected(cls, opt_config.kwargs))
     except Exception as exc:
         raise ConfigError(narrow_path("compile.optimizer", opt_config.kwargs, exc), keras_message(exc)) from None
+
+
+def floats_where_expected(cls, kwargs):
+    """YAML reads `learning_rate: 1` as an int, which Keras refuses; where Keras' default is a float, so is the value."""
+    params = inspect.signature(cls.__init__).parameters
+    return {key: float(value) if isinstance(value, int) and not isinstance(value, bool) and key in params
+            and isinstance(params[key].default, float) else value for key, value in kwargs.items()}
 
 
 def check_callback_kwargs(config):

@@ -36,6 +36,7 @@ EVAL_DIR = "eval"  # written by `cnnlab evaluate`, beside what train wrote and n
 CHECKPOINT_DIR = ".checkpoint"  # ModelCheckpoint writes here; best.keras is published from it atomically
 BACKUP_DIR = "backup"  # Keras' BackupAndRestore state (weights, optimizer, epoch) while a run is unfinished
 BACKUP_METADATA = "training_metadata.json"  # written by BackupAndRestore: {"epoch": completed epochs, ...}
+BACKUP_WEIGHTS = "latest.weights.h5"  # model and optimizer variables, written by BackupAndRestore
 
 RUNNING, COMPLETED, FAILED, INTERRUPTED = "running", "completed", "failed", "interrupted"
 
@@ -130,14 +131,33 @@ def copy_file(source, target):
 
 
 def backup_epoch(run_dir):
-    """Completed epochs held by the run's BackupAndRestore state; 0 when it has none (killed in epoch 1)."""
-    path = Path(run_dir) / BACKUP_DIR / BACKUP_METADATA
-    if not path.exists():
+    """Completed epochs held by the run's BackupAndRestore state; 0 when it has none (killed in epoch 1).
+
+    A kill while Keras writes its state can leave the newest metadata cut off; Keras
+    keeps the previous weights and metadata as `.bkp` copies (double_checkpoint), so
+    this falls back to that pair, putting it in place where Keras will look for it.
+    """
+    backup = Path(run_dir) / BACKUP_DIR
+    latest = backup / BACKUP_METADATA
+    previous = backup / f"{BACKUP_METADATA}.bkp"
+    epoch = read_backup_metadata(latest)
+    if epoch is not None:
+        return epoch
+    epoch = read_backup_metadata(previous)
+    if epoch is None:
+        shutil.rmtree(backup, ignore_errors=True)  # nothing usable: start the run's epochs again
         return 0
+    weights = backup / BACKUP_WEIGHTS
+    copy_file(Path(f"{weights}.bkp"), weights)
+    copy_file(previous, latest)
+    return epoch
+
+
+def read_backup_metadata(path):
     try:
         return int(json.loads(path.read_text(encoding="utf-8"))["epoch"])
     except (OSError, ValueError, KeyError, TypeError):
-        raise RunError(f"cannot read the training state {path}; the run cannot be resumed") from None
+        return None
 
 
 def save_figure(fig, path):

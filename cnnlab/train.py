@@ -93,25 +93,31 @@ def fit_into(run_dir, config, model, splits, prep, past_rows, verbose):
               f"{len(splits.x_val)} validation, {0 if splits.x_test is None else len(splits.x_test)} test images", flush=True)
     callbacks = make_callbacks(config, run_dir, past_rows)
     log = callbacks[0]
-    try:
-        with sigterm_as_interrupt():
+    with sigterm_as_interrupt():
+        try:
             model.fit(train_ds, validation_data=val_ds, epochs=config.train.epochs, callbacks=callbacks,
                       verbose=verbose, shuffle=False)  # tf.data already reshuffles every epoch, seeded
-    except KeyboardInterrupt:
-        done = len(log.rows)
-        write_plots(run_dir, history_of(log.rows), best_epoch_of(history_of(log.rows), *monitor_of(config)), config.name)
-        runs.set_status(run_dir, runs.INTERRUPTED, f"after epoch {done} of {config.train.epochs}")
-        raise TrainingInterrupted(f"training interrupted after epoch {done} of {config.train.epochs}; "
-                                  f"resume with: cnnlab train --resume {run_dir}") from None
-    except CnnlabError as exc:  # e.g. a write into the run folder failed (disk full)
-        runs.set_status(run_dir, runs.FAILED, str(exc))
-        raise
-    except Exception as exc:  # a Keras failure mid-fit: record it, then report it as one line
-        reason = failure_reason(exc)
-        runs.set_status(run_dir, runs.FAILED, reason)
-        raise RunError(f"training failed in {run_dir}: {reason}") from None
+        except KeyboardInterrupt:
+            interrupted(run_dir, config, log.rows)
+        except CnnlabError as exc:  # e.g. a write into the run folder failed (disk full)
+            runs.set_status(run_dir, runs.FAILED, str(exc))
+            raise
+        except Exception as exc:  # a Keras failure mid-fit: record it, then report it as one line
+            reason = failure_reason(exc)
+            runs.set_status(run_dir, runs.FAILED, reason)
+            raise RunError(f"training failed in {run_dir}: {reason}") from None
     metrics = finish_run(run_dir, config, log.rows, splits, prep)
     return TrainResult(run_dir=run_dir, metrics=metrics)
+
+
+def interrupted(run_dir, config, rows):
+    """Leaves an interrupted run consistent (plots of the epochs done, status) and says how to resume."""
+    done = len(rows)
+    history = history_of(rows)
+    write_plots(run_dir, history, best_epoch_of(history, *monitor_of(config)), config.name)
+    runs.set_status(run_dir, runs.INTERRUPTED, f"after epoch {done} of {config.train.epochs}")
+    raise TrainingInterrupted(f"training interrupted after epoch {done} of {config.train.epochs}; "
+                              f"resume with: cnnlab train --resume {run_dir}") from None
 
 
 def failure_reason(exc):
@@ -126,6 +132,7 @@ def failure_reason(exc):
 def sigterm_as_interrupt():
     """SIGTERM (a closed session, `kill`, a scheduler) stops training like Ctrl-C does."""
     def interrupt(signum, frame):
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second SIGTERM must not cut the clean-up short
         raise KeyboardInterrupt
 
     try:

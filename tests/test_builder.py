@@ -85,3 +85,9 @@ def test_callback_arguments_are_checked_against_keras():
     text = TINY_DIGITS.replace("  batch_size: 64", "  batch_size: 64\n  callbacks: {checkpoint: {filepath: /tmp/x.keras}}")
     with pytest.raises(ConfigError, match=r"^train.callbacks.checkpoint.filepath: is set by cnnlab"):
         validate(config_from_text(text))
+
+
+def test_an_integer_learning_rate_is_taken_as_the_float_keras_expects():
+    model = validate(config_from_text(TINY_DIGITS + "compile: {optimizer: {name: sgd, learning_rate: 1, momentum: 0}}\n"))
+    assert float(model.optimizer.learning_rate.numpy()) == 1.0
+    assert model.optimizer.momentum == 0.0

@@ -141,3 +141,23 @@ def test_early_stopping_counter_and_best_carry_over_a_resume():
     assert callback.best == 0.5 and callback.wait == 2 and callback.best_epoch == 1
     callback.on_epoch_end(4, {"val_loss": 0.8})
     assert model.stop_training  # the third epoch without improvement, counted across the resume
+
+
+def test_a_backup_cut_off_by_a_kill_falls_back_to_the_previous_pair(tmp_path):
+    backup = tmp_path / runs.BACKUP_DIR
+    backup.mkdir()
+    (backup / "training_metadata.json").write_text('{"epo')  # killed while Keras wrote it
+    (backup / "training_metadata.json.bkp").write_text('{"epoch": 4, "batch": 0}')
+    (backup / "latest.weights.h5").write_bytes(b"epoch 5 weights")
+    (backup / "latest.weights.h5.bkp").write_bytes(b"epoch 4 weights")
+    assert runs.backup_epoch(tmp_path) == 4
+    assert (backup / "latest.weights.h5").read_bytes() == b"epoch 4 weights"  # the pair Keras will load matches
+    assert json.loads((backup / "training_metadata.json").read_text())["epoch"] == 4
+
+
+def test_an_unusable_backup_restarts_the_epochs(tmp_path):
+    backup = tmp_path / runs.BACKUP_DIR
+    backup.mkdir()
+    (backup / "training_metadata.json").write_text("")
+    assert runs.backup_epoch(tmp_path) == 0
+    assert not backup.exists()
