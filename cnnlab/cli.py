@@ -38,6 +38,7 @@ def main(debug):
     cnnlab compare-optimizers CONFIG          which optimizer trains CONFIG best, fairly
     cnnlab evaluate runs/RUN                  score a run on its test split, per class
     cnnlab predict photo.png                  classify images with the newest run
+    cnnlab visualize runs/RUN bag.png         draw filters, feature maps and layers of a run
     cnnlab runs                               list the runs, newest first
     """
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's C++ start-up chatter off the terminal
@@ -222,6 +223,28 @@ def predict(ctx, images, run_dir, runs_dir, top_k, invert, max_pixels, batch_siz
         click.echo(json.dumps(document, indent=2, ensure_ascii=False))
     if problems:
         ctx.exit(2)
+
+
+@main.command()
+@click.argument("run_dir", metavar="RUN_DIR", type=click.Path(file_okay=False))
+@click.argument("image", metavar="[IMAGE]", required=False, type=click.Path())
+@click.option("--layer", metavar="NAME", help="Draw only this layer (conv2d, max_pooling2d_1, ...; see model_summary.txt).")
+@click.option("--max-maps", type=click.IntRange(min=1), default=32, show_default=True,
+              help="Channels shown per feature-map picture (the first ones).")
+@click.option("--html", "html_index", is_flag=True, help="Also write index.html: every picture with the run's metrics and training curves.")
+@click.option("--invert", type=click.Choice(["auto", "yes", "no"]), default="auto", show_default=True,
+              help="Invert IMAGE's brightness, as cnnlab predict does.")
+def visualize(run_dir, image, layer, max_maps, html_index, invert):
+    """Draw what RUN_DIR's best model learned: its filters, its feature maps for IMAGE, its layers.
+
+    Writes into RUN_DIR/visualize/: filters_<layer>.png for each Conv2D layer,
+    feature_maps_<layer>.png for each conv, activation and pooling layer (for IMAGE, or the
+    first held-out sample when none is given) and architecture.png (needs pydot and Graphviz:
+    pip install 'cnnlab[diagram]'), else architecture.txt.
+    """
+    from cnnlab.visualize import format_result, visualize_run
+
+    click.echo(format_result(visualize_run(run_dir, image=image, layer=layer, max_maps=max_maps, html_index=html_index, invert=invert)))
 
 
 @main.command("runs")

@@ -33,6 +33,10 @@ LOSS_PLOT = "loss.png"
 ACCURACY_PLOT = "accuracy.png"
 TENSORBOARD = "tensorboard"
 EVAL_DIR = "eval"  # written by `cnnlab evaluate`, beside what train wrote and never over it
+VISUALIZE_DIR = "visualize"  # written by `cnnlab visualize`: filters_<layer>.png, feature_maps_<layer>.png, ...
+ARCHITECTURE_PNG = "architecture.png"  # keras.utils.plot_model, when pydot and Graphviz are installed
+ARCHITECTURE_TXT = "architecture.txt"  # the same information as text otherwise
+VISUALIZE_INDEX = "index.html"
 CHECKPOINT_DIR = ".checkpoint"  # ModelCheckpoint writes here; best.keras is published from it atomically
 BACKUP_DIR = "backup"  # Keras' BackupAndRestore state (weights, optimizer, epoch) while a run is unfinished
 BACKUP_METADATA = "training_metadata.json"  # written by BackupAndRestore: {"epoch": completed epochs, ...}
@@ -209,6 +213,31 @@ def eval_paths(run_dir, split):
 
 def create_eval_dir(run_dir):
     folder = Path(run_dir) / EVAL_DIR
+    try:
+        folder.mkdir(exist_ok=True)
+    except OSError as exc:
+        raise RunError(f"cannot create {folder}: {exc.strerror or exc}") from None
+    return folder
+
+
+# ---------------------------------------------------------------- visualize files
+
+
+def filters_path(run_dir, layer_name):
+    return Path(run_dir) / VISUALIZE_DIR / f"filters_{safe_file_part(layer_name)}.png"
+
+
+def feature_maps_path(run_dir, layer_name):
+    return Path(run_dir) / VISUALIZE_DIR / f"feature_maps_{safe_file_part(layer_name)}.png"
+
+
+def safe_file_part(name):
+    """A layer name as part of a file name; cnnlab's own names (conv2d_1) pass unchanged."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip(".") or "layer"
+
+
+def create_visualize_dir(run_dir):
+    folder = Path(run_dir) / VISUALIZE_DIR
     try:
         folder.mkdir(exist_ok=True)
     except OSError as exc:
