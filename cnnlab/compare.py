@@ -229,14 +229,9 @@ def plan_jobs(config, specs, seeds, compare_dir):
 
 def check_before_training(config):
     """Everything `train` would reject about the config or its data, found before the comparison folder exists."""
-    from cnnlab import data
-    from cnnlab.preprocess import check_input_shape, preprocessing_for
-    from cnnlab.train import check_output_units
+    from cnnlab.train import prepare
 
-    splits = data.load_dataset(config.data, config.train.validation_split, config.seed)
-    check_input_shape(preprocessing_for(config.data), splits.x_train.shape[1:], config.model.input_shape)
-    model = builder.validate(config)
-    check_output_units(model, len(splits.class_names), config)
+    prepare(config)
 
 
 # ---------------------------------------------------------------- running a comparison
