@@ -124,3 +124,14 @@ def test_huge_layer_sizes_are_refused_before_keras_allocates(write_config):
     result = CliRunner().invoke(main, ["check", str(path)])
     assert result.exit_code == 2
     assert result.output.strip() == f"Error: {path}: model.layers[3].Dense.units: 10000000000 is larger than cnnlab allows for a layer argument (65,536)"
+
+
+def test_layer_arguments_cannot_smuggle_python_callables(write_config, tmp_path):
+    marker = tmp_path / "pwned"
+    smuggled = (f"{{module: os, class_name: system, config: {{command: 'touch {marker}'}}, registered_name: null}}")
+    for argument in (f"kernel_initializer: {smuggled}", "activation: os.system", f"activation: {smuggled}"):
+        path = write_config(TINY_DIGITS.replace("units: 10, activation: softmax", f"units: 10, {argument}"))
+        result = CliRunner().invoke(main, ["check", str(path)])
+        assert result.exit_code == 2, argument
+        assert result.output.startswith(f"Error: {path}: model.layers[3].Dense")
+        assert not marker.exists()
