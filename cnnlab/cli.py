@@ -91,30 +91,43 @@ def check(config_path, epochs, batch_size, seed, name, sets):
 @click.option("--resume", "resume_dir", metavar="RUN_DIR", type=click.Path(file_okay=False),
               help="Continue an interrupted run from its last completed epoch, with its own config.")
 @click.option("-q", "--quiet", is_flag=True, help="No per-epoch progress bar.")
-def train(config_path, epochs, batch_size, seed, name, sets, runs_dir, resume_dir, quiet):
+@click.option("--strategy", type=click.Choice(["default", "one_device", "mirrored", "multi_worker"]),
+              help="tf.distribute strategy (sets distribution.strategy); multi_worker reads the cluster from TF_CONFIG.")
+@click.option("--workers", metavar="HOST:PORT,...", help="multi_worker: every worker's address, the chief first; becomes TF_CONFIG.")
+@click.option("--worker-index", type=click.IntRange(min=0), help="multi_worker: this worker's position in --workers (0 is the chief).")
+def train(config_path, epochs, batch_size, seed, name, sets, runs_dir, resume_dir, quiet, strategy, workers, worker_index):
     """Train the experiment in CONFIG into a new run folder under --runs-dir.
 
     Ctrl-C stops at once and leaves the run resumable: cnnlab train --resume RUN_DIR.
     """
     from cnnlab.config import errors_naming, load_config
+    from cnnlab.distribute import environment_tf_config, tf_config_for
     from cnnlab.train import resume, train as train_run
 
     overrides = overrides_from(epochs, batch_size, seed, name, sets)
-    if resume_dir is not None:
-        if config_path or overrides:
-            raise click.UsageError("--resume continues with the run's own config.yaml; give no CONFIG and no overrides")
-        result = resume(resume_dir, verbose=0 if quiet else 1)
-    else:
-        if config_path is None:
-            raise click.UsageError("missing CONFIG (or --resume RUN_DIR)")
-        config = load_config(config_path, overrides)
-        with errors_naming(config_path):
-            result = train_run(config, runs_dir, verbose=0 if quiet else 1)
+    if strategy is not None:
+        overrides.append(f"distribution.strategy={strategy}")
+    if (workers is None) != (worker_index is None):
+        raise click.UsageError("--workers and --worker-index go together")
+    tf_config = tf_config_for(workers, worker_index) if workers is not None else None
+    with environment_tf_config(tf_config):
+        if resume_dir is not None:
+            if config_path or overrides:
+                raise click.UsageError("--resume continues with the run's own config.yaml; give no CONFIG and no overrides")
+            result = resume(resume_dir, verbose=0 if quiet else 1)
+        else:
+            if config_path is None:
+                raise click.UsageError("missing CONFIG (or --resume RUN_DIR)")
+            config = load_config(config_path, overrides)
+            with errors_naming(config_path):
+                result = train_run(config, runs_dir, verbose=0 if quiet else 1)
     click.echo(format_result(result))
 
 
 def format_result(result):
     m = result.metrics
+    if not result.chief:
+        return f"Worker done in {m['wall_time_s']:.1f} s; the chief wrote the run folder"
     lines = [f"Run: {result.run_dir}", f"Epochs: {m['epochs_run']} (best {m['best_epoch']}, by {m['monitor']})"]
     lines += [f"Best {key}: {value:.4f}" for key, value in m["best"].items()]
     if m["test"]:

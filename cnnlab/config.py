@@ -22,6 +22,9 @@ SOURCES = ("digits", "fashion_mnist", "mnist", "image_folder", "npz")
 SOURCES_NEEDING_PATH = ("image_folder", "npz")
 COLOR_MODES = ("grayscale", "rgb")
 CALLBACK_NAMES = ("checkpoint", "early_stopping", "reduce_lr", "tensorboard")
+STRATEGIES = ("default", "one_device", "mirrored", "multi_worker")
+LR_SCALING = ("none", "linear")
+DEVICE_PATTERN = re.compile(r"^/?(?:job:[A-Za-z0-9_]+/(?:replica:\d+/)?(?:task:\d+/)?)?(?:device:)?(CPU|GPU|TPU):\d+$", re.IGNORECASE)
 MAX_EPOCHS = 100_000
 MAX_BATCH_SIZE = 1_000_000
 MAX_DIM = 16_384
@@ -57,6 +60,9 @@ DEFAULTS = {
             "tensorboard": None,
         },
     },
+    # tf.distribute; the default strategy trains on one device exactly as before this section existed
+    "distribution": {"strategy": "default", "devices": None, "scale_learning_rate": "none"},
+    "mixed_precision": False,
 }
 
 
@@ -109,6 +115,13 @@ class TrainConfig:
 
 
 @dataclass(frozen=True)
+class DistributionConfig:
+    strategy: str  # one of STRATEGIES
+    devices: Optional[tuple]  # mirrored only; None means every visible GPU (or the CPU)
+    scale_learning_rate: str  # "linear" multiplies the learning rate by the number of replicas
+
+
+@dataclass(frozen=True)
 class ExperimentConfig:
     name: str
     seed: int
@@ -116,6 +129,8 @@ class ExperimentConfig:
     model: ModelConfig
     compile: CompileConfig
     train: TrainConfig
+    distribution: DistributionConfig
+    mixed_precision: bool
     raw: Mapping[str, Any]  # the resolved config as plain data, written to the run folder
 
     def to_yaml(self):
@@ -223,11 +238,17 @@ def resolve_config(user, default_name="experiment"):
     model = resolve_model(merged["model"])
     compile_ = resolve_compile(merged["compile"])
     train = resolve_train(merged["train"])
+    distribution = resolve_distribution(merged["distribution"])
+    mixed_precision = merged["mixed_precision"]
+    if not isinstance(mixed_precision, bool):
+        raise ConfigError("mixed_precision", f"expected true or false, received {short_repr(mixed_precision)}")
+    merged["distribution"]["devices"] = list(distribution.devices) if distribution.devices else None
     merged["compile"]["optimizer"] = {"name": compile_.optimizer.name, **compile_.optimizer.kwargs}
     merged["compile"]["metrics"] = list(compile_.metrics)
     merged["model"]["layers"] = [{spec.type: dict(spec.kwargs)} for spec in model.layers]
     merged["train"]["callbacks"] = {k: (dict(v) if v is not None else None) for k, v in train.callbacks.items()}
-    return ExperimentConfig(name=name, seed=seed, data=data, model=model, compile=compile_, train=train, raw=merged)
+    return ExperimentConfig(name=name, seed=seed, data=data, model=model, compile=compile_, train=train,
+                            distribution=distribution, mixed_precision=mixed_precision, raw=merged)
 
 
 def merge(defaults, user):
@@ -344,6 +365,25 @@ def resolve_train(t):
         raise ConfigError("train.shuffle", f"expected true or false, received {short_repr(shuffle)}")
     callbacks = resolve_callbacks(t["callbacks"])
     return TrainConfig(epochs=epochs, batch_size=batch_size, validation_split=split, shuffle=shuffle, callbacks=callbacks)
+
+
+def resolve_distribution(d):
+    strategy = check_choice(d["strategy"], "distribution.strategy", STRATEGIES)
+    scaling = check_choice("none" if d["scale_learning_rate"] is None else d["scale_learning_rate"],
+                           "distribution.scale_learning_rate", LR_SCALING)
+    devices = d["devices"]
+    if devices is not None:
+        if strategy != "mirrored":
+            raise ConfigError("distribution.devices", f"is for distribution.strategy mirrored only; remove it or set the strategy to mirrored, received strategy {strategy}")
+        if not isinstance(devices, list) or not devices:
+            raise ConfigError("distribution.devices", f"expected a non-empty list of devices such as [GPU:0, GPU:1], received {short_repr(devices)}")
+        for i, device in enumerate(devices):
+            if not isinstance(device, str) or not DEVICE_PATTERN.match(device):
+                raise ConfigError(f"distribution.devices[{i}]", f"expected a device name such as GPU:0 or CPU:1, received {short_repr(device)}")
+        if len(set(d_.upper() for d_ in devices)) != len(devices):
+            raise ConfigError("distribution.devices", f"names a device twice: {short_repr(devices)}")
+        devices = tuple(devices)
+    return DistributionConfig(strategy=strategy, devices=devices, scale_learning_rate=scaling)
 
 
 def resolve_callbacks(cbs):

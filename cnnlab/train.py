@@ -12,15 +12,16 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from contextlib import contextmanager
 
 import keras
 
-from cnnlab import __version__, builder, data, plots, runs
+from cnnlab import __version__, builder, data, distribute, plots, runs
 from cnnlab.config import load_config
 from cnnlab.errors import CnnlabError, ConfigError, RunError, TrainingInterrupted
 from cnnlab.preprocess import check_input_shape, make_dataset, preprocessing_for, preprocessing_record
@@ -28,8 +29,9 @@ from cnnlab.preprocess import check_input_shape, make_dataset, preprocessing_for
 
 @dataclass(frozen=True)
 class TrainResult:
-    run_dir: Path
+    run_dir: Path  # on a multi-worker worker other than the chief: its temporary folder, already removed
     metrics: dict
+    chief: bool = True  # False on the workers that do not write the run folder
 
 
 def train(config, runs_dir, verbose=1, initial_weights=None):
@@ -38,13 +40,16 @@ def train(config, runs_dir, verbose=1, initial_weights=None):
     `initial_weights` (a `.weights.h5` file of the same model) replaces the seeded
     initialisation, so that runs compared against each other start from the same point.
     """
-    model, splits, prep = prepare(config)
+    strategy = distribute.make_strategy(config.distribution)
+    model, splits, prep = prepare(config, strategy)
     if initial_weights is not None:
         model.load_weights(initial_weights)
+    if not distribute.is_chief(strategy):
+        return fit_as_worker(config, model, splits, prep, strategy, past_rows=[], verbose=verbose)
     run_dir = runs.create_run_dir(runs_dir, config.name)
     runs.set_status(run_dir, runs.RUNNING)
-    write_run_description(run_dir, config, model, splits, prep)
-    return fit_into(run_dir, config, model, splits, prep, past_rows=[], verbose=verbose)
+    write_run_description(run_dir, config, model, splits, prep, strategy)
+    return fit_into(run_dir, config, model, splits, prep, past_rows=[], verbose=verbose, strategy=strategy)
 
 
 def resume(run_dir, verbose=1):
@@ -61,33 +66,79 @@ def resume(run_dir, verbose=1):
     if status.state == runs.COMPLETED:
         raise RunError(f"{run_dir} has already completed; nothing to resume")
     config = load_config(run_dir / runs.CONFIG)
-    model, splits, prep = prepare(config)
+    strategy = distribute.make_strategy(config.distribution)
+    model, splits, prep = prepare(config, strategy)
     done = runs.backup_epoch(run_dir)
     history_path = run_dir / runs.HISTORY
     past_rows = runs.read_history_rows(history_path)[:done] if history_path.exists() else []
+    if not distribute.is_chief(strategy):  # reads the chief's folder (shared storage), never writes it
+        return fit_as_worker(config, model, splits, prep, strategy, past_rows, verbose, backup_from=run_dir / runs.BACKUP_DIR)
     runs.write_history(history_path, past_rows)
     runs.set_status(run_dir, runs.RUNNING)
     if verbose:
         print(f"Resuming {run_dir} after epoch {done} of {config.train.epochs}", flush=True)
-    return fit_into(run_dir, config, model, splits, prep, past_rows=past_rows, verbose=verbose)
+    return fit_into(run_dir, config, model, splits, prep, past_rows=past_rows, verbose=verbose, strategy=strategy)
 
 
-def prepare(config):
-    """Seeds, loads the data and builds the compiled model, checking that they fit together."""
+def prepare(config, strategy=None):
+    """Seeds, loads the data and builds the compiled model, checking that they fit together.
+
+    With a tf.distribute `strategy` the model is built and compiled in its scope,
+    so its variables are mirrored on every replica.
+    """
     keras.utils.set_random_seed(config.seed)
     splits = data.load_dataset(config.data, config.train.validation_split, config.seed)
     prep = preprocessing_for(config.data)
     check_input_shape(prep, splits.x_train.shape[1:], config.model.input_shape)
-    model = builder.validate(config)
+    check_global_batch(config, distribute.num_replicas(strategy))
+    with distribute.precision_policy(config.mixed_precision), distribute.scope(strategy):
+        model = builder.validate(output_in_float32(config) if config.mixed_precision else config)
+        distribute.scale_learning_rate(model, config.distribution, strategy)
     check_output_units(model, len(splits.class_names), config)
     return model, splits, prep
 
 
-def fit_into(run_dir, config, model, splits, prep, past_rows, verbose):
+def output_in_float32(config):
+    """Mixed precision keeps the last layer in float32, so softmax and loss do not lose precision or overflow."""
+    last = config.model.layers[-1]
+    kwargs = {"dtype": "float32", **last.kwargs}
+    layers = config.model.layers[:-1] + (replace(last, kwargs=kwargs),)
+    return replace(config, model=replace(config.model, layers=layers))
+
+
+def check_global_batch(config, replicas):
+    if config.train.batch_size < replicas:
+        raise ConfigError("train.batch_size", f"is the global batch, split across {replicas} replicas; "
+                          f"it must be at least {replicas}, received {config.train.batch_size}")
+
+
+def fit_as_worker(config, model, splits, prep, strategy, past_rows, verbose, backup_from=None):
+    """A multi-worker worker other than the chief trains into a temporary folder and removes it.
+
+    This is Keras' multi-worker convention: every worker runs the same callbacks
+    (they take part in the same collective steps), but only the chief's files
+    are kept, so the run folder looks exactly as after single-device training.
+    """
+    run_dir = Path(tempfile.mkdtemp(prefix="cnnlab-worker-"))
+    try:
+        if backup_from is not None and backup_from.is_dir():
+            shutil.copytree(backup_from, run_dir / runs.BACKUP_DIR)
+        result = fit_into(run_dir, config, model, splits, prep, past_rows, verbose, strategy=strategy, chief=False)
+    finally:
+        shutil.rmtree(run_dir, ignore_errors=True)
+    return result
+
+
+def fit_into(run_dir, config, model, splits, prep, past_rows, verbose, strategy=None, chief=True):
     """Runs `fit` with the run's callbacks; Ctrl-C or SIGTERM leave a consistent, resumable folder."""
     train_ds = make_dataset(splits.x_train, splits.y_train, prep, config.train.batch_size,
                             shuffle=config.train.shuffle, seed=config.seed)
     val_ds = make_dataset(splits.x_val, splits.y_val, prep, config.train.batch_size)
+    if strategy is not None:  # train.batch_size is the global batch: the strategy splits each one across replicas
+        train_ds, val_ds = distribute.shard_by_data(train_ds), distribute.shard_by_data(val_ds)
+    if verbose and strategy is not None:
+        print(f"Strategy: {config.distribution.strategy}, {distribute.num_replicas(strategy)} replicas, "
+              f"global batch {config.train.batch_size}" + ("" if chief else "; this worker's files are temporary"), flush=True)
     if verbose:
         print(f"Run folder: {run_dir}\nData: {splits.description}: {len(splits.x_train)} train, "
               f"{len(splits.x_val)} validation, {0 if splits.x_test is None else len(splits.x_test)} test images", flush=True)
@@ -107,7 +158,7 @@ def fit_into(run_dir, config, model, splits, prep, past_rows, verbose):
             runs.set_status(run_dir, runs.FAILED, reason)
             raise RunError(f"training failed in {run_dir}: {reason}") from None
     metrics = finish_run(run_dir, config, log.rows, splits, prep)
-    return TrainResult(run_dir=run_dir, metrics=metrics)
+    return TrainResult(run_dir=run_dir, metrics=metrics, chief=chief)
 
 
 def interrupted(run_dir, config, rows):
@@ -164,12 +215,12 @@ def check_output_units(model, num_classes, config):
         raise ConfigError(last, f"the model outputs {units} values but the data has {num_classes} classes; set the last layer's units to {num_classes}")
 
 
-def write_run_description(run_dir, config, model, splits, prep):
+def write_run_description(run_dir, config, model, splits, prep, strategy=None):
     """What the run is, written before training so an interrupted run still explains itself."""
     runs.write_text(run_dir / runs.CONFIG, config.to_yaml())
     runs.write_json(run_dir / runs.PREPROCESSING, preprocessing_record(prep, splits.x_train.shape[1:], config.model.input_shape))
     runs.write_json(run_dir / runs.CLASS_NAMES, list(splits.class_names))
-    runs.write_json(run_dir / runs.ENV, environment(config))
+    runs.write_json(run_dir / runs.ENV, environment(config, strategy))
     lines = []
     model.summary(print_fn=lambda line, *args, **kwargs: lines.append(line))
     runs.write_text(run_dir / runs.SUMMARY, "\n".join(lines) + "\n")
@@ -333,7 +384,7 @@ def write_plots(run_dir, history, best_epoch, name):
             plots.close(fig)
 
 
-def environment(config):
+def environment(config, strategy=None):
     """Versions and devices, so a result can be traced to the software that produced it."""
     import numpy
     import tensorflow as tf
@@ -350,6 +401,8 @@ def environment(config):
         "git_commit": git_commit(),
         "command": " ".join([Path(sys.argv[0]).name] + sys.argv[1:]),
         "cpu_count": os.cpu_count(),
+        "distribution": {"strategy": config.distribution.strategy, "replicas": distribute.num_replicas(strategy),
+                         "mixed_precision": config.mixed_precision},
     }
 
 

@@ -75,10 +75,11 @@ WRONG_VALUES = [
     (["train", "callbacks", "early_stopping"], st.one_of(text, st.integers(), st.dictionaries(text.filter(str.isidentifier), st.integers(), min_size=1))),
 ]
 
-SECTIONS_WITH_FIXED_KEYS = [[], ["data"], ["model"], ["compile"], ["train"], ["train", "callbacks"]]
+SECTIONS_WITH_FIXED_KEYS = [[], ["data"], ["model"], ["compile"], ["train"], ["train", "callbacks"], ["distribution"]]
 VALID_KEYS = {"name", "seed", "data", "model", "compile", "train", "source", "path", "image_size", "pad_to", "color_mode", "rescale",
               "test_split", "input_shape", "layers", "optimizer", "loss", "metrics", "epochs", "batch_size", "validation_split",
-              "shuffle", "callbacks", "checkpoint", "early_stopping", "reduce_lr", "tensorboard"}
+              "shuffle", "callbacks", "checkpoint", "early_stopping", "reduce_lr", "tensorboard", "distribution", "mixed_precision",
+              "strategy", "devices", "scale_learning_rate"}
 
 
 @st.composite

@@ -1,0 +1,201 @@
+"""tf.distribute for cnnlab: the strategy a config asks for, the chief's role, and the cluster in TF_CONFIG.
+
+cnnlab does no distribution of its own: TensorFlow's strategies split every global
+batch across replicas and all-reduce the gradients; this module only picks one,
+prepares datasets for it, and tells a worker whether it owns the run folder.
+"""
+
+import json
+import os
+import socket
+import time
+from contextlib import contextmanager, nullcontext
+
+from cnnlab.errors import CnnlabError, ConfigError
+
+TF_CONFIG = "TF_CONFIG"
+CONNECT_TIMEOUT_S = float(os.environ.get("CNNLAB_CONNECT_TIMEOUT", "120"))  # how long a worker waits for the others
+
+
+class ClusterError(CnnlabError):
+    """The cluster in TF_CONFIG (or --workers) is malformed or a worker cannot be reached."""
+
+
+# ---------------------------------------------------------------- the cluster (no TensorFlow needed)
+
+
+def tf_config_for(workers, index):
+    """`host1:port,host2:port` and this worker's index → the TF_CONFIG JSON text TensorFlow reads."""
+    addresses = [w.strip() for w in workers.split(",") if w.strip()] if isinstance(workers, str) else list(workers)
+    if len(addresses) < 2:
+        raise ClusterError(f"--workers needs at least two host:port addresses separated by commas, received {workers!r}")
+    for address in addresses:
+        host, sep, port = address.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ClusterError(f"--workers: expected host:port, received {address!r}")
+    if index is None or not 0 <= index < len(addresses):
+        raise ClusterError(f"--worker-index must be between 0 and {len(addresses) - 1} for {len(addresses)} workers, received {index}")
+    return json.dumps({"cluster": {"worker": addresses}, "task": {"type": "worker", "index": index}})
+
+
+def read_tf_config():
+    """The cluster and this task from TF_CONFIG, checked, as (worker addresses, task type, task index)."""
+    text = os.environ.get(TF_CONFIG)
+    if not text:
+        raise ClusterError("distribution.strategy multi_worker needs the cluster: set TF_CONFIG, or give --workers host1:port,host2:port --worker-index I")
+    try:
+        spec = json.loads(text)
+        workers = list(spec["cluster"].get("chief", [])) + list(spec["cluster"]["worker"])
+        task_type, task_index = spec["task"]["type"], int(spec["task"]["index"])
+    except (ValueError, KeyError, TypeError, AttributeError):
+        raise ClusterError('TF_CONFIG is not valid: expected {"cluster": {"worker": ["host:port", ...]}, "task": {"type": "worker", "index": 0}}') from None
+    return workers, task_type, task_index
+
+
+def own_address():
+    workers, task_type, task_index = read_tf_config()
+    offset = 1 if task_type == "worker" and json.loads(os.environ[TF_CONFIG])["cluster"].get("chief") else 0
+    return workers[task_index + offset]
+
+
+def wait_for_workers(timeout_s=CONNECT_TIMEOUT_S):
+    """Waits until every other worker accepts connections; one line naming the first one that never did.
+
+    TensorFlow itself would wait for a missing worker without end; a bounded
+    wait turns a wrong address or a firewall into an error a person can act on.
+    """
+    workers, _, _ = read_tf_config()
+    me = own_address()
+    deadline = time.monotonic() + timeout_s
+    for address in workers:
+        if address == me:
+            continue
+        host, _, port = address.rpartition(":")
+        while True:
+            try:
+                with socket.create_connection((host.strip("[]"), int(port)), timeout=2):
+                    break
+            except OSError as exc:
+                if time.monotonic() >= deadline:
+                    raise ClusterError(f"cannot reach worker {address} within {timeout_s:.0f} s: {exc.strerror or exc}; "
+                                       "check that it was started, its address in TF_CONFIG / --workers, and the firewall") from None
+                time.sleep(0.5)
+
+
+# ---------------------------------------------------------------- strategies
+
+
+def make_strategy(distribution):
+    """The tf.distribute strategy for the config's `distribution` section; None for the default (no scope)."""
+    if distribution.strategy == "default":
+        return None
+    import tensorflow as tf
+
+    if distribution.strategy == "one_device":
+        gpus = tf.config.list_logical_devices("GPU")
+        return tf.distribute.OneDeviceStrategy(gpus[0].name if gpus else "/cpu:0")
+    if distribution.strategy == "mirrored":
+        devices = check_devices(distribution.devices) if distribution.devices else None
+        return tf.distribute.MirroredStrategy(devices=devices)
+    read_tf_config()  # a clear line before TensorFlow's own parsing
+    options = tf.distribute.experimental.CommunicationOptions(timeout_seconds=CONNECT_TIMEOUT_S)
+    strategy = tf.distribute.MultiWorkerMirroredStrategy(
+        cluster_resolver=tf.distribute.cluster_resolver.TFConfigClusterResolver(), communication_options=options)
+    wait_for_workers()  # this worker's server is up now, so two workers waiting on each other both see the other
+    return strategy
+
+
+def check_devices(devices):
+    """Each configured device must exist here; a miss lists the visible ones."""
+    import tensorflow as tf
+
+    visible = [d.name for d in tf.config.list_logical_devices()]
+    short = {name.split("device:")[-1].upper(): name for name in visible}
+    resolved = []
+    for i, device in enumerate(devices):
+        key = device.split("device:")[-1].lstrip("/").upper()
+        if key not in short:
+            raise ConfigError(f"distribution.devices[{i}]", f"no such device on this machine; visible: {', '.join(short)}, received {device!r}")
+        resolved.append(short[key])
+    return resolved
+
+
+def scope(strategy):
+    """`strategy.scope()`, or nothing for the default strategy, so single-device training is unchanged."""
+    return strategy.scope() if strategy is not None else nullcontext()
+
+
+def num_replicas(strategy):
+    return 1 if strategy is None else strategy.num_replicas_in_sync
+
+
+def is_chief(strategy):
+    """Only the chief writes the run folder: worker 0 (or the `chief` task) of a multi-worker cluster, else always."""
+    if strategy is None or not strategy.extended._in_multi_worker_mode():
+        return True
+    resolver = strategy.cluster_resolver
+    if resolver.task_type == "chief":
+        return True
+    return resolver.task_type == "worker" and resolver.task_id == 0 and "chief" not in resolver.cluster_spec().as_dict()
+
+
+def shard_by_data(dataset):
+    """In-memory arrays (also image folders, which cnnlab loads into memory) are sharded by element.
+
+    FILE sharding needs one file per worker at least; cnnlab's datasets come from
+    tensors, so every worker builds the same seeded pipeline and keeps its share.
+    """
+    import tensorflow as tf
+
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    return dataset.with_options(options)
+
+
+def scale_learning_rate(model, distribution, strategy):
+    """`scale_learning_rate: linear` multiplies the optimizer's learning rate by the number of replicas."""
+    replicas = num_replicas(strategy)
+    if distribution.scale_learning_rate != "linear" or replicas == 1:
+        return
+    import keras
+
+    rate = model.optimizer.learning_rate
+    if isinstance(model.optimizer._learning_rate, keras.optimizers.schedules.LearningRateSchedule):
+        raise ConfigError("distribution.scale_learning_rate", "linear scaling needs a constant compile.optimizer.learning_rate, not a schedule")
+    model.optimizer.learning_rate = float(rate) * replicas
+
+
+@contextmanager
+def precision_policy(mixed_precision):
+    """mixed_float16 while the model is built, when asked for; needs a GPU (on a CPU it would only be slower)."""
+    if not mixed_precision:
+        yield
+        return
+    import keras
+    import tensorflow as tf
+
+    if not tf.config.list_physical_devices("GPU"):
+        raise ConfigError("mixed_precision", "true needs a GPU and none is visible; set mixed_precision: false to train in float32 on the CPU")
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy("mixed_float16")
+    try:
+        yield
+    finally:
+        keras.config.set_dtype_policy(previous)
+
+
+@contextmanager
+def environment_tf_config(text):
+    """Sets TF_CONFIG for the duration (what --workers / --worker-index become), restoring the previous value."""
+    if text is None:
+        yield
+        return
+    previous = os.environ.get(TF_CONFIG)
+    os.environ[TF_CONFIG] = text
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop(TF_CONFIG, None)
+        else:
+            os.environ[TF_CONFIG] = previous

@@ -1,0 +1,144 @@
+"""tf.distribute: the `distribution` config section, TF_CONFIG from --workers, and mirrored training on two CPUs."""
+
+import json
+import os
+import subprocess
+import sys
+from textwrap import dedent
+
+import pytest
+
+from cnnlab.config import config_from_text
+from cnnlab.distribute import ClusterError, tf_config_for
+from cnnlab.errors import ConfigError
+
+from conftest import REPO, TINY_DIGITS
+
+TIMEOUT_S = 120
+
+
+def config_with(extra):
+    return config_from_text(TINY_DIGITS + dedent(extra))
+
+
+def test_defaults_keep_single_device_training():
+    config = config_from_text(TINY_DIGITS)
+    assert config.distribution.strategy == "default"
+    assert config.distribution.devices is None
+    assert config.distribution.scale_learning_rate == "none"
+    assert config.mixed_precision is False
+
+
+def test_mirrored_devices_are_kept():
+    config = config_with("distribution: {strategy: mirrored, devices: [GPU:0, GPU:1], scale_learning_rate: linear}\n")
+    assert config.distribution.devices == ("GPU:0", "GPU:1")
+    assert config.raw["distribution"]["devices"] == ["GPU:0", "GPU:1"]
+    assert config.distribution.scale_learning_rate == "linear"
+
+
+def test_unknown_strategy_lists_the_valid_ones():
+    with pytest.raises(ConfigError) as error:
+        config_with("distribution: {strategy: mirored}\n")
+    assert str(error.value) == ("distribution.strategy: expected one of default, one_device, mirrored, multi_worker "
+                                "(did you mean mirrored?), received 'mirored'")
+
+
+def test_devices_are_for_mirrored_only():
+    with pytest.raises(ConfigError) as error:
+        config_with("distribution: {strategy: multi_worker, devices: [GPU:0]}\n")
+    assert str(error.value).startswith("distribution.devices: is for distribution.strategy mirrored only")
+
+
+def test_a_malformed_device_names_its_index():
+    with pytest.raises(ConfigError) as error:
+        config_with("distribution: {strategy: mirrored, devices: [GPU:0, graphics]}\n")
+    assert str(error.value) == "distribution.devices[1]: expected a device name such as GPU:0 or CPU:1, received 'graphics'"
+
+
+def test_mixed_precision_must_be_a_boolean():
+    with pytest.raises(ConfigError) as error:
+        config_with("mixed_precision: fp16\n")
+    assert str(error.value) == "mixed_precision: expected true or false, received 'fp16'"
+
+
+def test_unknown_distribution_key_is_refused():
+    with pytest.raises(ConfigError) as error:
+        config_with("distribution: {strategy: mirrored, gpus: 2}\n")
+    assert str(error.value).startswith("distribution.gpus: unknown key")
+
+
+def test_workers_become_tf_config():
+    spec = json.loads(tf_config_for("10.0.0.1:2222, 10.0.0.2:2222", 1))
+    assert spec == {"cluster": {"worker": ["10.0.0.1:2222", "10.0.0.2:2222"]}, "task": {"type": "worker", "index": 1}}
+
+
+@pytest.mark.parametrize("workers, index, message", [
+    ("10.0.0.1:2222", 0, "--workers needs at least two host:port addresses"),
+    ("10.0.0.1:2222,10.0.0.2", 0, "--workers: expected host:port, received '10.0.0.2'"),
+    ("10.0.0.1:2222,10.0.0.2:2222", 2, "--worker-index must be between 0 and 1 for 2 workers, received 2"),
+])
+def test_bad_workers_are_one_line(workers, index, message):
+    with pytest.raises(ClusterError) as error:
+        tf_config_for(workers, index)
+    assert str(error.value).startswith(message)
+
+
+def test_mixed_precision_without_a_gpu_is_refused_before_the_run_folder(write_config, tmp_path):
+    import tensorflow as tf
+    from click.testing import CliRunner
+
+    from cnnlab.cli import main
+
+    if tf.config.list_physical_devices("GPU"):
+        pytest.skip("this machine has a GPU")
+    path = write_config(TINY_DIGITS + "mixed_precision: true\n")
+    result = CliRunner().invoke(main, ["train", str(path), "--runs-dir", str(tmp_path / "runs"), "-q"])
+    assert result.exit_code == 2
+    assert result.output == (f"Error: {path}: mixed_precision: true needs a GPU and none is visible; "
+                             "set mixed_precision: false to train in float32 on the CPU\n")
+    assert not (tmp_path / "runs").exists()
+
+
+MIRRORED_SCRIPT = """
+import sys
+from pathlib import Path
+
+import numpy as np
+import tensorflow as tf
+
+# Two logical CPUs must exist before TensorFlow initialises its devices, hence a process of its own.
+(cpu,) = tf.config.list_physical_devices("CPU")
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+
+import keras
+from cnnlab.config import config_from_text
+from cnnlab.train import train
+
+base, runs_dir = sys.argv[1], Path(sys.argv[2])
+single = train(config_from_text(base, default_name="single"), runs_dir, verbose=0)
+mirrored = train(config_from_text(base + "distribution: {strategy: mirrored, devices: [CPU:0, CPU:1]}\\n",
+                                  default_name="mirrored"), runs_dir, verbose=0)
+a = keras.models.load_model(single.run_dir / "best.keras").get_weights()
+b = keras.models.load_model(mirrored.run_dir / "best.keras").get_weights()
+print("MAX_DIFF", max(float(np.max(np.abs(x - y))) for x, y in zip(a, b)))
+print("REPLICAS", __import__("json").loads((mirrored.run_dir / "env.json").read_text())["distribution"]["replicas"])
+"""
+
+
+def run_python(script, *args, timeout=TIMEOUT_S):
+    env = {**os.environ, "CNNLAB_OFFLINE": "1", "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": str(REPO)}
+    return subprocess.run([sys.executable, "-c", script, *map(str, args)], capture_output=True, text=True,
+                          timeout=timeout, env=env, cwd=REPO)
+
+
+def test_mirrored_on_two_cpus_matches_single_device_training(tmp_path):
+    # Without shuffling: Keras peeks one batch before fit under a strategy, which advances
+    # tf.data's reshuffle by one iteration, so shuffled epochs come in a shifted order there.
+    base = (TINY_DIGITS.replace("  epochs: 2", "  epochs: 1\n  shuffle: false")
+            + "compile: {optimizer: {name: sgd, learning_rate: 0.1}}\n")  # SGD: a wrong gradient scale would show
+    result = run_python(MIRRORED_SCRIPT, base, tmp_path / "runs")
+    assert result.returncode == 0, result.stderr[-3000:]
+    values = dict(line.split() for line in result.stdout.splitlines() if line.startswith(("MAX_DIFF", "REPLICAS")))
+    assert values["REPLICAS"] == "2"
+    assert float(values["MAX_DIFF"]) < 1e-3
+    assert len(list((tmp_path / "runs").iterdir())) == 2
