@@ -8,6 +8,7 @@ prepares datasets for it, and tells a worker whether it owns the run folder.
 import json
 import os
 import socket
+import threading
 import time
 from contextlib import contextmanager, nullcontext
 
@@ -58,28 +59,64 @@ def own_address():
     return workers[task_index + offset]
 
 
-def wait_for_workers(timeout_s=CONNECT_TIMEOUT_S):
-    """Waits until every other worker accepts connections; one line naming the first one that never did.
+def wait_for_workers(timeout_s=None):
+    """Waits until every other worker answers on its address; one line naming the first that never did.
 
-    TensorFlow itself would wait for a missing worker without end; a bounded
-    wait turns a wrong address or a firewall into an error a person can act on.
+    TensorFlow waits for a missing worker inside the strategy's constructor without
+    end (and deaf to SIGTERM), so cnnlab checks first. Each worker answers on its own
+    address meanwhile, so workers started in any order find each other; it lets the
+    port go just before TensorFlow takes it, and a peer that looks in that moment retries.
     """
+    timeout_s = CONNECT_TIMEOUT_S if timeout_s is None else timeout_s
     workers, _, _ = read_tf_config()
     me = own_address()
-    deadline = time.monotonic() + timeout_s
-    for address in workers:
-        if address == me:
+    host, _, port = me.rpartition(":")
+    listener = socket.socket(socket.AF_INET6 if ":" in host.strip("[]") else socket.AF_INET, socket.SOCK_STREAM)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        listener.bind(("" if host not in ("localhost", "127.0.0.1") else host, int(port)))
+    except OSError as exc:
+        listener.close()
+        raise ClusterError(f"cannot listen on this worker's address {me}: {exc.strerror or exc}") from None
+    listener.listen(16)
+    listener.settimeout(0.1)
+    done = threading.Event()
+    answering = threading.Thread(target=answer_probes, args=(listener, done), daemon=True)
+    answering.start()
+    try:
+        deadline = time.monotonic() + timeout_s
+        for address in workers:
+            if address != me:
+                wait_for(address, deadline, timeout_s)
+    finally:
+        done.set()
+        answering.join()  # a thread blocked in accept() would keep the port bound
+        listener.close()
+
+
+def answer_probes(listener, done):
+    """Accepts and closes connections until `done` is set."""
+    while not done.is_set():
+        try:
+            connection, _ = listener.accept()
+        except socket.timeout:
             continue
-        host, _, port = address.rpartition(":")
-        while True:
-            try:
-                with socket.create_connection((host.strip("[]"), int(port)), timeout=2):
-                    break
-            except OSError as exc:
-                if time.monotonic() >= deadline:
-                    raise ClusterError(f"cannot reach worker {address} within {timeout_s:.0f} s: {exc.strerror or exc}; "
-                                       "check that it was started, its address in TF_CONFIG / --workers, and the firewall") from None
-                time.sleep(0.5)
+        except OSError:
+            return
+        connection.close()
+
+
+def wait_for(address, deadline, timeout_s):
+    host, _, port = address.rpartition(":")
+    while True:
+        try:
+            with socket.create_connection((host.strip("[]"), int(port)), timeout=2):
+                return
+        except OSError as exc:
+            if time.monotonic() >= deadline:
+                raise ClusterError(f"cannot reach worker {address} within {timeout_s:.0f} s ({exc.strerror or exc}); check that every "
+                                   "worker was started with the same cluster (TF_CONFIG or --workers), the addresses and the firewall") from None
+            time.sleep(0.2)
 
 
 # ---------------------------------------------------------------- strategies
@@ -98,11 +135,42 @@ def make_strategy(distribution):
         devices = check_devices(distribution.devices) if distribution.devices else None
         return tf.distribute.MirroredStrategy(devices=devices)
     read_tf_config()  # a clear line before TensorFlow's own parsing
+    reduce_scalar_logs_across_workers()
+    wait_for_workers()
     options = tf.distribute.experimental.CommunicationOptions(timeout_seconds=CONNECT_TIMEOUT_S)
-    strategy = tf.distribute.MultiWorkerMirroredStrategy(
+    return tf.distribute.MultiWorkerMirroredStrategy(
         cluster_resolver=tf.distribute.cluster_resolver.TFConfigClusterResolver(), communication_options=options)
-    wait_for_workers()  # this worker's server is up now, so two workers waiting on each other both see the other
-    return strategy
+
+
+def reduce_scalar_logs_across_workers():
+    """Works around Keras 3 averaging each step's scalar logs over `axis=0` under MultiWorkerMirroredStrategy.
+
+    Keras' `reduce_per_replica` calls `strategy.reduce("MEAN", v, axis=0)` in multi-worker
+    mode, which fails for the scalar loss and metrics ("Invalid reduction dimension 0 for
+    input with 0 dimensions", tensorflow/tensorflow#72388). A scalar is averaged over the
+    replicas instead (axis=None); everything else goes to Keras unchanged. Idempotent.
+    """
+    import tensorflow as tf
+    from keras.src.backend.tensorflow import trainer
+
+    original = trainer.reduce_per_replica
+    if getattr(original, "cnnlab_patched", False):
+        return
+
+    def reduce_per_replica(values, strategy, reduction):
+        if reduction not in ("auto", "mean") or not trainer._collective_all_reduce_multi_worker(strategy):
+            return original(values, strategy, reduction)
+
+        def reduce(value):
+            local = value.values[0] if trainer._is_per_replica_instance(value) else value  # one replica per worker: a plain tensor
+            if getattr(local, "shape", None) is not None and local.shape.rank == 0:
+                return strategy.reduce("MEAN", value, axis=None)
+            return original(value, strategy, reduction)
+
+        return tf.nest.map_structure(reduce, values)
+
+    reduce_per_replica.cnnlab_patched = True
+    trainer.reduce_per_replica = reduce_per_replica
 
 
 def check_devices(devices):
@@ -150,6 +218,21 @@ def shard_by_data(dataset):
     options = tf.data.Options()
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
     return dataset.with_options(options)
+
+
+def build_without_peeking(model, dataset, strategy):
+    """Builds the model's metrics, loss and optimizer from the dataset's spec instead of from a batch.
+
+    Under a strategy, Keras 3 (`_maybe_symbolic_build`) reads one batch from a fresh
+    iterator before `fit`. That starts one extra pass of tf.data's reshuffle, so the
+    epochs would come in another order than single-device training with the same seed,
+    and under MultiWorkerMirroredStrategy its all-reduce of that batch fails outright
+    ("Attempt to convert a value (PerReplica...)"). The spec is all the build needs.
+    """
+    spec = dataset.element_spec
+    with strategy.scope():
+        model._symbolic_build(data_batch=spec)
+    model._maybe_symbolic_build = lambda iterator=None, data_batch=None: None  # already built: nothing to peek at
 
 
 def scale_learning_rate(model, distribution, strategy):

@@ -136,6 +136,7 @@ def fit_into(run_dir, config, model, splits, prep, past_rows, verbose, strategy=
     val_ds = make_dataset(splits.x_val, splits.y_val, prep, config.train.batch_size)
     if strategy is not None:  # train.batch_size is the global batch: the strategy splits each one across replicas
         train_ds, val_ds = distribute.shard_by_data(train_ds), distribute.shard_by_data(val_ds)
+        distribute.build_without_peeking(model, train_ds, strategy)
     if verbose and strategy is not None:
         print(f"Strategy: {config.distribution.strategy}, {distribute.num_replicas(strategy)} replicas, "
               f"global batch {config.train.batch_size}" + ("" if chief else "; this worker's files are temporary"), flush=True)

@@ -132,9 +132,8 @@ def run_python(script, *args, timeout=TIMEOUT_S):
 
 
 def test_mirrored_on_two_cpus_matches_single_device_training(tmp_path):
-    # Without shuffling: Keras peeks one batch before fit under a strategy, which advances
-    # tf.data's reshuffle by one iteration, so shuffled epochs come in a shifted order there.
-    base = (TINY_DIGITS.replace("  epochs: 2", "  epochs: 1\n  shuffle: false")
+    # Shuffled, seeded: the same samples in the same order make the same global batches.
+    base = (TINY_DIGITS.replace("  epochs: 2", "  epochs: 1")
             + "compile: {optimizer: {name: sgd, learning_rate: 0.1}}\n")  # SGD: a wrong gradient scale would show
     result = run_python(MIRRORED_SCRIPT, base, tmp_path / "runs")
     assert result.returncode == 0, result.stderr[-3000:]
@@ -142,3 +141,77 @@ def test_mirrored_on_two_cpus_matches_single_device_training(tmp_path):
     assert values["REPLICAS"] == "2"
     assert float(values["MAX_DIFF"]) < 1e-3
     assert len(list((tmp_path / "runs").iterdir())) == 2
+
+
+def free_ports(count):
+    import socket
+
+    sockets = [socket.socket() for _ in range(count)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+def test_an_unreachable_worker_is_one_line_naming_its_address(monkeypatch):
+    from cnnlab.distribute import wait_for_workers
+
+    me, other = free_ports(2)
+    monkeypatch.setenv("TF_CONFIG", tf_config_for(f"127.0.0.1:{me},127.0.0.1:{other}", 0))
+    with pytest.raises(ClusterError) as error:
+        wait_for_workers(timeout_s=1)
+    assert str(error.value).startswith(f"cannot reach worker 127.0.0.1:{other} within 1 s (Connection refused); ")
+
+
+WORKER_SCRIPT = """
+import sys
+import numpy as np
+import cnnlab.train
+from cnnlab.cli import main
+
+weights_path, args = sys.argv[1], sys.argv[2:]
+original = cnnlab.train.fit_into
+
+def fit_and_keep_weights(run_dir, config, model, *rest, **kwargs):
+    result = original(run_dir, config, model, *rest, **kwargs)
+    np.savez(weights_path, *model.get_weights())  # for the test's comparison only
+    return result
+
+cnnlab.train.fit_into = fit_and_keep_weights
+main(args)
+"""
+
+
+def test_two_workers_train_one_run_folder_with_identical_weights(write_config, tmp_path):
+    import numpy as np
+
+    config = write_config(TINY_DIGITS.replace("  epochs: 2", "  epochs: 1"))
+    workers = ",".join(f"127.0.0.1:{port}" for port in free_ports(2))
+    env = {**os.environ, "CNNLAB_OFFLINE": "1", "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": str(REPO), "CNNLAB_CONNECT_TIMEOUT": "60"}
+    env.pop("TF_CONFIG", None)
+    processes = [subprocess.Popen([sys.executable, "-c", WORKER_SCRIPT, str(tmp_path / f"weights{i}.npz"), "train", str(config),
+                                   "--runs-dir", str(tmp_path / f"runs{i}"), "-q", "--strategy", "multi_worker",
+                                   "--workers", workers, "--worker-index", str(i)],
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=tmp_path)
+                 for i in range(2)]
+    try:
+        outputs = [p.communicate(timeout=TIMEOUT_S) for p in processes]
+    finally:
+        for p in processes:  # a hung worker must not outlive the test
+            if p.poll() is None:
+                p.kill()
+                p.communicate()
+    assert [p.returncode for p in processes] == [0, 0], [err[-2000:] for _, err in outputs]
+    assert outputs[1][0].strip().startswith("Worker done in")
+    (run_dir,) = (tmp_path / "runs0").iterdir()
+    assert not (tmp_path / "runs1").exists()
+    assert sorted(p.name for p in run_dir.iterdir()) == sorted(
+        ["config.yaml", "model_summary.txt", "best.keras", "history.csv", "metrics.json", "class_names.json",
+         "env.json", "status", "loss.png", "accuracy.png", "preprocessing.json"])
+    assert (run_dir / "status").read_text().startswith("completed")
+    chief, worker = (np.load(tmp_path / f"weights{i}.npz") for i in range(2))
+    assert len(chief.files) == 4
+    for key in chief.files:
+        np.testing.assert_array_equal(chief[key], worker[key])
