@@ -15,7 +15,17 @@ from contextlib import contextmanager, nullcontext
 from cnnlab.errors import CnnlabError, ConfigError
 
 TF_CONFIG = "TF_CONFIG"
-CONNECT_TIMEOUT_S = float(os.environ.get("CNNLAB_CONNECT_TIMEOUT", "120"))  # how long a worker waits for the others
+DEFAULT_CONNECT_TIMEOUT_S = 120.0
+
+
+def connect_timeout():
+    """How long a worker waits for the others: CNNLAB_CONNECT_TIMEOUT seconds, 120 by default."""
+    text = os.environ.get("CNNLAB_CONNECT_TIMEOUT", "")
+    try:
+        value = float(text)
+    except ValueError:
+        return DEFAULT_CONNECT_TIMEOUT_S
+    return value if value > 0 else DEFAULT_CONNECT_TIMEOUT_S
 
 
 class ClusterError(CnnlabError):
@@ -67,7 +77,7 @@ def wait_for_workers(timeout_s=None):
     address meanwhile, so workers started in any order find each other; it lets the
     port go just before TensorFlow takes it, and a peer that looks in that moment retries.
     """
-    timeout_s = CONNECT_TIMEOUT_S if timeout_s is None else timeout_s
+    timeout_s = connect_timeout() if timeout_s is None else timeout_s
     workers, _, _ = read_tf_config()
     me = own_address()
     host, _, port = me.rpartition(":")
@@ -137,7 +147,7 @@ def make_strategy(distribution):
     read_tf_config()  # a clear line before TensorFlow's own parsing
     reduce_scalar_logs_across_workers()
     wait_for_workers()
-    options = tf.distribute.experimental.CommunicationOptions(timeout_seconds=CONNECT_TIMEOUT_S)
+    options = tf.distribute.experimental.CommunicationOptions()  # no timeout_seconds: with one, every collective starts a thread that is never reclaimed (thousands per minute)
     return tf.distribute.MultiWorkerMirroredStrategy(
         cluster_resolver=tf.distribute.cluster_resolver.TFConfigClusterResolver(), communication_options=options)
 

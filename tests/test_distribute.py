@@ -189,7 +189,8 @@ def test_two_workers_train_one_run_folder_with_identical_weights(write_config, t
 
     config = write_config(TINY_DIGITS.replace("  epochs: 2", "  epochs: 1"))
     workers = ",".join(f"127.0.0.1:{port}" for port in free_ports(2))
-    env = {**os.environ, "CNNLAB_OFFLINE": "1", "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": str(REPO), "CNNLAB_CONNECT_TIMEOUT": "60"}
+    env = {**os.environ, "CNNLAB_OFFLINE": "1", "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": str(REPO), "CNNLAB_CONNECT_TIMEOUT": "60",
+           "TMPDIR": str(tmp_path)}  # a killed worker's temporary folder stays in the test's folder
     env.pop("TF_CONFIG", None)
     processes = [subprocess.Popen([sys.executable, "-c", WORKER_SCRIPT, str(tmp_path / f"weights{i}.npz"), "train", str(config),
                                    "--runs-dir", str(tmp_path / f"runs{i}"), "-q", "--strategy", "multi_worker",
@@ -215,3 +216,48 @@ def test_two_workers_train_one_run_folder_with_identical_weights(write_config, t
     assert len(chief.files) == 4
     for key in chief.files:
         np.testing.assert_array_equal(chief[key], worker[key])
+
+
+def start_workers(args_for, tmp_path):
+    env = {**os.environ, "CNNLAB_OFFLINE": "1", "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": str(REPO), "CNNLAB_CONNECT_TIMEOUT": "60",
+           "TMPDIR": str(tmp_path)}  # a killed worker's temporary folder stays in the test's folder
+    env.pop("TF_CONFIG", None)
+    workers = ",".join(f"127.0.0.1:{port}" for port in free_ports(2))
+    return [subprocess.Popen([sys.executable, "-m", "cnnlab.cli", *args_for(i), "-q", "--workers", workers, "--worker-index", str(i)],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=tmp_path) for i in range(2)]
+
+
+def finish(processes, timeout=TIMEOUT_S):
+    try:
+        return [p.communicate(timeout=timeout) for p in processes]
+    finally:
+        for p in processes:
+            if p.poll() is None:
+                p.kill()
+                p.communicate()
+
+
+def test_a_killed_multi_worker_run_resumes_on_both_workers(write_config, tmp_path):
+    import time
+
+    from cnnlab import runs
+
+    epochs = 6
+    config = write_config(TINY_DIGITS.replace("  epochs: 2", f"  epochs: {epochs}").replace("  batch_size: 64", "  batch_size: 16")
+                          + "  callbacks: {early_stopping: null}\n")
+    processes = start_workers(lambda i: ["train", str(config), "--runs-dir", str(tmp_path / f"runs{i}"), "--strategy", "multi_worker"], tmp_path)
+    deadline = time.monotonic() + TIMEOUT_S
+    try:
+        while not list(tmp_path.glob("runs0/*/backup/training_metadata.json")) or runs.backup_epoch(next((tmp_path / "runs0").iterdir())) < 2:
+            assert time.monotonic() < deadline and all(p.poll() is None for p in processes), "no backup was written in time"
+            time.sleep(0.05)
+    finally:
+        for p in processes:  # both machines lost at once
+            p.kill()
+        finish(processes)
+    (run_dir,) = (tmp_path / "runs0").iterdir()
+    outputs = finish(start_workers(lambda i: ["train", "--resume", str(run_dir)], tmp_path))
+    assert outputs[1][0].strip().startswith("Worker done in"), outputs[1]
+    assert runs.read_status(run_dir).state == "completed", [err[-2000:] for _, err in outputs]
+    assert runs.read_history(run_dir / "history.csv")["epoch"] == list(range(1, epochs + 1))
+    assert not (tmp_path / "runs1").exists()
