@@ -212,7 +212,12 @@ def eval_paths(run_dir, split):
 
 
 def create_eval_dir(run_dir):
-    folder = Path(run_dir) / EVAL_DIR
+    return create_subdir(run_dir, EVAL_DIR)
+
+
+def create_subdir(run_dir, name):
+    """A folder inside the run for a later command's output (eval/, visualize/); existing is fine."""
+    folder = Path(run_dir) / name
     try:
         folder.mkdir(exist_ok=True)
     except OSError as exc:
@@ -237,12 +242,7 @@ def safe_file_part(name):
 
 
 def create_visualize_dir(run_dir):
-    folder = Path(run_dir) / VISUALIZE_DIR
-    try:
-        folder.mkdir(exist_ok=True)
-    except OSError as exc:
-        raise RunError(f"cannot create {folder}: {exc.strerror or exc}") from None
-    return folder
+    return create_subdir(run_dir, VISUALIZE_DIR)
 
 
 # ---------------------------------------------------------------- trained runs, for evaluate and predict
