@@ -5,6 +5,7 @@ from pathlib import Path
 from textwrap import dedent
 
 import pytest
+from click.testing import CliRunner
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("CNNLAB_OFFLINE", "1")  # tests never download
@@ -30,6 +31,23 @@ train:
   batch_size: 64
   validation_split: 0.2
 """
+
+
+def run_cli(*args):
+    """`cnnlab ARGS...` through click's CliRunner, every argument as a string."""
+    from cnnlab.cli import main
+
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+def train_run(root, text):
+    """Writes `text` as root/config.yaml, trains it quietly into root/runs and returns the run folder."""
+    config = root / "config.yaml"
+    config.write_text(text)
+    result = run_cli("train", config, "--runs-dir", root / "runs", "-q")
+    assert result.exit_code == 0, result.output
+    (run_dir,) = (root / "runs").iterdir()
+    return run_dir
 
 
 @pytest.fixture

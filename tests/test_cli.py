@@ -4,15 +4,10 @@ import subprocess
 import sys
 
 import pytest
-from click.testing import CliRunner
 
-from cnnlab.cli import main
 
 from conftest import CONFIGS, TINY_DIGITS
-
-
-def run(*args):
-    return CliRunner().invoke(main, [str(a) for a in args])
+from conftest import run_cli as run
 
 
 def assert_one_line_error(result, starts_with):

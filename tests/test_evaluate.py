@@ -5,31 +5,17 @@ import shutil
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
 from PIL import Image
 
-from cnnlab.cli import main
 from cnnlab.config import load_config
 from cnnlab.data import load_dataset
 from cnnlab.preprocess import make_dataset, preprocessing_for
 
 from conftest import TINY_DIGITS
+from conftest import run_cli as run, train_run as train
 
 TRAIN_FILES = ("config.yaml", "best.keras", "history.csv", "metrics.json", "class_names.json", "env.json", "status",
                "preprocessing.json", "loss.png", "accuracy.png", "model_summary.txt")
-
-
-def run(*args):
-    return CliRunner().invoke(main, [str(a) for a in args])
-
-
-def train(tmp_path, text):
-    config = tmp_path / "tiny.yaml"
-    config.write_text(text)
-    result = run("train", config, "--runs-dir", tmp_path / "runs", "-q")
-    assert result.exit_code == 0, result.output
-    (run_dir,) = (tmp_path / "runs").iterdir()
-    return run_dir
 
 
 @pytest.fixture(scope="module")

@@ -7,19 +7,14 @@ import zlib
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
 from PIL import Image
 
-from cnnlab.cli import main
 from cnnlab.config import load_config
 from cnnlab.data import load_dataset
 from cnnlab.preprocess import preprocess_images, preprocessing_for
 
 from conftest import TINY_DIGITS
-
-
-def run(*args):
-    return CliRunner().invoke(main, [str(a) for a in args])
+from conftest import run_cli as run
 
 
 @pytest.fixture(scope="module")

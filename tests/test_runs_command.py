@@ -5,13 +5,8 @@ import subprocess
 import sys
 
 import pytest
-from click.testing import CliRunner
 
-from cnnlab.cli import main
-
-
-def run(*args):
-    return CliRunner().invoke(main, [str(a) for a in args])
+from conftest import run_cli as run
 
 
 def metrics(val_accuracy=0.9, test_accuracy=0.85, epochs=3, best=2, wall=12.34):

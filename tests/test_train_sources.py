@@ -3,10 +3,9 @@
 import json
 
 import numpy as np
-from click.testing import CliRunner
 from PIL import Image
 
-from cnnlab.cli import main
+from conftest import train_run as train
 
 TINY_MODEL = """\
 model:
@@ -30,15 +29,6 @@ def make_image_folder(root, classes=("cats", "dogs"), per_class=10, size=(20, 16
             pixels = rng.integers(0, 100, (size[1], size[0], 3), dtype=np.uint8) + 120 * label
             Image.fromarray(pixels).save(folder / f"{i}.png")
     return root
-
-
-def train(tmp_path, text):
-    config = tmp_path / "config.yaml"
-    config.write_text(text)
-    result = CliRunner().invoke(main, ["train", str(config), "--runs-dir", str(tmp_path / "runs"), "-q"])
-    assert result.exit_code == 0, result.output
-    (run_dir,) = (tmp_path / "runs").iterdir()
-    return run_dir
 
 
 def test_train_from_an_rgb_image_folder(tmp_path):

@@ -5,14 +5,13 @@ from html.parser import HTMLParser
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
 from PIL import Image
 
 from cnnlab import plots, visualize
-from cnnlab.cli import main
 from cnnlab.config import load_config
 from cnnlab.data import load_dataset
 from cnnlab.preprocess import preprocess_images, preprocessing_for
+from conftest import run_cli as run, train_run as train
 
 TWO_CONVS = """\
 name: twoconv
@@ -46,19 +45,6 @@ train: {epochs: 1, batch_size: 64}
 """
 LAYERS = ["conv2d", "conv2d_1", "re_lu", "max_pooling2d"]
 HAS_DIAGRAM = visualize.diagram_unavailable() is None
-
-
-def run(*args):
-    return CliRunner().invoke(main, [str(a) for a in args])
-
-
-def train(root, text):
-    config = root / "config.yaml"
-    config.write_text(text)
-    result = run("train", config, "--runs-dir", root / "runs", "-q")
-    assert result.exit_code == 0, result.output
-    (run_dir,) = (root / "runs").iterdir()
-    return run_dir
 
 
 def first_test_image(run_dir):
