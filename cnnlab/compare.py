@@ -801,4 +801,3 @@ def write_plots(compare_dir, name, specs, outcomes, val_acc):
             continue
         fig = plots.plot_comparison(curves, ylabel=what, title=f"{name}: {what} by optimizer", missing=failed)
         runs.save_figure(fig, compare_dir / filename)
-        plots.close(fig)

@@ -190,13 +190,11 @@ def write_figures(paths, report, held_out, run):
     title = f"{run.path.name}: {held_out.split}"
     fig = plots.plot_confusion_matrix(counts, run.class_names, title=f"{title} ({report['num_images']} images)")
     runs.save_figure(fig, paths.confusion_matrix)
-    plots.close(fig)
     worst = report["worst_mistakes"]
     captions = [f"true: {m['true']}\npredicted: {m['predicted']}\nconfidence {m['confidence']:.2f}" for m in worst]
     fig = plots.plot_image_grid(held_out.images[[m["index"] for m in worst]], captions,
                                 title=f"{title}: the {len(worst)} most confident of {report['num_images'] - report['num_correct']} mistakes", empty_text="no misclassified images")
     runs.save_figure(fig, paths.misclassified)
-    plots.close(fig)
 
 
 def format_report(evaluation):

@@ -122,10 +122,6 @@ def plot_image_grid(images, captions, title="", columns=5, empty_text="no images
     return fig
 
 
-def close(fig):
-    plt.close(fig)
-
-
 # ---------------------------------------------------------------- inside a network: filters and feature maps
 
 

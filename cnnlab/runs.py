@@ -165,8 +165,15 @@ def read_backup_metadata(path):
 
 
 def save_figure(fig, path):
-    with atomic_file(path, "wb") as f:
-        fig.savefig(f, format="png")
+    """Writes the figure as a PNG atomically, then closes it: saving is always a figure's last use,
+    and pyplot keeps every open figure in memory until it is closed."""
+    import matplotlib.pyplot as plt
+
+    try:
+        with atomic_file(path, "wb") as f:
+            fig.savefig(f, format="png")
+    finally:
+        plt.close(fig)
 
 
 def write_json(path, data):

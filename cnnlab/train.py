@@ -363,10 +363,9 @@ def best_epoch_of(history, monitor, mode="auto"):
     finite = [(v, i) for i, v in enumerate(values) if v is not None and math.isfinite(v)]
     if not finite:
         return None
-    best = max(finite) if maximize else min(finite, key=lambda pair: (pair[0], pair[1]))
-    if maximize:  # first epoch reaching the maximum, as Keras keeps the first best
-        best = min((pair for pair in finite if pair[0] == best[0]), key=lambda pair: pair[1])
-    return best[1] + 1
+    # the first epoch reaching the best value, as Keras keeps the first best
+    _, index = max(finite, key=lambda pair: (pair[0], -pair[1])) if maximize else min(finite)
+    return index + 1
 
 
 def first_nan_epoch(history):
@@ -382,7 +381,6 @@ def write_plots(run_dir, history, best_epoch, name):
         if metric in history:
             fig = plots.plot_history(history, metric, best_epoch, title=f"{name}: {metric}")
             runs.save_figure(fig, run_dir / filename)
-            plots.close(fig)
 
 
 def environment(config, strategy=None):

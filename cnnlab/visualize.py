@@ -98,7 +98,6 @@ def visualize_run(run_dir, image=None, layer=None, max_maps=DEFAULT_MAX_MAPS, ht
 
 def save(result, fig, path):
     runs.save_figure(fig, path)
-    plots.close(fig)
     result.written.append(path)
 
 

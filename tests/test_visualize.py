@@ -3,6 +3,7 @@
 import shutil
 from html.parser import HTMLParser
 
+import matplotlib.pyplot
 import numpy as np
 import pytest
 from PIL import Image
@@ -158,7 +159,7 @@ def test_filter_grid_has_one_tile_per_filter(run_copy, trained):
     assert tiles.shape == (model.get_layer("conv2d_1").filters, 3, 3) == (6, 3, 3)
     fig = plots.plot_filter_grid(tiles, "t")
     mosaic = fig.axes[0].get_images()[0].get_array()
-    plots.close(fig)
+    matplotlib.pyplot.close(fig)
     assert int(np.sum(~np.ma.getmaskarray(mosaic) & ~np.isnan(np.ma.getdata(mosaic)))) == 6 * 9  # 6 tiles of 3x3 drawn
 
 
