@@ -21,7 +21,7 @@ from contextlib import contextmanager
 
 import keras
 
-from cnnlab import __version__, builder, data, distribute, plots, runs
+from cnnlab import __version__, builder, data, distribute, loop, plots, runs
 from cnnlab.config import load_config
 from cnnlab.errors import CnnlabError, ConfigError, RunError, TrainingInterrupted
 from cnnlab.preprocess import check_input_shape, make_dataset, preprocessing_for, preprocessing_record
@@ -131,11 +131,10 @@ def fit_as_worker(config, model, splits, prep, strategy, past_rows, verbose, bac
 
 def fit_into(run_dir, config, model, splits, prep, past_rows, verbose, strategy=None, chief=True):
     """Runs `fit` with the run's callbacks; Ctrl-C or SIGTERM leave a consistent, resumable folder."""
-    train_ds = make_dataset(splits.x_train, splits.y_train, prep, config.train.batch_size,
-                            shuffle=config.train.shuffle, seed=config.seed)
-    val_ds = make_dataset(splits.x_val, splits.y_val, prep, config.train.batch_size)
     if strategy is not None:  # train.batch_size is the global batch: the strategy splits each one across replicas
-        train_ds, val_ds = distribute.shard_by_data(train_ds), distribute.shard_by_data(val_ds)
+        train_ds = distribute.shard_by_data(make_dataset(splits.x_train, splits.y_train, prep, config.train.batch_size,
+                                                         shuffle=config.train.shuffle, seed=config.seed))
+        val_ds = distribute.shard_by_data(make_dataset(splits.x_val, splits.y_val, prep, config.train.batch_size))
         distribute.build_without_peeking(model, train_ds, strategy)
     if verbose and strategy is not None:
         print(f"Strategy: {config.distribution.strategy}, {distribute.num_replicas(strategy)} replicas, "
@@ -147,8 +146,13 @@ def fit_into(run_dir, config, model, splits, prep, past_rows, verbose, strategy=
     log = callbacks[0]
     with sigterm_as_interrupt():
         try:
-            model.fit(train_ds, validation_data=val_ds, epochs=config.train.epochs, callbacks=callbacks,
-                      verbose=verbose, shuffle=False)  # tf.data already reshuffles every epoch, seeded
+            if strategy is None:
+                loop.fit(model, (splits.x_train, splits.y_train), (splits.x_val, splits.y_val), prep,
+                         batch_size=config.train.batch_size, epochs=config.train.epochs, callbacks=callbacks,
+                         verbose=verbose, shuffle=config.train.shuffle, seed=config.seed, initial_epoch=len(past_rows))
+            else:
+                model.fit(train_ds, validation_data=val_ds, epochs=config.train.epochs, callbacks=callbacks,
+                          verbose=verbose, shuffle=False)  # tf.data already reshuffles every epoch, seeded
         except KeyboardInterrupt:
             interrupted(run_dir, config, log.rows)
         except CnnlabError as exc:  # e.g. a write into the run folder failed (disk full)

@@ -1,0 +1,107 @@
+"""cnnlab's own epoch loop trains exactly as Keras' `fit` does, only faster."""
+
+import keras
+import numpy as np
+import pytest
+
+from cnnlab import loop
+from cnnlab.config import load_config
+from cnnlab.preprocess import Preprocessing, make_dataset
+from cnnlab.train import prepare
+from conftest import TINY_DIGITS
+
+WITH_DROPOUT = TINY_DIGITS.replace("    - Flatten: {}\n", "    - Flatten: {}\n    - Dropout: {rate: 0.3}\n")
+
+
+def fit_both_ways(write_config, shuffle):
+    """Trains the same seeded model twice, with cnnlab's loop and with `model.fit`; returns both models and logs."""
+    config = load_config(write_config(WITH_DROPOUT))
+    batch = config.train.batch_size
+    ours, splits, prep = prepare(config)
+    our_logs = loop.fit(ours, (splits.x_train, splits.y_train), (splits.x_val, splits.y_val), prep, batch_size=batch,
+                        epochs=2, callbacks=[], verbose=0, shuffle=shuffle, seed=config.seed)
+    theirs, splits, prep = prepare(config)
+    history = theirs.fit(make_dataset(splits.x_train, splits.y_train, prep, batch),
+                         validation_data=make_dataset(splits.x_val, splits.y_val, prep, batch), epochs=2, verbose=0, shuffle=False)
+    return ours, our_logs, theirs, {key: values[-1] for key, values in history.history.items()}, len(splits.x_train)
+
+
+def test_the_loop_trains_exactly_as_keras_fit(write_config):
+    ours, our_logs, theirs, their_logs, train_size = fit_both_ways(write_config, shuffle=False)
+    assert train_size % 64, "the test needs a last, partial batch"
+    assert set(our_logs) == set(their_logs) == {"loss", "accuracy", "val_loss", "val_accuracy"}
+    for key in their_logs:
+        assert our_logs[key] == pytest.approx(their_logs[key], abs=1e-5), key
+    for mine, keras_weight in zip(ours.get_weights(), theirs.get_weights()):
+        np.testing.assert_allclose(mine, keras_weight, atol=1e-5)
+    assert int(ours.optimizer.iterations) == int(theirs.optimizer.iterations) == 2 * -(-train_size // 64)
+
+
+def test_each_epoch_visits_the_images_in_the_order_of_the_shuffled_tf_data_pipeline():
+    labels = np.arange(300)
+    images = np.zeros((300, 2, 2, 1), dtype=np.uint8)
+    pipeline = make_dataset(images, labels, Preprocessing(1.0, None, None, "grayscale"), 32, shuffle=True, seed=11)
+    orders = loop.epoch_orders(300, shuffle=True, seed=11)
+    seen = []
+    for _ in range(2):
+        expected = np.concatenate([batch_labels.numpy() for _, batch_labels in pipeline])
+        order = next(iter(orders)).numpy()
+        np.testing.assert_array_equal(order, expected)
+        seen.append(order)
+    assert sorted(seen[0]) == list(range(300)) and not np.array_equal(seen[0], seen[1])
+    np.testing.assert_array_equal(next(iter(loop.epoch_orders(5, shuffle=False, seed=11))).numpy(), range(5))
+
+
+class Recorder(keras.callbacks.Callback):
+    def __init__(self, stop_after_first_call=False):
+        super().__init__()
+        self.events = []
+        self.stop_after_first_call = stop_after_first_call
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.events.append(("epoch", epoch))
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.events.append(("batch", batch, set(logs)))
+        if self.stop_after_first_call:
+            self.model.stop_training = True
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.events.append(("end", epoch, set(logs)))
+
+
+def train_with(write_config, callback, epochs=2):
+    config = load_config(write_config(TINY_DIGITS))
+    model, splits, prep = prepare(config)
+    loop.fit(model, (splits.x_train, splits.y_train), (splits.x_val, splits.y_val), prep, batch_size=16,
+             epochs=epochs, callbacks=[callback], verbose=0, shuffle=True, seed=config.seed)
+    return -(-len(splits.x_train) // 16)
+
+
+def test_batch_callbacks_see_the_last_batch_of_every_call_and_every_epoch_ends_on_its_last_batch(write_config):
+    recorder = Recorder()
+    steps = train_with(write_config, recorder)
+    for epoch in range(2):
+        start = recorder.events.index(("epoch", epoch))
+        end = next(i for i, event in enumerate(recorder.events) if event[:2] == ("end", epoch))
+        batches = [event[1] for event in recorder.events[start + 1:end]]
+        assert batches == sorted(set(batches)) and batches[-1] == steps - 1
+        assert recorder.events[end - 1][2] == {"loss", "accuracy"}
+        assert recorder.events[end][2] == {"loss", "accuracy", "val_loss", "val_accuracy"}
+
+
+def test_a_callback_that_stops_training_ends_it_after_that_call(write_config):
+    recorder = Recorder(stop_after_first_call=True)
+    steps = train_with(write_config, recorder, epochs=5)
+    assert [event[0] for event in recorder.events] == ["epoch", "batch", "end"]
+    assert recorder.events[1][1] < steps - 1, "training went on to the end of the epoch"
+
+
+@pytest.mark.parametrize("count, elapsed, expected", [
+    (2, 2.0, 1),  # the first call traced the function: a slow call never drops below one step
+    (10, 0.05, 40),  # fast calls grow at most fourfold at a time
+    (100, 0.25, 200),  # then settle on about half a second a call
+    (200, 1.0, 100),
+])
+def test_calls_are_sized_to_last_about_half_a_second(count, elapsed, expected):
+    assert loop.next_call_steps(count, elapsed) == expected
