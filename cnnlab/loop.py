@@ -1,25 +1,31 @@
-"""The epoch loop of single-device training: Keras' own train and test steps, many per call.
+"""The epoch loop of single-device training: Keras' own steps, many per call, on data in memory.
 
 Why not `model.fit`: on the 2-core machines cnnlab is measured on, `fit` ran at about
 0.8× of what its own compiled step can do (BENCHMARKS.md). The difference is the loop
 around the step: `tf.data` threads that compete with the compute threads for two cores,
-and a return to Python after every batch. This loop removes both and nothing else:
+and a return to Python after every batch. This loop removes both:
 
 - batches are gathered from the uint8 images held in memory and preprocessed inside
   the compiled function (the same `preprocess_images` that evaluate and predict use);
 - one call runs as many steps as take about half a second, so Ctrl-C, SIGTERM, the
-  progress bar and batch-level callbacks (TerminateOnNaN) still act within a second.
+  progress bar and batch-level callbacks (TerminateOnNaN) still act within a second;
+- on a multi-core CPU each batch is split into parts computed side by side, one
+  thread each (`batch_parts`), where a batch of 32 is too small to split well across
+  threads operation by operation; validation runs in batches of 4 × the training batch.
 
 Each epoch visits the images in the order `tf.data`'s seeded shuffle gives that epoch,
 the same order the `tf.data` pipeline of a tf.distribute run sees, so both paths train
 alike on the same seed.
 
-What stays Keras': `train_step` and `test_step` (loss, regularisation, metrics, optimizer,
-loss scaling), and the callbacks, called through Keras' `CallbackList` in the order
-`fit` calls them. Under a tf.distribute strategy cnnlab uses `fit` itself.
+What stays Keras': `train_step` and `test_step` for whole batches, and for split ones
+the loss, regularisation, metrics and optimizer of the compiled model; the callbacks,
+called through Keras' `CallbackList` in the order `fit` calls them. `tests/test_loop.py`
+checks that weights and logs equal `fit`'s, and that split batches train to the same
+weights as whole ones. Under a tf.distribute strategy cnnlab uses `fit` itself.
 """
 
 import math
+import os
 import time
 
 import keras
@@ -29,23 +35,52 @@ import tensorflow as tf
 from cnnlab.preprocess import preprocess_images
 
 SECONDS_PER_CALL = 0.5  # how long one call of the compiled steps should run
+VALIDATION_BATCHES = 4  # validation batch = 4 × train.batch_size: forward passes only, about the memory of a
+#                         training step, 1.5× the images/s of validating at the training batch (same metrics)
 FIRST_CALL_STEPS = 2  # the first call also traces the function: keep it short
+MIN_PART = 8  # images in one part of a split batch: smaller parts waste more than a second core gains
+
+# Layers whose output for an image, in training, depends on that image alone. A batch of
+# such layers can be split into parts whose gradients average to the whole batch's.
+# BatchNormalization (statistics over the batch) and activity regularisers (a sum over
+# the batch) are not among them; neither is anything not listed here.
+PER_IMAGE_LAYERS = frozenset("""
+    Activation AlphaDropout AveragePooling1D AveragePooling2D AveragePooling3D Conv1D Conv2D Conv2DTranspose
+    Conv3D Conv3DTranspose Cropping1D Cropping2D Cropping3D Dense DepthwiseConv1D DepthwiseConv2D Dropout ELU
+    Flatten GaussianDropout GaussianNoise GlobalAveragePooling1D GlobalAveragePooling2D GlobalAveragePooling3D
+    GlobalMaxPooling1D GlobalMaxPooling2D GlobalMaxPooling3D GroupNormalization LayerNormalization LeakyReLU
+    MaxPooling1D MaxPooling2D MaxPooling3D Permute PReLU ReLU Rescaling Reshape SeparableConv1D SeparableConv2D
+    Softmax SpatialDropout1D SpatialDropout2D SpatialDropout3D UnitNormalization UpSampling1D UpSampling2D
+    UpSampling3D ZeroPadding1D ZeroPadding2D ZeroPadding3D
+""".split())
 
 
-def fit(model, train, val, prep, *, batch_size, epochs, callbacks, verbose, shuffle, seed, initial_epoch=0):
+def fit(model, train, val, prep, *, batch_size, epochs, callbacks, verbose, shuffle, seed, initial_epoch=0, parts=1):
     """Trains `model` as `model.fit` would with these arguments; `train` and `val` are (uint8 images, labels).
 
+    Validation metrics equal those of `fit` validating at the training batch size, up to
+    float rounding: the mean over the same images.
+
     `initial_epoch` is where a resumed run starts: the epoch Keras' BackupAndRestore holds.
+    `parts` > 1 splits every batch into that many parts computed side by side (`batch_parts`).
     Returns the last epoch's logs.
     """
     x_train, y_train = train
     x_val, y_val = val
     train_steps = math.ceil(len(x_train) / batch_size)
-    val_steps = math.ceil(len(x_val) / batch_size)
+    val_batch_size = VALIDATION_BATCHES * batch_size
+    val_steps = math.ceil(len(x_val) / val_batch_size)
     callbacks = keras.callbacks.CallbackList(callbacks, add_history=True, add_progbar=verbose != 0, verbose=verbose,
                                              epochs=epochs, steps=train_steps, model=model)
-    run_train = compiled_steps(model.train_step, x_train, y_train, prep, batch_size, model.jit_compile)
-    run_test = compiled_steps(model.test_step, x_val, y_val, prep, batch_size, model.jit_compile)
+    if model.jit_compile:  # as `fit` does (Keras' default where there is a GPU): XLA compiles whole batches' steps
+        parts = 1
+        train_step, test_step = tf.function(model.train_step, jit_compile=True), tf.function(model.test_step, jit_compile=True)
+    elif parts == 1:
+        train_step, test_step = model.train_step, model.test_step
+    else:
+        train_step, test_step = train_step_on_parts(model, parts), test_step_on_parts(model, parts)
+    run_train = compiled_steps(train_step, x_train, y_train, prep, batch_size, parts, model.train_step)
+    run_test = compiled_steps(test_step, x_val, y_val, prep, val_batch_size, parts, model.test_step)
     orders = epoch_orders(len(x_train), shuffle, seed)
     val_order = tf.range(len(x_val), dtype=tf.int32)
 
@@ -55,7 +90,8 @@ def fit(model, train, val, prep, *, batch_size, epochs, callbacks, verbose, shuf
     for epoch in range(initial_epoch, epochs):
         model.reset_metrics()
         callbacks.on_epoch_begin(epoch)
-        run_epoch(model, run_train, tf.cast(next(iter(orders)), tf.int32), train_steps, callbacks.on_train_batch_begin, callbacks.on_train_batch_end)
+        order = tf.cast(next(iter(orders)), tf.int32)
+        run_epoch(model, run_train, order, train_steps, callbacks.on_train_batch_begin, callbacks.on_train_batch_end)
         epoch_logs = metrics_result(model)
 
         model.reset_metrics()  # validation, as `fit` runs it through `evaluate`
@@ -75,22 +111,132 @@ def fit(model, train, val, prep, *, batch_size, epochs, callbacks, verbose, shuf
     return logs
 
 
-def compiled_steps(step, images, labels, prep, batch_size, jit_compile=False):
-    """A compiled function that runs `step` on batches first … first+count−1 of an epoch's `order`.
+def batch_parts(config, cores=None, gpus=None):
+    """How many parts to split each training batch into, so that every core works on a part of its own.
+
+    On 2 cores, two half-batches computed side by side on one thread each train the
+    Fashion-MNIST CNN 1.25× faster than whole batches on two threads: the convolutions
+    of one 32-image batch are too small to split well across threads. The update is the
+    same, the mean gradient over the whole batch, for every model whose layers all treat
+    images independently (PER_IMAGE_LAYERS); any other model, a GPU, a tf.distribute
+    strategy or a batch under 2 × MIN_PART keeps whole batches.
+    """
+    cores = usable_cores() if cores is None else cores
+    gpus = len(tf.config.list_physical_devices("GPU")) if gpus is None else gpus
+    per_image = all(layer.type in PER_IMAGE_LAYERS and layer.kwargs.get("activity_regularizer") is None
+                    for layer in config.model.layers)
+    if cores < 2 or gpus or not per_image or config.distribution.strategy != "default" or config.train.batch_size < 2 * MIN_PART:
+        return 1
+    return 2
+
+
+def share_cores(parts):
+    """Gives each part of a split batch its share of the cores, as TensorFlow's per-operation thread count.
+
+    TensorFlow fixes its threads when it starts: this must run before the first
+    operation. In a process where TensorFlow already runs (tests, a notebook) it leaves
+    the threads as they are; the split batches then train to the same weights, slower.
+    """
+    if parts == 1:
+        return
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(max(1, usable_cores() // parts))
+    except RuntimeError:
+        pass
+
+
+def usable_cores():
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def train_step_on_parts(model, parts):
+    """Keras' TensorFlow `train_step`, line for line, except that the batch is split into `parts`
+    whose gradients are averaged by size before the one optimizer update of the batch.
+
+    Each part's loss is the mean over its images, so the size-weighted average of the
+    parts' gradients is the gradient of the whole batch's mean loss (regularisation
+    terms, the same in every part, average to themselves). With PER_IMAGE_LAYERS only,
+    the parts share no computation, and TensorFlow runs them on different threads.
+    """
+    optimizer = model.optimizer
+    weights = model.trainable_weights
+
+    def step(data):
+        x, y = data
+        size = tf.cast(tf.shape(x)[0], "float32")
+        gradients = [None] * len(weights)
+        for x_part, y_part in split_batch(x, y, parts):
+            with tf.GradientTape() as tape:
+                y_pred = model(x_part, training=True)
+                loss = model.compute_loss(x=x_part, y=y_part, y_pred=y_pred, training=True)
+                model._loss_tracker.update_state(loss, sample_weight=tf.shape(x_part)[0])  # what `fit` logs as "loss"
+                loss = optimizer.scale_loss(loss)
+            share = tf.cast(tf.shape(x_part)[0], "float32") / size
+            gradients = [add_scaled(total, gradient, share) for total, gradient in zip(gradients, tape.gradient(loss, weights))]
+            model.compute_metrics(x_part, y_part, y_pred)
+        optimizer.apply(gradients, weights)
+
+    return step
+
+
+def add_scaled(total, gradient, share):
+    """total + share × gradient, where None (a weight the loss does not reach) stays None."""
+    if gradient is None:
+        return total
+    scaled = gradient * tf.cast(share, gradient.dtype)
+    return scaled if total is None else total + scaled
+
+
+def test_step_on_parts(model, parts):
+    """Keras' `test_step` on each part of the batch: the metrics add up to those of the whole batch."""
+
+    def step(data):
+        for part in split_batch(*data, parts):
+            model.test_step(part)
+
+    return step
+
+
+def split_batch(x, y, parts):
+    """`parts` consecutive parts of a batch, sizes differing by at most one (a part may be empty)."""
+    if parts == 1:
+        return [(x, y)]
+    size = tf.shape(x)[0]
+    sizes = tf.stack([(size + parts - 1 - i) // parts for i in range(parts)])
+    return list(zip(tf.split(x, sizes, num=parts), tf.split(y, sizes, num=parts)))
+
+
+def compiled_steps(step, images, labels, prep, batch_size, parts=1, whole_step=None):
+    """A function that runs `step` on batches first … first+count−1 of an epoch's `order`, compiled.
 
     The images stay uint8 in one resident tensor; each batch is gathered, cast and
-    scaled inside the function, so no input pipeline runs beside the training.
+    scaled inside the compiled function, so no input pipeline runs beside the training.
+    A last batch with fewer images than `parts` runs whole, through `whole_step`: a part
+    would be empty, which TensorFlow's oneDNN pooling gradient does not survive.
     """
     images = tf.convert_to_tensor(images)
     labels = tf.convert_to_tensor(labels)
-    if jit_compile:  # as `fit` does: XLA compiles the step, the loop around it stays a graph
-        step = tf.function(step, jit_compile=True)
 
-    @tf.function(input_signature=[tf.TensorSpec([None], tf.int32), tf.TensorSpec([], tf.int32), tf.TensorSpec([], tf.int32)])
+    def compile_for(step):
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.int32), tf.TensorSpec([], tf.int32), tf.TensorSpec([], tf.int32)])
+        def run(order, first, count):
+            for index in tf.range(first, first + count):
+                batch = order[index * batch_size:(index + 1) * batch_size]
+                step((preprocess_images(tf.gather(images, batch), prep), tf.gather(labels, batch)))
+
+        return run
+
+    run_split = compile_for(step)
+    steps = math.ceil(len(images) / batch_size)
+    whole_last = 0 < len(images) % batch_size < parts
+    run_last = compile_for(whole_step) if whole_last else None
+
     def run(order, first, count):
-        for index in tf.range(first, first + count):
-            batch = order[index * batch_size:(index + 1) * batch_size]
-            step((preprocess_images(tf.gather(images, batch), prep), tf.gather(labels, batch)))
+        split = min(count, steps - 1 - first) if whole_last else count
+        if split > 0:
+            run_split(order, tf.constant(first, tf.int32), tf.constant(split, tf.int32))
+        if split < count:
+            run_last(order, tf.constant(steps - 1, tf.int32), tf.constant(1, tf.int32))
 
     return run
 
@@ -106,7 +252,7 @@ def run_epoch(model, run, order, steps, on_batch_begin, on_batch_end):
         count = min(count, steps - first)
         on_batch_begin(first)
         started = time.perf_counter()
-        run(order, tf.constant(first, tf.int32), tf.constant(count, tf.int32))
+        run(order, first, count)
         elapsed = time.perf_counter() - started
         first += count
         on_batch_end(first - 1, metrics_result(model))

@@ -40,6 +40,7 @@ def train(config, runs_dir, verbose=1, initial_weights=None):
     `initial_weights` (a `.weights.h5` file of the same model) replaces the seeded
     initialisation, so that runs compared against each other start from the same point.
     """
+    loop.share_cores(loop.batch_parts(config))
     strategy = distribute.make_strategy(config.distribution)
     model, splits, prep = prepare(config, strategy)
     if initial_weights is not None:
@@ -66,6 +67,7 @@ def resume(run_dir, verbose=1):
     if status.state == runs.COMPLETED:
         raise RunError(f"{run_dir} has already completed; nothing to resume")
     config = load_config(run_dir / runs.CONFIG)
+    loop.share_cores(loop.batch_parts(config))
     strategy = distribute.make_strategy(config.distribution)
     model, splits, prep = prepare(config, strategy)
     done = runs.backup_epoch(run_dir)
@@ -149,7 +151,8 @@ def fit_into(run_dir, config, model, splits, prep, past_rows, verbose, strategy=
             if strategy is None:
                 loop.fit(model, (splits.x_train, splits.y_train), (splits.x_val, splits.y_val), prep,
                          batch_size=config.train.batch_size, epochs=config.train.epochs, callbacks=callbacks,
-                         verbose=verbose, shuffle=config.train.shuffle, seed=config.seed, initial_epoch=len(past_rows))
+                         verbose=verbose, shuffle=config.train.shuffle, seed=config.seed, initial_epoch=len(past_rows),
+                         parts=loop.batch_parts(config))
             else:
                 model.fit(train_ds, validation_data=val_ds, epochs=config.train.epochs, callbacks=callbacks,
                           verbose=verbose, shuffle=False)  # tf.data already reshuffles every epoch, seeded
@@ -406,6 +409,8 @@ def environment(config, strategy=None):
         "cpu_count": os.cpu_count(),
         "distribution": {"strategy": config.distribution.strategy, "replicas": distribute.num_replicas(strategy),
                          "mixed_precision": config.mixed_precision},
+        "batch_parts": loop.batch_parts(config) if strategy is None else 1,  # see cnnlab/loop.py
+        "threads_per_op": tf.config.threading.get_intra_op_parallelism_threads() or "TensorFlow's default",
     }
 
 

@@ -105,3 +105,59 @@ def test_a_callback_that_stops_training_ends_it_after_that_call(write_config):
 ])
 def test_calls_are_sized_to_last_about_half_a_second(count, elapsed, expected):
     assert loop.next_call_steps(count, elapsed) == expected
+
+
+REGULARISED = TINY_DIGITS.replace("    - Dense: {units: 10, activation: softmax}",
+                                  "    - Dense: {units: 10, activation: softmax, kernel_regularizer: l2}")
+
+
+def train_in_parts(write_config, parts, size):
+    """Two epochs of the regularised tiny model on `size` training images, batches split into `parts`."""
+    config = load_config(write_config(REGULARISED))
+    model, splits, prep = prepare(config)
+    logs = loop.fit(model, (splits.x_train[:size], splits.y_train[:size]), (splits.x_val, splits.y_val), prep,
+                    batch_size=64, epochs=2, callbacks=[], verbose=0, shuffle=True, seed=config.seed, parts=parts)
+    return model.get_weights(), logs
+
+
+@pytest.mark.parametrize("parts, size", [(2, 1000), (3, 1000), (2, 129)])  # 129: the last batch has one image, one part none
+def test_split_batches_train_to_the_same_weights_and_logs_as_whole_batches(write_config, parts, size):
+    whole_weights, whole_logs = train_in_parts(write_config, 1, size)
+    split_weights, split_logs = train_in_parts(write_config, parts, size)
+    for whole, split in zip(whole_weights, split_weights):
+        np.testing.assert_allclose(split, whole, atol=1e-5)
+    assert split_logs == pytest.approx(whole_logs, abs=1e-5)
+    assert all(np.isfinite(value) for value in split_logs.values())
+
+
+def test_a_batch_splits_into_parts_differing_by_at_most_one_image():
+    x, y = np.arange(10 * 3).reshape(10, 3), np.arange(10)
+    parts = loop.split_batch(x, y, 3)
+    assert [len(part_y) for _, part_y in parts] == [4, 3, 3]
+    np.testing.assert_array_equal(np.concatenate([part_x for part_x, _ in parts]), x)
+    assert [len(part_y) for _, part_y in loop.split_batch(x[:1], y[:1], 2)] == [1, 0]
+
+
+@pytest.mark.parametrize("change, parts", [
+    ("", 2),
+    ("    - BatchNormalization: {}\n", 1),  # statistics over the whole batch
+    ("    - Dense: {units: 10, activity_regularizer: l1}\n", 1),  # a sum over the whole batch
+    ("batch_size: 8", 1),
+    ("distribution: {strategy: mirrored}", 1),
+])
+def test_only_models_that_treat_images_independently_split_their_batches(write_config, change, parts):
+    text = TINY_DIGITS
+    if change.startswith("    - "):
+        text = text.replace("    - Flatten: {}\n", change + "    - Flatten: {}\n")
+    elif change.startswith("batch_size"):
+        text = text.replace("batch_size: 64", change)
+    elif change:
+        text += change + "\n"
+    assert loop.batch_parts(load_config(write_config(text)), cores=2, gpus=0) == parts
+
+
+def test_one_core_or_a_gpu_keeps_whole_batches(write_config):
+    config = load_config(write_config(TINY_DIGITS))
+    assert loop.batch_parts(config, cores=1, gpus=0) == 1
+    assert loop.batch_parts(config, cores=16, gpus=1) == 1
+    assert loop.batch_parts(config, cores=16, gpus=0) == 2
