@@ -1,8 +1,12 @@
 """The fastest a batch-32 training step of a config's model can run here: the ceiling for any fit-based tool.
 
 A compiled `tf.function` step (forward, gradients, Adam update) on one batch already in
-memory: no input pipeline, no Keras `fit` loop, no callbacks, no validation. Whatever
-cnnlab does around `fit`, its images/s cannot exceed this. Run with and without XLA.
+memory, repeated in a graph loop: no input pipeline, no Keras `fit` loop, no callbacks,
+no validation, no return to Python between steps. Whatever
+a tool does around the step, its images/s cannot exceed this. Three ways, each in a
+process of its own: a graph step (what `fit` runs), the same under XLA, and the batch
+split into two halves computed side by side with one thread per operation (what
+cnnlab's loop runs on a multi-core CPU, cnnlab/loop.py).
 
     python bench/step_ceiling.py [--config configs/fashion_mnist_cnn.yaml] [--batch-size 32] [--steps 400]
 """
@@ -10,12 +14,17 @@ cnnlab does around `fit`, its images/s cannot exceed this. Run with and without 
 import argparse
 import json
 import statistics
+import subprocess
+import sys
 import time
 
 
-def measure(config_path, batch_size, steps, jit):
-    import keras
+def measure(config_path, batch_size, steps, mode):
     import tensorflow as tf
+
+    if mode == "split":  # before TensorFlow starts: one thread per operation, the halves run side by side
+        tf.config.threading.set_intra_op_parallelism_threads(1)
+    import keras
 
     from cnnlab.builder import build_model
     from cnnlab.config import load_config
@@ -28,22 +37,29 @@ def measure(config_path, batch_size, steps, jit):
     x = tf.random.uniform((batch_size, *config.model.input_shape))
     y = tf.random.uniform((batch_size,), maxval=model.output_shape[-1], dtype=tf.int32)
 
-    @tf.function(jit_compile=jit)
+    weights = model.trainable_variables
+    halves = 2 if mode == "split" else 1
+
+    @tf.function(jit_compile=mode == "xla")
     def step(x, y):
-        with tf.GradientTape() as tape:
-            loss = loss_fn(y, model(x, training=True))
-        grads = tape.gradient(loss, model.trainable_variables)
-        optimizer.apply_gradients(zip(grads, model.trainable_variables))
+        total = [0.0] * len(weights)
+        for part_x, part_y in zip(tf.split(x, halves), tf.split(y, halves)):
+            with tf.GradientTape() as tape:
+                loss = loss_fn(part_y, model(part_x, training=True))
+            total = [t + g / halves for t, g in zip(total, tape.gradient(loss, weights))]
+        optimizer.apply_gradients(zip(total, weights))
         return loss
 
-    for _ in range(30):
-        step(x, y)
+    @tf.function
+    def repeat(count):  # the steps loop inside the graph, as in cnnlab's loop: no Python between steps
+        for _ in tf.range(count):
+            step(x, y)
+
+    repeat(tf.constant(30))
     rates = []
     for _ in range(5):
         started = time.perf_counter()
-        for _ in range(steps // 5):
-            loss = step(x, y)
-        float(loss)
+        repeat(tf.constant(steps // 5))
         rates.append(batch_size * (steps // 5) / (time.perf_counter() - started))
     return statistics.median(rates)
 
@@ -53,9 +69,16 @@ def main():
     parser.add_argument("--config", default="configs/fashion_mnist_cnn.yaml")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--steps", type=int, default=400)
+    parser.add_argument("--mode", choices=["graph", "xla", "split"], help="measure one way only, in this process")
     args = parser.parse_args()
-    result = {f"images_per_s_{'xla' if jit else 'graph'}": round(measure(args.config, args.batch_size, args.steps, jit))
-              for jit in (False, True)}
+    if args.mode:
+        print(json.dumps({"mode": args.mode, "images_per_s": round(measure(args.config, args.batch_size, args.steps, args.mode))}))
+        return
+    result = {}
+    for mode in ("graph", "xla", "split"):
+        out = subprocess.run([sys.executable, __file__, "--mode", mode, "--config", args.config, "--batch-size", str(args.batch_size),
+                              "--steps", str(args.steps)], capture_output=True, text=True, check=True).stdout
+        result[f"images_per_s_{mode}"] = json.loads(out.strip().splitlines()[-1])["images_per_s"]
     print(json.dumps({"config": args.config, "batch_size": args.batch_size, **result}))
 
 

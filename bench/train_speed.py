@@ -1,12 +1,15 @@
 """Training throughput of `cnnlab train` against the plain-Keras seed script, side by side in one run.
 
 Rounds alternate A (cnnlab) and B (bench/peers/seed000_keras.py), each in a fresh
-process, on the same data, model, batch size and epochs. Reports per round images/s,
-the median ratio A/B, final validation accuracy, peak RSS (from wait4), and the
+process, on the same data, model, batch size and epochs; round k seeds both sides with
+42 + k − 1, so the accuracy medians compare training, not one lucky seed (after 2 epochs
+validation accuracy moves by about half a point from seed to seed). Reports per round
+images/s, the median ratio A/B, final validation accuracy (each side's own validation
+split), accuracy on the same 10,000 test images, peak RSS (from wait4), and the
 fraction of the machine's float32 matmul rate (bench/machine_peak.py, measured in the
 same run) that training reaches: training FLOPs per image × images/s ÷ matmul FLOP/s.
 
-    python bench/train_speed.py [--config configs/fashion_mnist_cnn.yaml] [--epochs 2] [--rounds 3]
+    python bench/train_speed.py [--config configs/fashion_mnist_cnn.yaml] [--epochs 2] [--rounds 5]
 """
 
 import argparse
@@ -40,18 +43,21 @@ def run_measured(args):
     return process.stdout, report["maxrss_mib"]
 
 
-def cnnlab_round(config, epochs, extra):
+def cnnlab_round(config, epochs, extra, seed):
     with tempfile.TemporaryDirectory() as runs_dir:
-        _, rss = run_measured([sys.executable, "-m", "cnnlab.cli", "train", config, "--epochs", epochs, "-q", "--runs-dir", runs_dir, *extra])
+        _, rss = run_measured([sys.executable, "-m", "cnnlab.cli", "train", config, "--epochs", epochs, "-q", "--runs-dir", runs_dir,
+                               f"--set=seed={seed}", *extra])
         (run_dir,) = Path(runs_dir).iterdir()
         metrics = json.loads((run_dir / "metrics.json").read_text())
-    return {"images_per_s": metrics["images_per_s"], "final_val_accuracy": metrics["final"]["val_accuracy"], "maxrss_mib": rss}
+    return {"images_per_s": metrics["images_per_s"], "final_val_accuracy": metrics["final"]["val_accuracy"],
+            "test_accuracy": metrics["test"]["accuracy"], "maxrss_mib": rss}
 
 
-def keras_round(epochs, data):
-    stdout, rss = run_measured([sys.executable, "bench/peers/seed000_keras.py", "--epochs", epochs, "--data", data])
+def keras_round(epochs, data, seed):
+    stdout, rss = run_measured([sys.executable, "bench/peers/seed000_keras.py", "--epochs", epochs, "--data", data, "--seed", str(seed)])
     result = json.loads(stdout.strip().splitlines()[-1])
-    return {"images_per_s": result["images_per_s"], "final_val_accuracy": result["final_val_accuracy"], "maxrss_mib": rss}
+    return {"images_per_s": result["images_per_s"], "final_val_accuracy": result["final_val_accuracy"],
+            "test_accuracy": result["test_accuracy"], "maxrss_mib": rss}
 
 
 def training_flops_per_image(config_path):
@@ -77,7 +83,8 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", default="configs/fashion_mnist_cnn.yaml")
     parser.add_argument("--epochs", default="2")
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--seed", type=int, default=42, help="seed of round 1; round k uses seed + k - 1, on both sides")
     parser.add_argument("--data", default="/usr/share/datasets/fashion-mnist", help="the IDX folder both sides read")
     parser.add_argument("--set", dest="sets", action="append", default=[], help="extra --set for cnnlab (to try a setting)")
     args = parser.parse_args()
@@ -87,10 +94,12 @@ def main():
     flops = training_flops_per_image(args.config)
     rows = []
     for i in range(args.rounds):
-        a = cnnlab_round(args.config, args.epochs, extra)
-        b = keras_round(args.epochs, args.data)
+        seed = args.seed + i  # a seed per round: after 2 epochs, accuracy varies by about half a point from seed to seed
+        a = cnnlab_round(args.config, args.epochs, extra, seed)
+        b = keras_round(args.epochs, args.data, seed)
         rows.append((a, b))
-        print(f"round {i + 1}: cnnlab {a['images_per_s']:8.0f} images/s   plain Keras {b['images_per_s']:8.0f} images/s   "
+        print(f"round {i + 1} (seed {seed}): cnnlab {a['images_per_s']:6.0f} images/s, val accuracy {a['final_val_accuracy']:.4f}   "
+              f"plain Keras {b['images_per_s']:6.0f} images/s, val accuracy {b['final_val_accuracy']:.4f}   "
               f"ratio {a['images_per_s'] / b['images_per_s']:.2f}", flush=True)
 
     median = lambda key, side: statistics.median(r[side][key] for r in rows)
@@ -101,6 +110,7 @@ def main():
     print(f"{'images/s (median)':28}{a_ips:12.0f}{b_ips:14.0f}")
     print(f"{'ratio cnnlab / Keras':28}{ratio:12.2f}")
     print(f"{'final val accuracy (median)':28}{median('final_val_accuracy', 0):12.4f}{median('final_val_accuracy', 1):14.4f}")
+    print(f"{'test accuracy (median)':28}{median('test_accuracy', 0):12.4f}{median('test_accuracy', 1):14.4f}")
     print(f"{'peak RSS MiB (max)':28}{max(r[0]['maxrss_mib'] for r in rows):12.0f}{max(r[1]['maxrss_mib'] for r in rows):14.0f}")
     print(f"{'fraction of matmul limit':28}{flops * a_ips / peak:12.1%}{flops * b_ips / peak:14.1%}")
     print(f"\ntraining FLOPs per image {flops / 1e6:.1f} M; float32 matmul {peak / 1e9:.0f} GFLOP/s; "
