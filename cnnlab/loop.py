@@ -38,7 +38,7 @@ SECONDS_PER_CALL = 0.5  # how long one call of the compiled steps should run
 VALIDATION_BATCHES = 4  # validation batch = 4 × train.batch_size: forward passes only, about the memory of a
 #                         training step, 1.5× the images/s of validating at the training batch (same metrics)
 FIRST_CALL_STEPS = 2  # the first call also traces the function: keep it short
-MIN_PART = 8  # images in one part of a split batch: smaller parts waste more than a second core gains
+MIN_PART = 8  # the fewest images a part of a split batch may have (a guess: only 16-image parts were measured)
 
 # Layers whose output for an image, in training, depends on that image alone. A batch of
 # such layers can be split into parts whose gradients average to the whole batch's.
@@ -115,8 +115,10 @@ def batch_parts(config, cores=None, gpus=None):
     """How many parts to split each training batch into, so that every core works on a part of its own.
 
     On 2 cores, two half-batches computed side by side on one thread each train the
-    Fashion-MNIST CNN 1.25× faster than whole batches on two threads: the convolutions
-    of one 32-image batch are too small to split well across threads. The update is the
+    Fashion-MNIST CNN about 1.2× faster than whole batches on two threads per operation
+    (BENCHMARKS.md): the convolutions of one 32-image batch are too small to split well
+    across threads. Only 2 cores were measured; larger machines get two parts as well,
+    each with half the cores. The update is the
     same, the mean gradient over the whole batch, for every model whose layers all treat
     images independently (PER_IMAGE_LAYERS); any other model, a GPU, a tf.distribute
     strategy or a batch under 2 × MIN_PART keeps whole batches.
