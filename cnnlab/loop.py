@@ -34,6 +34,7 @@ import tensorflow as tf
 
 from cnnlab.preprocess import preprocess_images
 
+HOST = "/CPU:0"
 SECONDS_PER_CALL = 0.5  # how long one call of the compiled steps should run
 VALIDATION_BATCHES = 4  # validation batch = 4 × train.batch_size: forward passes only, about the memory of a
 #                         training step, 1.5× the images/s of validating at the training batch (same metrics)
@@ -216,15 +217,18 @@ def compiled_steps(step, images, labels, prep, batch_size, parts=1, whole_step=N
     A last batch with fewer images than `parts` runs whole, through `whole_step`: a part
     would be empty, which TensorFlow's oneDNN pooling gradient does not survive.
     """
-    images = tf.convert_to_tensor(images)
-    labels = tf.convert_to_tensor(labels)
+    with tf.device(HOST):
+        images = tf.convert_to_tensor(images)
+        labels = tf.convert_to_tensor(labels)
 
     def compile_for(step):
         @tf.function(input_signature=[tf.TensorSpec([None], tf.int32), tf.TensorSpec([], tf.int32), tf.TensorSpec([], tf.int32)])
         def run(order, first, count):
             for index in tf.range(first, first + count):
-                batch = order[index * batch_size:(index + 1) * batch_size]
-                step((preprocess_images(tf.gather(images, batch), prep), tf.gather(labels, batch)))
+                with tf.device(HOST):  # as with tf.data, the images stay in host memory and only a batch moves to a GPU
+                    batch = order[index * batch_size:(index + 1) * batch_size]
+                    x, y = preprocess_images(tf.gather(images, batch), prep), tf.gather(labels, batch)
+                step((x, y))
 
         return run
 
