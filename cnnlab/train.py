@@ -132,7 +132,8 @@ def fit_as_worker(config, model, splits, prep, strategy, past_rows, verbose, bac
 
 
 def fit_into(run_dir, config, model, splits, prep, past_rows, verbose, strategy=None, chief=True):
-    """Runs `fit` with the run's callbacks; Ctrl-C or SIGTERM leave a consistent, resumable folder."""
+    """Trains with the run's callbacks (cnnlab's loop on one device, `fit` under a strategy);
+    Ctrl-C or SIGTERM leave a consistent, resumable folder."""
     if strategy is not None:  # train.batch_size is the global batch: the strategy splits each one across replicas
         train_ds = distribute.shard_by_data(make_dataset(splits.x_train, splits.y_train, prep, config.train.batch_size,
                                                          shuffle=config.train.shuffle, seed=config.seed))
