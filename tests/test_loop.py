@@ -13,21 +13,30 @@ from conftest import TINY_DIGITS
 WITH_DROPOUT = TINY_DIGITS.replace("    - Flatten: {}\n", "    - Flatten: {}\n    - Dropout: {rate: 0.3}\n")
 
 
-def fit_both_ways(write_config, shuffle):
+def train_with_loop(write_config, text, size=None, **fit_arguments):
+    """Seeds and builds the config's model, trains it with cnnlab's loop on its first `size` training
+    images (2 epochs, no callbacks, shuffled, unless `fit_arguments` say otherwise); returns (model, logs, images)."""
+    config = load_config(write_config(text))
+    model, splits, prep = prepare(config)
+    train = (splits.x_train[:size], splits.y_train[:size])
+    arguments = {"batch_size": config.train.batch_size, "epochs": 2, "callbacks": [], "shuffle": True, **fit_arguments}
+    logs = loop.fit(model, train, (splits.x_val, splits.y_val), prep, verbose=0, seed=config.seed, **arguments)
+    return model, logs, len(train[0])
+
+
+def fit_both_ways(write_config):
     """Trains the same seeded model twice, with cnnlab's loop and with `model.fit`; returns both models and logs."""
+    ours, our_logs, train_size = train_with_loop(write_config, WITH_DROPOUT, shuffle=False)
     config = load_config(write_config(WITH_DROPOUT))
     batch = config.train.batch_size
-    ours, splits, prep = prepare(config)
-    our_logs = loop.fit(ours, (splits.x_train, splits.y_train), (splits.x_val, splits.y_val), prep, batch_size=batch,
-                        epochs=2, callbacks=[], verbose=0, shuffle=shuffle, seed=config.seed)
     theirs, splits, prep = prepare(config)
     history = theirs.fit(make_dataset(splits.x_train, splits.y_train, prep, batch),
                          validation_data=make_dataset(splits.x_val, splits.y_val, prep, batch), epochs=2, verbose=0, shuffle=False)
-    return ours, our_logs, theirs, {key: values[-1] for key, values in history.history.items()}, len(splits.x_train)
+    return ours, our_logs, theirs, {key: values[-1] for key, values in history.history.items()}, train_size
 
 
 def test_the_loop_trains_exactly_as_keras_fit(write_config):
-    ours, our_logs, theirs, their_logs, train_size = fit_both_ways(write_config, shuffle=False)
+    ours, our_logs, theirs, their_logs, train_size = fit_both_ways(write_config)
     assert train_size % 64, "the test needs a last, partial batch"
     assert set(our_logs) == set(their_logs) == {"loss", "accuracy", "val_loss", "val_accuracy"}
     for key in their_logs:
@@ -71,11 +80,9 @@ class Recorder(keras.callbacks.Callback):
 
 
 def train_with(write_config, callback, epochs=2):
-    config = load_config(write_config(TINY_DIGITS))
-    model, splits, prep = prepare(config)
-    loop.fit(model, (splits.x_train, splits.y_train), (splits.x_val, splits.y_val), prep, batch_size=16,
-             epochs=epochs, callbacks=[callback], verbose=0, shuffle=True, seed=config.seed)
-    return -(-len(splits.x_train) // 16)
+    """Trains the tiny model in batches of 16 with `callback`; returns the steps of an epoch."""
+    _, _, train_size = train_with_loop(write_config, TINY_DIGITS, batch_size=16, epochs=epochs, callbacks=[callback])
+    return -(-train_size // 16)
 
 
 def test_batch_callbacks_see_the_last_batch_of_every_call_and_every_epoch_ends_on_its_last_batch(write_config):
@@ -113,10 +120,7 @@ REGULARISED = TINY_DIGITS.replace("    - Dense: {units: 10, activation: softmax}
 
 def train_in_parts(write_config, parts, size):
     """Two epochs of the regularised tiny model on `size` training images, batches split into `parts`."""
-    config = load_config(write_config(REGULARISED))
-    model, splits, prep = prepare(config)
-    logs = loop.fit(model, (splits.x_train[:size], splits.y_train[:size]), (splits.x_val, splits.y_val), prep,
-                    batch_size=64, epochs=2, callbacks=[], verbose=0, shuffle=True, seed=config.seed, parts=parts)
+    model, logs, _ = train_with_loop(write_config, REGULARISED, size, batch_size=64, parts=parts)
     return model.get_weights(), logs
 
 

@@ -233,10 +233,16 @@ def test_a_decompression_bomb_is_refused_from_its_header(trained, good_png, tmp_
     assert_bad_input(result, f"{path}: 100000x100000 is 10,000,000,000 pixels, over the limit of 50,000,000 (--max-pixels)", good_png)
 
 
+def copy_with_preprocessing(run_dir, tmp_path, **changes):
+    """A copy of the trained run whose preprocessing.json has `changes`, as a hand-edited folder would."""
+    copy = shutil.copytree(run_dir, tmp_path / "run")
+    record = json.loads((copy / "preprocessing.json").read_text())
+    (copy / "preprocessing.json").write_text(json.dumps({**record, **changes}))
+    return copy
+
+
 def test_an_image_that_cannot_be_brought_to_the_run_images(trained, good_png, tmp_path):
-    run_dir = shutil.copytree(trained[1], tmp_path / "run")
-    record = json.loads((run_dir / "preprocessing.json").read_text())
-    (run_dir / "preprocessing.json").write_text(json.dumps({**record, "color_mode": "rgb"}))
+    run_dir = copy_with_preprocessing(trained[1], tmp_path, color_mode="rgb")
     result = run("predict", "--run", run_dir, good_png)
     assert result.exit_code == 2
     assert result.stderr == (f"Error: {good_png}: cannot be brought to the model's input: it becomes [8, 8, 3] in rgb, "
@@ -244,9 +250,7 @@ def test_an_image_that_cannot_be_brought_to_the_run_images(trained, good_png, tm
 
 
 def test_a_model_that_disagrees_with_the_run_preprocessing(trained, good_png, tmp_path):
-    run_dir = shutil.copytree(trained[1], tmp_path / "run")
-    record = json.loads((run_dir / "preprocessing.json").read_text())
-    (run_dir / "preprocessing.json").write_text(json.dumps({**record, "image_shape": [10, 10, 1]}))
+    run_dir = copy_with_preprocessing(trained[1], tmp_path, image_shape=[10, 10, 1])
     result = run("predict", "--run", run_dir, good_png)
     assert result.exit_code == 2
     assert result.output == (f"Error: {run_dir / 'best.keras'}: takes inputs of shape [8, 8, 1] but preprocessing.json "
