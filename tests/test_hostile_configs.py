@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from cnnlab.cli import main
-from cnnlab.config import SOURCES
+from cnnlab.config import MAX_BATCH_SIZE, MAX_EPOCHS, SOURCES
 from cnnlab.registry import layer_classes, loss_names, optimizer_classes
 
 from conftest import TINY_DIGITS
@@ -24,7 +24,13 @@ text = st.text(max_size=30)
 junk = st.one_of(text, st.floats(allow_nan=True, allow_infinity=True), st.lists(st.integers(), max_size=4),
                  st.dictionaries(text, st.integers(), max_size=3))
 not_an_int = st.one_of(text, st.floats(allow_nan=True), st.lists(st.integers(), max_size=3), st.booleans(), st.none())
-bad_size = st.one_of(st.integers(max_value=0), st.integers(min_value=10**6, max_value=10**30), not_an_int)
+
+
+def bad_size(limit):
+    """Sizes `check` must refuse: not positive, past cnnlab's own limit (the limit itself is valid), or not an int."""
+    return st.one_of(st.integers(max_value=0), st.integers(min_value=limit + 1, max_value=10**30), not_an_int)
+
+
 # Layer arguments go to Keras, which takes True as 1 and floats as sizes: only values no Keras layer takes.
 bad_layer_size = st.one_of(st.integers(max_value=0), st.integers(min_value=10**6, max_value=10**30),
                            text.filter(lambda t: not t.strip().lstrip("+").isdigit()), st.lists(st.integers(), min_size=2, max_size=3))
@@ -49,8 +55,8 @@ def set_path(config, path, value):
 WRONG_VALUES = [
     (["seed"], st.one_of(st.integers(max_value=-1), st.integers(min_value=2**32), not_an_int.filter(lambda v: v is not None))),
     (["name"], st.one_of(text.filter(lambda t: not t[:1].isalnum() or "/" in t or len(t) > 80 or not t.isascii()), st.integers(), st.lists(text))),
-    (["train", "epochs"], bad_size),
-    (["train", "batch_size"], bad_size),
+    (["train", "epochs"], bad_size(MAX_EPOCHS)),
+    (["train", "batch_size"], bad_size(MAX_BATCH_SIZE)),
     (["train", "validation_split"], st.one_of(st.floats(max_value=0), st.floats(min_value=0.91), text, st.lists(st.floats()), st.booleans())),
     (["train", "shuffle"], st.one_of(text, st.integers(), st.lists(st.booleans()))),
     (["model", "input_shape"], st.one_of(st.lists(st.integers(max_value=0), min_size=1, max_size=3), st.lists(st.integers(), min_size=4),
