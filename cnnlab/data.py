@@ -14,7 +14,7 @@ import math
 import os
 import zipfile
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Optional
 
@@ -58,6 +58,30 @@ class DataSplits:
     description: str  # one line for people
 
 
+@dataclass(frozen=True, eq=False)
+class SourceArrays:
+    """A source as read, before cnnlab splits anything: the splits the source itself brings.
+
+    x_val and x_test are None where the source has no such split of its own; only a user's
+    .npz can bring a validation split.
+    """
+
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_test: Optional[np.ndarray]
+    y_test: Optional[np.ndarray]
+    class_names: tuple
+    description: str
+    x_val: Optional[np.ndarray] = None
+    y_val: Optional[np.ndarray] = None
+
+    def all_images(self):
+        """Every labelled image of the source, as (images, labels): for scoring data no run trained on."""
+        parts = [(self.x_train, self.y_train), (self.x_val, self.y_val), (self.x_test, self.y_test)]
+        present = [(x, y) for x, y in parts if x is not None]
+        return np.concatenate([x for x, _ in present]), np.concatenate([y for _, y in present])
+
+
 @dataclass(frozen=True)
 class NamedDataset:
     """Where one MNIST-family dataset may already lie on disk, and how a person gets it when it does not."""
@@ -95,24 +119,26 @@ def load_dataset(data, validation_split, seed):
 
     A source without an official test split gives `data.test_split` of its samples to test
     first; validation is then taken from what remains. Both splits use the same seed, so the
-    same config and seed always give the same samples on each side.
+    same config and seed always give the same samples on each side. A source that brings its
+    own validation split (an .npz with x_val, y_val) keeps it and `validation_split` does not
+    apply, as Keras' `validation_data` overrides `validation_split`.
     """
-    x, y, x_test, y_test, class_names, description = load_arrays(data)
+    source = load_arrays(data)
+    x, y, x_test, y_test = source.x_train, source.y_train, source.x_test, source.y_test
     try:
         if x_test is None and data.test_split > 0:
             x, y, x_test, y_test = split_train_val(x, y, data.test_split, seed)
-        x_train, y_train, x_val, y_val = split_train_val(x, y, validation_split, seed)
+        if source.x_val is None:
+            x_train, y_train, x_val, y_val = split_train_val(x, y, validation_split, seed)
+        else:
+            x_train, y_train, x_val, y_val = x, y, source.x_val, source.y_val
     except DataError as exc:
-        raise DataError(f"{description}: {exc}") from None
-    return DataSplits(x_train, y_train, x_val, y_val, x_test, y_test, class_names, description)
+        raise DataError(f"{source.description}: {exc}") from None
+    return DataSplits(x_train, y_train, x_val, y_val, x_test, y_test, source.class_names, source.description)
 
 
 def load_arrays(data):
-    """Reads the source in `data` before any splitting, in `data.color_mode`.
-
-    Returns (x_train, y_train, x_test or None, y_test or None, class_names, description);
-    x_test is None for sources without an official test split.
-    """
+    """Reads the source in `data` before any splitting, in `data.color_mode`, as `SourceArrays`."""
     loaders = {
         "digits": load_digits_arrays,
         "fashion_mnist": load_named_arrays,
@@ -122,10 +148,10 @@ def load_arrays(data):
     }
     if data.source not in loaders:
         raise DataError(f"data.source: expected one of {', '.join(loaders)}, received {data.source!r}")
-    x_train, y_train, x_test, y_test, class_names, description = loaders[data.source](data)
-    x_train = to_color_mode(x_train, data.color_mode)
-    x_test = None if x_test is None else to_color_mode(x_test, data.color_mode)
-    return x_train, y_train, x_test, y_test, tuple(class_names), description
+    source = loaders[data.source](data)
+    in_mode = lambda x: None if x is None else to_color_mode(x, data.color_mode)
+    return replace(source, x_train=in_mode(source.x_train), x_val=in_mode(source.x_val), x_test=in_mode(source.x_test),
+                      class_names=tuple(source.class_names))
 
 
 def split_train_val(x, y, fraction, seed):
@@ -159,7 +185,7 @@ def load_digits_arrays(data):
     digits = load_digits()
     x = np.round(digits.images * 255 / DIGITS_MAX_VALUE).astype(np.uint8)[..., np.newaxis]
     y = digits.target.astype(np.int32)
-    return x, y, None, None, DIGIT_CLASSES, f"digits: scikit-learn's bundled load_digits() ({len(y)} images, 8x8)"
+    return SourceArrays(x, y, None, None, DIGIT_CLASSES, f"digits: scikit-learn's bundled load_digits() ({len(y)} images, 8x8)")
 
 
 # ---------------------------------------------------------------- MNIST and Fashion-MNIST
@@ -245,7 +271,7 @@ def finish_named(dataset, arrays, where, description):
     check_same_image_shape(x_train, x_test, where["x_test"])
     check_label_range(y_train, dataset.class_names, where["y_train"])
     check_label_range(y_test, dataset.class_names, where["y_test"])
-    return x_train, y_train, x_test, y_test, dataset.class_names, description
+    return SourceArrays(x_train, y_train, x_test, y_test, dataset.class_names, description)
 
 
 def download_named(dataset, looked):
@@ -334,7 +360,7 @@ def load_image_folder(data):
     x, y = np.concatenate(xs), np.concatenate(ys)
     h, w = image_size
     description = f"image_folder: {len(y)} images in {len(class_names)} class folders under {folder}, loaded at {h}x{w}"
-    return x, y, None, None, class_names, description
+    return SourceArrays(x, y, None, None, class_names, description)
 
 
 def check_image_folder(folder):
@@ -381,31 +407,39 @@ def count_images(folder):
 
 
 def load_npz_source(data):
-    """A user .npz: x_train, y_train, optionally x_test, y_test and class_names."""
+    """A user .npz: x_train, y_train, optionally x_val, y_val (its own validation split), x_test, y_test and class_names."""
     path = Path(data.path).expanduser()
-    arrays = read_npz_arrays(path, required=("x_train", "y_train"), optional=("x_test", "y_test", "class_names"))
-    has_test = [key in arrays for key in ("x_test", "y_test")]
-    if any(has_test) and not all(has_test):
-        present, absent = ("x_test", "y_test") if has_test[0] else ("y_test", "x_test")
-        raise DataError(f"{path}: has {present} but no {absent}; expected both or neither")
-    x_train = as_images(arrays["x_train"], f"{path}: x_train")
-    y_train, width = as_labels(arrays["y_train"], f"{path}: y_train")
-    check_pair(x_train, y_train, f"{path}: x_train", f"{path}: y_train")
-    x_test = y_test = None
-    if all(has_test):
-        x_test = as_images(arrays["x_test"], f"{path}: x_test")
-        y_test, test_width = as_labels(arrays["y_test"], f"{path}: y_test")
-        width = max(width, test_width)
-        check_pair(x_test, y_test, f"{path}: x_test", f"{path}: y_test")
-        check_same_image_shape(x_train, x_test, f"{path}: x_test")
-    labels = y_train if y_test is None else np.concatenate([y_train, y_test])
+    arrays = read_npz_arrays(path, required=("x_train", "y_train"), optional=("x_val", "y_val", "x_test", "y_test", "class_names"))
+    x_train, y_train, width = npz_pair(arrays, path, "train")
+    found = {"train": (x_train, y_train)}
+    for split in ("val", "test"):
+        if f"x_{split}" in arrays or f"y_{split}" in arrays:
+            x, y, split_width = npz_pair(arrays, path, split)
+            check_same_image_shape(x_train, x, f"{path}: x_{split}")
+            found[split] = (x, y)
+            width = max(width, split_width)
+    labels = np.concatenate([y for _, y in found.values()])
     if "class_names" in arrays:
         class_names = as_class_names(arrays["class_names"], f"{path}: class_names")
         check_label_range(labels, class_names, f"{path}: labels")
     else:
         # one-hot labels know how many classes there are even when the last ones have no sample
         class_names = tuple(str(i) for i in range(max(int(labels.max()) + 1, width)))
-    return x_train, y_train, x_test, y_test, class_names, f"npz: {path}"
+    x_val, y_val = found.get("val", (None, None))
+    x_test, y_test = found.get("test", (None, None))
+    return SourceArrays(x_train, y_train, x_test, y_test, class_names, f"npz: {path}", x_val, y_val)
+
+
+def npz_pair(arrays, path, split):
+    """x_<split> and y_<split> checked as images and their labels: (images, int32 labels, one-hot width or 0)."""
+    x_key, y_key = f"x_{split}", f"y_{split}"
+    if (x_key in arrays) != (y_key in arrays):
+        present, absent = (x_key, y_key) if x_key in arrays else (y_key, x_key)
+        raise DataError(f"{path}: has {present} but no {absent}; expected both or neither")
+    x = as_images(arrays[x_key], f"{path}: {x_key}")
+    y, width = as_labels(arrays[y_key], f"{path}: {y_key}")
+    check_pair(x, y, f"{path}: {x_key}", f"{path}: {y_key}")
+    return x, y, width
 
 
 def read_npz_arrays(path, required, optional):

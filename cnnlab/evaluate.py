@@ -84,10 +84,10 @@ def load_split(run, split):
 def load_other_data(run, data_path):
     """Every labelled image of another folder or .npz of the kind the run trained on; none of it was split by training."""
     data_config = data_config_for(run, Path(data_path))
-    x_train, y_train, x_test, y_test, class_names, description = data.load_arrays(data_config)
-    images = x_train if x_test is None else np.concatenate([x_train, x_test])
-    labels = y_train if y_test is None else np.concatenate([y_train, y_test])
-    labels = labels_in_run_order(labels, class_names, run.class_names, description)
+    source = data.load_arrays(data_config)
+    description = source.description
+    images, labels = source.all_images()
+    labels = labels_in_run_order(labels, source.class_names, run.class_names, description)
     check_image_shape(images, run, description)
     return HeldOut(images, labels, f"data-{safe_name(Path(data_path))}", f"{description}: all images")
 

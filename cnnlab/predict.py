@@ -256,7 +256,7 @@ def training_background(run):
     if source != "npz":
         return None
     try:
-        x_train = data.load_arrays(run.config.data)[0]
+        x_train = data.load_arrays(run.config.data).x_train
     except DataError:
         return None  # the .npz moved since training: say nothing rather than guess
     return "light" if np.median(background_brightness(x_train[:BACKGROUND_SAMPLE])) > 127.5 else "dark"

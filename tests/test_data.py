@@ -95,45 +95,45 @@ def test_fashion_mnist_reads_gzipped_idx_files_from_data_path(tmp_path):
     arrays = tiny_mnist_arrays()
     folder = write_idx_folder(tmp_path / "fashion", arrays)
 
-    x_train, y_train, x_test, y_test, class_names, description = load_arrays(data_config(source="fashion_mnist", path=str(folder)))
+    source = load_arrays(data_config(source="fashion_mnist", path=str(folder)))
 
-    assert x_train.shape == (6, 5, 5, 1) and x_train.dtype == np.uint8
-    assert x_test.shape == (4, 5, 5, 1)
-    np.testing.assert_array_equal(x_train[..., 0], arrays[0])
-    np.testing.assert_array_equal(x_test[..., 0], arrays[2])
-    assert y_train.dtype == np.int32 and y_train.tolist() == arrays[1].tolist()
-    assert y_test.tolist() == arrays[3].tolist()
-    assert class_names == FASHION_MNIST_CLASSES
-    assert description == f"fashion_mnist: IDX files in {folder}"
+    assert source.x_train.shape == (6, 5, 5, 1) and source.x_train.dtype == np.uint8
+    assert source.x_test.shape == (4, 5, 5, 1)
+    np.testing.assert_array_equal(source.x_train[..., 0], arrays[0])
+    np.testing.assert_array_equal(source.x_test[..., 0], arrays[2])
+    assert source.y_train.dtype == np.int32 and source.y_train.tolist() == arrays[1].tolist()
+    assert source.y_test.tolist() == arrays[3].tolist()
+    assert source.class_names == FASHION_MNIST_CLASSES
+    assert source.description == f"fashion_mnist: IDX files in {folder}"
 
 
 def test_mnist_reads_uncompressed_idx_files_with_digit_class_names(tmp_path):
     arrays = tiny_mnist_arrays()
     folder = write_idx_folder(tmp_path / "mnist", arrays, compress=False)
 
-    x_train, y_train, _, _, class_names, _ = load_arrays(data_config(source="mnist", path=str(folder)))
+    source = load_arrays(data_config(source="mnist", path=str(folder)))
 
-    np.testing.assert_array_equal(x_train[..., 0], arrays[0])
-    assert y_train.tolist() == arrays[1].tolist()
-    assert class_names == tuple(str(i) for i in range(10))
+    np.testing.assert_array_equal(source.x_train[..., 0], arrays[0])
+    assert source.y_train.tolist() == arrays[1].tolist()
+    assert source.class_names == tuple(str(i) for i in range(10))
 
 
 def test_mnist_reads_keras_style_npz_from_data_path(tmp_path):
     arrays = tiny_mnist_arrays()
     path = write_keras_npz(tmp_path / "mnist.npz", arrays)
 
-    x_train, y_train, x_test, y_test, _, description = load_arrays(data_config(source="mnist", path=str(path)))
+    source = load_arrays(data_config(source="mnist", path=str(path)))
 
-    np.testing.assert_array_equal(x_test[..., 0], arrays[2])
-    assert y_test.tolist() == arrays[3].tolist()
-    assert x_train.shape == (6, 5, 5, 1)
-    assert description == f"mnist: {path}"
+    np.testing.assert_array_equal(source.x_test[..., 0], arrays[2])
+    assert source.y_test.tolist() == arrays[3].tolist()
+    assert source.x_train.shape == (6, 5, 5, 1)
+    assert source.description == f"mnist: {path}"
 
 
 def test_mnist_is_found_in_the_keras_cache(tmp_path):
     write_keras_npz(tmp_path / "keras-home" / "datasets" / "mnist.npz", tiny_mnist_arrays())
 
-    x_train, *_ = load_arrays(data_config(source="mnist"))
+    x_train = load_arrays(data_config(source="mnist")).x_train
 
     assert x_train.shape == (6, 5, 5, 1)
 
@@ -141,21 +141,21 @@ def test_mnist_is_found_in_the_keras_cache(tmp_path):
 def test_fashion_mnist_is_found_in_the_keras_cache_folder(tmp_path):
     folder = write_idx_folder(tmp_path / "keras-home" / "datasets" / "fashion-mnist", tiny_mnist_arrays())
 
-    *_, description = load_arrays(data_config(source="fashion_mnist"))
+    description = load_arrays(data_config(source="fashion_mnist")).description
 
     assert description == f"fashion_mnist: IDX files in {folder}"
 
 
 @pytest.mark.skipif(not FASHION_SYSTEM_FOLDER.exists(), reason="Debian package dataset-fashion-mnist is not installed")
 def test_fashion_mnist_is_read_from_the_debian_system_folder():
-    x_train, y_train, x_test, y_test, class_names, description = load_arrays(data_config(source="fashion_mnist"))
+    source = load_arrays(data_config(source="fashion_mnist"))
 
-    assert x_train.shape == (60000, 28, 28, 1) and x_train.dtype == np.uint8
-    assert x_test.shape == (10000, 28, 28, 1)
-    assert y_train.shape == (60000,) and y_test.shape == (10000,)
-    assert sorted(set(y_train.tolist())) == list(range(10))
-    assert class_names[0] == "T-shirt/top" and class_names[9] == "Ankle boot"
-    assert description == f"fashion_mnist: IDX files in {FASHION_SYSTEM_FOLDER}"
+    assert source.x_train.shape == (60000, 28, 28, 1) and source.x_train.dtype == np.uint8
+    assert source.x_test.shape == (10000, 28, 28, 1)
+    assert source.y_train.shape == (60000,) and source.y_test.shape == (10000,)
+    assert sorted(set(source.y_train.tolist())) == list(range(10))
+    assert source.class_names[0] == "T-shirt/top" and source.class_names[9] == "Ankle boot"
+    assert source.description == f"fashion_mnist: IDX files in {FASHION_SYSTEM_FOLDER}"
 
 
 def test_missing_mnist_names_every_place_looked_and_how_to_get_it(tmp_path, monkeypatch):
@@ -224,19 +224,20 @@ def test_idx_file_with_wrong_magic_number_is_an_error(tmp_path):
 def test_image_folder_loads_grayscale_images_with_folder_names_as_classes(tmp_path):
     root = write_image_folder(tmp_path / "images")
 
-    x, y, x_test, _, class_names, description = load_arrays(data_config(source="image_folder", path=str(root), image_size=(12, 12)))
+    source = load_arrays(data_config(source="image_folder", path=str(root), image_size=(12, 12)))
 
-    assert x.shape == (18, 12, 12, 1) and x.dtype == np.uint8
-    assert y.dtype == np.int32 and sorted(y.tolist()) == [0] * 6 + [1] * 6 + [2] * 6
-    assert class_names == ("cat", "dog", "owl")
-    assert x_test is None
-    assert description.startswith("image_folder: 18 images in 3 class folders under")
+    assert source.x_train.shape == (18, 12, 12, 1) and source.x_train.dtype == np.uint8
+    assert source.y_train.dtype == np.int32 and sorted(source.y_train.tolist()) == [0] * 6 + [1] * 6 + [2] * 6
+    assert source.class_names == ("cat", "dog", "owl")
+    assert source.x_test is None
+    assert source.description.startswith("image_folder: 18 images in 3 class folders under")
 
 
 def test_image_folder_loads_rgb_pixels_matching_their_class(tmp_path):
     root = write_image_folder(tmp_path / "images")
 
-    x, y, *_ = load_arrays(data_config(source="image_folder", path=str(root), image_size=(12, 12), color_mode="rgb"))
+    source = load_arrays(data_config(source="image_folder", path=str(root), image_size=(12, 12), color_mode="rgb"))
+    x, y = source.x_train, source.y_train
 
     assert x.shape == (18, 12, 12, 3)
     dominant_channel = x.mean(axis=(1, 2)).argmax(axis=1)
@@ -246,7 +247,7 @@ def test_image_folder_loads_rgb_pixels_matching_their_class(tmp_path):
 def test_image_folder_resizes_to_image_size(tmp_path):
     root = write_image_folder(tmp_path / "images", per_class=1)
 
-    x, *_ = load_arrays(data_config(source="image_folder", path=str(root), image_size=(6, 8)))
+    x = load_arrays(data_config(source="image_folder", path=str(root), image_size=(6, 8))).x_train
 
     assert x.shape == (3, 6, 8, 1)
 
@@ -294,28 +295,66 @@ def test_npz_with_test_split_keeps_it(tmp_path):
     path = tmp_path / "data.npz"
     np.savez(path, x_train=np.zeros((5, 4, 4), np.uint8), y_train=np.array([0, 1, 2, 1, 0]), x_test=np.ones((2, 4, 4), np.uint8), y_test=np.array([2, 0]))
 
-    x_train, y_train, x_test, y_test, class_names, description = load_arrays(data_config(source="npz", path=str(path)))
+    source = load_arrays(data_config(source="npz", path=str(path)))
 
-    assert x_train.shape == (5, 4, 4, 1) and x_test.shape == (2, 4, 4, 1)
-    assert y_test.tolist() == [2, 0]
-    assert class_names == ("0", "1", "2")
-    assert description == f"npz: {path}"
+    assert source.x_train.shape == (5, 4, 4, 1) and source.x_test.shape == (2, 4, 4, 1)
+    assert source.y_test.tolist() == [2, 0]
+    assert source.class_names == ("0", "1", "2")
+    assert source.description == f"npz: {path}"
 
 
 def test_npz_without_test_split_has_none(tmp_path):
     path = tmp_path / "data.npz"
     np.savez(path, x_train=np.zeros((5, 4, 4, 3), np.uint8), y_train=np.array([0, 1, 2, 1, 0]))
 
-    _, _, x_test, y_test, *_ = load_arrays(data_config(source="npz", path=str(path), color_mode="rgb"))
+    source = load_arrays(data_config(source="npz", path=str(path), color_mode="rgb"))
+    x_test, y_test = source.x_test, source.y_test
 
     assert x_test is None and y_test is None
+
+
+def test_npz_with_its_own_validation_split_keeps_it_whatever_validation_split_says(tmp_path):
+    path = tmp_path / "data.npz"
+    np.savez(path, x_train=np.zeros((6, 4, 4), np.uint8), y_train=np.array([0, 1, 0, 1, 0, 1]),
+             x_val=np.full((3, 4, 4), 9, np.uint8), y_val=np.array([1, 3, 0]))
+
+    splits = load_dataset(data_config(source="npz", path=str(path)), validation_split=0.5, seed=0)
+
+    assert splits.x_train.shape == (6, 4, 4, 1) and splits.y_train.tolist() == [0, 1, 0, 1, 0, 1]
+    assert splits.x_val.shape == (3, 4, 4, 1) and (splits.x_val == 9).all() and splits.y_val.tolist() == [1, 3, 0]
+    assert splits.x_test is None
+    assert splits.class_names == ("0", "1", "2", "3")  # class 3 appears only in y_val
+
+
+def test_npz_validation_split_counts_in_test_split_carving(tmp_path):
+    path = tmp_path / "data.npz"
+    np.savez(path, x_train=np.arange(40, dtype=np.uint8).reshape(10, 2, 2), y_train=np.arange(10) % 2,
+             x_val=np.zeros((2, 2, 2), np.uint8), y_val=np.array([0, 1]))
+
+    splits = load_dataset(data_config(source="npz", path=str(path), test_split=0.2), validation_split=0.5, seed=0)
+
+    assert (len(splits.y_train), len(splits.y_val), len(splits.y_test)) == (8, 2, 2)
+
+
+@pytest.mark.parametrize("arrays, message", [
+    ({"x_val": np.zeros((1, 4, 4), np.uint8)}, "has x_val but no y_val"),
+    ({"y_val": np.array([0])}, "has y_val but no x_val"),
+    ({"x_val": np.zeros((2, 4, 4), np.uint8), "y_val": np.array([0])}, "y_val: expected one label per image"),
+    ({"x_val": np.zeros((1, 5, 5), np.uint8), "y_val": np.array([0])}, r"x_val: expected images shaped like x_train \(4, 4, 1\)"),
+])
+def test_npz_validation_split_errors_name_the_array(tmp_path, arrays, message):
+    path = tmp_path / "data.npz"
+    np.savez(path, x_train=np.zeros((2, 4, 4), np.uint8), y_train=np.array([0, 1]), **arrays)
+
+    with pytest.raises(DataError, match=f"{path}: .*{message}"):
+        load_arrays(data_config(source="npz", path=str(path)))
 
 
 def test_npz_class_names_are_used_when_present(tmp_path):
     path = tmp_path / "data.npz"
     np.savez(path, x_train=np.zeros((2, 4, 4), np.uint8), y_train=np.array([0, 1]), class_names=np.array(["ant", "bee"]))
 
-    *_, class_names, _ = load_arrays(data_config(source="npz", path=str(path)))
+    class_names = load_arrays(data_config(source="npz", path=str(path))).class_names
 
     assert class_names == ("ant", "bee")
 
@@ -324,7 +363,7 @@ def test_npz_float_pixels_in_unit_range_are_scaled_to_0_255(tmp_path):
     path = tmp_path / "data.npz"
     np.savez(path, x_train=np.array([[[0.0, 0.5], [1.0, 0.2]]], np.float32), y_train=np.array([0]))
 
-    x, *_ = load_arrays(data_config(source="npz", path=str(path)))
+    x = load_arrays(data_config(source="npz", path=str(path))).x_train
 
     assert x.dtype == np.uint8
     assert x[0, :, :, 0].tolist() == [[0, 128], [255, 51]]
@@ -334,7 +373,7 @@ def test_npz_integer_pixels_in_0_255_are_cast(tmp_path):
     path = tmp_path / "data.npz"
     np.savez(path, x_train=np.array([[[0, 7], [255, 1]]], np.int64), y_train=np.array([0]))
 
-    x, *_ = load_arrays(data_config(source="npz", path=str(path)))
+    x = load_arrays(data_config(source="npz", path=str(path))).x_train
 
     assert x.dtype == np.uint8 and x[0, :, :, 0].tolist() == [[0, 7], [255, 1]]
 
@@ -351,7 +390,8 @@ def test_npz_one_hot_labels_become_class_indices(tmp_path):
     path = tmp_path / "data.npz"
     np.savez(path, x_train=np.zeros((3, 4, 4), np.uint8), y_train=np.eye(4, dtype=np.float32)[[2, 0, 1]])
 
-    _, y, *_, class_names, _ = load_arrays(data_config(source="npz", path=str(path)))
+    source = load_arrays(data_config(source="npz", path=str(path)))
+    y, class_names = source.y_train, source.class_names
 
     assert y.dtype == np.int32 and y.tolist() == [2, 0, 1]
     assert class_names == ("0", "1", "2", "3")
@@ -406,13 +446,13 @@ def test_npz_that_does_not_exist_is_an_error(tmp_path):
 
 
 def test_digits_are_uint8_images_of_8x8_scaled_to_0_255():
-    x, y, x_test, _, class_names, _ = load_arrays(data_config(source="digits"))
+    source = load_arrays(data_config(source="digits"))
 
-    assert x.shape == (1797, 8, 8, 1) and x.dtype == np.uint8
-    assert x.min() == 0 and x.max() == 255
-    assert y.shape == (1797,) and y.dtype == np.int32
-    assert x_test is None
-    assert class_names == tuple(str(i) for i in range(10))
+    assert source.x_train.shape == (1797, 8, 8, 1) and source.x_train.dtype == np.uint8
+    assert source.x_train.min() == 0 and source.x_train.max() == 255
+    assert source.y_train.shape == (1797,) and source.y_train.dtype == np.int32
+    assert source.x_test is None
+    assert source.class_names == tuple(str(i) for i in range(10))
 
 
 def test_digits_without_test_split_have_no_test_set():
@@ -424,7 +464,7 @@ def test_digits_without_test_split_have_no_test_set():
 
 def test_test_and_validation_splits_partition_the_data():
     splits = load_dataset(data_config(source="digits", test_split=0.1), validation_split=0.2, seed=3)
-    x_all, *_ = load_arrays(data_config(source="digits"))
+    x_all = load_arrays(data_config(source="digits")).x_train
 
     assert (len(splits.y_train), len(splits.y_val), len(splits.y_test)) == (1293, 324, 180)
     parts = np.concatenate([splits.x_train, splits.x_val, splits.x_test]).reshape(1797, -1)
@@ -435,7 +475,7 @@ def test_test_and_validation_splits_partition_the_data():
 
 def test_test_split_is_stratified_by_class():
     splits = load_dataset(data_config(source="digits", test_split=0.1), validation_split=0.2, seed=3)
-    _, y_all, *_ = load_arrays(data_config(source="digits"))
+    y_all = load_arrays(data_config(source="digits")).y_train
 
     expected = np.bincount(y_all) * 0.1
     assert np.all(np.abs(np.bincount(splits.y_test, minlength=10) - expected) <= 1)
@@ -488,7 +528,7 @@ def test_split_of_too_few_samples_is_a_data_error():
 
 
 def test_grayscale_source_asked_for_as_rgb_repeats_the_channel():
-    x, *_ = load_arrays(data_config(source="digits", color_mode="rgb"))
+    x = load_arrays(data_config(source="digits", color_mode="rgb")).x_train
 
     assert x.shape == (1797, 8, 8, 3)
     assert np.array_equal(x[..., 0], x[..., 1]) and np.array_equal(x[..., 1], x[..., 2])
@@ -507,6 +547,6 @@ def test_rgb_npz_asked_for_as_grayscale_has_one_channel(tmp_path):
     path = tmp_path / "data.npz"
     np.savez(path, x_train=np.full((2, 3, 3, 3), 100, np.uint8), y_train=np.array([0, 1]))
 
-    x, *_ = load_arrays(data_config(source="npz", path=str(path)))
+    x = load_arrays(data_config(source="npz", path=str(path))).x_train
 
     assert x.shape == (2, 3, 3, 1) and np.all(x == 100)

@@ -3,7 +3,11 @@
 import json
 
 import numpy as np
+import pytest
+from click.testing import CliRunner
 from PIL import Image
+
+from cnnlab.cli import main
 
 from conftest import train_run as train
 
@@ -50,3 +54,20 @@ def test_train_from_an_npz_with_its_own_test_split(tmp_path):
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert (metrics["num_train"], metrics["num_val"], metrics["num_test"]) == (32, 8, 9)
     assert json.loads((run_dir / "class_names.json").read_text()) == ["0", "1", "2"]
+
+
+def test_train_on_an_npz_with_its_own_validation_split_then_evaluate_it(tmp_path):
+    rng = np.random.default_rng(2)
+    path = tmp_path / "arrays.npz"
+    np.savez(path, x_train=rng.integers(0, 256, (30, 10, 10), dtype=np.uint8), y_train=np.arange(30) % 3,
+             x_val=rng.integers(0, 256, (7, 10, 10), dtype=np.uint8), y_val=np.arange(7) % 3)
+    run_dir = train(tmp_path, f"data:\n  source: npz\n  path: {path}\n" + TINY_MODEL.format(h=10, w=10, c=1, k=3))
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert (metrics["num_train"], metrics["num_val"], metrics["num_test"]) == (30, 7, 0)
+
+    result = CliRunner().invoke(main, ["evaluate", str(run_dir), "--split", "val"])
+
+    assert result.exit_code == 0, result.output
+    report = json.loads((run_dir / "eval" / "val.json").read_text())
+    assert report["num_images"] == 7
+    assert report["accuracy"] == pytest.approx(metrics["final"]["val_accuracy"], abs=1e-6)
