@@ -3,9 +3,12 @@
 Rounds alternate A (cnnlab) and B (bench/peers/seed000_keras.py), each in a fresh
 process, on the same data, model, batch size and epochs; round k seeds both sides with
 42 + k − 1, so the accuracy medians compare training, not one lucky seed (after 2 epochs
-validation accuracy moves by about half a point from seed to seed). Reports per round
-images/s, the median ratio A/B, final validation accuracy (each side's own validation
-split), accuracy on the same 10,000 test images, peak RSS (from wait4), and the
+validation accuracy moves by about half a point from seed to seed). Both sides validate
+on the same 12,000 images: the seed's own `train_test_split(..., test_size=0.2,
+random_state=42)`, which the bench writes once to an .npz with x_val, y_val for cnnlab
+(cnnlab's own split is stratified, so it would hold out other images). Reports per round
+images/s, the median ratio A/B, final validation accuracy, accuracy on the same 10,000
+test images, peak RSS (from wait4), and the
 fraction of the machine's float32 matmul rate (bench/machine_peak.py, measured in the
 same run) that training reaches: training FLOPs per image × images/s ÷ matmul FLOP/s.
 
@@ -60,6 +63,27 @@ def keras_round(epochs, data, seed):
             "test_accuracy": result["test_accuracy"], "maxrss_mib": rss}
 
 
+def write_seed_split(data_folder, path):
+    """The seed's 48k/12k split of the IDX training images, as an .npz cnnlab reads with its own validation split.
+
+    train_test_split's permutation depends only on the sample count and random_state, so
+    splitting indices gives exactly the images the seed's call on float arrays gives.
+    """
+    import numpy as np
+    from sklearn.model_selection import train_test_split
+
+    from cnnlab.data import FASHION_MNIST_CLASSES, IDX_FILES, IDX_IMAGES_MAGIC, IDX_LABELS_MAGIC, find_idx_file, read_idx
+
+    folder = Path(data_folder)
+    read = lambda key, magic: read_idx(find_idx_file(folder, IDX_FILES[key]), magic)
+    x, y = read("x_train", IDX_IMAGES_MAGIC), read("y_train", IDX_LABELS_MAGIC)
+    train_index, val_index = train_test_split(np.arange(len(y)), test_size=0.2, random_state=42)
+    np.savez(path, x_train=x[train_index], y_train=y[train_index], x_val=x[val_index], y_val=y[val_index],
+             x_test=read("x_test", IDX_IMAGES_MAGIC), y_test=read("y_test", IDX_LABELS_MAGIC),
+             class_names=np.array(FASHION_MNIST_CLASSES))
+    return path
+
+
 def training_flops_per_image(config_path):
     """Forward multiply-adds of Conv2D and Dense layers × 2 FLOPs, × 3 for forward + backward (2× forward)."""
     from cnnlab.builder import build_model
@@ -85,11 +109,13 @@ def main():
     parser.add_argument("--epochs", default="2")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--seed", type=int, default=42, help="seed of round 1; round k uses seed + k - 1, on both sides")
-    parser.add_argument("--data", default="/usr/share/datasets/fashion-mnist", help="the IDX folder both sides read")
+    parser.add_argument("--data", default="/usr/share/datasets/fashion-mnist", help="the IDX folder both sides read (cnnlab through the seed's split)")
     parser.add_argument("--set", dest="sets", action="append", default=[], help="extra --set for cnnlab (to try a setting)")
     args = parser.parse_args()
 
-    extra = [f"--set=data.path={args.data}"] + [f"--set={s}" for s in args.sets]
+    scratch = tempfile.TemporaryDirectory()
+    split = write_seed_split(args.data, Path(scratch.name) / "seed000_split.npz")
+    extra = ["--set=data.source=npz", f"--set=data.path={split}"] + [f"--set={s}" for s in args.sets]
     peak = json.loads(run_child([sys.executable, "bench/machine_peak.py"]))["matmul_gflops"] * 1e9
     flops = training_flops_per_image(args.config)
     rows = []
