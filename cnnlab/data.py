@@ -149,9 +149,12 @@ def load_arrays(data):
     if data.source not in loaders:
         raise DataError(f"data.source: expected one of {', '.join(loaders)}, received {data.source!r}")
     source = loaders[data.source](data)
-    in_mode = lambda x: None if x is None else to_color_mode(x, data.color_mode)
+
+    def in_mode(x):
+        return None if x is None else to_color_mode(x, data.color_mode)
+
     return replace(source, x_train=in_mode(source.x_train), x_val=in_mode(source.x_val), x_test=in_mode(source.x_test),
-                      class_names=tuple(source.class_names))
+                   class_names=tuple(source.class_names))
 
 
 def split_train_val(x, y, fraction, seed):

@@ -336,6 +336,16 @@ def test_npz_validation_split_counts_in_test_split_carving(tmp_path):
     assert (len(splits.y_train), len(splits.y_val), len(splits.y_test)) == (8, 2, 2)
 
 
+def test_all_images_of_an_npz_include_its_validation_and_test_splits(tmp_path):
+    path = tmp_path / "data.npz"
+    np.savez(path, x_train=np.zeros((3, 4, 4), np.uint8), y_train=np.array([0, 1, 0]), x_val=np.ones((2, 4, 4), np.uint8),
+             y_val=np.array([1, 1]), x_test=np.full((1, 4, 4), 2, np.uint8), y_test=np.array([0]))
+
+    images, labels = load_arrays(data_config(source="npz", path=str(path))).all_images()
+
+    assert images[:, 0, 0, 0].tolist() == [0, 0, 0, 1, 1, 2] and labels.tolist() == [0, 1, 0, 1, 1, 0]
+
+
 @pytest.mark.parametrize("arrays, message", [
     ({"x_val": np.zeros((1, 4, 4), np.uint8)}, "has x_val but no y_val"),
     ({"y_val": np.array([0])}, "has y_val but no x_val"),
