@@ -75,7 +75,10 @@ def write_seed_split(data_folder, path):
     from cnnlab.data import FASHION_MNIST_CLASSES, IDX_FILES, IDX_IMAGES_MAGIC, IDX_LABELS_MAGIC, find_idx_file, read_idx
 
     folder = Path(data_folder)
-    read = lambda key, magic: read_idx(find_idx_file(folder, IDX_FILES[key]), magic)
+
+    def read(key, magic):
+        return read_idx(find_idx_file(folder, IDX_FILES[key]), magic)
+
     x, y = read("x_train", IDX_IMAGES_MAGIC), read("y_train", IDX_LABELS_MAGIC)
     train_index, val_index = train_test_split(np.arange(len(y)), test_size=0.2, random_state=42)
     np.savez(path, x_train=x[train_index], y_train=y[train_index], x_val=x[val_index], y_val=y[val_index],
@@ -113,7 +116,7 @@ def main():
     parser.add_argument("--set", dest="sets", action="append", default=[], help="extra --set for cnnlab (to try a setting)")
     args = parser.parse_args()
 
-    scratch = tempfile.TemporaryDirectory()
+    scratch = tempfile.TemporaryDirectory()  # removed when the bench exits
     split = write_seed_split(args.data, Path(scratch.name) / "seed000_split.npz")
     extra = ["--set=data.source=npz", f"--set=data.path={split}"] + [f"--set={s}" for s in args.sets]
     peak = json.loads(run_child([sys.executable, "bench/machine_peak.py"]))["matmul_gflops"] * 1e9
