@@ -265,12 +265,8 @@ def finish_named(dataset, arrays, where, description):
 
     `where` maps each array's key to the words naming it in errors: its IDX file, or `file.npz: key`.
     """
-    x_train = as_images(arrays["x_train"], where["x_train"])
-    x_test = as_images(arrays["x_test"], where["x_test"])
-    y_train, _ = as_labels(arrays["y_train"], where["y_train"])
-    y_test, _ = as_labels(arrays["y_test"], where["y_test"])
-    check_pair(x_train, y_train, where["x_train"], where["y_train"])
-    check_pair(x_test, y_test, where["x_test"], where["y_test"])
+    x_train, y_train, _ = labelled_images(arrays["x_train"], arrays["y_train"], where["x_train"], where["y_train"])
+    x_test, y_test, _ = labelled_images(arrays["x_test"], arrays["y_test"], where["x_test"], where["y_test"])
     check_same_image_shape(x_train, x_test, where["x_test"])
     check_label_range(y_train, dataset.class_names, where["y_train"])
     check_label_range(y_test, dataset.class_names, where["y_test"])
@@ -439,10 +435,7 @@ def npz_pair(arrays, path, split):
     if (x_key in arrays) != (y_key in arrays):
         present, absent = (x_key, y_key) if x_key in arrays else (y_key, x_key)
         raise DataError(f"{path}: has {present} but no {absent}; expected both or neither")
-    x = as_images(arrays[x_key], f"{path}: {x_key}")
-    y, width = as_labels(arrays[y_key], f"{path}: {y_key}")
-    check_pair(x, y, f"{path}: {x_key}", f"{path}: {y_key}")
-    return x, y, width
+    return labelled_images(arrays[x_key], arrays[y_key], f"{path}: {x_key}", f"{path}: {y_key}")
 
 
 def read_npz_arrays(path, required, optional):
@@ -532,6 +525,14 @@ def as_labels(y, where):
     if len(y) and y.max() >= np.iinfo(np.int32).max:
         raise DataError(f"{where}: expected class labels that fit int32, found {y.max():g}")
     return y.astype(np.int32), width
+
+
+def labelled_images(x, y, x_where, y_where):
+    """Images and their labels checked as one pair, whatever file they came from: (uint8 NHWC, int32 labels, one-hot width or 0)."""
+    x = as_images(x, x_where)
+    y, width = as_labels(y, y_where)
+    check_pair(x, y, x_where, y_where)
+    return x, y, width
 
 
 def check_pair(x, y, x_where, y_where):
