@@ -45,24 +45,28 @@ def test_train_from_an_rgb_image_folder(tmp_path):
     assert metrics["test"] is not None
 
 
-def test_train_from_an_npz_with_its_own_test_split(tmp_path):
+def train_on_npz(tmp_path, **split_sizes):
+    """Trains the tiny model on an .npz of random 10x10 images in 3 classes, `split_sizes` images per split
+    (train=40, test=9, ...); returns the run folder and its metrics."""
     rng = np.random.default_rng(1)
+    arrays = {}
+    for split, size in split_sizes.items():
+        arrays[f"x_{split}"] = rng.integers(0, 256, (size, 10, 10), dtype=np.uint8)
+        arrays[f"y_{split}"] = np.arange(size) % 3
     path = tmp_path / "arrays.npz"
-    np.savez(path, x_train=rng.integers(0, 256, (40, 10, 10), dtype=np.uint8), y_train=np.arange(40) % 3,
-             x_test=rng.integers(0, 256, (9, 10, 10), dtype=np.uint8), y_test=np.arange(9) % 3)
+    np.savez(path, **arrays)
     run_dir = train(tmp_path, f"data:\n  source: npz\n  path: {path}\n" + TINY_MODEL.format(h=10, w=10, c=1, k=3))
-    metrics = json.loads((run_dir / "metrics.json").read_text())
+    return run_dir, json.loads((run_dir / "metrics.json").read_text())
+
+
+def test_train_from_an_npz_with_its_own_test_split(tmp_path):
+    run_dir, metrics = train_on_npz(tmp_path, train=40, test=9)
     assert (metrics["num_train"], metrics["num_val"], metrics["num_test"]) == (32, 8, 9)
     assert json.loads((run_dir / "class_names.json").read_text()) == ["0", "1", "2"]
 
 
 def test_train_on_an_npz_with_its_own_validation_split_then_evaluate_it(tmp_path):
-    rng = np.random.default_rng(2)
-    path = tmp_path / "arrays.npz"
-    np.savez(path, x_train=rng.integers(0, 256, (30, 10, 10), dtype=np.uint8), y_train=np.arange(30) % 3,
-             x_val=rng.integers(0, 256, (7, 10, 10), dtype=np.uint8), y_val=np.arange(7) % 3)
-    run_dir = train(tmp_path, f"data:\n  source: npz\n  path: {path}\n" + TINY_MODEL.format(h=10, w=10, c=1, k=3))
-    metrics = json.loads((run_dir / "metrics.json").read_text())
+    run_dir, metrics = train_on_npz(tmp_path, train=30, val=7)
     assert (metrics["num_train"], metrics["num_val"], metrics["num_test"]) == (30, 7, 0)
 
     result = CliRunner().invoke(main, ["evaluate", str(run_dir), "--split", "val"])
