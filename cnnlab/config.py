@@ -10,7 +10,7 @@ import difflib
 import math
 import re
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Mapping, Optional
 
@@ -25,7 +25,9 @@ CALLBACK_NAMES = ("checkpoint", "early_stopping", "reduce_lr", "tensorboard")
 STRATEGIES = ("default", "one_device", "mirrored", "multi_worker")
 LR_SCALING = ("none", "linear")
 DEVICE_PATTERN = re.compile(r"^/?(?:job:[A-Za-z0-9_]+/(?:replica:\d+/)?(?:task:\d+/)?)?(?:device:)?(CPU|GPU|TPU):\d+$", re.IGNORECASE)
+AUTO = "auto"
 MAX_EPOCHS = 100_000
+MAX_BATCH_PARTS = 64
 MAX_BATCH_SIZE = 1_000_000
 MAX_DIM = 16_384
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,79}$")
@@ -53,6 +55,10 @@ DEFAULTS = {
         "batch_size": 32,
         "validation_split": 0.2,
         "shuffle": True,
+        # "auto" is resolved when a run starts and the number is written to the run's config.yaml,
+        # so that re-running that file reproduces the run on any machine (cnnlab/loop.py)
+        "batch_parts": "auto",
+        "steps_per_execution": "auto",
         "callbacks": {
             "checkpoint": {"monitor": "val_loss", "save_best_only": True},
             "early_stopping": {"monitor": "val_loss", "patience": 3, "restore_best_weights": True},
@@ -112,6 +118,8 @@ class TrainConfig:
     validation_split: float
     shuffle: bool
     callbacks: Mapping[str, Optional[Mapping[str, Any]]]  # a disabled callback maps to None
+    batch_parts: Any = AUTO  # "auto" or the number of parts each training batch is split into
+    steps_per_execution: Any = AUTO  # "auto" or the training steps per compiled call, as in Keras' compile()
 
 
 @dataclass(frozen=True)
@@ -135,6 +143,13 @@ class ExperimentConfig:
 
     def to_yaml(self):
         return yaml.safe_dump(to_plain(self.raw), sort_keys=False, allow_unicode=True)
+
+
+def with_train_values(config, **values):
+    """The config with `train` values replaced, in its YAML too: how a run records what `auto` became."""
+    raw = copy.deepcopy(to_plain(config.raw))
+    raw["train"].update(values)
+    return replace(config, train=replace(config.train, **values), raw=raw)
 
 
 # ---------------------------------------------------------------- loading
@@ -364,7 +379,19 @@ def resolve_train(t):
     if not isinstance(shuffle, bool):
         raise ConfigError("train.shuffle", f"expected true or false, received {short_repr(shuffle)}")
     callbacks = resolve_callbacks(t["callbacks"])
-    return TrainConfig(epochs=epochs, batch_size=batch_size, validation_split=split, shuffle=shuffle, callbacks=callbacks)
+    parts = check_auto_or_int(t["batch_parts"], "train.batch_parts", maximum=min(MAX_BATCH_PARTS, batch_size))
+    steps = check_auto_or_int(t["steps_per_execution"], "train.steps_per_execution", maximum=MAX_BATCH_SIZE)
+    return TrainConfig(epochs=epochs, batch_size=batch_size, validation_split=split, shuffle=shuffle, callbacks=callbacks,
+                       batch_parts=parts, steps_per_execution=steps)
+
+
+def check_auto_or_int(value, path, maximum):
+    """`auto` (cnnlab decides when the run starts, and records the number) or a positive int."""
+    if value == AUTO:
+        return AUTO
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(path, f"expected auto or a positive int, received {short_repr(value)}")
+    return check_int(value, path, minimum=1, maximum=maximum)
 
 
 def resolve_distribution(d):

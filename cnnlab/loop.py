@@ -32,13 +32,14 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from cnnlab.config import AUTO
+from cnnlab.errors import ConfigError
 from cnnlab.preprocess import preprocess_images
 
 HOST = "/CPU:0"
-SECONDS_PER_CALL = 0.5  # how long one call of the compiled steps should run
+FLOPS_PER_CALL = 3e10  # a compiled call's work under steps_per_execution: auto, about 0.25 s on the 2-core machines of BENCHMARKS.md
 VALIDATION_BATCHES = 4  # validation batch = 4 × train.batch_size: forward passes only, about the memory of a
 #                         training step, 1.5× the images/s of validating at the training batch (same metrics)
-FIRST_CALL_STEPS = 2  # the first call also traces the function: keep it short
 MIN_PART = 8  # the fewest images a part of a split batch may have (a guess: only 16-image parts were measured)
 
 # Layers whose output for an image, in training, depends on that image alone. A batch of
@@ -56,14 +57,18 @@ PER_IMAGE_LAYERS = frozenset("""
 """.split())
 
 
-def fit(model, train, val, prep, *, batch_size, epochs, callbacks, verbose, shuffle, seed, initial_epoch=0, parts=1):
+def fit(model, train, val, prep, *, batch_size, epochs, callbacks, verbose, shuffle, seed, initial_epoch=0, parts=1,
+        steps_per_execution=1):
     """Trains `model` as `model.fit` would with these arguments; `train` and `val` are (uint8 images, labels).
 
     Validation metrics equal those of `fit` validating at the training batch size, up to
     float rounding: the mean over the same images.
 
-    `initial_epoch` is where a resumed run starts: the epoch Keras' BackupAndRestore holds.
+    `initial_epoch` is where a resumed run starts: the epoch Keras' BackupAndRestore holds;
+    the epochs from there see the image orders they would have seen without the interruption.
     `parts` > 1 splits every batch into that many parts computed side by side (`batch_parts`).
+    `steps_per_execution` batches run per compiled call, with Keras' meaning: batch-level
+    callbacks are called around each call, with its first and last batch.
     Returns the last epoch's logs.
     """
     x_train, y_train = train
@@ -73,31 +78,37 @@ def fit(model, train, val, prep, *, batch_size, epochs, callbacks, verbose, shuf
     val_steps = math.ceil(len(x_val) / val_batch_size)
     callbacks = keras.callbacks.CallbackList(callbacks, add_history=True, add_progbar=verbose != 0, verbose=verbose,
                                              epochs=epochs, steps=train_steps, model=model)
-    if model.jit_compile:  # as `fit` does (Keras' default where there is a GPU): XLA compiles whole batches' steps
-        parts = 1
-        train_step, test_step = tf.function(model.train_step, jit_compile=True), tf.function(model.test_step, jit_compile=True)
-    elif parts == 1:
+    if parts == 1:
         train_step, test_step = model.train_step, model.test_step
     else:
         train_step, test_step = train_step_on_parts(model, parts), test_step_on_parts(model, parts)
-    run_train = compiled_steps(train_step, x_train, y_train, prep, batch_size, parts, model.train_step)
-    run_test = compiled_steps(test_step, x_val, y_val, prep, val_batch_size, parts, model.test_step)
+    if model.jit_compile:  # as `fit` does (Keras' default where there is a GPU): XLA compiles the steps
+        train_step, test_step = tf.function(train_step, jit_compile=True), tf.function(test_step, jit_compile=True)
+    run_train, model.train_function = compiled_steps(train_step, x_train, y_train, prep, batch_size, parts, model.train_step)
+    run_test, _ = compiled_steps(test_step, x_val, y_val, prep, val_batch_size, parts, model.test_step)
     orders = epoch_orders(len(x_train), shuffle, seed)
+    for _ in range(initial_epoch):  # the orders of the epochs done before an interruption
+        next(iter(orders))
     val_order = tf.range(len(x_val), dtype=tf.int32)
+    build_metrics(model, x_train[:1], y_train[:1], prep)
 
     model.stop_training = False
     callbacks.on_train_begin()
     logs = None
     for epoch in range(initial_epoch, epochs):
+        if model.stop_training:  # a resumed run whose past epochs had already decided to stop (early stopping)
+            break
         model.reset_metrics()
         callbacks.on_epoch_begin(epoch)
         order = tf.cast(next(iter(orders)), tf.int32)
-        run_epoch(model, run_train, order, train_steps, callbacks.on_train_batch_begin, callbacks.on_train_batch_end)
+        run_epoch(model, run_train, order, train_steps, steps_per_execution,
+                  callbacks.on_train_batch_begin, callbacks.on_train_batch_end)
         epoch_logs = metrics_result(model)
 
         model.reset_metrics()  # validation, as `fit` runs it through `evaluate`
         callbacks.on_test_begin()
-        run_epoch(model, run_test, val_order, val_steps, callbacks.on_test_batch_begin, callbacks.on_test_batch_end)
+        run_epoch(model, run_test, val_order, val_steps, steps_per_execution,
+                  callbacks.on_test_batch_begin, callbacks.on_test_batch_end)
         val_logs = metrics_result(model)
         callbacks.on_test_end(val_logs)
 
@@ -110,6 +121,47 @@ def fit(model, train, val, prep, *, batch_size, epochs, callbacks, verbose, shuf
         model.optimizer.finalize_variable_values(model.trainable_weights)
     callbacks.on_train_end(logs=logs)
     return logs
+
+
+def build_metrics(model, images, labels, prep):
+    """Creates the compiled metrics' state before the callbacks start, from one image.
+
+    Callbacks that watch a metric in `auto` mode (EarlyStopping, ModelCheckpoint,
+    ReduceLROnPlateau) ask the model's metrics which way is better; unbuilt, Keras
+    cannot tell for `val_accuracy`. `fit` builds them at its first step, too late for
+    a resumed run whose callbacks replay the past epochs in `on_train_begin`.
+    """
+    x = preprocess_images(tf.convert_to_tensor(images), prep)
+    model.compute_metrics(x, tf.convert_to_tensor(labels), model(x, training=False))
+    model.reset_metrics()
+
+
+def steps_per_execution(model, batch_size, steps):
+    """The batches one compiled call runs when the config says `auto`: from the model's size, never from a clock.
+
+    A call should last a fraction of a second on a CPU like the ones cnnlab is measured
+    on, so that Ctrl-C, the progress bar and batch-level callbacks act promptly, yet
+    long enough that Python's return after each call costs nothing. The cost of a batch
+    is estimated from the model's multiply-adds (training ≈ 3 × the forward pass); the
+    same config gives the same number on every machine, and the run records it.
+    """
+    per_batch = 3 * forward_flops(model) * batch_size
+    return max(1, min(steps, math.ceil(FLOPS_PER_CALL / max(per_batch, 1))))
+
+
+def forward_flops(model):
+    """Floating-point operations of one image's forward pass, counting the layers that have a kernel
+    (2 × kernel size × output positions) and one operation per output value of the others."""
+    total = 0
+    for layer in model.layers:
+        shape = layer.output.shape[1:] if hasattr(layer, "output") else ()
+        positions = math.prod(dim or 1 for dim in shape[:-1]) if len(shape) > 1 else 1
+        kernel = getattr(layer, "kernel", None)
+        if kernel is not None:
+            total += 2 * math.prod(kernel.shape) * positions
+        else:
+            total += math.prod(dim or 1 for dim in shape)
+    return total
 
 
 def batch_parts(config, cores=None, gpus=None):
@@ -126,11 +178,33 @@ def batch_parts(config, cores=None, gpus=None):
     """
     cores = usable_cores() if cores is None else cores
     gpus = len(tf.config.list_physical_devices("GPU")) if gpus is None else gpus
-    per_image = all(layer.type in PER_IMAGE_LAYERS and layer.kwargs.get("activity_regularizer") is None
-                    for layer in config.model.layers)
-    if cores < 2 or gpus or not per_image or config.distribution.strategy != "default" or config.train.batch_size < 2 * MIN_PART:
+    if cores < 2 or gpus or not splits_alike(config) or config.train.batch_size < 2 * MIN_PART:
         return 1
     return 2
+
+
+def resolve_batch_parts(config):
+    """train.batch_parts as a number: `auto` becomes what suits this machine (`batch_parts`), a number is kept.
+
+    The number is what makes a run reproducible: Dropout and the other random layers draw
+    one mask per part, so the same seed trains to other weights in 1 part than in 2. A
+    run writes the number into its config.yaml, and that file trains alike on any machine.
+    """
+    wanted = config.train.batch_parts
+    if wanted == AUTO:
+        return batch_parts(config)
+    if wanted > 1 and not splits_alike(config):
+        raise ConfigError("train.batch_parts", "can be more than 1 only on one device (distribution.strategy default) for models whose "
+                          "layers all treat images independently (no BatchNormalization or activity_regularizer); "
+                          f"set it to 1 or auto, received {wanted}")
+    return wanted
+
+
+def splits_alike(config):
+    """Whether a batch split into parts gives the whole batch's update: see PER_IMAGE_LAYERS."""
+    per_image = all(layer.type in PER_IMAGE_LAYERS and layer.kwargs.get("activity_regularizer") is None
+                    for layer in config.model.layers)
+    return per_image and config.distribution.strategy == "default"
 
 
 def share_cores(parts):
@@ -210,12 +284,13 @@ def split_batch(x, y, parts):
 
 
 def compiled_steps(step, images, labels, prep, batch_size, parts=1, whole_step=None):
-    """A function that runs `step` on batches first … first+count−1 of an epoch's `order`, compiled.
+    """A function that runs `step` on batches first … first+count−1 of an epoch's `order`, and its compiled core.
 
     The images stay uint8 in one resident tensor; each batch is gathered, cast and
     scaled inside the compiled function, so no input pipeline runs beside the training.
     A last batch with fewer images than `parts` runs whole, through `whole_step`: a part
     would be empty, which TensorFlow's oneDNN pooling gradient does not survive.
+    Returns (run, the tf.function that runs every other batch), the latter for TensorBoard's graph.
     """
     with tf.device(HOST):
         images = tf.convert_to_tensor(images)
@@ -244,33 +319,23 @@ def compiled_steps(step, images, labels, prep, batch_size, parts=1, whole_step=N
         if split < count:
             run_last(order, tf.constant(steps - 1, tf.int32), tf.constant(1, tf.int32))
 
-    return run
+    return run, run_split
 
 
-def run_epoch(model, run, order, steps, on_batch_begin, on_batch_end):
-    """Runs `steps` batches in calls of about SECONDS_PER_CALL, calling the batch callbacks around each call.
+def run_epoch(model, run, order, steps, steps_per_call, on_batch_begin, on_batch_end):
+    """Runs `steps` batches, `steps_per_call` at a time, calling the batch callbacks around each call.
 
-    Like `fit` with `steps_per_execution`, a callback sees the last batch of each call;
-    it may stop training (`model.stop_training`), which ends the epoch after that call.
+    As `fit` with `steps_per_execution`: `on_batch_begin` gets the call's first batch and
+    `on_batch_end` its last, with the metrics so far; a callback may stop training
+    (`model.stop_training`), which ends the epoch after that call.
     """
-    first, count = 0, FIRST_CALL_STEPS
-    while first < steps:
-        count = min(count, steps - first)
+    for first in range(0, steps, steps_per_call):
+        count = min(steps_per_call, steps - first)
         on_batch_begin(first)
-        started = time.perf_counter()
         run(order, first, count)
-        elapsed = time.perf_counter() - started
-        first += count
-        on_batch_end(first - 1, metrics_result(model))
+        on_batch_end(first + count - 1, metrics_result(model))
         if model.stop_training:
             return
-        count = next_call_steps(count, elapsed)
-
-
-def next_call_steps(count, elapsed):
-    """Steps for the next call, so that it lasts about SECONDS_PER_CALL; grows at most 4× per call."""
-    wanted = count * SECONDS_PER_CALL / max(elapsed, 1e-6)
-    return max(1, min(int(wanted), 4 * count))
 
 
 def epoch_orders(size, shuffle, seed):

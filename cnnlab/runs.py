@@ -38,6 +38,8 @@ ARCHITECTURE_PNG = "architecture.png"  # keras.utils.plot_model, when pydot and 
 ARCHITECTURE_TXT = "architecture.txt"  # the same information as text otherwise
 VISUALIZE_INDEX = "index.html"
 CHECKPOINT_DIR = ".checkpoint"  # ModelCheckpoint writes here; best.keras is published from it atomically
+BEST_WEIGHTS_DIR = ".best_weights"  # early stopping's best weights (restore_best_weights), kept while a run trains
+LOCK = ".lock"  # held by the process that trains the run; holds its PID
 BACKUP_DIR = "backup"  # Keras' BackupAndRestore state (weights, optimizer, epoch) while a run is unfinished
 BACKUP_METADATA = "training_metadata.json"  # written by BackupAndRestore: {"epoch": completed epochs, ...}
 BACKUP_WEIGHTS = "latest.weights.h5"  # model and optimizer variables, written by BackupAndRestore
@@ -162,6 +164,50 @@ def read_backup_metadata(path):
         return int(json.loads(path.read_text(encoding="utf-8"))["epoch"])
     except (OSError, ValueError, KeyError, TypeError):
         return None
+
+
+def best_weights_path(folder, epoch):
+    return Path(folder) / f"epoch-{epoch}.weights.h5"
+
+
+def remove_best_weights_before(folder, epoch):
+    """Deletes the saved best weights of epochs before `epoch` (1-based): a later best has replaced them."""
+    for path in Path(folder).glob("epoch-*.weights.h5"):
+        number = path.name.removeprefix("epoch-").removesuffix(".weights.h5")
+        if number.isdigit() and int(number) < epoch:
+            path.unlink(missing_ok=True)
+
+
+@contextmanager
+def training_lock(run_dir):
+    """Held while a process trains the run, so that a second `train --resume` cannot write into it too.
+
+    An advisory lock (flock) on a file in the run folder: the kernel drops it when its
+    process ends, however it ends, so a killed run can be resumed at once, while a
+    running one names its PID to whoever else tries. A completed run loses the file;
+    so whoever takes the lock must read the run's status after taking it.
+    """
+    import fcntl
+
+    path = Path(run_dir) / LOCK
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:
+        raise RunError(f"cannot create {path}: {exc.strerror or exc}") from None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            owner = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
+            raise RunError(f"{run_dir} is being trained by process {owner} (it holds {path}); "
+                           "wait for it to end or stop it, then resume") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode("ascii"), 0)
+        yield
+        if read_status(run_dir).state == COMPLETED:  # nothing more will train here; whoever waits re-reads the status
+            path.unlink(missing_ok=True)
+    finally:
+        os.close(fd)  # closing releases the lock
 
 
 def save_figure(fig, path):

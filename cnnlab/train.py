@@ -21,8 +21,9 @@ from contextlib import contextmanager
 
 import keras
 
-from cnnlab import __version__, builder, data, distribute, loop, plots, runs
-from cnnlab.config import load_config
+from cnnlab import __version__, builder, callbacks, data, distribute, loop, plots, runs
+from cnnlab.callbacks import best_epoch_of, history_of, monitor_of
+from cnnlab.config import load_config, with_train_values
 from cnnlab.errors import CnnlabError, ConfigError, RunError, TrainingInterrupted
 from cnnlab.preprocess import check_input_shape, make_dataset, preprocessing_for, preprocessing_record
 
@@ -40,17 +41,27 @@ def train(config, runs_dir, verbose=1, initial_weights=None):
     `initial_weights` (a `.weights.h5` file of the same model) replaces the seeded
     initialisation, so that runs compared against each other start from the same point.
     """
-    loop.share_cores(loop.batch_parts(config))
+    parts = loop.resolve_batch_parts(config)
+    loop.share_cores(parts)
     strategy = distribute.make_strategy(config.distribution)
     model, splits, prep = prepare(config, strategy)
+    config = with_train_values(config, batch_parts=parts, steps_per_execution=resolve_steps(config, model, len(splits.x_train)))
     if initial_weights is not None:
         model.load_weights(initial_weights)
     if not distribute.is_chief(strategy):
         return fit_as_worker(config, model, splits, prep, strategy, past_rows=[], verbose=verbose)
     run_dir = runs.create_run_dir(runs_dir, config.name)
-    runs.set_status(run_dir, runs.RUNNING)
-    write_run_description(run_dir, config, model, splits, prep, strategy)
-    return fit_into(run_dir, config, model, splits, prep, past_rows=[], verbose=verbose, strategy=strategy)
+    with runs.training_lock(run_dir):
+        runs.set_status(run_dir, runs.RUNNING)
+        write_run_description(run_dir, config, model, splits, prep, strategy)
+        return fit_into(run_dir, config, model, splits, prep, past_rows=[], verbose=verbose, strategy=strategy)
+
+
+def resolve_steps(config, model, num_train):
+    """train.steps_per_execution as a number (`auto`: from the model's size, see loop.steps_per_execution)."""
+    if config.train.steps_per_execution != "auto":
+        return config.train.steps_per_execution
+    return loop.steps_per_execution(model, config.train.batch_size, math.ceil(num_train / config.train.batch_size))
 
 
 def resume(run_dir, verbose=1):
@@ -63,23 +74,36 @@ def resume(run_dir, verbose=1):
     run_dir = Path(run_dir)
     if not (run_dir / runs.CONFIG).is_file():
         raise RunError(f"{run_dir} is not a run folder: {runs.CONFIG} is missing")
-    status = runs.read_status(run_dir)
-    if status.state == runs.COMPLETED:
-        raise RunError(f"{run_dir} has already completed; nothing to resume")
+    check_resumable(run_dir)
     config = load_config(run_dir / runs.CONFIG)
-    loop.share_cores(loop.batch_parts(config))
+    parts = loop.resolve_batch_parts(config)  # the run's own number, where it recorded one
+    loop.share_cores(parts)
     strategy = distribute.make_strategy(config.distribution)
     model, splits, prep = prepare(config, strategy)
+    config = with_train_values(config, batch_parts=parts, steps_per_execution=resolve_steps(config, model, len(splits.x_train)))
+    if not distribute.is_chief(strategy):  # reads the chief's folder (shared storage), never writes it
+        return fit_as_worker(config, model, splits, prep, strategy, resumed_rows(run_dir), verbose,
+                             backup_from=run_dir / runs.BACKUP_DIR)
+    with runs.training_lock(run_dir):
+        check_resumable(run_dir)  # again: another process may have finished the run meanwhile
+        past_rows = resumed_rows(run_dir)
+        runs.write_history(run_dir / runs.HISTORY, past_rows)
+        runs.set_status(run_dir, runs.RUNNING)
+        if verbose:
+            print(f"Resuming {run_dir} after epoch {len(past_rows)} of {config.train.epochs}", flush=True)
+        return fit_into(run_dir, config, model, splits, prep, past_rows=past_rows, verbose=verbose, strategy=strategy)
+
+
+def check_resumable(run_dir):
+    if runs.read_status(run_dir).state == runs.COMPLETED:
+        raise RunError(f"{run_dir} has already completed; nothing to resume")
+
+
+def resumed_rows(run_dir):
+    """history.csv cut back to the epochs Keras' BackupAndRestore holds, so every epoch appears once."""
     done = runs.backup_epoch(run_dir)
     history_path = run_dir / runs.HISTORY
-    past_rows = runs.read_history_rows(history_path)[:done] if history_path.exists() else []
-    if not distribute.is_chief(strategy):  # reads the chief's folder (shared storage), never writes it
-        return fit_as_worker(config, model, splits, prep, strategy, past_rows, verbose, backup_from=run_dir / runs.BACKUP_DIR)
-    runs.write_history(history_path, past_rows)
-    runs.set_status(run_dir, runs.RUNNING)
-    if verbose:
-        print(f"Resuming {run_dir} after epoch {done} of {config.train.epochs}", flush=True)
-    return fit_into(run_dir, config, model, splits, prep, past_rows=past_rows, verbose=verbose, strategy=strategy)
+    return runs.read_history_rows(history_path)[:done] if history_path.exists() else []
 
 
 def prepare(config, strategy=None):
@@ -145,17 +169,17 @@ def fit_into(run_dir, config, model, splits, prep, past_rows, verbose, strategy=
     if verbose:
         print(f"Run folder: {run_dir}\nData: {splits.description}: {len(splits.x_train)} train, "
               f"{len(splits.x_val)} validation, {0 if splits.x_test is None else len(splits.x_test)} test images", flush=True)
-    callbacks = make_callbacks(config, run_dir, past_rows)
-    log = callbacks[0]
+    run_callbacks = callbacks.make_callbacks(config, run_dir, past_rows)
+    log = run_callbacks[0]
     with sigterm_as_interrupt():
         try:
             if strategy is None:
                 loop.fit(model, (splits.x_train, splits.y_train), (splits.x_val, splits.y_val), prep,
-                         batch_size=config.train.batch_size, epochs=config.train.epochs, callbacks=callbacks,
+                         batch_size=config.train.batch_size, epochs=config.train.epochs, callbacks=run_callbacks,
                          verbose=verbose, shuffle=config.train.shuffle, seed=config.seed, initial_epoch=len(past_rows),
-                         parts=loop.batch_parts(config))
+                         parts=config.train.batch_parts, steps_per_execution=config.train.steps_per_execution)
             else:
-                model.fit(train_ds, validation_data=val_ds, epochs=config.train.epochs, callbacks=callbacks,
+                model.fit(train_ds, validation_data=val_ds, epochs=config.train.epochs, callbacks=run_callbacks,
                           verbose=verbose, shuffle=False)  # tf.data already reshuffles every epoch, seeded
         except KeyboardInterrupt:
             interrupted(run_dir, config, log.rows)
@@ -206,17 +230,6 @@ def sigterm_as_interrupt():
         signal.signal(signal.SIGTERM, previous)
 
 
-def history_of(rows):
-    """Epoch rows → {column: [values]} as Keras' History has it (without the epoch and time columns)."""
-    keys = [key for key in (rows[0] if rows else {}) if key not in ("epoch", "time_s")]
-    return {key: [row.get(key, math.nan) for row in rows] for key in keys}
-
-
-def monitor_of(config):
-    checkpoint = config.train.callbacks["checkpoint"]
-    return checkpoint.get("monitor", "val_loss"), checkpoint.get("mode", "auto")
-
-
 def check_output_units(model, num_classes, config):
     units = model.output_shape[-1]
     if config.compile.loss == "sparse_categorical_crossentropy" and units != num_classes:
@@ -233,92 +246,6 @@ def write_run_description(run_dir, config, model, splits, prep, strategy=None):
     lines = []
     model.summary(print_fn=lambda line, *args, **kwargs: lines.append(line))
     runs.write_text(run_dir / runs.SUMMARY, "\n".join(lines) + "\n")
-
-
-def make_callbacks(config, run_dir, past_rows):
-    """Keras' own callbacks, configured from the config, writing into the run folder.
-
-    Order matters for a kill between two of them: history is written first and the
-    backup last, so a resume never finds an epoch in the backup that history lacks.
-    """
-    cbs = config.train.callbacks
-    monitor, mode = monitor_of(config)
-    checkpoint_kwargs = dict(cbs["checkpoint"])
-    best_epoch = best_epoch_of(history_of(past_rows), monitor, mode)
-    if best_epoch:  # a resumed run must not overwrite best.keras with a worse model
-        checkpoint_kwargs["initial_value_threshold"] = past_rows[best_epoch - 1][monitor]
-    staged = run_dir / runs.CHECKPOINT_DIR / runs.MODEL
-    callbacks = [EpochLog(run_dir / runs.HISTORY, past_rows),
-                 keras.callbacks.ModelCheckpoint(str(staged), **checkpoint_kwargs),
-                 PublishCheckpoint(staged, run_dir / runs.MODEL),
-                 keras.callbacks.TerminateOnNaN()]
-    if cbs["early_stopping"] is not None:
-        callbacks.append(ResumedEarlyStopping(past_rows, **cbs["early_stopping"]))
-    if cbs["reduce_lr"] is not None:
-        callbacks.append(keras.callbacks.ReduceLROnPlateau(**cbs["reduce_lr"]))
-    if cbs["tensorboard"] is not None:
-        callbacks.append(keras.callbacks.TensorBoard(log_dir=str(run_dir / runs.TENSORBOARD), **cbs["tensorboard"]))
-    callbacks.append(keras.callbacks.BackupAndRestore(str(run_dir / runs.BACKUP_DIR), double_checkpoint=True))
-    return callbacks
-
-
-class EpochLog(keras.callbacks.Callback):
-    """Rewrites history.csv atomically after every epoch, so an interruption leaves whole rows only."""
-
-    def __init__(self, path, past_rows):
-        super().__init__()
-        self.path = path
-        self.rows = list(past_rows)
-        self.started = None
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self.started = time.perf_counter()
-
-    def on_epoch_end(self, epoch, logs=None):
-        row = {"epoch": epoch + 1, **{key: float(value) for key, value in (logs or {}).items()}}
-        row["time_s"] = round(time.perf_counter() - self.started, 3)
-        self.rows.append(row)
-        runs.write_history(self.path, self.rows)
-
-
-class PublishCheckpoint(keras.callbacks.Callback):
-    """Copies each new ModelCheckpoint file over best.keras atomically.
-
-    ModelCheckpoint writes its file in place; a kill during that write would leave
-    a corrupt best.keras, so it writes into a staging folder and this publishes it.
-    """
-
-    def __init__(self, staged, published):
-        super().__init__()
-        self.staged = Path(staged)
-        self.published = Path(published)
-        self.seen = None
-
-    def on_epoch_end(self, epoch, logs=None):
-        if not self.staged.exists():
-            return
-        stamp = self.staged.stat().st_mtime_ns, self.staged.stat().st_size
-        if stamp != self.seen:
-            runs.copy_file(self.staged, self.published)
-            self.seen = stamp
-
-
-class ResumedEarlyStopping(keras.callbacks.EarlyStopping):
-    """EarlyStopping whose patience counter and best value carry over a resume.
-
-    Keras resets them in `on_train_begin`; replaying the epochs already in history
-    through Keras' own `on_epoch_end` restores them by the same rules.
-    """
-
-    def __init__(self, past_rows, **kwargs):
-        super().__init__(**kwargs)
-        self.past_rows = past_rows
-
-    def on_train_begin(self, logs=None):
-        super().on_train_begin(logs)
-        for row in self.past_rows:
-            super().on_epoch_end(row["epoch"] - 1, row)
-        self.model.stop_training = False
 
 
 def finish_run(run_dir, config, rows, splits, prep):
@@ -349,7 +276,8 @@ def finish_run(run_dir, config, rows, splits, prep):
         metrics["test"] = {key: float(value) for key, value in best_model.evaluate(test_ds, verbose=0, return_dict=True).items()}
     runs.write_json(run_dir / runs.METRICS, metrics)
     write_plots(run_dir, history, best_epoch, config.name)
-    shutil.rmtree(run_dir / runs.CHECKPOINT_DIR, ignore_errors=True)  # best.keras is published; the staging copy is not needed
+    for leftover in (runs.CHECKPOINT_DIR, runs.BEST_WEIGHTS_DIR):  # best.keras is published; these were only for resuming
+        shutil.rmtree(run_dir / leftover, ignore_errors=True)
 
     nan_epoch = first_nan_epoch(history)
     if nan_epoch is not None:
@@ -360,20 +288,6 @@ def finish_run(run_dir, config, rows, splits, prep):
         raise RunError(f"training failed in {run_dir}: train.callbacks.checkpoint.monitor {monitor!r} is not a logged metric; logged: {', '.join(history)}")
     runs.set_status(run_dir, runs.COMPLETED)
     return metrics
-
-
-def best_epoch_of(history, monitor, mode="auto"):
-    """1-based epoch with the best `monitor` value, as Keras' 'auto' mode judges it; None if never logged."""
-    values = history.get(monitor)
-    if not values:
-        return None
-    maximize = mode == "max" or (mode == "auto" and ("acc" in monitor or "auc" in monitor or monitor.startswith("fmeasure")))
-    finite = [(v, i) for i, v in enumerate(values) if v is not None and math.isfinite(v)]
-    if not finite:
-        return None
-    # the first epoch reaching the best value, as Keras keeps the first best
-    _, index = max(finite, key=lambda pair: (pair[0], -pair[1])) if maximize else min(finite)
-    return index + 1
 
 
 def first_nan_epoch(history):
@@ -410,7 +324,8 @@ def environment(config, strategy=None):
         "cpu_count": os.cpu_count(),
         "distribution": {"strategy": config.distribution.strategy, "replicas": distribute.num_replicas(strategy),
                          "mixed_precision": config.mixed_precision},
-        "batch_parts": loop.batch_parts(config) if strategy is None else 1,  # see cnnlab/loop.py
+        "batch_parts": config.train.batch_parts,  # see cnnlab/loop.py; config.yaml records them too
+        "steps_per_execution": config.train.steps_per_execution,
         "threads_per_op": tf.config.threading.get_intra_op_parallelism_threads() or "TensorFlow's default",
     }
 

@@ -104,16 +104,6 @@ def test_a_callback_that_stops_training_ends_it_after_that_call(write_config):
     assert recorder.events[1][1] < steps - 1, "training went on to the end of the epoch"
 
 
-@pytest.mark.parametrize("count, elapsed, expected", [
-    (2, 2.0, 1),  # the first call traced the function: a slow call never drops below one step
-    (10, 0.05, 40),  # fast calls grow at most fourfold at a time
-    (100, 0.25, 200),  # then settle on about half a second a call
-    (200, 1.0, 100),
-])
-def test_calls_are_sized_to_last_about_half_a_second(count, elapsed, expected):
-    assert loop.next_call_steps(count, elapsed) == expected
-
-
 REGULARISED = TINY_DIGITS.replace("    - Dense: {units: 10, activation: softmax}",
                                   "    - Dense: {units: 10, activation: softmax, kernel_regularizer: l2}")
 

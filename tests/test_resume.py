@@ -128,13 +128,13 @@ def test_resume_takes_no_other_config(tmp_path, tiny_config):
     assert "--resume continues with the run's own config.yaml" in result.output
 
 
-def test_early_stopping_counter_and_best_carry_over_a_resume():
+def test_early_stopping_counter_and_best_carry_over_a_resume(tmp_path):
     import keras
 
-    from cnnlab.train import ResumedEarlyStopping
+    from cnnlab.callbacks import ResumedEarlyStopping
 
     past = [{"epoch": 1, "val_loss": 0.9}, {"epoch": 2, "val_loss": 0.5}, {"epoch": 3, "val_loss": 0.6}, {"epoch": 4, "val_loss": 0.7}]
-    callback = ResumedEarlyStopping(past, monitor="val_loss", patience=3)
+    callback = ResumedEarlyStopping(past, tmp_path, monitor="val_loss", patience=3)
     model = keras.Sequential([keras.Input((1,)), keras.layers.Dense(1)])
     callback.set_model(model)
     callback.on_train_begin()
@@ -161,3 +161,23 @@ def test_an_unusable_backup_restarts_the_epochs(tmp_path):
     (backup / "training_metadata.json").write_text("")
     assert runs.backup_epoch(tmp_path) == 0
     assert not backup.exists()
+
+
+def test_a_run_still_training_cannot_be_resumed_by_a_second_process(tmp_path, write_config):
+    runs_dir = tmp_path / "runs"
+    process = start_training(write_config(LONG_TINY), runs_dir)
+    run_dir = wait_for_epochs(runs_dir, 1, process)
+    try:
+        result = resume(run_dir)
+    finally:
+        process.kill()
+        process.communicate()
+    assert result.exit_code == 2
+    assert result.output.strip() == (f"Error: {run_dir} is being trained by process {process.pid} (it holds {run_dir / runs.LOCK}); "
+                                     "wait for it to end or stop it, then resume")
+    assert len(runs.read_history_rows(run_dir / "history.csv")) >= 1  # the refused resume cut nothing back
+
+    result = resume(run_dir)  # the kernel let go of the killed process's lock
+    assert result.exit_code == 0, result.output
+    assert_complete_and_consistent(run_dir)
+    assert not (run_dir / runs.LOCK).exists()

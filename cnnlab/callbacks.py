@@ -1,0 +1,197 @@
+"""The callbacks of a run: Keras' own, configured from the config, and made to carry their state over a resume.
+
+A resumed run must end as it would have without the interruption. Keras resets its
+callbacks in `on_train_begin`; the ones here take back what the epochs before the
+interruption taught them, from history.csv (cut back to the epoch Keras'
+BackupAndRestore holds, so history and weights always agree) and, for the best
+weights of early stopping, from files kept in the run folder while it trains.
+"""
+
+import math
+import os
+import time
+from pathlib import Path
+
+import keras
+
+from cnnlab import runs
+
+
+def make_callbacks(config, run_dir, past_rows):
+    """Keras' own callbacks, configured from the config, writing into the run folder.
+
+    Order matters for a kill between two of them: history is written first and the
+    backup last, so a resume never finds an epoch in the backup that history lacks.
+    """
+    cbs = config.train.callbacks
+    monitor, mode = monitor_of(config)
+    checkpoint_kwargs = dict(cbs["checkpoint"])
+    best_epoch = best_epoch_of(history_of(past_rows), monitor, mode)
+    if best_epoch:  # a resumed run must not overwrite best.keras with a worse model
+        checkpoint_kwargs["initial_value_threshold"] = past_rows[best_epoch - 1][monitor]
+    staged = run_dir / runs.CHECKPOINT_DIR / runs.MODEL
+    callbacks = [EpochLog(run_dir / runs.HISTORY, past_rows),
+                 keras.callbacks.ModelCheckpoint(str(staged), **checkpoint_kwargs),
+                 PublishCheckpoint(staged, run_dir / runs.MODEL),
+                 keras.callbacks.TerminateOnNaN()]
+    if cbs["early_stopping"] is not None:
+        callbacks.append(ResumedEarlyStopping(past_rows, run_dir / runs.BEST_WEIGHTS_DIR, **cbs["early_stopping"]))
+    if cbs["reduce_lr"] is not None:
+        callbacks.append(ResumedReduceLROnPlateau(past_rows, **cbs["reduce_lr"]))
+    if cbs["tensorboard"] is not None:
+        callbacks.append(keras.callbacks.TensorBoard(log_dir=str(run_dir / runs.TENSORBOARD), **cbs["tensorboard"]))
+    callbacks.append(keras.callbacks.BackupAndRestore(str(run_dir / runs.BACKUP_DIR), double_checkpoint=True))
+    return callbacks
+
+
+def monitor_of(config):
+    checkpoint = config.train.callbacks["checkpoint"]
+    return checkpoint.get("monitor", "val_loss"), checkpoint.get("mode", "auto")
+
+
+def history_of(rows):
+    """Epoch rows → {column: [values]} as Keras' History has it (without the epoch and time columns)."""
+    keys = [key for key in (rows[0] if rows else {}) if key not in ("epoch", "time_s")]
+    return {key: [row.get(key, math.nan) for row in rows] for key in keys}
+
+
+def best_epoch_of(history, monitor, mode="auto"):
+    """1-based epoch with the best `monitor` value, as Keras' 'auto' mode judges it; None if never logged."""
+    values = history.get(monitor)
+    if not values:
+        return None
+    maximize = mode == "max" or (mode == "auto" and ("acc" in monitor or "auc" in monitor or monitor.startswith("fmeasure")))
+    finite = [(v, i) for i, v in enumerate(values) if v is not None and math.isfinite(v)]
+    if not finite:
+        return None
+    # the first epoch reaching the best value, as Keras keeps the first best
+    _, index = max(finite, key=lambda pair: (pair[0], -pair[1])) if maximize else min(finite)
+    return index + 1
+
+
+def learning_rate(model):
+    return float(keras.ops.convert_to_numpy(model.optimizer.learning_rate))
+
+
+class EpochLog(keras.callbacks.Callback):
+    """Rewrites history.csv atomically after every epoch, so an interruption leaves whole rows only.
+
+    Each row holds the epoch's learning rate as well, the one the epoch trained with:
+    a resumed ReduceLROnPlateau replays its decisions with it.
+    """
+
+    def __init__(self, path, past_rows):
+        super().__init__()
+        self.path = path
+        self.rows = list(past_rows)
+        self.started = None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.started = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        row = {"epoch": epoch + 1, **{key: float(value) for key, value in (logs or {}).items()}}
+        row.setdefault("learning_rate", learning_rate(self.model))
+        row["time_s"] = round(time.perf_counter() - self.started, 3)
+        self.rows.append(row)
+        runs.write_history(self.path, self.rows)
+
+
+class PublishCheckpoint(keras.callbacks.Callback):
+    """Copies each new ModelCheckpoint file over best.keras atomically.
+
+    ModelCheckpoint writes its file in place; a kill during that write would leave
+    a corrupt best.keras, so it writes into a staging folder and this publishes it.
+    """
+
+    def __init__(self, staged, published):
+        super().__init__()
+        self.staged = Path(staged)
+        self.published = Path(published)
+        self.seen = None
+
+    def on_epoch_end(self, epoch, logs=None):
+        if not self.staged.exists():
+            return
+        stamp = self.staged.stat().st_mtime_ns, self.staged.stat().st_size
+        if stamp != self.seen:
+            runs.copy_file(self.staged, self.published)
+            self.seen = stamp
+
+
+class ResumedEarlyStopping(keras.callbacks.EarlyStopping):
+    """EarlyStopping whose patience counter, best value and best weights carry over a resume.
+
+    The counter and the best value are replayed from the epochs in history through
+    Keras' own `on_epoch_end`, so they follow Keras' rules; if those epochs had already
+    decided to stop, training stays stopped. Weights cannot be replayed: with
+    `restore_best_weights` each new best epoch's weights are saved in `folder`, and a
+    resumed run reads back those of its best epoch, so restoring at the end gives the
+    best weights of the whole run, not of the part after the resume.
+    """
+
+    def __init__(self, past_rows, folder, **kwargs):
+        super().__init__(**kwargs)
+        self.past_rows = past_rows
+        self.folder = Path(folder)
+
+    def on_train_begin(self, logs=None):
+        super().on_train_begin(logs)
+        for row in self.past_rows:
+            super().on_epoch_end(row["epoch"] - 1, row)
+        if self.restore_best_weights and self.past_rows:
+            self.best_weights = self.saved_best_weights()
+
+    def on_epoch_begin(self, epoch, logs=None):
+        # The backup now holds every epoch before this one, so no resume can go back before the best epoch
+        if self.restore_best_weights:
+            runs.remove_best_weights_before(self.folder, self.best_epoch + 1)
+
+    def on_epoch_end(self, epoch, logs=None):
+        super().on_epoch_end(epoch, logs)
+        if self.restore_best_weights and self.best_epoch == epoch and self.best_weights is not None:
+            self.folder.mkdir(exist_ok=True)
+            path = runs.best_weights_path(self.folder, epoch + 1)
+            partial = path.with_name(f".partial-{path.name}")  # Keras wants the .weights.h5 ending
+            self.model.save_weights(partial)
+            os.replace(partial, path)
+
+    def saved_best_weights(self):
+        """The weights saved at the best past epoch, read without disturbing the model's own."""
+        path = runs.best_weights_path(self.folder, self.best_epoch + 1)
+        if not path.exists():  # a run started by an older cnnlab: Keras' rule takes over from here
+            return None
+        current = self.model.get_weights()
+        self.model.load_weights(path)
+        best = self.model.get_weights()
+        self.model.set_weights(current)
+        return best
+
+
+class ResumedReduceLROnPlateau(keras.callbacks.ReduceLROnPlateau):
+    """ReduceLROnPlateau whose wait counter, cooldown and best value carry over a resume.
+
+    The past epochs are replayed through Keras' own `on_epoch_end`, each with the
+    learning rate it trained with (history.csv), so every reduction decided then is
+    decided again by Keras' rule; the rate itself stays as BackupAndRestore restores it.
+    """
+
+    def __init__(self, past_rows, **kwargs):
+        super().__init__(**kwargs)
+        self.past_rows = past_rows
+
+    def on_train_begin(self, logs=None):
+        super().on_train_begin(logs)
+        if not self.past_rows:
+            return
+        optimizer = self.model.optimizer
+        rate, verbose = learning_rate(self.model), self.verbose
+        self.verbose = 0  # the reductions were announced when they happened
+        try:
+            for row in self.past_rows:
+                if row.get("learning_rate") is not None:
+                    optimizer.learning_rate = row["learning_rate"]
+                super().on_epoch_end(row["epoch"] - 1, dict(row))
+        finally:
+            optimizer.learning_rate = rate
+            self.verbose = verbose

@@ -1,0 +1,117 @@
+"""A resumed run ends as the uninterrupted run would: callbacks keep their state over the interruption.
+
+The interruption is a real Ctrl-C (KeyboardInterrupt) raised at the end of a chosen epoch,
+after every callback of the run has saved its state, so the two runs can be compared exactly.
+"""
+
+import json
+
+import keras
+import numpy as np
+import pytest
+
+from cnnlab import callbacks, runs
+from conftest import TINY_DIGITS, run_cli
+
+WATCHED = TINY_DIGITS.replace("  epochs: 2", "  epochs: 14").replace("  batch_size: 64", "  batch_size: 32").replace(
+    "model:", "compile:\n  optimizer: {name: adam, learning_rate: 0.01}\nmodel:") + """\
+  callbacks:
+    checkpoint: {monitor: MONITOR, mode: MODE}
+    early_stopping: {monitor: MONITOR, mode: MODE, patience: 3, restore_best_weights: true}
+    reduce_lr: {monitor: MONITOR, mode: MODE, patience: 1, factor: 0.5, cooldown: 1, min_lr: 0.0001}
+"""
+
+
+class CtrlCAfter(keras.callbacks.Callback):
+    """Ctrl-C at the end of epoch `epoch` (1-based), after the run's own callbacks wrote that epoch."""
+
+    def __init__(self, epoch):
+        super().__init__()
+        self.epoch = epoch
+
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch + 1 == self.epoch:
+            raise KeyboardInterrupt
+
+
+class WeightsAtEnd(keras.callbacks.Callback):
+    """Keeps the model's weights as training leaves them, after early stopping restored the best ones."""
+
+    weights = None
+
+    def on_train_end(self, logs=None):
+        WeightsAtEnd.weights = self.model.get_weights()
+
+
+def with_extra_callbacks(monkeypatch, *extra):
+    make = callbacks.make_callbacks
+    monkeypatch.setattr(callbacks, "make_callbacks", lambda *args: make(*args) + list(extra))
+
+
+def train(root, text):
+    root.mkdir(exist_ok=True)
+    config = root / "config.yaml"
+    config.write_text(text)
+    return run_cli("train", config, "--runs-dir", root / "runs", "-q")
+
+
+def only_run(root):
+    (run_dir,) = (root / "runs").iterdir()
+    return run_dir
+
+
+def comparable(run_dir):
+    history = runs.read_history(run_dir / runs.HISTORY)
+    history.pop("time_s")
+    metrics = json.loads((run_dir / runs.METRICS).read_text())
+    return history, {key: metrics[key] for key in ("epochs_run", "best_epoch", "best", "test")}
+
+
+def train_interrupted_and_resumed(root, text, monkeypatch, epoch):
+    with monkeypatch.context() as patch:
+        with_extra_callbacks(patch, CtrlCAfter(epoch))
+        result = train(root, text)
+    assert result.exit_code == 130, result.output
+    run_dir = only_run(root)
+    assert runs.read_status(run_dir).state == "interrupted"
+    resumed = run_cli("train", "--resume", run_dir, "-q")
+    assert resumed.exit_code == 0, resumed.output
+    return run_dir
+
+
+@pytest.mark.parametrize("monitor, mode", [("val_accuracy", "auto"), ("accuracy", "auto"), ("val_loss", "min")])
+def test_a_run_resumed_after_ctrl_c_ends_exactly_as_the_uninterrupted_run(tmp_path, monkeypatch, monitor, mode):
+    text = WATCHED.replace("MONITOR", monitor).replace("MODE", mode)
+    whole = tmp_path / "whole"
+    assert train(whole, text).exit_code == 0
+    expected_history, expected_metrics = comparable(only_run(whole))
+
+    stopped_at = 6  # with val_accuracy: early stopping's wait is 1 and ReduceLROnPlateau is in its cooldown
+    run_dir = train_interrupted_and_resumed(tmp_path / "resumed", text, monkeypatch, stopped_at)
+    history, metrics = comparable(run_dir)
+    assert history.keys() == expected_history.keys()
+    for key in expected_history:
+        np.testing.assert_allclose(history[key], expected_history[key], rtol=1e-5, atol=1e-6, err_msg=key)
+    assert json.dumps(metrics) == json.dumps(expected_metrics)
+    if monitor == "val_accuracy":  # the test shows little unless the interruption falls amid the callbacks' counting
+        rates = expected_history["learning_rate"]
+        assert rates[stopped_at] < rates[stopped_at - 1] and rates[stopped_at + 1] < rates[stopped_at], rates
+        assert stopped_at < metrics["epochs_run"] < 14, "early stopping should end the run after the resume"
+
+
+def test_restore_best_weights_after_a_resume_restores_the_best_epoch_of_the_whole_run(tmp_path, monkeypatch):
+    # val_loss falls on this data, so with mode max the best epoch is the first, before the interruption
+    text = WATCHED.replace("MONITOR", "val_loss").replace("MODE", "max").replace("epochs: 14", "epochs: 4")
+    with monkeypatch.context() as patch:
+        with_extra_callbacks(patch, CtrlCAfter(2))
+        assert train(tmp_path, text).exit_code == 130
+    run_dir = only_run(tmp_path)
+    with_extra_callbacks(monkeypatch, WeightsAtEnd())
+    assert run_cli("train", "--resume", run_dir, "-q").exit_code == 0
+
+    metrics = json.loads((run_dir / runs.METRICS).read_text())
+    assert metrics["best_epoch"] == 1 and metrics["epochs_run"] == 4
+    best = keras.models.load_model(run_dir / runs.MODEL).get_weights()  # the checkpoint watches the same value
+    for restored, saved in zip(WeightsAtEnd.weights, best):
+        np.testing.assert_array_equal(restored, saved)
+    assert not (run_dir / runs.BEST_WEIGHTS_DIR).exists()
