@@ -42,6 +42,7 @@ def run_cli(*args):
 
 def train_run(root, text):
     """Writes `text` as root/config.yaml, trains it quietly into root/runs and returns the run folder."""
+    root.mkdir(parents=True, exist_ok=True)
     config = root / "config.yaml"
     config.write_text(text)
     result = run_cli("train", config, "--runs-dir", root / "runs", "-q")

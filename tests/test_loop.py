@@ -2,6 +2,7 @@
 
 import keras
 import numpy as np
+import yaml
 import pytest
 
 from cnnlab import loop
@@ -155,3 +156,106 @@ def test_one_core_or_a_gpu_keeps_whole_batches(write_config):
     assert loop.batch_parts(config, cores=1, gpus=0) == 1
     assert loop.batch_parts(config, cores=16, gpus=1) == 1
     assert loop.batch_parts(config, cores=16, gpus=0) == 2
+
+
+class BatchEvents(keras.callbacks.Callback):
+    """The batch numbers that batch-level callbacks are called with, in order."""
+
+    def __init__(self):
+        super().__init__()
+        self.events = []
+
+    def on_train_batch_begin(self, batch, logs=None):
+        self.events.append(("begin", batch))
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.events.append(("end", batch))
+
+    def on_test_batch_end(self, batch, logs=None):
+        self.events.append(("test_end", batch))
+
+
+def tensorboard_events(log_dir):
+    """(tag, step) of every scalar in the train/ event files, and whether a graph was written."""
+    import tensorflow as tf
+
+    scalars, graph = set(), False
+    for path in sorted((log_dir / "train").glob("events.out.tfevents.*")):
+        for event in tf.compat.v1.train.summary_iterator(str(path)):
+            graph = graph or event.HasField("graph_def")
+            scalars |= {(value.tag, event.step) for value in event.summary.value}
+    return scalars, graph
+
+
+def test_batch_callbacks_and_tensorboard_act_at_the_batches_fit_names_with_steps_per_execution(write_config, tmp_path):
+    text = TINY_DIGITS.replace("batch_size: 64", "batch_size: 32")
+    ours, theirs = BatchEvents(), BatchEvents()
+    board = keras.callbacks.TensorBoard(tmp_path / "loop", update_freq=2)
+    train_with_loop(write_config, text, 300, batch_size=32, epochs=2, shuffle=False, callbacks=[ours, board],
+                    steps_per_execution=3)
+
+    config = load_config(write_config(text))
+    model, splits, prep = prepare(config)
+    model.compile(optimizer=model.optimizer, loss=model.loss, metrics=["accuracy"], steps_per_execution=3)
+    model.fit(make_dataset(splits.x_train[:300], splits.y_train[:300], prep, 32),
+              validation_data=make_dataset(splits.x_val, splits.y_val, prep, 4 * 32), epochs=2, verbose=0, shuffle=False,
+              callbacks=[theirs, keras.callbacks.TensorBoard(tmp_path / "fit", update_freq=2)])
+
+    train_events = [event for event in ours.events if event[0] != "test_end"]
+    keras_events = [event for event in theirs.events if event[0] != "test_end"]
+    assert train_events[:4] == [("begin", 0), ("end", 2), ("begin", 3), ("end", 5)]
+    # one deliberate difference: the last call of an epoch (batch 9 of 0..9) names its own last
+    # batch, where fit names begin + steps_per_execution − 1, a batch past the epoch's end
+    assert ("end", 11) in keras_events
+    assert train_events == [(kind, min(batch, 9)) for kind, batch in keras_events]
+    assert [e for e in ours.events if e[0] == "test_end"] == [e for e in theirs.events if e[0] == "test_end"]
+    our_scalars, _ = tensorboard_events(tmp_path / "loop")
+    their_scalars, _ = tensorboard_events(tmp_path / "fit")
+    batch_steps = sorted(step for tag, step in our_scalars if tag == "batch_loss")
+    assert batch_steps == sorted(step for tag, step in their_scalars if tag == "batch_loss") == [2, 4, 6, 8]
+
+
+def test_tensorboard_draws_the_graph_of_the_compiled_training_step(write_config, tmp_path):
+    board = keras.callbacks.TensorBoard(tmp_path)  # update_freq epoch: an int would skip batch 1, where the graph is drawn
+    train_with_loop(write_config, TINY_DIGITS, 300, epochs=1, callbacks=[board], steps_per_execution=2)
+    scalars, graph = tensorboard_events(tmp_path)
+    assert graph, "TensorBoard drew no graph of the training step"
+    assert {"epoch_loss", "epoch_accuracy", "epoch_learning_rate"} <= {tag for tag, _ in scalars}
+
+
+def machine_with_parts(monkeypatch, parts):
+    """This process as a machine whose core count makes `auto` split batches into `parts`."""
+    monkeypatch.setattr(loop, "batch_parts", lambda config, cores=None, gpus=None: parts)
+
+
+def trained_weights(run_dir):
+    return keras.models.load_model(run_dir / "best.keras").get_weights()
+
+
+def test_a_runs_config_records_its_batch_parts_so_dropout_trains_alike_on_any_core_count(tmp_path, monkeypatch):
+    from conftest import train_run
+
+    machine_with_parts(monkeypatch, 2)
+    first = train_run(tmp_path / "two-core", WITH_DROPOUT)
+    recorded = yaml.safe_load((first / "config.yaml").read_text())["train"]
+    assert recorded["batch_parts"] == 2 and isinstance(recorded["steps_per_execution"], int)
+
+    machine_with_parts(monkeypatch, 1)
+    again = train_run(tmp_path / "one-core", (first / "config.yaml").read_text())
+    for a, b in zip(trained_weights(first), trained_weights(again)):
+        np.testing.assert_allclose(a, b, atol=1e-5)
+    # what the record prevents: the same config left at auto draws other dropout masks on one core
+    elsewhere = train_run(tmp_path / "one-core-auto", WITH_DROPOUT)
+    assert not all(np.allclose(a, b, atol=1e-5) for a, b in zip(trained_weights(first), trained_weights(elsewhere)))
+
+
+def test_batch_parts_above_one_for_a_model_that_mixes_images_is_refused_in_one_line(tmp_path):
+    from conftest import run_cli
+
+    text = TINY_DIGITS.replace("    - Flatten: {}\n", "    - BatchNormalization: {}\n    - Flatten: {}\n") + "  batch_parts: 2\n"
+    config = tmp_path / "bn.yaml"
+    config.write_text(text)
+    result = run_cli("train", config, "--runs-dir", tmp_path / "runs", "-q")
+    assert result.exit_code == 2
+    assert result.output.startswith(f"Error: {config}: train.batch_parts: can be more than 1 only on one device")
+    assert len(result.output.strip().splitlines()) == 1 and not (tmp_path / "runs").exists()
