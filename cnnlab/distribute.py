@@ -12,6 +12,7 @@ import threading
 import time
 from contextlib import contextmanager, nullcontext
 
+from cnnlab import keras_compat
 from cnnlab.errors import CnnlabError, ConfigError
 
 TF_CONFIG = "TF_CONFIG"
@@ -145,42 +146,11 @@ def make_strategy(distribution):
         devices = check_devices(distribution.devices) if distribution.devices else None
         return tf.distribute.MirroredStrategy(devices=devices)
     read_tf_config()  # a clear line before TensorFlow's own parsing
-    reduce_scalar_logs_across_workers()
+    keras_compat.reduce_scalar_logs_across_workers()
     wait_for_workers()
     options = tf.distribute.experimental.CommunicationOptions()  # no timeout_seconds: with one, every collective starts a thread that is never reclaimed (thousands per minute)
     return tf.distribute.MultiWorkerMirroredStrategy(
         cluster_resolver=tf.distribute.cluster_resolver.TFConfigClusterResolver(), communication_options=options)
-
-
-def reduce_scalar_logs_across_workers():
-    """Works around Keras 3 averaging each step's scalar logs over `axis=0` under MultiWorkerMirroredStrategy.
-
-    Keras' `reduce_per_replica` calls `strategy.reduce("MEAN", v, axis=0)` in multi-worker
-    mode, which fails for the scalar loss and metrics ("Invalid reduction dimension 0 for
-    input with 0 dimensions", tensorflow/tensorflow#72388). A scalar is averaged over the
-    replicas instead (axis=None); everything else goes to Keras unchanged. Idempotent.
-    """
-    import tensorflow as tf
-    from keras.src.backend.tensorflow import trainer
-
-    original = trainer.reduce_per_replica
-    if getattr(original, "cnnlab_patched", False):
-        return
-
-    def reduce_per_replica(values, strategy, reduction):
-        if reduction not in ("auto", "mean") or not trainer._collective_all_reduce_multi_worker(strategy):
-            return original(values, strategy, reduction)
-
-        def reduce(value):
-            local = value.values[0] if trainer._is_per_replica_instance(value) else value  # one replica per worker: a plain tensor
-            if getattr(local, "shape", None) is not None and local.shape.rank == 0:
-                return strategy.reduce("MEAN", value, axis=None)
-            return original(value, strategy, reduction)
-
-        return tf.nest.map_structure(reduce, values)
-
-    reduce_per_replica.cnnlab_patched = True
-    trainer.reduce_per_replica = reduce_per_replica
 
 
 def check_devices(devices):
@@ -209,7 +179,7 @@ def num_replicas(strategy):
 
 def is_chief(strategy):
     """Only the chief writes the run folder: worker 0 (or the `chief` task) of a multi-worker cluster, else always."""
-    if strategy is None or not strategy.extended._in_multi_worker_mode():
+    if strategy is None or not keras_compat.in_multi_worker_mode(strategy):
         return True
     resolver = strategy.cluster_resolver
     if resolver.task_type == "chief":
@@ -239,10 +209,7 @@ def build_without_peeking(model, dataset, strategy):
     and under MultiWorkerMirroredStrategy its all-reduce of that batch fails outright
     ("Attempt to convert a value (PerReplica...)"). The spec is all the build needs.
     """
-    spec = dataset.element_spec
-    with strategy.scope():
-        model._symbolic_build(data_batch=spec)
-    model._maybe_symbolic_build = lambda iterator=None, data_batch=None: None  # already built: nothing to peek at
+    keras_compat.build_from_spec(model, dataset.element_spec, strategy)
 
 
 def scale_learning_rate(model, distribution, strategy):
@@ -250,10 +217,8 @@ def scale_learning_rate(model, distribution, strategy):
     replicas = num_replicas(strategy)
     if distribution.scale_learning_rate != "linear" or replicas == 1:
         return
-    import keras
-
     rate = model.optimizer.learning_rate
-    if isinstance(model.optimizer._learning_rate, keras.optimizers.schedules.LearningRateSchedule):
+    if keras_compat.has_schedule(model.optimizer):
         raise ConfigError("distribution.scale_learning_rate", "linear scaling needs a constant compile.optimizer.learning_rate, not a schedule")
     model.optimizer.learning_rate = float(rate) * replicas
 

@@ -32,6 +32,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from cnnlab import keras_compat
 from cnnlab.config import AUTO
 from cnnlab.errors import ConfigError
 from cnnlab.preprocess import preprocess_images
@@ -246,7 +247,7 @@ def train_step_on_parts(model, parts):
             with tf.GradientTape() as tape:
                 y_pred = model(x_part, training=True)
                 loss = model.compute_loss(x=x_part, y=y_part, y_pred=y_pred, training=True)
-                model._loss_tracker.update_state(loss, sample_weight=tf.shape(x_part)[0])  # what `fit` logs as "loss"
+                keras_compat.loss_tracker(model).update_state(loss, sample_weight=tf.shape(x_part)[0])  # what `fit` logs as "loss"
                 loss = optimizer.scale_loss(loss)
             share = tf.cast(tf.shape(x_part)[0], "float32") / size
             gradients = [add_scaled(total, gradient, share) for total, gradient in zip(gradients, tape.gradient(loss, weights))]

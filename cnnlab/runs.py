@@ -19,6 +19,7 @@ from pathlib import Path
 import yaml
 
 from cnnlab.errors import ConfigError, RunError
+from cnnlab.keras_compat import BACKUP_METADATA, BACKUP_WEIGHTS
 
 CONFIG = "config.yaml"
 SUMMARY = "model_summary.txt"
@@ -41,8 +42,6 @@ CHECKPOINT_DIR = ".checkpoint"  # ModelCheckpoint writes here; best.keras is pub
 BEST_WEIGHTS_DIR = ".best_weights"  # early stopping's best weights (restore_best_weights), kept while a run trains
 LOCK = ".lock"  # held by the process that trains the run; holds its PID
 BACKUP_DIR = "backup"  # Keras' BackupAndRestore state (weights, optimizer, epoch) while a run is unfinished
-BACKUP_METADATA = "training_metadata.json"  # written by BackupAndRestore: {"epoch": completed epochs, ...}
-BACKUP_WEIGHTS = "latest.weights.h5"  # model and optimizer variables, written by BackupAndRestore
 
 RUNNING, COMPLETED, FAILED, INTERRUPTED = "running", "completed", "failed", "interrupted"
 

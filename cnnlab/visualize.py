@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cnnlab import plots, runs
+from cnnlab import keras_compat, plots, runs
 from cnnlab.errors import ConfigError, DataError
 from cnnlab.predict import DEFAULT_MAX_PIXELS, ImageProblem, ImageReader
 from cnnlab.preprocess import preprocess_images, preprocessing_from_record
@@ -275,7 +275,7 @@ def architecture_text(model):
     """The diagram's information as an aligned table: each layer, its type, output shape, parameters and inputs."""
     rows = [("layer", "type", "output shape", "parameters", "input from")]
     for layer in model.layers:
-        inbound = [node.operation.name for node in inbound_layers(layer)]
+        inbound = [node.operation.name for node in keras_compat.inbound_layers(layer)]
         rows.append((layer.name, type(layer).__name__, format_shape(output_shape(layer)), f"{layer.count_params():,}",
                      ", ".join(inbound) or "-"))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
@@ -283,15 +283,6 @@ def architecture_text(model):
     for row in rows:
         lines.append("  ".join(cell.rjust(w) if i == 3 else cell.ljust(w) for i, (cell, w) in enumerate(zip(row, widths))).rstrip())
     return "\n".join(lines) + "\n"
-
-
-def inbound_layers(layer):
-    """The nodes feeding `layer` in the model's graph (functional models), or none."""
-    try:
-        node = layer._inbound_nodes[0]
-    except (AttributeError, IndexError):
-        return []
-    return list(getattr(node, "parent_nodes", []))
 
 
 # ---------------------------------------------------------------- the offline page

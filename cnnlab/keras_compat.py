@@ -1,0 +1,82 @@
+"""Every use cnnlab makes of Keras' and TensorFlow's private parts, in one place.
+
+Each is something their public API does not offer and cnnlab needs; each has a test
+in tests/test_keras_compat.py that fails with a message naming what changed, so a
+Keras or TensorFlow release that moves one is found by the tests, not by a user.
+The versions these were last checked on are the floors in pyproject.toml.
+
+This module imports no TensorFlow at the top: runs.py reads its file names.
+"""
+
+# Keras' BackupAndRestore writes these into its backup folder (with double_checkpoint, a
+# `.bkp` copy of each); cnnlab reads the epoch from the first and repairs a pair cut off by a kill.
+BACKUP_METADATA = "training_metadata.json"  # {"epoch": completed epochs, "batch": ...}
+BACKUP_WEIGHTS = "latest.weights.h5"  # model and optimizer variables
+
+
+def loss_tracker(model):
+    """The metric `fit` logs as "loss": cnnlab's split step updates it as Keras' `train_step` does."""
+    return model._loss_tracker
+
+
+def build_from_spec(model, spec, strategy):
+    """Builds the model's metrics, loss and optimizer from a dataset's spec, and stops Keras peeking at a batch.
+
+    Under a strategy, Keras 3 (`_maybe_symbolic_build`) reads one batch from a fresh
+    iterator before `fit`: see distribute.build_without_peeking for why cnnlab must not let it.
+    """
+    with strategy.scope():
+        model._symbolic_build(data_batch=spec)
+    model._maybe_symbolic_build = lambda iterator=None, data_batch=None: None  # already built: nothing to peek at
+
+
+def has_schedule(optimizer):
+    """Whether the optimizer's learning rate is a schedule: `optimizer.learning_rate` only shows its current value."""
+    import keras
+
+    return isinstance(optimizer._learning_rate, keras.optimizers.schedules.LearningRateSchedule)
+
+
+def inbound_layers(layer):
+    """The nodes feeding `layer` in the model's graph (functional models), or none."""
+    try:
+        node = layer._inbound_nodes[0]
+    except (AttributeError, IndexError):
+        return []
+    return list(getattr(node, "parent_nodes", []))
+
+
+def in_multi_worker_mode(strategy):
+    """Whether a tf.distribute strategy spans several workers (the chief alone writes the run folder)."""
+    return strategy.extended._in_multi_worker_mode()
+
+
+def reduce_scalar_logs_across_workers():
+    """Works around Keras 3 averaging each step's scalar logs over `axis=0` under MultiWorkerMirroredStrategy.
+
+    Keras' `reduce_per_replica` calls `strategy.reduce("MEAN", v, axis=0)` in multi-worker
+    mode, which fails for the scalar loss and metrics ("Invalid reduction dimension 0 for
+    input with 0 dimensions", tensorflow/tensorflow#72388). A scalar is averaged over the
+    replicas instead (axis=None); everything else goes to Keras unchanged. Idempotent.
+    """
+    import tensorflow as tf
+    from keras.src.backend.tensorflow import trainer
+
+    original = trainer.reduce_per_replica
+    if getattr(original, "cnnlab_patched", False):
+        return
+
+    def reduce_per_replica(values, strategy, reduction):
+        if reduction not in ("auto", "mean") or not trainer._collective_all_reduce_multi_worker(strategy):
+            return original(values, strategy, reduction)
+
+        def reduce(value):
+            local = value.values[0] if trainer._is_per_replica_instance(value) else value  # one replica per worker: a plain tensor
+            if getattr(local, "shape", None) is not None and local.shape.rank == 0:
+                return strategy.reduce("MEAN", value, axis=None)
+            return original(value, strategy, reduction)
+
+        return tf.nest.map_structure(reduce, values)
+
+    reduce_per_replica.cnnlab_patched = True
+    trainer.reduce_per_replica = reduce_per_replica

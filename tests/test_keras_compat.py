@@ -1,0 +1,102 @@
+"""The private parts of Keras and TensorFlow that cnnlab relies on (cnnlab/keras_compat.py) are still there.
+
+Each test fails with a message that says what changed and what in cnnlab depends on it,
+so a Keras or TensorFlow release that moves one shows up here first.
+"""
+
+import inspect
+import json
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from cnnlab import keras_compat
+
+VERSIONS = f"Keras {keras.__version__}, TensorFlow {tf.__version__}"
+
+
+def tiny_model():
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, activation="softmax")])
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    return model
+
+
+def tiny_data():
+    rng = np.random.default_rng(0)
+    return rng.normal(size=(32, 4)).astype("float32"), rng.integers(0, 3, size=32)
+
+
+def test_the_loss_tracker_is_what_fit_logs_as_loss():
+    model = tiny_model()
+    x, y = tiny_data()
+    history = model.fit(x, y, batch_size=32, epochs=1, verbose=0)
+    tracker = keras_compat.loss_tracker(model)
+    assert isinstance(tracker, keras.metrics.Mean), (
+        f"{VERSIONS}: model._loss_tracker is no longer a keras.metrics.Mean; loop.train_step_on_parts logs the loss through it")
+    assert float(tracker.result()) == pytest.approx(history.history["loss"][-1]), (
+        f"{VERSIONS}: model._loss_tracker no longer holds what fit logs as loss; split batches would log another loss")
+
+
+def test_symbolic_build_from_a_spec_builds_the_metrics_and_peeking_can_be_switched_off():
+    assert "data_batch" in inspect.signature(keras.Model._symbolic_build).parameters, (
+        f"{VERSIONS}: Model._symbolic_build(data_batch=...) is gone; distribute.build_without_peeking needs another way")
+    assert hasattr(keras.Model, "_maybe_symbolic_build"), (
+        f"{VERSIONS}: Model._maybe_symbolic_build is gone; check whether fit still peeks at a batch under a strategy")
+    model = tiny_model()
+    spec = (tf.TensorSpec([None, 4], tf.float32), tf.TensorSpec([None], tf.int64))
+    keras_compat.build_from_spec(model, spec, tf.distribute.get_strategy())
+    compiled = [metric for metric in model.metrics if isinstance(metric, keras.src.trainers.compile_utils.CompileMetrics)]
+    assert model.optimizer.built and compiled and all(metric.built for metric in compiled), (
+        f"{VERSIONS}: _symbolic_build no longer builds the optimizer and metrics from a spec")
+    x, y = tiny_data()
+    model.fit(x, y, epochs=1, verbose=0)  # and fit still trains without its own peek
+
+
+def test_the_learning_rate_schedule_is_found_behind_the_optimizer():
+    schedule = keras.optimizers.schedules.ExponentialDecay(0.1, decay_steps=10, decay_rate=0.5)
+    assert keras_compat.has_schedule(keras.optimizers.SGD(learning_rate=schedule)), (
+        f"{VERSIONS}: optimizer._learning_rate no longer holds the schedule; scale_learning_rate would scale a schedule")
+    assert not keras_compat.has_schedule(keras.optimizers.SGD(learning_rate=0.1))
+
+
+def test_inbound_layers_name_the_layers_that_feed_a_layer():
+    inputs = keras.Input((4,), name="pixels")
+    hidden = keras.layers.Dense(3, name="hidden")(inputs)
+    model = keras.Model(inputs, keras.layers.Dense(2, name="out")(hidden))
+    names = [node.operation.name for node in keras_compat.inbound_layers(model.get_layer("out"))]
+    assert names == ["hidden"], f"{VERSIONS}: layer._inbound_nodes[0].parent_nodes changed; visualize's architecture.txt lists inputs with it"
+
+
+def test_backup_and_restore_writes_the_files_cnnlab_reads(tmp_path):
+    model = tiny_model()
+    x, y = tiny_data()
+    backup = keras.callbacks.BackupAndRestore(str(tmp_path), double_checkpoint=True, delete_checkpoint=False)
+    model.fit(x, y, epochs=2, verbose=0, callbacks=[backup])
+    names = {path.name for path in tmp_path.iterdir()}
+    expected = {keras_compat.BACKUP_METADATA, keras_compat.BACKUP_WEIGHTS}
+    assert expected | {f"{name}.bkp" for name in expected} <= names, (
+        f"{VERSIONS}: BackupAndRestore now writes {sorted(names)}; runs.backup_epoch reads {sorted(expected)} and their .bkp copies")
+    assert json.loads((tmp_path / keras_compat.BACKUP_METADATA).read_text())["epoch"] == 2, (
+        f"{VERSIONS}: BackupAndRestore's metadata no longer counts completed epochs under 'epoch'")
+
+
+def test_multi_worker_mode_is_readable_from_a_strategy():
+    assert keras_compat.in_multi_worker_mode(tf.distribute.MirroredStrategy(["/cpu:0"])) is False, (
+        f"{VERSIONS}: strategy.extended._in_multi_worker_mode() changed; distribute.is_chief uses it")
+
+
+def test_keras_reduces_per_replica_logs_where_cnnlab_patches_it():
+    from keras.src.backend.tensorflow import trainer
+
+    missing = [name for name in ("reduce_per_replica", "_collective_all_reduce_multi_worker", "_is_per_replica_instance")
+               if not hasattr(trainer, name)]
+    assert not missing, f"{VERSIONS}: keras.src.backend.tensorflow.trainer lacks {missing}; see keras_compat.reduce_scalar_logs_across_workers"
+    assert list(inspect.signature(trainer.reduce_per_replica).parameters) == ["values", "strategy", "reduction"], (
+        f"{VERSIONS}: reduce_per_replica's arguments changed; the multi-worker patch would pass the wrong ones")
+    keras_compat.reduce_scalar_logs_across_workers()
+    keras_compat.reduce_scalar_logs_across_workers()  # idempotent
+    assert trainer.reduce_per_replica.cnnlab_patched
+    value = tf.constant(2.5)
+    assert float(trainer.reduce_per_replica(value, tf.distribute.get_strategy(), "auto")) == 2.5  # single device: unchanged
