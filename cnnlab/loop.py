@@ -7,26 +7,27 @@ and a return to Python after every batch. This loop removes both:
 
 - batches are gathered from the uint8 images held in memory and preprocessed inside
   the compiled function (the same `preprocess_images` that evaluate and predict use);
-- one call runs as many steps as take about half a second, so Ctrl-C, SIGTERM, the
-  progress bar and batch-level callbacks (TerminateOnNaN) still act within a second;
-- on a multi-core CPU each batch is split into parts computed side by side, one
+- one call runs `steps_per_execution` batches, a number fixed before training (from the
+  model's size under `auto`), so batch-level callbacks act at the batches they name, as
+  under `fit` with that `steps_per_execution`, on every run alike;
+- on a multi-core CPU each batch can be split into parts computed side by side, one
   thread each (`batch_parts`), where a batch of 32 is too small to split well across
   threads operation by operation; validation runs in batches of 4 × the training batch.
 
 Each epoch visits the images in the order `tf.data`'s seeded shuffle gives that epoch,
 the same order the `tf.data` pipeline of a tf.distribute run sees, so both paths train
-alike on the same seed.
+alike on the same seed, and a resumed run sees the orders of the uninterrupted one.
 
 What stays Keras': `train_step` and `test_step` for whole batches, and for split ones
 the loss, regularisation, metrics and optimizer of the compiled model; the callbacks,
 called through Keras' `CallbackList` in the order `fit` calls them. `tests/test_loop.py`
 checks that weights and logs equal `fit`'s, and that split batches train to the same
-weights as whole ones. Under a tf.distribute strategy cnnlab uses `fit` itself.
+weights as whole ones for a model without random layers. Under a tf.distribute strategy
+cnnlab uses `fit` itself.
 """
 
 import math
 import os
-import time
 
 import keras
 import numpy as np
