@@ -7,6 +7,7 @@ BackupAndRestore holds, so history and weights always agree) and, for the best
 weights of early stopping, from files kept in the run folder while it trains.
 """
 
+import json
 import math
 import os
 import time
@@ -14,7 +15,7 @@ from pathlib import Path
 
 import keras
 
-from cnnlab import runs
+from cnnlab import keras_compat, runs
 
 
 def make_callbacks(config, run_dir, past_rows):
@@ -35,11 +36,12 @@ def make_callbacks(config, run_dir, past_rows):
                  PublishCheckpoint(staged, run_dir / runs.MODEL),
                  keras.callbacks.TerminateOnNaN()]
     if cbs["early_stopping"] is not None:
-        callbacks.append(ResumedEarlyStopping(past_rows, run_dir / runs.BEST_WEIGHTS_DIR, **cbs["early_stopping"]))
+        callbacks.append(ResumedEarlyStopping(past_rows, run_dir / runs.RESUME_DIR, **cbs["early_stopping"]))
     if cbs["reduce_lr"] is not None:
         callbacks.append(ResumedReduceLROnPlateau(past_rows, **cbs["reduce_lr"]))
     if cbs["tensorboard"] is not None:
         callbacks.append(keras.callbacks.TensorBoard(log_dir=str(run_dir / runs.TENSORBOARD), **cbs["tensorboard"]))
+    callbacks.append(RandomState(run_dir / runs.RESUME_DIR / runs.RANDOM_STATE, len(past_rows)))
     callbacks.append(keras.callbacks.BackupAndRestore(str(run_dir / runs.BACKUP_DIR), double_checkpoint=True))
     return callbacks
 
@@ -195,3 +197,40 @@ class ResumedReduceLROnPlateau(keras.callbacks.ReduceLROnPlateau):
         finally:
             optimizer.learning_rate = rate
             self.verbose = verbose
+
+
+class RandomState(keras.callbacks.Callback):
+    """Keeps the random layers' generator states beside Keras' backup, so a resumed run draws
+    the Dropout masks the uninterrupted run would have drawn.
+
+    BackupAndRestore saves weights, not these states. Each epoch's end records them under
+    its number, keeping the previous epoch's too: a kill before the backup of the same epoch
+    is written leaves the state of the epoch the backup does hold.
+    """
+
+    def __init__(self, path, resumed_epoch):
+        super().__init__()
+        self.path = Path(path)
+        self.resumed_epoch = resumed_epoch
+
+    def on_train_begin(self, logs=None):
+        saved = self.saved().get(str(self.resumed_epoch)) if self.resumed_epoch else None
+        variables = keras_compat.random_states(self.model)
+        if saved is not None and len(saved) == len(variables):
+            for variable, state in zip(variables, saved):
+                variable.assign(keras.ops.convert_to_tensor(state, dtype=variable.dtype))
+
+    def on_epoch_end(self, epoch, logs=None):
+        variables = keras_compat.random_states(self.model)
+        if not variables:
+            return
+        kept = {key: value for key, value in self.saved().items() if key == str(epoch)}
+        kept[str(epoch + 1)] = [keras.ops.convert_to_numpy(variable).tolist() for variable in variables]
+        self.path.parent.mkdir(exist_ok=True)
+        runs.write_json(self.path, kept)
+
+    def saved(self):
+        try:
+            return json.loads(self.path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return {}

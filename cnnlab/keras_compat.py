@@ -30,6 +30,14 @@ def build_from_spec(model, spec, strategy):
     model._maybe_symbolic_build = lambda iterator=None, data_batch=None: None  # already built: nothing to peek at
 
 
+def random_states(model):
+    """The state variables of the model's random generators (Dropout, GaussianNoise, random augmentation).
+
+    They are model variables but not weights, so Keras' BackupAndRestore does not save them.
+    """
+    return [variable for variable in model.non_trainable_variables if variable.path.endswith("seed_generator_state")]
+
+
 def has_schedule(optimizer):
     """Whether the optimizer's learning rate is a schedule: `optimizer.learning_rate` only shows its current value."""
     import keras

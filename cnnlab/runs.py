@@ -39,7 +39,8 @@ ARCHITECTURE_PNG = "architecture.png"  # keras.utils.plot_model, when pydot and 
 ARCHITECTURE_TXT = "architecture.txt"  # the same information as text otherwise
 VISUALIZE_INDEX = "index.html"
 CHECKPOINT_DIR = ".checkpoint"  # ModelCheckpoint writes here; best.keras is published from it atomically
-BEST_WEIGHTS_DIR = ".best_weights"  # early stopping's best weights (restore_best_weights), kept while a run trains
+RESUME_DIR = ".resume"  # what a resume needs besides Keras' backup: best weights, random layers' state; kept while a run trains
+RANDOM_STATE = "random_state.json"  # in RESUME_DIR: {completed epochs: the random generators' states then}
 LOCK = ".lock"  # held by the process that trains the run; holds its PID
 BACKUP_DIR = "backup"  # Keras' BackupAndRestore state (weights, optimizer, epoch) while a run is unfinished
 

@@ -275,7 +275,7 @@ def finish_run(run_dir, config, rows, splits, prep):
         metrics["test"] = {key: float(value) for key, value in best_model.evaluate(test_ds, verbose=0, return_dict=True).items()}
     runs.write_json(run_dir / runs.METRICS, metrics)
     write_plots(run_dir, history, best_epoch, config.name)
-    for leftover in (runs.CHECKPOINT_DIR, runs.BEST_WEIGHTS_DIR):  # best.keras is published; these were only for resuming
+    for leftover in (runs.CHECKPOINT_DIR, runs.RESUME_DIR):  # best.keras is published; these were only for resuming
         shutil.rmtree(run_dir / leftover, ignore_errors=True)
 
     nan_epoch = first_nan_epoch(history)

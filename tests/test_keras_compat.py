@@ -100,3 +100,15 @@ def test_keras_reduces_per_replica_logs_where_cnnlab_patches_it():
     assert trainer.reduce_per_replica.cnnlab_patched
     value = tf.constant(2.5)
     assert float(trainer.reduce_per_replica(value, tf.distribute.get_strategy(), "auto")) == 2.5  # single device: unchanged
+
+
+def test_the_random_layers_generator_states_are_found_and_are_not_among_the_weights():
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3), keras.layers.Dropout(0.5), keras.layers.GaussianNoise(0.1)])
+    states = keras_compat.random_states(model)
+    assert len(states) == 2, f"{VERSIONS}: the seed generators' state variables are no longer found by their path; resumed Dropout masks would differ"
+    before = [keras.ops.convert_to_numpy(state).copy() for state in states]
+    model(np.ones((2, 4), "float32"), training=True)
+    assert any((keras.ops.convert_to_numpy(state) != old).any() for state, old in zip(states, before)), (
+        f"{VERSIONS}: drawing a Dropout mask no longer advances the generator state cnnlab saves")
+    assert not any(state.path in {weight.path for weight in model.weights} for state in states), (
+        f"{VERSIONS}: the generator states are now weights; BackupAndRestore may save them itself (callbacks.RandomState could go)")

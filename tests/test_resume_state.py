@@ -79,9 +79,18 @@ def train_interrupted_and_resumed(root, text, monkeypatch, epoch):
     return run_dir
 
 
-@pytest.mark.parametrize("monitor, mode", [("val_accuracy", "auto"), ("accuracy", "auto"), ("val_loss", "min")])
-def test_a_run_resumed_after_ctrl_c_ends_exactly_as_the_uninterrupted_run(tmp_path, monkeypatch, monitor, mode):
+DROPOUT = "    - Flatten: {}\n    - Dropout: {rate: 0.3}\n"
+
+
+@pytest.mark.parametrize("monitor, mode, layers", [
+    ("val_accuracy", "auto", ""),
+    ("accuracy", "auto", ""),
+    ("val_loss", "min", DROPOUT),  # the masks after the resume are those the uninterrupted run drew
+])
+def test_a_run_resumed_after_ctrl_c_ends_exactly_as_the_uninterrupted_run(tmp_path, monkeypatch, monitor, mode, layers):
     text = WATCHED.replace("MONITOR", monitor).replace("MODE", mode)
+    if layers:
+        text = text.replace("    - Flatten: {}\n", layers)
     whole = tmp_path / "whole"
     assert train(whole, text).exit_code == 0
     expected_history, expected_metrics = comparable(only_run(whole))
@@ -114,4 +123,4 @@ def test_restore_best_weights_after_a_resume_restores_the_best_epoch_of_the_whol
     best = keras.models.load_model(run_dir / runs.MODEL).get_weights()  # the checkpoint watches the same value
     for restored, saved in zip(WeightsAtEnd.weights, best):
         np.testing.assert_array_equal(restored, saved)
-    assert not (run_dir / runs.BEST_WEIGHTS_DIR).exists()
+    assert not (run_dir / runs.RESUME_DIR).exists()
