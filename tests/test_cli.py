@@ -6,16 +6,8 @@ import sys
 import pytest
 
 
-from conftest import CONFIGS, TINY_DIGITS
+from conftest import CONFIGS, TINY_DIGITS, assert_one_line_error
 from conftest import run_cli as run
-
-
-def assert_one_line_error(result, starts_with):
-    assert result.exit_code == 2, result.output
-    lines = result.output.strip().splitlines()
-    assert len(lines) == 1, result.output
-    assert lines[0].startswith(f"Error: {starts_with}"), lines[0]
-    assert "Traceback" not in result.output
 
 
 def test_help_lists_the_commands_without_importing_tensorflow():
@@ -93,8 +85,7 @@ def test_train_with_a_missing_dataset_names_every_place_looked(write_config, tmp
     monkeypatch.setenv("CNNLAB_OFFLINE", "1")
     path = write_config(TINY_DIGITS.replace("source: digits", "source: mnist").replace("[8, 8, 1]", "[28, 28, 1]"))
     result = run("train", path, "--runs-dir", tmp_path / "runs")
-    assert result.exit_code == 2
-    assert result.output.count("\n") == 1 and "Traceback" not in result.output
+    assert_one_line_error(result, "mnist not found; looked in ")
     assert "/usr/share/datasets/mnist" in result.output
     assert str(tmp_path / "keras") in result.output
     assert not (tmp_path / "runs").exists()

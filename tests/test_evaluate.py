@@ -11,7 +11,7 @@ from cnnlab.config import load_config
 from cnnlab.data import load_dataset
 from cnnlab.preprocess import make_dataset, preprocessing_for
 
-from conftest import TINY_DIGITS
+from conftest import TINY_DIGITS, assert_one_line_error
 from conftest import run_cli as run, train_run as train
 
 TRAIN_FILES = ("config.yaml", "best.keras", "history.csv", "metrics.json", "class_names.json", "env.json", "status",
@@ -47,13 +47,6 @@ def keras_scores(run_dir, split):
     x, y = (splits.x_test, splits.y_test) if split == "test" else (splits.x_val, splits.y_val)
     model = keras.models.load_model(run_dir / "best.keras")
     return model.evaluate(make_dataset(x, y, preprocessing_for(config.data), 64), verbose=0, return_dict=True), len(y)
-
-
-def assert_one_line_error(result, starts_with):
-    assert result.exit_code == 2, result.output
-    lines = result.output.strip().splitlines()
-    assert len(lines) == 1, result.output
-    assert lines[0].startswith(f"Error: {starts_with}"), lines[0]
 
 
 def test_evaluate_writes_the_report_and_both_figures(evaluated):
