@@ -36,8 +36,8 @@ from typing import Any, Mapping, Optional
 import yaml
 
 from cnnlab import builder, plots, runs
-from cnnlab.config import OptimizerConfig, one_line, resolve_config, short_repr, to_plain
-from cnnlab.errors import CnnlabError, ConfigError, RunError, TrainingInterrupted
+from cnnlab.config import OptimizerConfig, resolve_config, short_repr, to_plain
+from cnnlab.errors import CnnlabError, ConfigError, RunError, TrainingInterrupted, one_line
 
 PLAN = "compare.json"
 SUMMARY_CSV = "summary.csv"
