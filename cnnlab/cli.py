@@ -44,11 +44,14 @@ def main(debug):
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's C++ start-up chatter off the terminal
 
 
+set_option = click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
+                          help="Override any config value, e.g. --set train.epochs=3 (repeatable; VALUE is read as YAML).")
+
+
 def config_options(command):
-    """Overrides shared by every command that reads a config."""
+    """Overrides shared by the commands that train a config; `check` takes only --set, as the others change nothing it prints."""
     options = [
-        click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
-                     help="Override any config value, e.g. --set train.epochs=3 (repeatable; VALUE is read as YAML)."),
+        set_option,
         click.option("--name", help="Run name (default: the config's name)."),
         click.option("--seed", type=click.IntRange(min=0), help="Random seed."),
         click.option("--batch-size", type=click.IntRange(min=1), help="Batch size."),
@@ -70,13 +73,13 @@ def overrides_from(epochs, batch_size, seed, name, sets):
 
 @main.command()
 @click.argument("config_path", metavar="CONFIG", type=click.Path(dir_okay=False))
-@config_options
-def check(config_path, epochs, batch_size, seed, name, sets):
+@set_option
+def check(config_path, sets):
     """Validate CONFIG, build its model and print the summary and parameter count; no training."""
     from cnnlab.builder import count_params, validate
     from cnnlab.config import errors_naming, load_config
 
-    config = load_config(config_path, overrides_from(epochs, batch_size, seed, name, sets))
+    config = load_config(config_path, list(sets))
     with errors_naming(config_path):
         model = validate(config)
     model.summary(print_fn=lambda line, *args, **kwargs: click.echo(line))
