@@ -38,6 +38,7 @@ import yaml
 from cnnlab import builder, plots, runs
 from cnnlab.config import OptimizerConfig, resolve_config, short_repr, to_plain
 from cnnlab.errors import CnnlabError, ConfigError, RunError, TrainingInterrupted, one_line
+from cnnlab.metric_names import accuracy_key
 
 PLAN = "compare.json"
 SUMMARY_CSV = "summary.csv"
@@ -52,7 +53,6 @@ DEFAULT_OPTIMIZERS = ("sgd", "sgd+momentum", "rmsprop", "adam", "adamw", "nadam"
 # Named settings people ask for by name; a preset may take further keyword arguments after ':'.
 PRESETS = {"sgd+momentum": ("sgd", {"momentum": 0.9})}
 TARGET_FRACTION = 0.95  # "epochs to reach 95% of the best accuracy of all runs"
-ACCURACY_KEYS = ("accuracy", "acc", "sparse_categorical_accuracy", "categorical_accuracy")
 MAX_SLUG = 60  # run names must stay within config.NAME_PATTERN's 80 characters, with "-s<seed>" added
 SLUG_UNSAFE = re.compile(r"[^A-Za-z0-9._]+")
 SPEC_SYNTAX = "NAME or NAME:KEY=VALUE,KEY=VALUE such as sgd:learning_rate=0.05,momentum=0.9"
@@ -591,11 +591,6 @@ def progress_line(counter, outcome):
 
 
 # ---------------------------------------------------------------- the report
-
-
-def accuracy_key(mapping, prefix=""):
-    """The accuracy metric's key (`val_accuracy`, `accuracy`, ...) in `mapping`, or None where none was logged."""
-    return next((prefix + key for key in ACCURACY_KEYS if prefix + key in (mapping or {})), None)
 
 
 def per_epoch(metrics):

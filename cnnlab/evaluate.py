@@ -15,6 +15,7 @@ import numpy as np
 
 from cnnlab import data, plots, runs
 from cnnlab.errors import DataError
+from cnnlab.metric_names import accuracy_key
 from cnnlab.predict import class_probabilities
 from cnnlab.preprocess import make_dataset, preprocessing_from_record
 
@@ -156,14 +157,15 @@ def make_report(run, held_out, keras_metrics, probabilities):
     correct = int((predicted == labels).sum())
     wrong = np.flatnonzero(predicted != labels)
     worst = wrong[np.argsort(-confidence[wrong], kind="stable")][:WORST_SHOWN]
+    keras_accuracy = accuracy_key(keras_metrics)
     return {
         "run": str(run.path),
         "split": held_out.split,
         "data": held_out.description,
         "num_images": int(len(labels)),
         "loss": keras_metrics.get("loss"),
-        # Keras' own accuracy where the model was compiled with it, so the numbers match model.evaluate
-        "accuracy": keras_metrics.get("accuracy", correct / len(labels)),
+        # Keras' own accuracy where the model was compiled with one, so the numbers match model.evaluate
+        "accuracy": keras_metrics[keras_accuracy] if keras_accuracy else correct / len(labels),
         "num_correct": correct,
         "keras_metrics": keras_metrics,
         "per_class": per_class,

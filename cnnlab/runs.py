@@ -19,6 +19,7 @@ from pathlib import Path
 import yaml
 
 from cnnlab.errors import ConfigError, RunError
+from cnnlab.metric_names import accuracy_key
 
 CONFIG = "config.yaml"
 SUMMARY = "model_summary.txt"
@@ -411,10 +412,11 @@ def summarize_run(run_dir):
     if metrics_path.exists() or status.state == COMPLETED:
         try:
             metrics = read_json_object(metrics_path)
+            best, test = metrics.get("best") or {}, metrics.get("test") or {}
             row.update(epochs=as_number(metrics.get("epochs_run")), best_epoch=as_number(metrics.get("best_epoch")),
-                       best_val_accuracy=as_number((metrics.get("best") or {}).get("val_accuracy")),
+                       best_val_accuracy=as_number(best.get(accuracy_key(best, prefix="val_"))),
                        wall_time_s=as_number(metrics.get("wall_time_s")))
-            test = as_number((metrics.get("test") or {}).get("accuracy"))
+            test = as_number(test.get(accuracy_key(test)))
             if test is not None:
                 row.update(test_accuracy=test, test_accuracy_from=METRICS)
         except (RunError, AttributeError) as exc:
