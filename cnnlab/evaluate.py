@@ -18,10 +18,13 @@ from cnnlab.errors import DataError
 from cnnlab.metric_names import accuracy_key
 from cnnlab.predict import class_probabilities
 from cnnlab.preprocess import make_dataset, preprocessing_from_record
+from cnnlab.report import RIGHT, Column, format_table
 
 SPLITS = ("test", "val")
 WORST_SHOWN = 25  # a 5x5 grid of the most confident mistakes
 PATH_SOURCES = ("image_folder", "npz", "mnist", "fashion_mnist")  # sources that read data.path, so --data can replace it
+PER_CLASS_COLUMNS = (Column("class"), Column("precision", RIGHT), Column("recall", RIGHT), Column("f1-score", RIGHT),
+                     Column("support", RIGHT))
 
 
 @dataclass(frozen=True)
@@ -207,12 +210,10 @@ def format_report(evaluation):
         lines.append(f"Loss: {r['loss']:.4f}")
     lines += [f"Accuracy: {r['accuracy']:.4f} ({r['num_correct']}/{r['num_images']})", ""]
     rows = [(row["class"], row) for row in r["per_class"]] + [("macro avg", r["macro_avg"]), ("weighted avg", r["weighted_avg"])]
-    width = max(len("class"), *(len(name) for name, _ in rows))
-    lines.append(f"{'class':<{width}}  precision  recall  f1-score  support")
-    for i, (name, row) in enumerate(rows):
-        if i == len(r["per_class"]):
-            lines.append("")
-        lines.append(f"{name:<{width}}  {row['precision']:9.4f}  {row['recall']:6.4f}  {row['f1']:8.4f}  {row['support']:7d}")
+    table = format_table(PER_CLASS_COLUMNS, [(name, f"{row['precision']:.4f}", f"{row['recall']:.4f}", f"{row['f1']:.4f}",
+                                              str(row["support"])) for name, row in rows]).splitlines()
+    table.insert(1 + len(r["per_class"]), "")  # the averages stand apart from the classes
+    lines += table
     folder = evaluation.paths.report.parent
     lines += ["", f"Wrote {folder}/: {evaluation.paths.report.name}, {evaluation.paths.confusion_matrix.name}, "
               f"{evaluation.paths.misclassified.name}"]

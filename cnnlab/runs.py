@@ -20,6 +20,7 @@ import yaml
 
 from cnnlab.errors import ConfigError, RunError
 from cnnlab.metric_names import accuracy_key
+from cnnlab.report import RIGHT, Column, format_table
 
 CONFIG = "config.yaml"
 SUMMARY = "model_summary.txt"
@@ -459,9 +460,10 @@ def as_number(value):
     return value if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) else None
 
 
-RUNS_TABLE = (("RUN", "name", "<"), ("CONFIG", "config", "<"), ("STATUS", "status", "<"), ("EPOCHS", "epochs", ">"),
-              ("BEST", "best_epoch", ">"), ("BEST VAL ACC", "best_val_accuracy", ">"), ("TEST ACC", "test_accuracy", ">"),
-              ("WALL TIME", "wall_time_s", ">"))
+RUNS_TABLE = ((Column("RUN"), "name"), (Column("CONFIG"), "config"), (Column("STATUS"), "status"),
+              (Column("EPOCHS", RIGHT), "epochs"), (Column("BEST", RIGHT), "best_epoch"),
+              (Column("BEST VAL ACC", RIGHT), "best_val_accuracy"), (Column("TEST ACC", RIGHT), "test_accuracy"),
+              (Column("WALL TIME", RIGHT), "wall_time_s"))
 
 
 def format_runs_table(rows):
@@ -475,8 +477,7 @@ def format_runs_table(rows):
             return f"{value:.1f} s"
         return str(value)
 
-    table = [[title for title, _, _ in RUNS_TABLE]] + [[cell(key, row[key]) for _, key, _ in RUNS_TABLE] for row in rows]
-    widths = [max(len(line[i]) for line in table) for i in range(len(RUNS_TABLE))]
-    lines = ["  ".join(f"{text:{align}{width}}" for text, width, (_, _, align) in zip(line, widths, RUNS_TABLE)).rstrip() for line in table]
+    columns = [column for column, _ in RUNS_TABLE]
+    lines = [format_table(columns, [[cell(key, row[key]) for _, key in RUNS_TABLE] for row in rows])]
     lines += [f"{row['name']}: {row['status']}: {row['reason']}" for row in rows if row["reason"]]
     return "\n".join(lines)
