@@ -181,17 +181,25 @@ def compare_optimizers(config_path, optimizers, epochs, batch_size, seed, name, 
               help="Held-out split of the run's data to score (default: test, or val where the data has no test split).")
 @click.option("--data", "data_path", metavar="PATH", type=click.Path(),
               help="Score every image of another folder or .npz of the kind the run trained on instead.")
-def evaluate(run_dir, split, data_path):
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document (the report's numbers and the files written) instead.")
+def evaluate(run_dir, split, data_path, as_json):
     """Score RUN_DIR's best model on held-out data: loss, accuracy and a per-class table.
 
     Writes eval/<split>.json, eval/<split>_confusion_matrix.png and eval/<split>_misclassified.png
     into the run folder (eval/data-<name>.* with --data); nothing train wrote is changed.
+    A run that did not complete is scored too, with a warning on stderr.
     """
-    from cnnlab.evaluate import evaluate_run, format_report
+    import json
+
+    from cnnlab.evaluate import evaluate_run, evaluation_document, format_report
 
     if split and data_path:
         raise click.UsageError("give --split or --data, not both: --split picks a split of the run's own data, --data scores all of PATH")
-    click.echo(format_report(evaluate_run(run_dir, split=split, data_path=data_path)))
+    evaluation = evaluate_run(run_dir, split=split, data_path=data_path, warn=lambda text: click.echo(f"Warning: {text}", err=True))
+    if as_json:
+        click.echo(json.dumps(evaluation_document(evaluation), indent=2, ensure_ascii=False))
+    else:
+        click.echo(format_report(evaluation))
 
 
 @main.command()

@@ -42,11 +42,19 @@ class Evaluation:
     description: str
     report: dict  # what eval/<split>.json holds
     paths: runs.EvalPaths
+    status: runs.RunStatus  # the run's training status; not in the report, which must not change when a run is resumed
 
 
-def evaluate_run(run_dir, split=None, data_path=None):
-    """Scores the run's best model on its test split (val where there is none), `split`, or all of `data_path`."""
+def evaluate_run(run_dir, split=None, data_path=None, warn=None):
+    """Scores the run's best model on its test split (val where there is none), `split`, or all of `data_path`.
+
+    `warn` is told, before the scoring starts, when the run did not complete: its best.keras
+    is then only the best of the epochs it got through.
+    """
     run = runs.load_trained_run(run_dir)
+    status = runs.read_status(run.path)
+    if status.state != runs.COMPLETED and warn is not None:
+        warn(unfinished_warning(run.path, status))
     held_out = load_other_data(run, data_path) if data_path is not None else load_split(run, split)
     prep = preprocessing_from_record(run.preprocessing)
     dataset = make_dataset(held_out.images, held_out.labels, prep, run.config.train.batch_size)
@@ -62,7 +70,13 @@ def evaluate_run(run_dir, split=None, data_path=None):
     runs.create_eval_dir(run.path)
     runs.write_json(paths.report, report)
     write_figures(paths, report, held_out, run)
-    return Evaluation(run_dir=run.path, split=held_out.split, description=held_out.description, report=report, paths=paths)
+    return Evaluation(run_dir=run.path, split=held_out.split, description=held_out.description, report=report, paths=paths,
+                      status=status)
+
+
+def unfinished_warning(run_dir, status):
+    reason = f" ({status.reason})" if status.reason else ""
+    return f"{run_dir} status is {status.state}{reason}: scoring its {runs.MODEL} so far"
 
 
 # ---------------------------------------------------------------- which images
@@ -200,6 +214,15 @@ def write_figures(paths, report, held_out, run):
     fig = plots.plot_image_grid(held_out.images[[m["index"] for m in worst]], captions,
                                 title=f"{title}: the {len(worst)} most confident of {report['num_images'] - report['num_correct']} mistakes", empty_text="no misclassified images")
     runs.save_figure(fig, paths.misclassified)
+
+
+def evaluation_document(evaluation):
+    """The --json output: eval/<split>.json's numbers, the run's status and where the files went, for scripts."""
+    paths = evaluation.paths
+    return {**evaluation.report,
+            "run_status": {"state": evaluation.status.state, "reason": evaluation.status.reason or None},
+            "files": {"report": str(paths.report), "confusion_matrix": str(paths.confusion_matrix),
+                      "misclassified": str(paths.misclassified)}}
 
 
 def format_report(evaluation):

@@ -102,6 +102,38 @@ def test_evaluating_twice_writes_the_same_report(evaluated):
     assert (run_dir / "eval" / "test.json").read_bytes() == first
 
 
+def test_json_prints_the_reports_numbers_and_the_files_written(run_copy):
+    result = run("evaluate", run_copy, "--json")
+    assert result.exit_code == 0, result.output
+    assert result.stderr == ""
+    document = json.loads(result.stdout)
+    report = json.loads((run_copy / "eval" / "test.json").read_text())
+    assert {key: document[key] for key in report} == report
+    assert document["run_status"] == {"state": "completed", "reason": None}
+    assert document["files"] == {"report": str(run_copy / "eval" / "test.json"),
+                                 "confusion_matrix": str(run_copy / "eval" / "test_confusion_matrix.png"),
+                                 "misclassified": str(run_copy / "eval" / "test_misclassified.png")}
+
+
+def test_a_completed_run_is_scored_without_a_warning(trained):
+    assert run("evaluate", trained[0]).stderr == ""
+
+
+def test_an_unfinished_run_is_scored_with_one_warning_line(run_copy):
+    (run_copy / "status").write_text("interrupted\nstopped by the user\n")
+    result = run("evaluate", run_copy)
+    assert result.exit_code == 0, result.output
+    assert result.stderr == f"Warning: {run_copy} status is interrupted (stopped by the user): scoring its best.keras so far\n"
+    assert result.stdout.splitlines()[0] == f"Run: {run_copy}"
+
+
+def test_an_unfinished_run_warns_beside_the_json_too(run_copy):
+    (run_copy / "status").write_text("running\n")
+    result = run("evaluate", run_copy, "--json")
+    assert result.stderr == f"Warning: {run_copy} status is running: scoring its best.keras so far\n"
+    assert json.loads(result.stdout)["run_status"] == {"state": "running", "reason": None}
+
+
 def test_split_val_scores_the_validation_split(run_copy):
     result = run("evaluate", run_copy, "--split", "val")
     assert result.exit_code == 0, result.output
