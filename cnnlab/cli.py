@@ -4,7 +4,6 @@ TensorFlow is imported inside the commands that need it, so `cnnlab --help`
 answers at once.
 """
 
-import os
 import sys
 
 import click
@@ -26,9 +25,23 @@ class CnnlabGroup(click.Group):
             ctx.exit(exc.exit_code)
 
 
+class TensorFlowCommand(click.Command):
+    """A command that needs TensorFlow, which is started without its start-up log lines once the arguments are parsed.
+
+    Here rather than in each command, so that every one of them is quiet alike; after
+    parsing, so that --help and usage errors never wait for it.
+    """
+
+    def invoke(self, ctx):
+        from cnnlab.quiet import import_tensorflow
+
+        import_tensorflow(show_logs=ctx.find_root().params.get("debug", False))
+        return super().invoke(ctx)
+
+
 @click.group(cls=CnnlabGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="cnnlab")
-@click.option("--debug", is_flag=True, help="Show Python tracebacks instead of one-line errors.")
+@click.option("--debug", is_flag=True, help="Show Python tracebacks instead of one-line errors, and TensorFlow's start-up log lines.")
 def main(debug):
     """cnnlab: convolutional-network experiments described in YAML, trained with Keras.
 
@@ -41,7 +54,6 @@ def main(debug):
     cnnlab visualize runs/RUN bag.png         draw filters, feature maps and layers of a run
     cnnlab runs                               list the runs, newest first
     """
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's C++ start-up chatter off the terminal
 
 
 set_option = click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
@@ -71,7 +83,7 @@ def overrides_from(epochs, batch_size, seed, name, sets):
     return overrides + list(sets)
 
 
-@main.command()
+@main.command(cls=TensorFlowCommand)
 @click.argument("config_path", metavar="CONFIG", type=click.Path(dir_okay=False))
 @set_option
 def check(config_path, sets):
@@ -86,7 +98,7 @@ def check(config_path, sets):
     click.echo(f"{config_path}: OK, {count_params(model):,} parameters")
 
 
-@main.command()
+@main.command(cls=TensorFlowCommand)
 @click.argument("config_path", metavar="CONFIG", required=False, type=click.Path(dir_okay=False))
 @config_options
 @click.option("--runs-dir", default="runs", show_default=True, type=click.Path(file_okay=False),
@@ -139,7 +151,7 @@ def format_result(result):
     return "\n".join(lines)
 
 
-@main.command("compare-optimizers")
+@main.command("compare-optimizers", cls=TensorFlowCommand)
 @click.argument("config_path", metavar="CONFIG", type=click.Path(dir_okay=False))
 @click.option("-o", "--optimizer", "optimizers", multiple=True, metavar="SPEC",
               help="An optimizer to compare: NAME or NAME:KEY=VALUE,... such as sgd:learning_rate=0.05,momentum=0.9 "
@@ -175,7 +187,7 @@ def compare_optimizers(config_path, optimizers, epochs, batch_size, seed, name, 
     click.echo(f"Comparison: {result.compare_dir}")
 
 
-@main.command()
+@main.command(cls=TensorFlowCommand)
 @click.argument("run_dir", metavar="RUN_DIR", type=click.Path(file_okay=False))
 @click.option("--split", type=click.Choice(["test", "val"]),
               help="Held-out split of the run's data to score (default: test, or val where the data has no test split).")
@@ -202,7 +214,7 @@ def evaluate(run_dir, split, data_path, as_json):
         click.echo(format_report(evaluation))
 
 
-@main.command()
+@main.command(cls=TensorFlowCommand)
 @click.argument("images", metavar="IMAGE [IMAGE|DIR]...", nargs=-1, required=True)
 @click.option("--run", "run_dir", metavar="RUN_DIR", type=click.Path(file_okay=False),
               help="Run folder whose best model predicts (default: the newest completed run under --runs-dir).")
@@ -249,7 +261,7 @@ def predict(ctx, images, run_dir, runs_dir, top_k, invert, max_pixels, batch_siz
         ctx.exit(2)
 
 
-@main.command()
+@main.command(cls=TensorFlowCommand)
 @click.argument("run_dir", metavar="RUN_DIR", type=click.Path(file_okay=False))
 @click.argument("image", metavar="[IMAGE]", required=False, type=click.Path())
 @click.option("--layer", metavar="NAME", help="Draw only this layer (conv2d, max_pooling2d_1, ...; see model_summary.txt).")
