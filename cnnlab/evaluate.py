@@ -42,20 +42,21 @@ class Evaluation:
     description: str
     report: dict  # what eval/<split>.json holds
     paths: runs.EvalPaths
-    status: runs.RunStatus  # the run's training status; not in the report, which must not change when a run is resumed
+    status: runs.RunStatus  # how training ended; kept out of the report, which describes only the model and the data it scored
 
 
 def evaluate_run(run_dir, split=None, data_path=None, warn=None):
     """Scores the run's best model on its test split (val where there is none), `split`, or all of `data_path`.
 
-    `warn` is told, before the scoring starts, when the run did not complete: its best.keras
-    is then only the best of the epochs it got through.
+    `warn` is told when the run did not complete, since its best.keras is then only the best
+    of the epochs it got through: after the data is checked, so that a bad input is still
+    the one line it always is, and before the scoring, which is what takes time.
     """
     run = runs.load_trained_run(run_dir)
+    held_out = load_other_data(run, data_path) if data_path is not None else load_split(run, split)
     status = runs.read_status(run.path)
     if status.state != runs.COMPLETED and warn is not None:
         warn(unfinished_warning(run.path, status))
-    held_out = load_other_data(run, data_path) if data_path is not None else load_split(run, split)
     prep = preprocessing_from_record(run.preprocessing)
     dataset = make_dataset(held_out.images, held_out.labels, prep, run.config.train.batch_size)
     if not run.model.compiled:  # a model saved without its compile state still needs a loss to report

@@ -134,6 +134,13 @@ def test_an_unfinished_run_warns_beside_the_json_too(run_copy):
     assert json.loads(result.stdout)["run_status"] == {"state": "running", "reason": None}
 
 
+def test_bad_data_for_an_unfinished_run_is_the_error_line_alone(run_copy, tmp_path):
+    (run_copy / "status").write_text("interrupted\nstopped by the user\n")
+    path = tmp_path / "big.npz"
+    np.savez(path, x_train=np.zeros((4, 10, 10), dtype=np.uint8), y_train=np.arange(4))
+    assert_one_line_error(run("evaluate", run_copy, "--data", path), f"npz: {path}: images are 10x10x1")
+
+
 def test_split_val_scores_the_validation_split(run_copy):
     result = run("evaluate", run_copy, "--split", "val")
     assert result.exit_code == 0, result.output
