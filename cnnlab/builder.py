@@ -4,8 +4,7 @@ import inspect
 import re
 
 from cnnlab import registry
-from cnnlab.config import one_line
-from cnnlab.errors import ConfigError
+from cnnlab.errors import ConfigError, one_line
 
 ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*m")
 MAX_LAYER_INT = 65_536

@@ -4,7 +4,6 @@ TensorFlow is imported inside the commands that need it, so `cnnlab --help`
 answers at once.
 """
 
-import os
 import sys
 
 import click
@@ -26,9 +25,23 @@ class CnnlabGroup(click.Group):
             ctx.exit(exc.exit_code)
 
 
+class TensorFlowCommand(click.Command):
+    """A command that needs TensorFlow, which is started without its start-up log lines once the arguments are parsed.
+
+    Here rather than in each command, so that every one of them is quiet alike; after
+    parsing, so that --help and usage errors never wait for it.
+    """
+
+    def invoke(self, ctx):
+        from cnnlab.quiet import import_tensorflow
+
+        import_tensorflow(show_logs=ctx.find_root().params.get("debug", False))
+        return super().invoke(ctx)
+
+
 @click.group(cls=CnnlabGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="cnnlab")
-@click.option("--debug", is_flag=True, help="Show Python tracebacks instead of one-line errors.")
+@click.option("--debug", is_flag=True, help="Show Python tracebacks instead of one-line errors, and TensorFlow's start-up log lines.")
 def main(debug):
     """cnnlab: convolutional-network experiments described in YAML, trained with Keras.
 
@@ -41,14 +54,16 @@ def main(debug):
     cnnlab visualize runs/RUN bag.png         draw filters, feature maps and layers of a run
     cnnlab runs                               list the runs, newest first
     """
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's C++ start-up chatter off the terminal
+
+
+set_option = click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
+                          help="Override any config value, e.g. --set train.epochs=3 (repeatable; VALUE is read as YAML).")
 
 
 def config_options(command):
-    """Overrides shared by every command that reads a config."""
+    """Overrides shared by the commands that train a config; `check` takes only --set, as the others change nothing it prints."""
     options = [
-        click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
-                     help="Override any config value, e.g. --set train.epochs=3 (repeatable; VALUE is read as YAML)."),
+        set_option,
         click.option("--name", help="Run name (default: the config's name)."),
         click.option("--seed", type=click.IntRange(min=0), help="Random seed."),
         click.option("--batch-size", type=click.IntRange(min=1), help="Batch size."),
@@ -68,22 +83,22 @@ def overrides_from(epochs, batch_size, seed, name, sets):
     return overrides + list(sets)
 
 
-@main.command()
+@main.command(cls=TensorFlowCommand)
 @click.argument("config_path", metavar="CONFIG", type=click.Path(dir_okay=False))
-@config_options
-def check(config_path, epochs, batch_size, seed, name, sets):
+@set_option
+def check(config_path, sets):
     """Validate CONFIG, build its model and print the summary and parameter count; no training."""
     from cnnlab.builder import count_params, validate
     from cnnlab.config import errors_naming, load_config
 
-    config = load_config(config_path, overrides_from(epochs, batch_size, seed, name, sets))
+    config = load_config(config_path, list(sets))
     with errors_naming(config_path):
         model = validate(config)
     model.summary(print_fn=lambda line, *args, **kwargs: click.echo(line))
     click.echo(f"{config_path}: OK, {count_params(model):,} parameters")
 
 
-@main.command()
+@main.command(cls=TensorFlowCommand)
 @click.argument("config_path", metavar="CONFIG", required=False, type=click.Path(dir_okay=False))
 @config_options
 @click.option("--runs-dir", default="runs", show_default=True, type=click.Path(file_okay=False),
@@ -136,7 +151,7 @@ def format_result(result):
     return "\n".join(lines)
 
 
-@main.command("compare-optimizers")
+@main.command("compare-optimizers", cls=TensorFlowCommand)
 @click.argument("config_path", metavar="CONFIG", type=click.Path(dir_okay=False))
 @click.option("-o", "--optimizer", "optimizers", multiple=True, metavar="SPEC",
               help="An optimizer to compare: NAME or NAME:KEY=VALUE,... such as sgd:learning_rate=0.05,momentum=0.9 "
@@ -172,26 +187,34 @@ def compare_optimizers(config_path, optimizers, epochs, batch_size, seed, name, 
     click.echo(f"Comparison: {result.compare_dir}")
 
 
-@main.command()
+@main.command(cls=TensorFlowCommand)
 @click.argument("run_dir", metavar="RUN_DIR", type=click.Path(file_okay=False))
 @click.option("--split", type=click.Choice(["test", "val"]),
               help="Held-out split of the run's data to score (default: test, or val where the data has no test split).")
 @click.option("--data", "data_path", metavar="PATH", type=click.Path(),
               help="Score every image of another folder or .npz of the kind the run trained on instead.")
-def evaluate(run_dir, split, data_path):
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document (the report's numbers and the files written) instead.")
+def evaluate(run_dir, split, data_path, as_json):
     """Score RUN_DIR's best model on held-out data: loss, accuracy and a per-class table.
 
     Writes eval/<split>.json, eval/<split>_confusion_matrix.png and eval/<split>_misclassified.png
     into the run folder (eval/data-<name>.* with --data); nothing train wrote is changed.
+    A run that did not complete is scored too, with a warning on stderr.
     """
-    from cnnlab.evaluate import evaluate_run, format_report
+    import json
+
+    from cnnlab.evaluate import evaluate_run, evaluation_document, format_report
 
     if split and data_path:
         raise click.UsageError("give --split or --data, not both: --split picks a split of the run's own data, --data scores all of PATH")
-    click.echo(format_report(evaluate_run(run_dir, split=split, data_path=data_path)))
+    evaluation = evaluate_run(run_dir, split=split, data_path=data_path, warn=lambda text: click.echo(f"Warning: {text}", err=True))
+    if as_json:
+        click.echo(json.dumps(evaluation_document(evaluation), indent=2, ensure_ascii=False))
+    else:
+        click.echo(format_report(evaluation))
 
 
-@main.command()
+@main.command(cls=TensorFlowCommand)
 @click.argument("images", metavar="IMAGE [IMAGE|DIR]...", nargs=-1, required=True)
 @click.option("--run", "run_dir", metavar="RUN_DIR", type=click.Path(file_okay=False),
               help="Run folder whose best model predicts (default: the newest completed run under --runs-dir).")
@@ -238,7 +261,7 @@ def predict(ctx, images, run_dir, runs_dir, top_k, invert, max_pixels, batch_siz
         ctx.exit(2)
 
 
-@main.command()
+@main.command(cls=TensorFlowCommand)
 @click.argument("run_dir", metavar="RUN_DIR", type=click.Path(file_okay=False))
 @click.argument("image", metavar="[IMAGE]", required=False, type=click.Path())
 @click.option("--layer", metavar="NAME", help="Draw only this layer (conv2d, max_pooling2d_1, ...; see model_summary.txt).")

@@ -36,8 +36,10 @@ from typing import Any, Mapping, Optional
 import yaml
 
 from cnnlab import builder, plots, runs
-from cnnlab.config import OptimizerConfig, one_line, resolve_config, short_repr, to_plain
-from cnnlab.errors import CnnlabError, ConfigError, RunError, TrainingInterrupted
+from cnnlab.config import OptimizerConfig, resolve_config, short_repr, to_plain
+from cnnlab.errors import CnnlabError, ConfigError, RunError, TrainingInterrupted, one_line
+from cnnlab.metric_names import accuracy_key
+from cnnlab.report import RIGHT, Column, format_table
 
 PLAN = "compare.json"
 SUMMARY_CSV = "summary.csv"
@@ -52,7 +54,6 @@ DEFAULT_OPTIMIZERS = ("sgd", "sgd+momentum", "rmsprop", "adam", "adamw", "nadam"
 # Named settings people ask for by name; a preset may take further keyword arguments after ':'.
 PRESETS = {"sgd+momentum": ("sgd", {"momentum": 0.9})}
 TARGET_FRACTION = 0.95  # "epochs to reach 95% of the best accuracy of all runs"
-ACCURACY_KEYS = ("accuracy", "acc", "sparse_categorical_accuracy", "categorical_accuracy")
 MAX_SLUG = 60  # run names must stay within config.NAME_PATTERN's 80 characters, with "-s<seed>" added
 SLUG_UNSAFE = re.compile(r"[^A-Za-z0-9._]+")
 SPEC_SYNTAX = "NAME or NAME:KEY=VALUE,KEY=VALUE such as sgd:learning_rate=0.05,momentum=0.9"
@@ -593,11 +594,6 @@ def progress_line(counter, outcome):
 # ---------------------------------------------------------------- the report
 
 
-def accuracy_key(mapping, prefix=""):
-    """The accuracy metric's key (`val_accuracy`, `accuracy`, ...) in `mapping`, or None where none was logged."""
-    return next((prefix + key for key in ACCURACY_KEYS if prefix + key in (mapping or {})), None)
-
-
 def per_epoch(metrics):
     return metrics["wall_time_s"] / metrics["epochs_run"] if metrics["epochs_run"] else float("nan")
 
@@ -687,9 +683,15 @@ def summary_csv(rows):
     return out.getvalue()
 
 
+SUMMARY_TABLE_COLUMNS = (Column("#", RIGHT), Column("optimizer"), *(Column(title, RIGHT) for title in (
+    "runs", "best val acc", "best val loss", "best epoch", "stopped at", "test acc", "epochs to 95%", "s/epoch")))
+RUNS_TABLE_COLUMNS = (Column("optimizer"), Column("seed", RIGHT), Column("status"),
+              *(Column(title, RIGHT) for title in ("best epoch", "stopped at", "best val acc", "best val loss", "test acc")),
+              Column("run folder"))
+
+
 def summary_table(rows, repeats, epochs):
     """The aligned Markdown table printed at the end and written to summary.md."""
-    header = ["#", "optimizer", "runs", "best val acc", "best val loss", "best epoch", "stopped at", "test acc", "epochs to 95%", "s/epoch"]
     body = []
     for row in rows:
         runs_cell = f"{row['runs_completed']}/{row['runs_completed'] + row['runs_failed']}"
@@ -703,7 +705,7 @@ def summary_table(rows, repeats, epochs):
                      fmt_pm(row, "best_val_accuracy", repeats), fmt_pm(row, "best_val_loss", repeats),
                      fmt(row["best_epoch_mean"], 0 if repeats == 1 else 1), f"{fmt(row['epochs_run_mean'], 0 if repeats == 1 else 1)}/{epochs}",
                      fmt_pm(row, "test_accuracy", repeats), reach, fmt(row["wall_time_per_epoch_s_mean"], 2)])
-    return markdown_table(header, body, right=(0, 2, 3, 4, 5, 6, 7, 8, 9))
+    return format_table(SUMMARY_TABLE_COLUMNS, body, markdown=True)
 
 
 def fmt(value, digits):
@@ -717,19 +719,8 @@ def fmt_pm(row, prefix, repeats, digits=4):
     return f"{value:.{digits}f} ± {spread:.{digits}f}" if repeats > 1 and spread is not None else f"{value:.{digits}f}"
 
 
-def markdown_table(header, body, right=()):
-    widths = [max(len(line[i]) for line in [header] + body) for i in range(len(header))]
-
-    def line(cells):
-        return "| " + " | ".join(c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths))) + " |"
-
-    rule = "|" + "|".join(("-" * (w + 1) + ":") if i in right else "-" * (w + 2) for i, w in enumerate(widths)) + "|"
-    return "\n".join([line(header), rule] + [line(cells) for cells in body])
-
-
 def runs_table(outcomes):
     """Every run of the comparison, with where it stopped and why it failed."""
-    header = ["optimizer", "seed", "status", "best epoch", "stopped at", "best val acc", "best val loss", "test acc", "run folder"]
     body = []
     for o in outcomes:
         if o.state != COMPLETED:
@@ -740,7 +731,7 @@ def runs_table(outcomes):
         test = (m["test"] or {}).get(val_acc[len("val_"):]) if val_acc else None
         body.append([o.label, str(o.seed), COMPLETED, str(m["best_epoch"]), f"{m['epochs_run']}/{m['epochs_planned']}",
                      fmt(m["best"].get(val_acc) if val_acc else None, 4), fmt(m["best"].get("val_loss"), 4), fmt(test, 4), o.run_dir.name])
-    return markdown_table(header, body, right=(1, 3, 4, 5, 6, 7))
+    return format_table(RUNS_TABLE_COLUMNS, body, markdown=True)
 
 
 def summary_markdown(config, seeds, outcomes, table, target, plan):

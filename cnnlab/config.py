@@ -16,7 +16,7 @@ from typing import Any, Mapping, Optional
 
 import yaml
 
-from cnnlab.errors import ConfigError
+from cnnlab.errors import ConfigError, one_line
 
 SOURCES = ("digits", "fashion_mnist", "mnist", "image_folder", "npz")
 SOURCES_NEEDING_PATH = ("image_folder", "npz")
@@ -497,10 +497,6 @@ def short_repr(value, limit=60):
     """Keeps error messages on one short line whatever the user wrote."""
     text = " ".join(repr(value).split())
     return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def one_line(exc):
-    return " ".join(str(exc).split())
 
 
 def to_plain(value):

@@ -20,7 +20,7 @@ from typing import Optional
 
 import numpy as np
 
-from cnnlab.errors import DataError
+from cnnlab.errors import DataError, one_line
 
 FASHION_MNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
 DIGIT_CLASSES = tuple(str(i) for i in range(10))
@@ -562,10 +562,6 @@ def to_color_mode(x, color_mode):
 
 
 # ---------------------------------------------------------------- messages
-
-
-def one_line(exc):
-    return " ".join(str(exc).split()) or type(exc).__name__
 
 
 def first_line(exc):

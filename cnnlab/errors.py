@@ -26,9 +26,15 @@ class ConfigError(CnnlabError):
         return one_line(f"{prefix}{where}{self.message}")
 
 
-def one_line(text):
-    """Errors are printed as one line, whatever characters a hostile config put into them."""
-    return "".join(ch if ch.isprintable() else " " for ch in str(text))
+def one_line(message):
+    """An error's text as one line, whatever a hostile config or a library's multi-line message put into it.
+
+    Control characters (a newline, a terminal escape) become spaces and runs of spaces one,
+    so a message can neither break the one-line promise nor move the cursor; an exception
+    with no text of its own (KeyError()) is named by its type rather than printed as nothing.
+    """
+    text = " ".join("".join(ch if ch.isprintable() else " " for ch in str(message)).split())
+    return type(message).__name__ if not text and isinstance(message, BaseException) else text
 
 
 class DataError(CnnlabError):

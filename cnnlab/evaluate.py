@@ -15,12 +15,16 @@ import numpy as np
 
 from cnnlab import data, plots, runs
 from cnnlab.errors import DataError
+from cnnlab.metric_names import accuracy_key
 from cnnlab.predict import class_probabilities
 from cnnlab.preprocess import make_dataset, preprocessing_from_record
+from cnnlab.report import RIGHT, Column, format_table
 
 SPLITS = ("test", "val")
 WORST_SHOWN = 25  # a 5x5 grid of the most confident mistakes
 PATH_SOURCES = ("image_folder", "npz", "mnist", "fashion_mnist")  # sources that read data.path, so --data can replace it
+PER_CLASS_COLUMNS = (Column("class"), Column("precision", RIGHT), Column("recall", RIGHT), Column("f1-score", RIGHT),
+                     Column("support", RIGHT))
 
 
 @dataclass(frozen=True)
@@ -38,12 +42,21 @@ class Evaluation:
     description: str
     report: dict  # what eval/<split>.json holds
     paths: runs.EvalPaths
+    status: runs.RunStatus  # how training ended; kept out of the report, which describes only the model and the data it scored
 
 
-def evaluate_run(run_dir, split=None, data_path=None):
-    """Scores the run's best model on its test split (val where there is none), `split`, or all of `data_path`."""
+def evaluate_run(run_dir, split=None, data_path=None, warn=None):
+    """Scores the run's best model on its test split (val where there is none), `split`, or all of `data_path`.
+
+    `warn` is told when the run did not complete, since its best.keras is then only the best
+    of the epochs it got through: after the data is checked, so that a bad input is still
+    the one line it always is, and before the scoring, which is what takes time.
+    """
     run = runs.load_trained_run(run_dir)
     held_out = load_other_data(run, data_path) if data_path is not None else load_split(run, split)
+    status = runs.read_status(run.path)
+    if status.state != runs.COMPLETED and warn is not None:
+        warn(unfinished_warning(run.path, status))
     prep = preprocessing_from_record(run.preprocessing)
     dataset = make_dataset(held_out.images, held_out.labels, prep, run.config.train.batch_size)
     if not run.model.compiled:  # a model saved without its compile state still needs a loss to report
@@ -58,7 +71,13 @@ def evaluate_run(run_dir, split=None, data_path=None):
     runs.create_eval_dir(run.path)
     runs.write_json(paths.report, report)
     write_figures(paths, report, held_out, run)
-    return Evaluation(run_dir=run.path, split=held_out.split, description=held_out.description, report=report, paths=paths)
+    return Evaluation(run_dir=run.path, split=held_out.split, description=held_out.description, report=report, paths=paths,
+                      status=status)
+
+
+def unfinished_warning(run_dir, status):
+    reason = f" ({status.reason})" if status.reason else ""
+    return f"{run_dir} status is {status.state}{reason}: scoring its {runs.MODEL} so far"
 
 
 # ---------------------------------------------------------------- which images
@@ -156,14 +175,15 @@ def make_report(run, held_out, keras_metrics, probabilities):
     correct = int((predicted == labels).sum())
     wrong = np.flatnonzero(predicted != labels)
     worst = wrong[np.argsort(-confidence[wrong], kind="stable")][:WORST_SHOWN]
+    keras_accuracy = accuracy_key(keras_metrics)
     return {
         "run": str(run.path),
         "split": held_out.split,
         "data": held_out.description,
         "num_images": int(len(labels)),
         "loss": keras_metrics.get("loss"),
-        # Keras' own accuracy where the model was compiled with it, so the numbers match model.evaluate
-        "accuracy": keras_metrics.get("accuracy", correct / len(labels)),
+        # Keras' own accuracy where the model was compiled with one, so the numbers match model.evaluate
+        "accuracy": keras_metrics[keras_accuracy] if keras_accuracy else correct / len(labels),
         "num_correct": correct,
         "keras_metrics": keras_metrics,
         "per_class": per_class,
@@ -197,6 +217,15 @@ def write_figures(paths, report, held_out, run):
     runs.save_figure(fig, paths.misclassified)
 
 
+def evaluation_document(evaluation):
+    """The --json output: eval/<split>.json's numbers, the run's status and where the files went, for scripts."""
+    paths = evaluation.paths
+    return {**evaluation.report,
+            "run_status": {"state": evaluation.status.state, "reason": evaluation.status.reason or None},
+            "files": {"report": str(paths.report), "confusion_matrix": str(paths.confusion_matrix),
+                      "misclassified": str(paths.misclassified)}}
+
+
 def format_report(evaluation):
     """The report as a person reads it: scores, an aligned per-class table, and where the files went."""
     r = evaluation.report
@@ -205,12 +234,10 @@ def format_report(evaluation):
         lines.append(f"Loss: {r['loss']:.4f}")
     lines += [f"Accuracy: {r['accuracy']:.4f} ({r['num_correct']}/{r['num_images']})", ""]
     rows = [(row["class"], row) for row in r["per_class"]] + [("macro avg", r["macro_avg"]), ("weighted avg", r["weighted_avg"])]
-    width = max(len("class"), *(len(name) for name, _ in rows))
-    lines.append(f"{'class':<{width}}  precision  recall  f1-score  support")
-    for i, (name, row) in enumerate(rows):
-        if i == len(r["per_class"]):
-            lines.append("")
-        lines.append(f"{name:<{width}}  {row['precision']:9.4f}  {row['recall']:6.4f}  {row['f1']:8.4f}  {row['support']:7d}")
+    table = format_table(PER_CLASS_COLUMNS, [(name, f"{row['precision']:.4f}", f"{row['recall']:.4f}", f"{row['f1']:.4f}",
+                                              str(row["support"])) for name, row in rows]).splitlines()
+    table.insert(1 + len(r["per_class"]), "")  # the averages stand apart from the classes
+    lines += table
     folder = evaluation.paths.report.parent
     lines += ["", f"Wrote {folder}/: {evaluation.paths.report.name}, {evaluation.paths.confusion_matrix.name}, "
               f"{evaluation.paths.misclassified.name}"]

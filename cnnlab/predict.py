@@ -15,7 +15,7 @@ from typing import Optional
 import numpy as np
 
 from cnnlab import data, runs
-from cnnlab.errors import DataError
+from cnnlab.errors import DataError, one_line
 from cnnlab.preprocess import preprocess_images, preprocessing_from_record
 
 IMAGE_FORMATS = ("PNG", "JPEG", "BMP", "GIF")  # what Keras' image loader reads; Pillow is held to these decoders
@@ -293,7 +293,3 @@ def predictions_document(run_dir, chosen, items, class_names, k):
                         for item in items if isinstance(item, Prediction)],
         "errors": [{"path": item.path, "error": item.message} for item in items if isinstance(item, ImageProblem)],
     }
-
-
-def one_line(exc):
-    return " ".join(str(exc).split()) or type(exc).__name__

@@ -19,7 +19,12 @@ from pathlib import Path
 import yaml
 
 from cnnlab.errors import ConfigError, RunError
+<<<<<<< HEAD
 from cnnlab.keras_compat import BACKUP_METADATA, BACKUP_WEIGHTS
+=======
+from cnnlab.metric_names import accuracy_key
+from cnnlab.report import RIGHT, Column, format_table
+>>>>>>> cli-consistency
 
 CONFIG = "config.yaml"
 SUMMARY = "model_summary.txt"
@@ -457,10 +462,11 @@ def summarize_run(run_dir):
     if metrics_path.exists() or status.state == COMPLETED:
         try:
             metrics = read_json_object(metrics_path)
+            best, test = metrics.get("best") or {}, metrics.get("test") or {}
             row.update(epochs=as_number(metrics.get("epochs_run")), best_epoch=as_number(metrics.get("best_epoch")),
-                       best_val_accuracy=as_number((metrics.get("best") or {}).get("val_accuracy")),
+                       best_val_accuracy=as_number(best.get(accuracy_key(best, prefix="val_"))),
                        wall_time_s=as_number(metrics.get("wall_time_s")))
-            test = as_number((metrics.get("test") or {}).get("accuracy"))
+            test = as_number(test.get(accuracy_key(test)))
             if test is not None:
                 row.update(test_accuracy=test, test_accuracy_from=METRICS)
         except (RunError, AttributeError) as exc:
@@ -503,9 +509,10 @@ def as_number(value):
     return value if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) else None
 
 
-RUNS_TABLE = (("RUN", "name", "<"), ("CONFIG", "config", "<"), ("STATUS", "status", "<"), ("EPOCHS", "epochs", ">"),
-              ("BEST", "best_epoch", ">"), ("BEST VAL ACC", "best_val_accuracy", ">"), ("TEST ACC", "test_accuracy", ">"),
-              ("WALL TIME", "wall_time_s", ">"))
+RUNS_TABLE = ((Column("RUN"), "name"), (Column("CONFIG"), "config"), (Column("STATUS"), "status"),
+              (Column("EPOCHS", RIGHT), "epochs"), (Column("BEST", RIGHT), "best_epoch"),
+              (Column("BEST VAL ACC", RIGHT), "best_val_accuracy"), (Column("TEST ACC", RIGHT), "test_accuracy"),
+              (Column("WALL TIME", RIGHT), "wall_time_s"))
 
 
 def format_runs_table(rows):
@@ -519,8 +526,7 @@ def format_runs_table(rows):
             return f"{value:.1f} s"
         return str(value)
 
-    table = [[title for title, _, _ in RUNS_TABLE]] + [[cell(key, row[key]) for _, key, _ in RUNS_TABLE] for row in rows]
-    widths = [max(len(line[i]) for line in table) for i in range(len(RUNS_TABLE))]
-    lines = ["  ".join(f"{text:{align}{width}}" for text, width, (_, _, align) in zip(line, widths, RUNS_TABLE)).rstrip() for line in table]
+    columns = [column for column, _ in RUNS_TABLE]
+    lines = [format_table(columns, [[cell(key, row[key]) for _, key in RUNS_TABLE] for row in rows])]
     lines += [f"{row['name']}: {row['status']}: {row['reason']}" for row in rows if row["reason"]]
     return "\n".join(lines)

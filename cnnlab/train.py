@@ -24,6 +24,7 @@ from cnnlab import __version__, builder, callbacks, data, distribute, loop, plot
 from cnnlab.callbacks import best_epoch_of, history_of, monitor_of
 from cnnlab.config import load_config, with_train_values
 from cnnlab.errors import CnnlabError, ConfigError, RunError, TrainingInterrupted
+from cnnlab.metric_names import accuracy_key
 from cnnlab.preprocess import check_input_shape, make_dataset, preprocessing_for, preprocessing_record
 
 
@@ -297,8 +298,7 @@ def first_nan_epoch(history):
 
 
 def write_plots(run_dir, history, best_epoch, name):
-    accuracy_key = next((key for key in ("accuracy", "acc", "sparse_categorical_accuracy", "categorical_accuracy") if key in history), None)
-    for metric, filename in (("loss", runs.LOSS_PLOT), (accuracy_key, runs.ACCURACY_PLOT)):
+    for metric, filename in (("loss", runs.LOSS_PLOT), (accuracy_key(history), runs.ACCURACY_PLOT)):
         if metric in history:
             fig = plots.plot_history(history, metric, best_epoch, title=f"{name}: {metric}")
             runs.save_figure(fig, run_dir / filename)

@@ -30,6 +30,7 @@ from cnnlab import keras_compat, plots, runs
 from cnnlab.errors import ConfigError, DataError
 from cnnlab.predict import DEFAULT_MAX_PIXELS, ImageProblem, ImageReader
 from cnnlab.preprocess import preprocess_images, preprocessing_from_record
+from cnnlab.report import RIGHT, Column, format_table
 
 DEFAULT_MAX_MAPS = 32
 # Layers whose 4-D output is drawn as feature maps, by Keras class name.
@@ -273,16 +274,10 @@ def draw_diagram(model, path):
 
 def architecture_text(model):
     """The diagram's information as an aligned table: each layer, its type, output shape, parameters and inputs."""
-    rows = [("layer", "type", "output shape", "parameters", "input from")]
-    for layer in model.layers:
-        inbound = [node.operation.name for node in keras_compat.inbound_layers(layer)]
-        rows.append((layer.name, type(layer).__name__, format_shape(output_shape(layer)), f"{layer.count_params():,}",
-                     ", ".join(inbound) or "-"))
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    lines = [f"{model.name}: {len(model.layers)} layers, {model.count_params():,} parameters", ""]
-    for row in rows:
-        lines.append("  ".join(cell.rjust(w) if i == 3 else cell.ljust(w) for i, (cell, w) in enumerate(zip(row, widths))).rstrip())
-    return "\n".join(lines) + "\n"
+    columns = (Column("layer"), Column("type"), Column("output shape"), Column("parameters", RIGHT), Column("input from"))
+    rows = [(layer.name, type(layer).__name__, format_shape(output_shape(layer)), f"{layer.count_params():,}",
+             ", ".join(node.operation.name for node in keras_compat.inbound_layers(layer)) or "-") for layer in model.layers]
+    return f"{model.name}: {len(model.layers)} layers, {model.count_params():,} parameters\n\n{format_table(columns, rows)}\n"
 
 
 # ---------------------------------------------------------------- the offline page

@@ -40,6 +40,18 @@ def run_cli(*args):
     return CliRunner().invoke(main, [str(a) for a in args])
 
 
+def assert_one_line_error(result, expected, exact=False):
+    """How every bad input must end: exit code 2 and one line `Error: ...` (starting with `expected`), no traceback."""
+    assert result.exit_code == 2, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1, result.output
+    if exact:
+        assert lines[0] == f"Error: {expected}"
+    else:
+        assert lines[0].startswith(f"Error: {expected}"), lines[0]
+    assert "Traceback" not in result.output
+
+
 def train_run(root, text):
     """Writes `text` as root/config.yaml, trains it quietly into root/runs and returns the run folder."""
     root.mkdir(parents=True, exist_ok=True)

@@ -17,7 +17,7 @@ from cnnlab.compare import DEFAULT_OPTIMIZERS, parse_optimizer_spec, parse_optim
 from cnnlab.config import load_config
 from cnnlab.errors import ConfigError
 
-from conftest import TINY_DIGITS
+from conftest import TINY_DIGITS, assert_one_line_error
 
 FAILING = "sgd:learning_rate=1e30"  # diverges to a NaN loss in the first epoch on TINY_DIGITS
 
@@ -52,13 +52,6 @@ def assert_same_weights(a, b):
     assert a.keys() == b.keys() and len(a) > 0
     for key in a:
         np.testing.assert_array_equal(a[key], b[key])
-
-
-def assert_one_line_error(result, starts_with):
-    assert result.exit_code == 2, result.output
-    lines = result.output.strip().splitlines()
-    assert len(lines) == 1, result.output
-    assert lines[0].startswith(f"Error: {starts_with}"), lines[0]
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ from cnnlab.config import load_config
 from cnnlab.data import load_dataset
 from cnnlab.preprocess import make_dataset, preprocessing_for
 
-from conftest import TINY_DIGITS
+from conftest import TINY_DIGITS, assert_one_line_error
 from conftest import run_cli as run, train_run as train
 
 TRAIN_FILES = ("config.yaml", "best.keras", "history.csv", "metrics.json", "class_names.json", "env.json", "status",
@@ -47,13 +47,6 @@ def keras_scores(run_dir, split):
     x, y = (splits.x_test, splits.y_test) if split == "test" else (splits.x_val, splits.y_val)
     model = keras.models.load_model(run_dir / "best.keras")
     return model.evaluate(make_dataset(x, y, preprocessing_for(config.data), 64), verbose=0, return_dict=True), len(y)
-
-
-def assert_one_line_error(result, starts_with):
-    assert result.exit_code == 2, result.output
-    lines = result.output.strip().splitlines()
-    assert len(lines) == 1, result.output
-    assert lines[0].startswith(f"Error: {starts_with}"), lines[0]
 
 
 def test_evaluate_writes_the_report_and_both_figures(evaluated):
@@ -107,6 +100,45 @@ def test_evaluating_twice_writes_the_same_report(evaluated):
     first = (run_dir / "eval" / "test.json").read_bytes()
     assert run("evaluate", run_dir).exit_code == 0
     assert (run_dir / "eval" / "test.json").read_bytes() == first
+
+
+def test_json_prints_the_reports_numbers_and_the_files_written(run_copy):
+    result = run("evaluate", run_copy, "--json")
+    assert result.exit_code == 0, result.output
+    assert result.stderr == ""
+    document = json.loads(result.stdout)
+    report = json.loads((run_copy / "eval" / "test.json").read_text())
+    assert {key: document[key] for key in report} == report
+    assert document["run_status"] == {"state": "completed", "reason": None}
+    assert document["files"] == {"report": str(run_copy / "eval" / "test.json"),
+                                 "confusion_matrix": str(run_copy / "eval" / "test_confusion_matrix.png"),
+                                 "misclassified": str(run_copy / "eval" / "test_misclassified.png")}
+
+
+def test_a_completed_run_is_scored_without_a_warning(trained):
+    assert run("evaluate", trained[0]).stderr == ""
+
+
+def test_an_unfinished_run_is_scored_with_one_warning_line(run_copy):
+    (run_copy / "status").write_text("interrupted\nstopped by the user\n")
+    result = run("evaluate", run_copy)
+    assert result.exit_code == 0, result.output
+    assert result.stderr == f"Warning: {run_copy} status is interrupted (stopped by the user): scoring its best.keras so far\n"
+    assert result.stdout.splitlines()[0] == f"Run: {run_copy}"
+
+
+def test_an_unfinished_run_warns_beside_the_json_too(run_copy):
+    (run_copy / "status").write_text("running\n")
+    result = run("evaluate", run_copy, "--json")
+    assert result.stderr == f"Warning: {run_copy} status is running: scoring its best.keras so far\n"
+    assert json.loads(result.stdout)["run_status"] == {"state": "running", "reason": None}
+
+
+def test_bad_data_for_an_unfinished_run_is_the_error_line_alone(run_copy, tmp_path):
+    (run_copy / "status").write_text("interrupted\nstopped by the user\n")
+    path = tmp_path / "big.npz"
+    np.savez(path, x_train=np.zeros((4, 10, 10), dtype=np.uint8), y_train=np.arange(4))
+    assert_one_line_error(run("evaluate", run_copy, "--data", path), f"npz: {path}: images are 10x10x1")
 
 
 def test_split_val_scores_the_validation_split(run_copy):

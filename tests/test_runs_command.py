@@ -65,6 +65,14 @@ def test_test_accuracy_comes_from_the_evaluation_when_there_is_one(make_run, tmp
     assert (row["test_accuracy"], row["test_accuracy_from"]) == (0.875, "eval/test.json")
 
 
+@pytest.mark.parametrize("name", ["acc", "sparse_categorical_accuracy", "categorical_accuracy", "binary_accuracy"])
+def test_every_accuracy_name_fills_the_accuracy_columns(make_run, tmp_path, name):
+    make_run("tiny-20260101-120000", metrics_data={"epochs_run": 3, "best_epoch": 2, "best": {"val_loss": 0.3, f"val_{name}": 0.9},
+                                                   "test": {name: 0.85, "loss": 0.4}, "wall_time_s": 12.34})
+    (row,) = json.loads(run("runs", "--runs-dir", tmp_path / "runs", "--json").output)
+    assert (row["best_val_accuracy"], row["test_accuracy"]) == (0.9, 0.85)
+
+
 def test_folders_and_files_that_are_not_runs_are_skipped(make_run, tmp_path):
     make_run("tiny-20260101-120000", metrics_data=metrics())
     (tmp_path / "runs" / "notes").mkdir()

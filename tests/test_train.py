@@ -153,3 +153,16 @@ def test_fashion_mnist_cnn_trains_one_epoch_offline(tmp_path):
     assert metrics["num_train"] == 48_000 and metrics["num_val"] == 12_000 and metrics["num_test"] == 10_000
     assert metrics["best"]["val_accuracy"] > 0.8
     assert metrics["test"]["accuracy"] > 0.8
+
+
+def test_an_accuracy_logged_under_another_name_is_plotted_and_listed(tmp_path):
+    """Keras logs `metrics: [sparse_categorical_accuracy]` under that name; the plot and `cnnlab runs` still find it."""
+    config = tmp_path / "tiny.yaml"
+    config.write_text(TINY_DIGITS.replace("epochs: 2", "epochs: 1") + "compile:\n  metrics: [sparse_categorical_accuracy]\n")
+    assert train(config, tmp_path / "runs").exit_code == 0
+    run_dir = only_run(tmp_path / "runs")
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert (run_dir / "accuracy.png").is_file()
+    (row,) = json.loads(CliRunner().invoke(main, ["runs", "--runs-dir", str(tmp_path / "runs"), "--json"]).output)
+    assert row["best_val_accuracy"] == metrics["best"]["val_sparse_categorical_accuracy"]
+    assert row["test_accuracy"] == metrics["test"]["sparse_categorical_accuracy"]

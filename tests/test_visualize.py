@@ -12,7 +12,7 @@ from cnnlab import plots, visualize
 from cnnlab.config import load_config
 from cnnlab.data import load_dataset
 from cnnlab.preprocess import preprocess_images, preprocessing_for
-from conftest import run_cli as run, train_run as train
+from conftest import assert_one_line_error, run_cli as run, train_run as train
 
 TWO_CONVS = """\
 name: twoconv
@@ -78,11 +78,6 @@ def run_copy(trained, tmp_path):
     copy = shutil.copytree(trained[0], tmp_path / trained[0].name)
     shutil.rmtree(copy / "visualize", ignore_errors=True)
     return copy
-
-
-def assert_one_line_error(result, expected):
-    assert result.exit_code == 2, result.output
-    assert result.output.strip().splitlines() == [f"Error: {expected}"]
 
 
 def pictures(folder):
@@ -276,32 +271,32 @@ def test_model_without_convolutions_says_there_are_no_filters_and_still_draws_th
 def test_unknown_layer_lists_the_layers_with_pictures(trained):
     result = run("visualize", trained[0], "--layer", "conv2d_2")
     assert_one_line_error(result, "--layer: no layer named 'conv2d_2' in this model. Did you mean conv2d_1? "
-                                  "Layers with pictures: conv2d, conv2d_1, re_lu, max_pooling2d")
+                                  "Layers with pictures: conv2d, conv2d_1, re_lu, max_pooling2d", exact=True)
 
 
 def test_layer_with_nothing_to_draw_is_refused(trained):
     result = run("visualize", trained[0], "--layer", "dense")
     assert_one_line_error(result, "--layer: dense (Dense, output (None, 10)) has no filters or feature maps to draw. "
-                                  "Layers with pictures: conv2d, conv2d_1, re_lu, max_pooling2d")
+                                  "Layers with pictures: conv2d, conv2d_1, re_lu, max_pooling2d", exact=True)
 
 
 def test_image_that_cannot_be_read_is_one_line_and_nothing_is_written(run_copy, tmp_path):
     notes = tmp_path / "notes.png"
     notes.write_text("not a picture")
     result = run("visualize", run_copy, notes)
-    assert_one_line_error(result, f"{notes}: not a PNG, JPEG, BMP or GIF image")
+    assert_one_line_error(result, f"{notes}: not a PNG, JPEG, BMP or GIF image", exact=True)
     assert not (run_copy / "visualize").exists()
 
 
 def test_missing_image_and_folder_are_refused(trained, tmp_path):
-    assert_one_line_error(run("visualize", trained[0], tmp_path / "missing.png"), f"{tmp_path / 'missing.png'}: not found")
-    assert_one_line_error(run("visualize", trained[0], tmp_path), f"{tmp_path}: is a folder; give one image file (PNG, JPEG, BMP or GIF)")
+    assert_one_line_error(run("visualize", trained[0], tmp_path / "missing.png"), f"{tmp_path / 'missing.png'}: not found", exact=True)
+    assert_one_line_error(run("visualize", trained[0], tmp_path), f"{tmp_path}: is a folder; give one image file (PNG, JPEG, BMP or GIF)", exact=True)
 
 
 def test_folder_that_is_not_a_run_is_refused(tmp_path):
     result = run("visualize", tmp_path)
     assert_one_line_error(result, f"{tmp_path}: not a run folder (no config.yaml, status or best.keras); "
-                                  "expected a folder made by cnnlab train")
+                                  "expected a folder made by cnnlab train", exact=True)
 
 
 # ---------------------------------------------------------------- the grid layout

@@ -1,0 +1,14 @@
+"""Which logged metric is "the accuracy", answered once for run listings, training plots, comparisons and evaluation.
+
+Keras logs a metric under the name the config compiled it with, so `metrics: [acc]` or
+`[sparse_categorical_accuracy]` gives history, metrics.json and evaluation keys of those
+names, not `accuracy`. Imports nothing, so `cnnlab runs` stays free of TensorFlow.
+"""
+
+# Every name under which Keras logs plain accuracy; the top-k accuracies are not "the" accuracy.
+ACCURACY_NAMES = ("accuracy", "acc", "sparse_categorical_accuracy", "categorical_accuracy", "binary_accuracy")
+
+
+def accuracy_key(mapping, prefix=""):
+    """The accuracy's key in `mapping` (`val_accuracy`, `sparse_categorical_accuracy`, ...); None where none was logged."""
+    return next((prefix + name for name in ACCURACY_NAMES if prefix + name in (mapping or {})), None)
