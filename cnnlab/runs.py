@@ -19,12 +19,9 @@ from pathlib import Path
 import yaml
 
 from cnnlab.errors import ConfigError, RunError
-<<<<<<< HEAD
 from cnnlab.keras_compat import BACKUP_METADATA, BACKUP_WEIGHTS
-=======
 from cnnlab.metric_names import accuracy_key
 from cnnlab.report import RIGHT, Column, format_table
->>>>>>> cli-consistency
 
 CONFIG = "config.yaml"
 SUMMARY = "model_summary.txt"
