@@ -82,10 +82,16 @@ def check_sizes(kwargs, path):
 
 
 def compile_model(model, config):
-    """Compiles with the configured optimizer, loss and metrics, each checked by name first."""
+    """Compiles with the configured optimizer, loss and metrics, each checked by name first.
+
+    A numeric train.steps_per_execution goes to Keras too, so that `fit` (under a
+    tf.distribute strategy) runs as many batches a call as cnnlab's own loop does.
+    """
+    steps = config.train.steps_per_execution
     model.compile(optimizer=make_optimizer(config.compile.optimizer),
                   loss=registry.check_loss(config.compile.loss),
-                  metrics=list(registry.check_metrics(config.compile.metrics)))
+                  metrics=list(registry.check_metrics(config.compile.metrics)),
+                  steps_per_execution=steps if isinstance(steps, int) else 1)
     return model
 
 

@@ -58,9 +58,12 @@ def train(config, runs_dir, verbose=1, initial_weights=None):
 
 
 def resolve_steps(config, model, num_train):
-    """train.steps_per_execution as a number (`auto`: from the model's size, see loop.steps_per_execution)."""
+    """train.steps_per_execution as a number (`auto`: from the model's size, see loop.steps_per_execution;
+    one batch a call under a tf.distribute strategy, Keras' default for `fit`)."""
     if config.train.steps_per_execution != "auto":
         return config.train.steps_per_execution
+    if config.distribution.strategy != "default":
+        return 1
     return loop.steps_per_execution(model, config.train.batch_size, math.ceil(num_train / config.train.batch_size))
 
 
