@@ -25,13 +25,13 @@ weights as whole ones. Under a tf.distribute strategy cnnlab uses `fit` itself.
 """
 
 import math
-import os
 import time
 
 import keras
 import numpy as np
 import tensorflow as tf
 
+from cnnlab.cores import usable_cores
 from cnnlab.preprocess import preprocess_images
 
 HOST = "/CPU:0"
@@ -134,22 +134,21 @@ def batch_parts(config, cores=None, gpus=None):
 
 
 def share_cores(parts):
-    """Gives each part of a split batch its share of the cores, as TensorFlow's per-operation thread count.
+    """Turns the process's core budget (`cores.usable_cores`) into TensorFlow's threads: budget // parts per
+    operation, and room for at least `parts` operations at once, so the parts run side by side within the budget.
 
-    TensorFlow fixes its threads when it starts: this must run before the first
-    operation. In a process where TensorFlow already runs (tests, a notebook) it leaves
-    the threads as they are; the split batches then train to the same weights, slower.
+    Set for whole batches too, so that a share a parent gave (compare's workers) holds
+    where TensorFlow would otherwise take every core the affinity allows. TensorFlow
+    fixes its threads when it starts: this must run before the first operation. In a
+    process where TensorFlow already runs (tests, a notebook) it leaves the threads as
+    they are; the split batches then train to the same weights, slower.
     """
-    if parts == 1:
-        return
+    budget = usable_cores()
     try:
-        tf.config.threading.set_intra_op_parallelism_threads(max(1, usable_cores() // parts))
+        tf.config.threading.set_intra_op_parallelism_threads(max(1, budget // parts))
+        tf.config.threading.set_inter_op_parallelism_threads(max(budget, parts))
     except RuntimeError:
         pass
-
-
-def usable_cores():
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def train_step_on_parts(model, parts):
