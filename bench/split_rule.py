@@ -15,6 +15,7 @@ so under taskset the same script measures any core count:
     python bench/split_rule.py --out split.json                  # the cores this process may use
     taskset -c 0 python bench/split_rule.py --out split_0.json   # 1 core
     for c in 0 0-1 0-3 0-7 0-15; do taskset -c $c python bench/split_rule.py --quick --out split_$c.json; done
+    python bench/split_rule.py --show split_*.json               # their tables again
 
 --quick measures batch sizes 8, 32 and 128, one process a point with shorter epochs, so
 that the whole 1-to-16-core sweep above takes a few minutes. The training images are the
@@ -242,12 +243,16 @@ def main():
     parser.add_argument("--quick", action="store_true", help="batch sizes 8, 32, 128 and shorter epochs: the 1-16-core sweep in minutes")
     parser.add_argument("--batch-sizes", help="comma-separated, instead of 8,16,32,64,128")
     parser.add_argument("--out", help="write the points and the summary here as JSON")
+    parser.add_argument("--show", nargs="+", metavar="JSON", help="print the tables of earlier runs' --out files, and measure nothing")
     parser.add_argument("--point", nargs="+", type=int, metavar="PARTS BATCH", help=argparse.SUPPRESS)  # a child's work
     args = parser.parse_args()
     args.repeats = args.repeats or (1 if args.quick else 3)
     args.epochs = args.epochs or (3 if args.quick else 2)
     if args.point:
         print(json.dumps(measure(args.config, args.point[0], args.point[1:], args.epochs, args.quick)))
+        return
+    if args.show:
+        print("\n\n".join(report(json.loads(Path(path).read_text())) for path in args.show))
         return
 
     cores = usable_cores()
@@ -261,19 +266,28 @@ def main():
                   f"{point['threads_per_op']} threads per operation; other processes kept "
                   f"{point.get('others_busy', float('nan')):.0%} of the cores busy (try {point['tries']})", file=sys.stderr, flush=True)
     rows, smallest = summary(points, cores)
-    counts = sorted({p["parts"] for p in points})
-    print(f"{args.config}: {cores} core{'s' * (cores > 1)} ({cpu_name()}); training images/s of whole batches and each split's "
-          f"ratio to them; medians of {args.repeats} process{'es' * (args.repeats > 1)} of {args.epochs} timed epochs")
-    print(table(rows, counts))
-    print(f"smallest part that paid off (≥ {PAYS_OFF:.2f}×, parts ≤ cores): {smallest if smallest else 'none'}; "
-          f"{len(points)} processes in {time.perf_counter() - started:.0f} s")
+    result = {"config": args.config, "cores": cores, "affinity": affinity_cores(), "cpu": cpu_name(),
+              "python": platform.python_version(), "tensorflow": points[0]["tensorflow"], "data": points[0]["data"],
+              "quick": args.quick, "repeats": args.repeats, "epochs": args.epochs, "pays_off_at": PAYS_OFF,
+              "smallest_paying_part": smallest, "rows": rows, "points": points, "seconds": time.perf_counter() - started,
+              "command": " ".join([Path(sys.argv[0]).name] + sys.argv[1:])}
+    print(report(result))
     if args.out:
-        result = {"config": args.config, "cores": cores, "affinity": affinity_cores(), "cpu": cpu_name(),
-                  "python": platform.python_version(), "tensorflow": points[0]["tensorflow"], "data": points[0]["data"],
-                  "quick": args.quick, "repeats": args.repeats, "epochs": args.epochs, "pays_off_at": PAYS_OFF,
-                  "smallest_paying_part": smallest, "rows": rows, "points": points,
-                  "command": " ".join([Path(sys.argv[0]).name] + sys.argv[1:])}
         Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
+
+
+def report(result):
+    """The table a sweep prints, from its result (as written to --out, or read back with --show)."""
+    counts = sorted({p["parts"] for p in result["points"]})
+    rows = [{**row, "ratios": {int(parts): ratio for parts, ratio in row["ratios"].items()}} for row in result["rows"]]
+    cores, repeats = result["cores"], result["repeats"]
+    return "\n".join([
+        f"{result['config']}: {cores} core{'s' * (cores > 1)} ({result['cpu']}, TensorFlow {result['tensorflow']}, data: "
+        f"{result['data']}); training images/s of whole batches and each split's ratio to them; medians of "
+        f"{repeats} process{'es' * (repeats > 1)} of {result['epochs']} timed epochs",
+        table(rows, counts),
+        f"smallest part that paid off (≥ {result['pays_off_at']:.2f}×, parts ≤ cores): {result['smallest_paying_part'] or 'none'}; "
+        f"{len(result['points'])} points in {result['seconds']:.0f} s"])
 
 
 if __name__ == "__main__":
