@@ -152,7 +152,8 @@ def test_a_batch_splits_into_parts_differing_by_at_most_one_image():
     ("", 2),
     ("    - BatchNormalization: {}\n", 1),  # statistics over the whole batch
     ("    - Dense: {units: 10, activity_regularizer: l1}\n", 1),  # a sum over the whole batch
-    ("batch_size: 8", 1),
+    ("batch_size: 8", 2),  # two parts of MIN_PART images
+    ("batch_size: 7", 1),  # one part would hold fewer than MIN_PART
     ("distribution: {strategy: mirrored}", 1),
 ])
 def test_only_models_that_treat_images_independently_split_their_batches(write_config, change, parts):
