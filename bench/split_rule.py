@@ -252,7 +252,8 @@ def main():
         print(json.dumps(measure(args.config, args.point[0], args.point[1:], args.epochs, args.quick)))
         return
     if args.show:
-        print("\n\n".join(report(json.loads(Path(path).read_text())) for path in args.show))
+        results = sorted((json.loads(Path(path).read_text()) for path in args.show), key=lambda r: (r["config"], r["cores"]))
+        print("\n\n".join(report(result) for result in results))
         return
 
     cores = usable_cores()
