@@ -26,8 +26,8 @@ def usable_cores():
         return allowed
     if not given.isdigit() or int(given) < 1:
         # not a ConfigError: that would name the config file, and the fix is in the environment
-        raise CnnlabError(f"{CORES_VARIABLE}: expected a whole number of cores, at least 1, or unset to use every core "
-                          f"the process may; received {given!r}")
+        raise CnnlabError(f"{CORES_VARIABLE}: expected a whole number of cores, at least 1 (unset it to use every core "
+                          f"the process may use); received {given!r}")
     return min(int(given), allowed)  # a share cannot hand out cores the affinity does not allow
 
 

@@ -231,7 +231,7 @@ def test_each_worker_keeps_its_split_and_threads_within_its_share_of_the_cores(p
 def test_a_bad_core_share_is_refused_before_any_folder_exists(tiny_path, tmp_path, monkeypatch):
     monkeypatch.setenv("CNNLAB_CORES", "none")
     result = compare(tiny_path, tmp_path / "runs", "-o", "adam")
-    assert_one_line_error(result, "CNNLAB_CORES: expected a whole number of cores, at least 1, or unset to use every core the process may; received 'none'")
+    assert_one_line_error(result, "CNNLAB_CORES: expected a whole number of cores, at least 1 (unset it to use every core the process may use); received 'none'")
     assert not (tmp_path / "runs").exists()
 
 

@@ -35,4 +35,4 @@ def test_a_share_that_is_not_a_whole_number_of_cores_is_refused(monkeypatch, val
     monkeypatch.setenv(CORES_VARIABLE, value)
     with pytest.raises(CnnlabError) as caught:
         usable_cores()
-    assert str(caught.value) == f"CNNLAB_CORES: expected a whole number of cores, at least 1, or unset to use every core the process may; received '{value}'"
+    assert str(caught.value) == f"CNNLAB_CORES: expected a whole number of cores, at least 1 (unset it to use every core the process may use); received '{value}'"
