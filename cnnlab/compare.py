@@ -35,7 +35,7 @@ from typing import Any, Mapping, Optional
 
 import yaml
 
-from cnnlab import builder, plots, runs
+from cnnlab import builder, cores, plots, runs
 from cnnlab.config import OptimizerConfig, resolve_config, short_repr, to_plain
 from cnnlab.errors import CnnlabError, ConfigError, RunError, TrainingInterrupted, one_line
 from cnnlab.metric_names import accuracy_key
@@ -250,6 +250,7 @@ def compare_optimizers(config, specs, runs_dir, repeats=1, jobs=1, resume_dir=No
     from cnnlab.train import sigterm_as_interrupt
 
     progress = progress or (lambda line: None)
+    cores.usable_cores()  # a bad CNNLAB_CORES is refused before the comparison folder exists
     check_optimizer_specs(specs)
     seeds = seeds_for(config, repeats)
     first = specs[0]
@@ -406,7 +407,7 @@ def run_in_processes(jobs_list, workers):
 
     # spawn, not fork: a forked TensorFlow runtime (already started here to build the initial weights) can deadlock
     context = multiprocessing.get_context("spawn")
-    threads = max(1, (os.cpu_count() or 1) // workers)
+    threads = max(1, cores.usable_cores() // workers)  # the cores this process may use, shared out
     todo = list(jobs_list)
     pool = []
     try:
@@ -528,12 +529,14 @@ def worker_loop(conn, threads):
 
 
 def init_worker(threads):
-    os.environ["OMP_NUM_THREADS"] = str(threads)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    import tensorflow as tf
+    """Makes `threads` cores the worker's whole budget, before TensorFlow starts in it.
 
-    tf.config.threading.set_intra_op_parallelism_threads(threads)
-    tf.config.threading.set_inter_op_parallelism_threads(min(2, threads))
+    `train` turns that budget into TensorFlow's threads and batch split (`loop.share_cores`,
+    `loop.batch_parts`), so a worker's runs stay inside their share instead of each taking
+    the machine's cores.
+    """
+    cores.give_cores(threads)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
 def run_job(job):

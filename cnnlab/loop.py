@@ -27,7 +27,6 @@ cnnlab uses `fit` itself.
 """
 
 import math
-import os
 
 import keras
 import numpy as np
@@ -35,6 +34,7 @@ import tensorflow as tf
 
 from cnnlab import keras_compat
 from cnnlab.config import AUTO
+from cnnlab.cores import usable_cores
 from cnnlab.errors import ConfigError
 from cnnlab.preprocess import preprocess_images
 
@@ -42,7 +42,12 @@ HOST = "/CPU:0"
 FLOPS_PER_CALL = 3e10  # a compiled call's work under steps_per_execution: auto, about 0.25 s on the 2-core machines of BENCHMARKS.md
 VALIDATION_BATCHES = 4  # validation batch = 4 × train.batch_size: forward passes only, about the memory of a
 #                         training step, 1.5× the images/s of validating at the training batch (same metrics)
-MIN_PART = 8  # the fewest images a part of a split batch may have (a guess: only 16-image parts were measured)
+MIN_PART = 4  # the fewest images a part of a split batch may have: the smallest part measured, and on 2 cores it paid off
+# How many parts a core budget splits a batch into, measured by bench/split_rule.py (BENCHMARKS.md, "When a split
+# batch pays off"); a budget takes the row of the most cores it has. 1 and 2 cores are measured. 4 cores and more
+# are a guess, the rule from before measuring (two parts, each with half the cores), until the sweep there replaces
+# it with rows for 4, 8 and 16 cores: the part count that measured best at the usual batch sizes.
+PARTS_BY_CORES = {1: 1, 2: 2, 4: 2}
 
 # Layers whose output for an image, in training, depends on that image alone. A batch of
 # such layers can be split into parts whose gradients average to the whole batch's.
@@ -167,22 +172,29 @@ def forward_flops(model):
 
 
 def batch_parts(config, cores=None, gpus=None):
-    """How many parts to split each training batch into, so that every core works on a part of its own.
+    """How many parts to split each training batch into, so that the cores of the budget each work on a part.
 
-    On 2 cores, two half-batches computed side by side on one thread each train the
-    Fashion-MNIST CNN about 1.2× faster than whole batches on two threads per operation
-    (BENCHMARKS.md): the convolutions of one 32-image batch are too small to split well
-    across threads. Only 2 cores were measured; larger machines get two parts as well,
-    each with half the cores. The update is the
-    same, the mean gradient over the whole batch, for every model whose layers all treat
-    images independently (PER_IMAGE_LAYERS); any other model, a GPU, a tf.distribute
-    strategy or a batch under 2 × MIN_PART keeps whole batches.
+    On 2 cores, two parts computed side by side on one thread each trained the
+    Fashion-MNIST CNN 1.3–1.6× faster than whole batches on two threads per operation,
+    at every batch size from 8 to 128 (parts of 4 to 64 images); on 1 core a split gained
+    nothing (0.77–1.05×): the convolutions of a small batch do not split well across
+    threads, and a core of its own for each part avoids that (BENCHMARKS.md). The update
+    is the same, the mean gradient over the whole batch, for every model whose layers all
+    treat images independently (PER_IMAGE_LAYERS); any other model, a GPU, a
+    tf.distribute strategy or a batch under 2 × MIN_PART keeps whole batches, and a batch
+    too small for the budget's parts gets as many parts of MIN_PART images as it holds.
     """
     cores = usable_cores() if cores is None else cores
     gpus = len(tf.config.list_physical_devices("GPU")) if gpus is None else gpus
-    if cores < 2 or gpus or not splits_alike(config) or config.train.batch_size < 2 * MIN_PART:
+    if gpus or not splits_alike(config):
         return 1
-    return 2
+    return max(1, min(parts_for_cores(cores), config.train.batch_size // MIN_PART))
+
+
+def parts_for_cores(cores):
+    """PARTS_BY_CORES' part count for the row of the most cores that `cores` has (1 below every row)."""
+    rows = [count for count in PARTS_BY_CORES if count <= cores]
+    return PARTS_BY_CORES[max(rows)] if rows else 1
 
 
 def resolve_batch_parts(config):
@@ -210,22 +222,21 @@ def splits_alike(config):
 
 
 def share_cores(parts):
-    """Gives each part of a split batch its share of the cores, as TensorFlow's per-operation thread count.
+    """Turns the process's core budget (`cores.usable_cores`) into TensorFlow's threads: budget // parts per
+    operation, and room for at least `parts` operations at once, so the parts run side by side within the budget.
 
-    TensorFlow fixes its threads when it starts: this must run before the first
-    operation. In a process where TensorFlow already runs (tests, a notebook) it leaves
-    the threads as they are; the split batches then train to the same weights, slower.
+    Set for whole batches too, so that a share a parent gave (compare's workers) holds
+    where TensorFlow would otherwise take every core the affinity allows. TensorFlow
+    fixes its threads when it starts: this must run before the first operation. In a
+    process where TensorFlow already runs (tests, a notebook) it leaves the threads as
+    they are; the split batches then train to the same weights, slower.
     """
-    if parts == 1:
-        return
+    budget = usable_cores()
     try:
-        tf.config.threading.set_intra_op_parallelism_threads(max(1, usable_cores() // parts))
+        tf.config.threading.set_intra_op_parallelism_threads(max(1, budget // parts))
+        tf.config.threading.set_inter_op_parallelism_threads(max(budget, parts))
     except RuntimeError:
         pass
-
-
-def usable_cores():
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def train_step_on_parts(model, parts):

@@ -11,10 +11,11 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from cnnlab import runs
+from cnnlab import loop, runs
 from cnnlab.cli import main
 from cnnlab.compare import DEFAULT_OPTIMIZERS, parse_optimizer_spec, parse_optimizer_specs
 from cnnlab.config import load_config
+from cnnlab.cores import usable_cores
 from cnnlab.errors import ConfigError
 
 from conftest import TINY_DIGITS, assert_one_line_error
@@ -209,6 +210,22 @@ def test_parallel_jobs_complete_every_run(parallel):
     assert "4 runs to train, 2 at a time" in output
     assert sorted(p.name.rsplit("-", 2)[0] for p in compare_dir.iterdir() if p.is_dir()) == ["adam-s7", "adam-s8", "sgd-s7", "sgd-s8"]
     assert all(runs.read_status(p).state == "completed" for p in compare_dir.iterdir() if p.is_dir())
+
+
+def test_each_worker_keeps_its_split_and_threads_within_its_share_of_the_cores(parallel, tiny_path):
+    compare_dir, _ = parallel
+    share = max(1, usable_cores() // 2)  # two jobs: one core each on a 2-core machine
+    parts = loop.batch_parts(load_config(tiny_path), cores=share, gpus=0)
+    for run_dir in (p for p in compare_dir.iterdir() if p.is_dir()):
+        env = json.loads((run_dir / runs.ENV).read_text())
+        assert (env["batch_parts"], env["threads_per_op"]) == (parts, max(1, share // parts)), run_dir.name
+
+
+def test_a_bad_core_share_is_refused_before_any_folder_exists(tiny_path, tmp_path, monkeypatch):
+    monkeypatch.setenv("CNNLAB_CORES", "none")
+    result = compare(tiny_path, tmp_path / "runs", "-o", "adam")
+    assert_one_line_error(result, "CNNLAB_CORES: expected a whole number of cores, at least 1 (unset it to use every core the process may use); received 'none'")
+    assert not (tmp_path / "runs").exists()
 
 
 def test_repeats_report_mean_and_std_over_seeds(parallel):

@@ -1,5 +1,10 @@
 """cnnlab's own epoch loop trains exactly as Keras' `fit` does, only faster."""
 
+import json
+import os
+import subprocess
+import sys
+
 import keras
 import numpy as np
 import yaml
@@ -7,9 +12,10 @@ import pytest
 
 from cnnlab import loop
 from cnnlab.config import load_config
+from cnnlab.cores import CORES_VARIABLE, affinity_cores
 from cnnlab.preprocess import Preprocessing, make_dataset
 from cnnlab.train import prepare
-from conftest import TINY_DIGITS
+from conftest import REPO, TINY_DIGITS
 
 WITH_DROPOUT = TINY_DIGITS.replace("    - Flatten: {}\n", "    - Flatten: {}\n    - Dropout: {rate: 0.3}\n")
 
@@ -137,7 +143,8 @@ def test_a_batch_splits_into_parts_differing_by_at_most_one_image():
     ("", 2),
     ("    - BatchNormalization: {}\n", 1),  # statistics over the whole batch
     ("    - Dense: {units: 10, activity_regularizer: l1}\n", 1),  # a sum over the whole batch
-    ("batch_size: 8", 1),
+    ("batch_size: 8", 2),  # two parts of MIN_PART images
+    ("batch_size: 7", 1),  # one part would hold fewer than MIN_PART
     ("distribution: {strategy: mirrored}", 1),
 ])
 def test_only_models_that_treat_images_independently_split_their_batches(write_config, change, parts):
@@ -259,3 +266,37 @@ def test_batch_parts_above_one_for_a_model_that_mixes_images_is_refused_in_one_l
     assert result.exit_code == 2
     assert result.output.startswith(f"Error: {config}: train.batch_parts: can be more than 1 only on one device")
     assert len(result.output.strip().splitlines()) == 1 and not (tmp_path / "runs").exists()
+
+
+def test_batch_parts_split_only_within_the_core_budget(write_config, monkeypatch):
+    config = load_config(write_config(TINY_DIGITS))
+    monkeypatch.setenv(CORES_VARIABLE, "1")  # as compare gives a worker one core of two
+    assert loop.batch_parts(config, gpus=0) == 1
+
+
+# Starts as a compare worker starts (its budget given before TensorFlow starts), then sets the threads as `train` does.
+BUDGET_PROBE = """
+import json, sys
+from cnnlab import compare, loop
+from cnnlab.config import load_config
+import tensorflow as tf
+
+compare.init_worker(int(sys.argv[2]))
+parts = loop.batch_parts(load_config(sys.argv[1]), gpus=0)
+loop.share_cores(parts)
+print(json.dumps([parts, tf.config.threading.get_intra_op_parallelism_threads(), tf.config.threading.get_inter_op_parallelism_threads()]))
+"""
+
+
+@pytest.mark.parametrize("budget", [1, 2])
+def test_a_process_given_a_share_of_the_cores_keeps_its_split_and_threads_within_it(write_config, budget):
+    if budget > affinity_cores():
+        pytest.skip(f"needs {budget} cores")
+    config_path = write_config(TINY_DIGITS)
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    env.pop(CORES_VARIABLE, None)
+    out = subprocess.run([sys.executable, "-c", BUDGET_PROBE, str(config_path), str(budget)], env=env,
+                         capture_output=True, text=True, check=True).stdout
+    parts = loop.batch_parts(load_config(config_path), cores=budget, gpus=0)
+    assert json.loads(out.strip().splitlines()[-1]) == [parts, budget // parts, budget]
+    assert parts == (1 if budget == 1 else 2)
