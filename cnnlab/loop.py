@@ -42,12 +42,12 @@ HOST = "/CPU:0"
 FLOPS_PER_CALL = 3e10  # a compiled call's work under steps_per_execution: auto, about 0.25 s on the 2-core machines of BENCHMARKS.md
 VALIDATION_BATCHES = 4  # validation batch = 4 × train.batch_size: forward passes only, about the memory of a
 #                         training step, 1.5× the images/s of validating at the training batch (same metrics)
-MIN_PART = 4  # the fewest images a part of a split batch may have: the smallest part measured, and on 2 cores it paid off
+MIN_PART = 8  # the fewest images a part may have: parts of 8 and more paid off on both CPUs measured, parts of 4 on one
 # How many parts a core budget splits a batch into, measured by bench/split_rule.py (BENCHMARKS.md, "When a split
-# batch pays off"); a budget takes the row of the most cores it has. 1 and 2 cores are measured. 4 cores and more
-# are a guess, the rule from before measuring (two parts, each with half the cores), until the sweep there replaces
-# it with rows for 4, 8 and 16 cores: the part count that measured best at the usual batch sizes.
-PARTS_BY_CORES = {1: 1, 2: 2, 4: 2}
+# batch pays off") on a 2-core AMD EPYC and a 16-core Intel Xeon (under taskset): a split paid off only with one core
+# per part (2 on 2 cores, 4 on 4, 8 on 8), never with several threads per part, and not at all on 16 cores, where
+# whole batches on 16 threads were fastest. A budget takes the row of the most cores it has.
+PARTS_BY_CORES = {1: 1, 2: 2, 4: 4, 8: 8, 16: 1}
 
 # Layers whose output for an image, in training, depends on that image alone. A batch of
 # such layers can be split into parts whose gradients average to the whole batch's.
@@ -172,23 +172,23 @@ def forward_flops(model):
 
 
 def batch_parts(config, cores=None, gpus=None):
-    """How many parts to split each training batch into, so that the cores of the budget each work on a part.
+    """How many parts to split each training batch into, so that each core of the budget works on a part of its own.
 
-    On 2 cores, two parts computed side by side on one thread each trained the
-    Fashion-MNIST CNN 1.3–1.6× faster than whole batches on two threads per operation,
-    at every batch size from 8 to 128 (parts of 4 to 64 images); on 1 core a split gained
-    nothing (0.77–1.05×): the convolutions of a small batch do not split well across
-    threads, and a core of its own for each part avoids that (BENCHMARKS.md). The update
-    is the same, the mean gradient over the whole batch, for every model whose layers all
-    treat images independently (PER_IMAGE_LAYERS); any other model, a GPU, a
-    tf.distribute strategy or a batch under 2 × MIN_PART keeps whole batches, and a batch
-    too small for the budget's parts gets as many parts of MIN_PART images as it holds.
+    The convolutions of a small batch do not split well across threads: on 2 to 8 cores,
+    parts computed side by side on one thread each trained the Fashion-MNIST CNN 1.07–1.6×
+    faster than whole batches on all the threads, while fewer parts with several threads
+    each lost (0.54–0.89×), and on 1 or 16 cores no split paid off (BENCHMARKS.md). So a
+    budget gets its PARTS_BY_CORES row if the batch gives every part MIN_PART images, else
+    whole batches. The update is the same, the mean gradient over the whole batch, for
+    every model whose layers all treat images independently (PER_IMAGE_LAYERS); any other
+    model, a GPU or a tf.distribute strategy keeps whole batches.
     """
     cores = usable_cores() if cores is None else cores
     gpus = len(tf.config.list_physical_devices("GPU")) if gpus is None else gpus
     if gpus or not splits_alike(config):
         return 1
-    return max(1, min(parts_for_cores(cores), config.train.batch_size // MIN_PART))
+    parts = parts_for_cores(cores)
+    return parts if config.train.batch_size >= parts * MIN_PART else 1  # fewer parts, with several threads each, lost
 
 
 def parts_for_cores(cores):

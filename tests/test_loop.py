@@ -143,8 +143,8 @@ def test_a_batch_splits_into_parts_differing_by_at_most_one_image():
     ("", 2),
     ("    - BatchNormalization: {}\n", 1),  # statistics over the whole batch
     ("    - Dense: {units: 10, activity_regularizer: l1}\n", 1),  # a sum over the whole batch
-    ("batch_size: 8", 2),  # two parts of MIN_PART images
-    ("batch_size: 7", 1),  # one part would hold fewer than MIN_PART
+    ("batch_size: 16", 2),  # two parts of MIN_PART images
+    ("batch_size: 15", 1),  # one part would hold fewer than MIN_PART
     ("distribution: {strategy: mirrored}", 1),
 ])
 def test_only_models_that_treat_images_independently_split_their_batches(write_config, change, parts):
@@ -161,8 +161,17 @@ def test_only_models_that_treat_images_independently_split_their_batches(write_c
 def test_one_core_or_a_gpu_keeps_whole_batches(write_config):
     config = load_config(write_config(TINY_DIGITS))
     assert loop.batch_parts(config, cores=1, gpus=0) == 1
-    assert loop.batch_parts(config, cores=16, gpus=1) == 1
-    assert loop.batch_parts(config, cores=16, gpus=0) == 2
+    assert loop.batch_parts(config, cores=8, gpus=1) == 1
+
+
+@pytest.mark.parametrize("cores, batch_size, parts", [
+    (2, 64, 2), (3, 64, 2), (4, 64, 4), (6, 64, 4), (8, 64, 8), (12, 64, 8), (16, 64, 1),  # the measured rows
+    (8, 32, 1),  # 8 parts of 4: fewer parts with several threads each lost, so whole batches
+    (2, 8, 1),
+])
+def test_each_core_gets_a_part_of_its_own_where_the_batch_holds_enough_images(write_config, cores, batch_size, parts):
+    config = load_config(write_config(TINY_DIGITS.replace("batch_size: 64", f"batch_size: {batch_size}")))
+    assert loop.batch_parts(config, cores=cores, gpus=0) == parts
 
 
 class BatchEvents(keras.callbacks.Callback):
