@@ -23,6 +23,7 @@ import keras
 from cnnlab import __version__, builder, callbacks, data, distribute, loop, plots, runs
 from cnnlab.callbacks import best_epoch_of, history_of, monitor_of
 from cnnlab.config import load_config, with_train_values
+from cnnlab.cores import usable_cores
 from cnnlab.errors import CnnlabError, ConfigError, RunError, TrainingInterrupted
 from cnnlab.metric_names import accuracy_key
 from cnnlab.preprocess import check_input_shape, make_dataset, preprocessing_for, preprocessing_record
@@ -324,6 +325,7 @@ def environment(config, strategy=None):
         "git_commit": git_commit(),
         "command": " ".join([Path(sys.argv[0]).name] + sys.argv[1:]),
         "cpu_count": os.cpu_count(),
+        "cores": usable_cores(),  # the process's budget (affinity, CNNLAB_CORES), from which batch_parts: auto was chosen
         "distribution": {"strategy": config.distribution.strategy, "replicas": distribute.num_replicas(strategy),
                          "mixed_precision": config.mixed_precision},
         "batch_parts": config.train.batch_parts,  # see cnnlab/loop.py; config.yaml records them too
