@@ -16,6 +16,7 @@ from cnnlab.errors import CnnlabError, ConfigError
 
 TF_CONFIG = "TF_CONFIG"
 DEFAULT_CONNECT_TIMEOUT_S = 120.0
+PROBE_TIMEOUT_S = 2.0  # how long one look at a worker's address may take
 
 
 def connect_timeout():
@@ -76,6 +77,9 @@ def wait_for_workers(timeout_s=None):
     end (and deaf to SIGTERM), so cnnlab checks first. Each worker answers on its own
     address meanwhile, so workers started in any order find each other; it lets the
     port go just before TensorFlow takes it, and a peer that looks in that moment retries.
+    The first worker, TensorFlow's coordination leader, also looks at its own address:
+    TensorFlow connects to it from there too, so an address that is not this machine's
+    (a one-worker cluster copied from elsewhere) would hang in the constructor as well.
     """
     timeout_s = connect_timeout() if timeout_s is None else timeout_s
     workers, _, _ = read_tf_config()
@@ -98,6 +102,8 @@ def wait_for_workers(timeout_s=None):
         for address in workers:
             if address != me:
                 wait_for(address, deadline, timeout_s)
+            elif address == workers[0]:
+                wait_for(address, deadline, timeout_s, own=True)
     finally:
         done.set()
         answering.join()  # a thread blocked in accept() would keep the port bound
@@ -116,17 +122,25 @@ def answer_probes(listener, done):
         connection.close()
 
 
-def wait_for(address, deadline, timeout_s):
-    host, _, port = address.rpartition(":")
+def wait_for(address, deadline, timeout_s, own=False):
+    """Retries `address` until it answers or `deadline` passes; `own` is this worker's address, probed through its listener."""
+    what = f"this worker's own address {address}" if own else f"worker {address}"
+    hint = ("TensorFlow connects to it from this worker too: give an address of this machine" if own else
+            "check that every worker was started with the same cluster (TF_CONFIG or --workers), the addresses and the firewall")
     while True:
         try:
-            with socket.create_connection((host.strip("[]"), int(port)), timeout=2):
-                return
+            reach(address)
+            return
         except OSError as exc:
             if time.monotonic() >= deadline:
-                raise ClusterError(f"cannot reach worker {address} within {timeout_s:.0f} s ({exc.strerror or exc}); check that every "
-                                   "worker was started with the same cluster (TF_CONFIG or --workers), the addresses and the firewall") from None
+                raise ClusterError(f"cannot reach {what} within {timeout_s:.0f} s ({exc.strerror or exc}); {hint}") from None
             time.sleep(0.2)
+
+
+def reach(address, timeout_s=PROBE_TIMEOUT_S):
+    """Opens and closes a TCP connection to `host:port`; OSError when nothing answers there."""
+    host, _, port = address.rpartition(":")
+    socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s).close()
 
 
 # ---------------------------------------------------------------- strategies

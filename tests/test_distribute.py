@@ -125,8 +125,8 @@ print("REPLICAS", __import__("json").loads((mirrored.run_dir / "env.json").read_
 """
 
 
-def run_python(script, *args, timeout=TIMEOUT_S):
-    env = {**os.environ, "CNNLAB_OFFLINE": "1", "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": str(REPO)}
+def run_python(script, *args, timeout=TIMEOUT_S, env=None):
+    env = {**os.environ, "CNNLAB_OFFLINE": "1", "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": str(REPO), **(env or {})}
     return subprocess.run([sys.executable, "-c", script, *map(str, args)], capture_output=True, text=True,
                           timeout=timeout, env=env, cwd=REPO)
 
@@ -163,6 +163,25 @@ def test_an_unreachable_worker_is_one_line_naming_its_address(monkeypatch):
     with pytest.raises(ClusterError) as error:
         wait_for_workers(timeout_s=1)
     assert str(error.value).startswith(f"cannot reach worker 127.0.0.1:{other} within 1 s (Connection refused); ")
+
+
+def error_lines(stderr):
+    """cnnlab's own lines in a process's stderr, without TensorFlow's C++ log."""
+    return [line for line in stderr.splitlines() if line.startswith("Error: ")]
+
+
+def test_a_cluster_whose_first_address_is_not_this_machine_is_one_line(tiny_config, tmp_path):
+    # TensorFlow's coordination service connected to it without end (and deaf to SIGTERM) before cnnlab looked
+    address = f"cnnlab-no-such-host.invalid:{free_ports(1)[0]}"
+    tf_config = json.dumps({"cluster": {"worker": [address]}, "task": {"type": "worker", "index": 0}})
+    result = run_python("from cnnlab.cli import main; main()", "train", tiny_config, "--runs-dir", tmp_path / "runs", "-q",
+                        "--strategy", "multi_worker", timeout=60, env={"TF_CONFIG": tf_config, "CNNLAB_CONNECT_TIMEOUT": "1"})
+    assert result.returncode == 2
+    (line,) = error_lines(result.stderr)
+    assert line.startswith(f"Error: cannot reach this worker's own address {address} within 1 s (")
+    assert line.endswith("); TensorFlow connects to it from this worker too: give an address of this machine")
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "runs").exists()
 
 
 WORKER_SCRIPT = """
