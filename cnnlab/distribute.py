@@ -8,6 +8,7 @@ prepares datasets for it, and tells a worker whether it owns the run folder.
 import json
 import os
 import socket
+import sys
 import threading
 import time
 from contextlib import contextmanager, nullcontext
@@ -148,6 +149,8 @@ def reach(address, timeout_s=PROBE_TIMEOUT_S):
 
 def make_strategy(distribution):
     """The tf.distribute strategy for the config's `distribution` section; None for the default (no scope)."""
+    if distribution.strategy != "multi_worker":
+        ignore_tf_config(distribution.strategy)
     if distribution.strategy == "default":
         return None
     import tensorflow as tf
@@ -164,6 +167,18 @@ def make_strategy(distribution):
     options = tf.distribute.experimental.CommunicationOptions()  # no timeout_seconds: with one, every collective starts a thread that is never reclaimed (thousands per minute)
     return tf.distribute.MultiWorkerMirroredStrategy(
         cluster_resolver=tf.distribute.cluster_resolver.TFConfigClusterResolver(), communication_options=options)
+
+
+def ignore_tf_config(strategy_name):
+    """Takes TF_CONFIG out of the environment of a process that trains alone, and says so in one line.
+
+    Only MultiWorkerMirroredStrategy reads it, but whoever exported it may believe this
+    process joins a cluster. Taken out, it is said once per process (compare-optimizers
+    trains many runs in one), and nothing this process starts reads it either.
+    """
+    if os.environ.pop(TF_CONFIG, None):
+        print(f"Note: TF_CONFIG is ignored: distribution.strategy is {strategy_name}, so this process trains alone "
+              "(--strategy multi_worker joins the cluster)", file=sys.stderr, flush=True)
 
 
 def reduce_scalar_logs_across_workers():

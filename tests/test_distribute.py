@@ -12,7 +12,7 @@ from cnnlab.config import config_from_text
 from cnnlab.distribute import ClusterError, tf_config_for
 from cnnlab.errors import ConfigError
 
-from conftest import REPO, TINY_DIGITS
+from conftest import REPO, TINY_DIGITS, run_cli
 
 TIMEOUT_S = 120
 
@@ -168,6 +168,14 @@ def test_an_unreachable_worker_is_one_line_naming_its_address(monkeypatch):
 def error_lines(stderr):
     """cnnlab's own lines in a process's stderr, without TensorFlow's C++ log."""
     return [line for line in stderr.splitlines() if line.startswith("Error: ")]
+
+
+def test_single_device_training_ignores_tf_config_in_one_line(tiny_config, tmp_path, monkeypatch):
+    monkeypatch.setenv("TF_CONFIG", tf_config_for("127.0.0.1:23456,127.0.0.1:23457", 0))
+    result = run_cli("train", tiny_config, "--runs-dir", tmp_path / "runs", "-q")
+    assert result.exit_code == 0, result.output
+    assert result.stderr == ("Note: TF_CONFIG is ignored: distribution.strategy is default, so this process trains alone "
+                             "(--strategy multi_worker joins the cluster)\n")
 
 
 def test_a_cluster_whose_first_address_is_not_this_machine_is_one_line(tiny_config, tmp_path):
