@@ -8,6 +8,7 @@ prepares datasets for it, and tells a worker whether it owns the run folder.
 import json
 import os
 import socket
+import sys
 import threading
 import time
 from contextlib import contextmanager, nullcontext
@@ -17,16 +18,27 @@ from cnnlab.errors import CnnlabError, ConfigError
 
 TF_CONFIG = "TF_CONFIG"
 DEFAULT_CONNECT_TIMEOUT_S = 120.0
+DEFAULT_STEP_TIMEOUT_S = 300.0
+PROBE_TIMEOUT_S = 2.0  # how long one look at a worker's address may take
 
 
 def connect_timeout():
     """How long a worker waits for the others: CNNLAB_CONNECT_TIMEOUT seconds, 120 by default."""
-    text = os.environ.get("CNNLAB_CONNECT_TIMEOUT", "")
+    return seconds_from_environment("CNNLAB_CONNECT_TIMEOUT", DEFAULT_CONNECT_TIMEOUT_S)
+
+
+def step_timeout():
+    """How long a multi-worker training step may take before the watchdog gives up: CNNLAB_STEP_TIMEOUT seconds, 300 by default."""
+    return seconds_from_environment("CNNLAB_STEP_TIMEOUT", DEFAULT_STEP_TIMEOUT_S)
+
+
+def seconds_from_environment(name, default):
+    """A positive number of seconds from the variable `name`, read when used; `default` when unset or not one."""
     try:
-        value = float(text)
+        value = float(os.environ.get(name, ""))
     except ValueError:
-        return DEFAULT_CONNECT_TIMEOUT_S
-    return value if value > 0 else DEFAULT_CONNECT_TIMEOUT_S
+        return default
+    return value if value > 0 else default
 
 
 class ClusterError(CnnlabError):
@@ -77,6 +89,9 @@ def wait_for_workers(timeout_s=None):
     end (and deaf to SIGTERM), so cnnlab checks first. Each worker answers on its own
     address meanwhile, so workers started in any order find each other; it lets the
     port go just before TensorFlow takes it, and a peer that looks in that moment retries.
+    The first worker, TensorFlow's coordination leader, also looks at its own address:
+    TensorFlow connects to it from there too, so an address that is not this machine's
+    (a one-worker cluster copied from elsewhere) would hang in the constructor as well.
     """
     timeout_s = connect_timeout() if timeout_s is None else timeout_s
     workers, _, _ = read_tf_config()
@@ -99,6 +114,8 @@ def wait_for_workers(timeout_s=None):
         for address in workers:
             if address != me:
                 wait_for(address, deadline, timeout_s)
+            elif address == workers[0]:
+                wait_for(address, deadline, timeout_s, own=True)
     finally:
         done.set()
         answering.join()  # a thread blocked in accept() would keep the port bound
@@ -117,17 +134,25 @@ def answer_probes(listener, done):
         connection.close()
 
 
-def wait_for(address, deadline, timeout_s):
-    host, _, port = address.rpartition(":")
+def wait_for(address, deadline, timeout_s, own=False):
+    """Retries `address` until it answers or `deadline` passes; `own` is this worker's address, probed through its listener."""
+    what = f"this worker's own address {address}" if own else f"worker {address}"
+    hint = ("TensorFlow connects to it from this worker too: give an address of this machine" if own else
+            "check that every worker was started with the same cluster (TF_CONFIG or --workers), the addresses and the firewall")
     while True:
         try:
-            with socket.create_connection((host.strip("[]"), int(port)), timeout=2):
-                return
+            reach(address)
+            return
         except OSError as exc:
             if time.monotonic() >= deadline:
-                raise ClusterError(f"cannot reach worker {address} within {timeout_s:.0f} s ({exc.strerror or exc}); check that every "
-                                   "worker was started with the same cluster (TF_CONFIG or --workers), the addresses and the firewall") from None
+                raise ClusterError(f"cannot reach {what} within {timeout_s:.0f} s ({exc.strerror or exc}); {hint}") from None
             time.sleep(0.2)
+
+
+def reach(address, timeout_s=PROBE_TIMEOUT_S):
+    """Opens and closes a TCP connection to `host:port`; OSError when nothing answers there."""
+    host, _, port = address.rpartition(":")
+    socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s).close()
 
 
 # ---------------------------------------------------------------- strategies
@@ -135,6 +160,8 @@ def wait_for(address, deadline, timeout_s):
 
 def make_strategy(distribution):
     """The tf.distribute strategy for the config's `distribution` section; None for the default (no scope)."""
+    if distribution.strategy != "multi_worker":
+        ignore_tf_config(distribution.strategy)
     if distribution.strategy == "default":
         return None
     import tensorflow as tf
@@ -151,6 +178,18 @@ def make_strategy(distribution):
     options = tf.distribute.experimental.CommunicationOptions()  # no timeout_seconds: with one, every collective starts a thread that is never reclaimed (thousands per minute)
     return tf.distribute.MultiWorkerMirroredStrategy(
         cluster_resolver=tf.distribute.cluster_resolver.TFConfigClusterResolver(), communication_options=options)
+
+
+def ignore_tf_config(strategy_name):
+    """Takes TF_CONFIG out of the environment of a process that trains alone, and says so in one line.
+
+    Only MultiWorkerMirroredStrategy reads it, but whoever exported it may believe this
+    process joins a cluster. Taken out, it is said once per process (compare-optimizers
+    trains many runs in one), and nothing this process starts reads it either.
+    """
+    if os.environ.pop(TF_CONFIG, None):
+        print(f"Note: TF_CONFIG is ignored: distribution.strategy is {strategy_name}, so this process trains alone "
+              "(--strategy multi_worker joins the cluster)", file=sys.stderr, flush=True)
 
 
 def check_devices(devices):
@@ -257,3 +296,128 @@ def environment_tf_config(text):
             os.environ.pop(TF_CONFIG, None)
         else:
             os.environ[TF_CONFIG] = previous
+
+
+# ---------------------------------------------------------------- a worker lost during training
+
+
+@contextmanager
+def watch_steps(strategy, run_dir, give_up):
+    """Yields the callbacks that end a multi-worker process whose training stopped, with one line; [] otherwise.
+
+    A worker that dies mid-training is usually noticed by TensorFlow (its coordination
+    service misses the heartbeats and aborts the step); that error becomes the same one
+    line naming the workers that no longer answer. A worker that is alive but never
+    joins the next step (a hung disk, a deadlock) leaves the others blocked inside a
+    collective until someone presses Ctrl-C, and TensorFlow's own collective timeout leaks
+    a thread per collective; so a watchdog thread ends the process instead once no step
+    has finished for CNNLAB_STEP_TIMEOUT seconds, after `give_up(reason)` has recorded why.
+    The chief names `run_dir` in the line that says how to resume; the other workers'
+    folders are temporary, so they name the chief's.
+    """
+    import tensorflow as tf
+
+    peers = []
+    if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        me = own_address()
+        peers = [address for address in read_tf_config()[0] if address != me]
+    if not peers:
+        yield []
+        return
+    watchdog = StepWatchdog(peers, step_timeout(), resume_hint(run_dir if is_chief(strategy) else None), give_up)
+    watchdog.thread.start()
+    try:
+        yield [watchdog.callback()]
+    except tf.errors.OpError:  # TensorFlow aborted the step; a lost worker is said as the watchdog says it
+        watchdog.stop()
+        silent = watchdog.silent_peers()
+        if not silent:
+            raise
+        raise ClusterError(f"{stopped_answering(silent)}; {watchdog.resume_hint}") from None
+    finally:
+        watchdog.stop()
+
+
+class StepWatchdog:
+    """Ends the process, from a thread of its own, when no training step has finished for `timeout_s` seconds.
+
+    The clock runs from the first finished step, and pauses while the first validation
+    traces its function, so TensorFlow's tracing never counts as a stalled step.
+    """
+
+    def __init__(self, peers, timeout_s, resume_hint, give_up):
+        self.peers = peers
+        self.timeout_s = timeout_s
+        self.resume_hint = resume_hint
+        self.give_up = give_up
+        self.last_step = None  # time.monotonic() of the last finished step; None while nothing is to be timed
+        self.validated = False
+        self.stopped = threading.Event()
+        self.lock = threading.Lock()  # held while giving up, so that stop() cannot race the final line
+        self.thread = threading.Thread(target=self.watch, name="cnnlab-step-watchdog", daemon=True)
+
+    def callback(self):
+        import keras
+
+        return keras.callbacks.LambdaCallback(on_train_batch_end=self.step_finished, on_epoch_end=self.step_finished,
+                                              on_test_begin=self.validation_begins, on_test_batch_end=self.test_step_finished)
+
+    def step_finished(self, index=None, logs=None):
+        self.last_step = time.monotonic()
+
+    def validation_begins(self, logs=None):
+        if not self.validated:
+            self.last_step = None
+
+    def test_step_finished(self, batch, logs=None):
+        self.validated = True
+        self.step_finished()
+
+    def watch(self):
+        while not self.stopped.wait(min(1.0, self.timeout_s / 10)):
+            last = self.last_step
+            if last is not None and time.monotonic() - last > self.timeout_s:
+                self.end_process()
+
+    def end_process(self):
+        """Records why, prints one line and ends the process: its main thread is stuck inside TensorFlow."""
+        with self.lock:
+            if self.stopped.is_set():
+                return
+            silent = self.silent_peers()
+            waited = f"no training step finished in {self.timeout_s:.0f} s (CNNLAB_STEP_TIMEOUT)"
+            what = (f"{stopped_answering(silent)}; {waited}" if silent else
+                    f"{waited}, though every worker still answers: one is stuck, or a step needs a larger CNNLAB_STEP_TIMEOUT")
+            reason = f"{what}; {self.resume_hint}"
+            try:
+                self.give_up(reason)
+            finally:
+                sys.stdout.flush()
+                sys.stderr.write(f"Error: {reason}\n")
+                sys.stderr.flush()
+                os._exit(ClusterError.exit_code)
+
+    def stop(self):
+        with self.lock:
+            self.stopped.set()
+
+    def silent_peers(self):
+        return [address for address in self.peers if not answers(address)]
+
+
+def answers(address):
+    try:
+        reach(address)
+    except OSError:
+        return False
+    return True
+
+
+def stopped_answering(addresses):
+    return f"worker {addresses[0]} stopped answering" if len(addresses) == 1 else f"workers {', '.join(addresses)} stopped answering"
+
+
+def resume_hint(run_dir):
+    """How to go on: the chief names its run folder; the other workers only know it is the chief's."""
+    run = run_dir if run_dir is not None else "RUN_DIR (the chief's run folder)"
+    return f"resume with: cnnlab train --resume {run} on every worker"

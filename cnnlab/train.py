@@ -183,8 +183,9 @@ def fit_into(run_dir, config, model, splits, prep, past_rows, verbose, strategy=
                          verbose=verbose, shuffle=config.train.shuffle, seed=config.seed, initial_epoch=len(past_rows),
                          parts=config.train.batch_parts, steps_per_execution=config.train.steps_per_execution)
             else:
-                model.fit(train_ds, validation_data=val_ds, epochs=config.train.epochs, callbacks=run_callbacks,
-                          verbose=verbose, shuffle=False)  # tf.data already reshuffles every epoch, seeded
+                with distribute.watch_steps(strategy, run_dir, lambda reason: give_up_run(run_dir, chief, reason)) as watchdog:
+                    model.fit(train_ds, validation_data=val_ds, epochs=config.train.epochs, callbacks=run_callbacks + watchdog,
+                              verbose=verbose, shuffle=False)  # tf.data already reshuffles every epoch, seeded
         except KeyboardInterrupt:
             interrupted(run_dir, config, log.rows)
         except CnnlabError as exc:  # e.g. a write into the run folder failed (disk full)
@@ -196,6 +197,14 @@ def fit_into(run_dir, config, model, splits, prep, past_rows, verbose, strategy=
             raise RunError(f"training failed in {run_dir}: {reason}") from None
     metrics = finish_run(run_dir, config, log.rows, splits, prep)
     return TrainResult(run_dir=run_dir, metrics=metrics, chief=chief)
+
+
+def give_up_run(run_dir, chief, reason):
+    """A multi-worker process about to end inside a stalled step: the chief's status says why, a worker's temporary folder goes."""
+    if chief:
+        runs.set_status(run_dir, runs.FAILED, reason)
+    else:
+        shutil.rmtree(run_dir, ignore_errors=True)
 
 
 def interrupted(run_dir, config, rows):

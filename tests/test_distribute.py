@@ -12,7 +12,7 @@ from cnnlab.config import config_from_text
 from cnnlab.distribute import ClusterError, tf_config_for
 from cnnlab.errors import ConfigError
 
-from conftest import REPO, TINY_DIGITS
+from conftest import REPO, TINY_DIGITS, run_cli
 
 TIMEOUT_S = 120
 
@@ -125,8 +125,8 @@ print("REPLICAS", __import__("json").loads((mirrored.run_dir / "env.json").read_
 """
 
 
-def run_python(script, *args, timeout=TIMEOUT_S):
-    env = {**os.environ, "CNNLAB_OFFLINE": "1", "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": str(REPO)}
+def run_python(script, *args, timeout=TIMEOUT_S, env=None):
+    env = {**os.environ, "CNNLAB_OFFLINE": "1", "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": str(REPO), **(env or {})}
     return subprocess.run([sys.executable, "-c", script, *map(str, args)], capture_output=True, text=True,
                           timeout=timeout, env=env, cwd=REPO)
 
@@ -163,6 +163,33 @@ def test_an_unreachable_worker_is_one_line_naming_its_address(monkeypatch):
     with pytest.raises(ClusterError) as error:
         wait_for_workers(timeout_s=1)
     assert str(error.value).startswith(f"cannot reach worker 127.0.0.1:{other} within 1 s (Connection refused); ")
+
+
+def error_lines(stderr):
+    """cnnlab's own lines in a process's stderr, without TensorFlow's C++ log."""
+    return [line for line in stderr.splitlines() if line.startswith("Error: ")]
+
+
+def test_single_device_training_ignores_tf_config_in_one_line(tiny_config, tmp_path, monkeypatch):
+    monkeypatch.setenv("TF_CONFIG", tf_config_for("127.0.0.1:23456,127.0.0.1:23457", 0))
+    result = run_cli("train", tiny_config, "--runs-dir", tmp_path / "runs", "-q")
+    assert result.exit_code == 0, result.output
+    assert result.stderr == ("Note: TF_CONFIG is ignored: distribution.strategy is default, so this process trains alone "
+                             "(--strategy multi_worker joins the cluster)\n")
+
+
+def test_a_cluster_whose_first_address_is_not_this_machine_is_one_line(tiny_config, tmp_path):
+    # TensorFlow's coordination service connected to it without end (and deaf to SIGTERM) before cnnlab looked
+    address = f"cnnlab-no-such-host.invalid:{free_ports(1)[0]}"
+    tf_config = json.dumps({"cluster": {"worker": [address]}, "task": {"type": "worker", "index": 0}})
+    result = run_python("from cnnlab.cli import main; main()", "train", tiny_config, "--runs-dir", tmp_path / "runs", "-q",
+                        "--strategy", "multi_worker", timeout=60, env={"TF_CONFIG": tf_config, "CNNLAB_CONNECT_TIMEOUT": "1"})
+    assert result.returncode == 2
+    (line,) = error_lines(result.stderr)
+    assert line.startswith(f"Error: cannot reach this worker's own address {address} within 1 s (")
+    assert line.endswith("); TensorFlow connects to it from this worker too: give an address of this machine")
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "runs").exists()
 
 
 WORKER_SCRIPT = """
@@ -218,23 +245,30 @@ def test_two_workers_train_one_run_folder_with_identical_weights(write_config, t
         np.testing.assert_array_equal(chief[key], worker[key])
 
 
-def start_workers(args_for, tmp_path):
+def start_workers(args_for, tmp_path, addresses=None, env_for=lambda i: {}, program_for=lambda i: ["-m", "cnnlab.cli"]):
+    """Starts the two workers of a cluster on this machine; `env_for(i)` and `program_for(i)` set one apart."""
     env = {**os.environ, "CNNLAB_OFFLINE": "1", "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": str(REPO), "CNNLAB_CONNECT_TIMEOUT": "60",
            "TMPDIR": str(tmp_path)}  # a killed worker's temporary folder stays in the test's folder
     env.pop("TF_CONFIG", None)
-    workers = ",".join(f"127.0.0.1:{port}" for port in free_ports(2))
-    return [subprocess.Popen([sys.executable, "-m", "cnnlab.cli", *args_for(i), "-q", "--workers", workers, "--worker-index", str(i)],
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=tmp_path) for i in range(2)]
+    workers = ",".join(addresses or [f"127.0.0.1:{port}" for port in free_ports(2)])
+    return [subprocess.Popen([sys.executable, *program_for(i), *args_for(i), "-q", "--workers", workers, "--worker-index", str(i)],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**env, **env_for(i)}, cwd=tmp_path)
+            for i in range(2)]
 
 
 def finish(processes, timeout=TIMEOUT_S):
     try:
         return [p.communicate(timeout=timeout) for p in processes]
     finally:
-        for p in processes:
-            if p.poll() is None:
-                p.kill()
-                p.communicate()
+        stop(processes)
+
+
+def stop(processes):
+    """Kills the processes still running: a hung worker must not outlive the test."""
+    for p in processes:
+        if p.poll() is None:
+            p.kill()
+            p.communicate()
 
 
 def test_a_killed_multi_worker_run_resumes_on_both_workers(write_config, tmp_path):
@@ -261,3 +295,84 @@ def test_a_killed_multi_worker_run_resumes_on_both_workers(write_config, tmp_pat
     assert runs.read_status(run_dir).state == "completed", [err[-2000:] for _, err in outputs]
     assert runs.read_history(run_dir / "history.csv")["epoch"] == list(range(1, epochs + 1))
     assert not (tmp_path / "runs1").exists()
+
+
+STEP_TIMEOUT_S = 10
+LONG_TRAINING = (TINY_DIGITS.replace("  epochs: 2", "  epochs: 40").replace("  batch_size: 64", "  batch_size: 16")
+                 + "  callbacks: {early_stopping: null}\n")  # still training long after the first epoch
+
+STALLING_WORKER = """
+import sys
+import time
+
+import keras
+from cnnlab.cli import main
+
+fit = keras.Model.fit
+
+def fit_and_stall(self, *args, callbacks=(), **kwargs):
+    # alive and answering, but never in a step again after its first epoch: a hung disk, a deadlock
+    stall = keras.callbacks.LambdaCallback(on_epoch_end=lambda epoch, logs: time.sleep(3600))
+    return fit(self, *args, callbacks=[*callbacks, stall], **kwargs)
+
+keras.Model.fit = fit_and_stall
+main(sys.argv[1:])
+"""
+
+
+def multi_worker_training(config, tmp_path):
+    return lambda i: ["train", str(config), "--runs-dir", str(tmp_path / f"runs{i}"), "--strategy", "multi_worker"]
+
+
+def chief_run_after_first_epoch(tmp_path, processes):
+    """The chief's run folder, once its first epoch is in history.csv."""
+    import time
+
+    deadline = time.monotonic() + TIMEOUT_S
+    while not list(tmp_path.glob("runs0/*/history.csv")):
+        ended = [p for p in processes if p.poll() is not None]
+        assert not ended, f"a worker ended before the chief's first epoch: {ended[0].communicate()[1][-3000:]}"
+        assert time.monotonic() < deadline, "no epoch finished in time"
+        time.sleep(0.05)
+    (run_dir,) = (tmp_path / "runs0").iterdir()
+    return run_dir
+
+
+def test_a_worker_killed_mid_training_ends_the_chief_in_one_line(write_config, tmp_path):
+    from cnnlab import runs
+
+    addresses = [f"127.0.0.1:{port}" for port in free_ports(2)]
+    processes = start_workers(multi_worker_training(write_config(LONG_TRAINING), tmp_path), tmp_path, addresses,
+                              env_for=lambda i: {"CNNLAB_STEP_TIMEOUT": str(STEP_TIMEOUT_S)})
+    try:
+        run_dir = chief_run_after_first_epoch(tmp_path, processes)
+        processes[1].kill()
+        (_, err), _ = finish(processes, timeout=STEP_TIMEOUT_S + 20)  # TensorFlow's heartbeats or cnnlab's watchdog, whichever first
+    finally:
+        stop(processes)
+    assert processes[0].returncode == 2, err[-3000:]
+    assert len(error_lines(err)) == 1, err[-3000:]
+    (line,) = error_lines(err)
+    assert line.startswith(f"Error: worker {addresses[1]} stopped answering; ")
+    assert line.endswith(f"; resume with: cnnlab train --resume {run_dir} on every worker")
+    assert "Traceback" not in err
+    assert runs.read_status(run_dir) == runs.RunStatus(runs.FAILED, line.removeprefix("Error: "))
+
+
+def test_a_worker_stuck_mid_training_ends_the_chief_after_the_step_timeout(write_config, tmp_path):
+    from cnnlab import runs
+
+    processes = start_workers(multi_worker_training(write_config(LONG_TRAINING), tmp_path), tmp_path,
+                              env_for=lambda i: {"CNNLAB_STEP_TIMEOUT": str(STEP_TIMEOUT_S) if i == 0 else "3600"},
+                              program_for=lambda i: ["-m", "cnnlab.cli"] if i == 0 else ["-c", STALLING_WORKER])
+    try:
+        run_dir = chief_run_after_first_epoch(tmp_path, processes)
+        ((_, err),) = finish(processes[:1], timeout=STEP_TIMEOUT_S + 20)  # TensorFlow itself would wait for ever
+    finally:
+        stop(processes)
+    assert processes[0].returncode == 2, err[-3000:]
+    reason = (f"no training step finished in {STEP_TIMEOUT_S} s (CNNLAB_STEP_TIMEOUT), though every worker still answers: one is stuck, "
+              f"or a step needs a larger CNNLAB_STEP_TIMEOUT; resume with: cnnlab train --resume {run_dir} on every worker")
+    assert error_lines(err) == [f"Error: {reason}"]
+    assert "Traceback" not in err
+    assert runs.read_status(run_dir) == runs.RunStatus(runs.FAILED, reason)
