@@ -42,11 +42,7 @@ def train(config, runs_dir, verbose=1, initial_weights=None):
     `initial_weights` (a `.weights.h5` file of the same model) replaces the seeded
     initialisation, so that runs compared against each other start from the same point.
     """
-    parts = loop.resolve_batch_parts(config)
-    loop.share_cores(parts)
-    strategy = distribute.make_strategy(config.distribution)
-    model, splits, prep = prepare(config, strategy)
-    config = with_train_values(config, batch_parts=parts, steps_per_execution=resolve_steps(config, model, len(splits.x_train)))
+    config, strategy, model, splits, prep = set_up(config)
     if initial_weights is not None:
         model.load_weights(initial_weights)
     if not distribute.is_chief(strategy):
@@ -56,6 +52,21 @@ def train(config, runs_dir, verbose=1, initial_weights=None):
         runs.set_status(run_dir, runs.RUNNING)
         write_run_description(run_dir, config, model, splits, prep, strategy)
         return fit_into(run_dir, config, model, splits, prep, past_rows=[], verbose=verbose, strategy=strategy)
+
+
+def set_up(config):
+    """Everything before a run folder is written: threads, strategy, data and model, and the numbers `auto` became.
+
+    The threads come first: TensorFlow fixes them at its first operation. The returned
+    config holds `train.batch_parts` and `train.steps_per_execution` as numbers, which the
+    run writes into its config.yaml, so that file (and a resume) trains the same way.
+    """
+    parts = loop.resolve_batch_parts(config)
+    loop.share_cores(parts)
+    strategy = distribute.make_strategy(config.distribution)
+    model, splits, prep = prepare(config, strategy)
+    steps = resolve_steps(config, model, len(splits.x_train))
+    return with_train_values(config, batch_parts=parts, steps_per_execution=steps), strategy, model, splits, prep
 
 
 def resolve_steps(config, model, num_train):
@@ -79,12 +90,7 @@ def resume(run_dir, verbose=1):
     if not (run_dir / runs.CONFIG).is_file():
         raise RunError(f"{run_dir} is not a run folder: {runs.CONFIG} is missing")
     check_resumable(run_dir)
-    config = load_config(run_dir / runs.CONFIG)
-    parts = loop.resolve_batch_parts(config)  # the run's own number, where it recorded one
-    loop.share_cores(parts)
-    strategy = distribute.make_strategy(config.distribution)
-    model, splits, prep = prepare(config, strategy)
-    config = with_train_values(config, batch_parts=parts, steps_per_execution=resolve_steps(config, model, len(splits.x_train)))
+    config, strategy, model, splits, prep = set_up(load_config(run_dir / runs.CONFIG))  # with the numbers the run recorded
     if not distribute.is_chief(strategy):  # reads the chief's folder (shared storage), never writes it
         return fit_as_worker(config, model, splits, prep, strategy, resumed_rows(run_dir), verbose,
                              backup_from=run_dir / runs.BACKUP_DIR)
