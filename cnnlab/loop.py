@@ -39,7 +39,7 @@ from cnnlab.errors import ConfigError
 from cnnlab.preprocess import preprocess_images
 
 HOST = "/CPU:0"
-FLOPS_PER_CALL = 3e10  # a compiled call's work under steps_per_execution: auto, about 0.25 s on the 2-core machines of BENCHMARKS.md
+FLOPS_PER_CALL = 1.2e11  # a compiled call's work under steps_per_execution: auto; about 0.5 s on this project's 2-core machine (BENCHMARKS.md)
 VALIDATION_BATCHES = 4  # validation batch = 4 × train.batch_size: forward passes only, about the memory of a
 #                         training step, 1.5× the images/s of validating at the training batch (same metrics)
 MIN_PART = 8  # the fewest images a part may have: parts of 8 and more paid off on both CPUs measured, parts of 4 on one
