@@ -46,6 +46,11 @@ RANDOM_STATE = "random_state.json"  # in RESUME_DIR: {completed epochs: the rand
 LOCK = ".lock"  # held by the process that trains the run; holds its PID
 BACKUP_DIR = "backup"  # Keras' BackupAndRestore state (weights, optimizer, epoch) while a run is unfinished
 
+SWEEP_PLAN = "sweep.json"  # marks a sweep folder (cnnlab sweep); its trials' run folders are under trials/
+SWEEP_TRIALS_DIR = "trials"
+SWEEP_TRIALS_CSV = "trials.csv"
+COMPARE_PLAN = "compare.json"  # marks a comparison folder (cnnlab compare-optimizers); its run folders are inside it
+
 RUNNING, COMPLETED, FAILED, INTERRUPTED = "running", "completed", "failed", "interrupted"
 
 
@@ -421,12 +426,12 @@ def started_at(run_dir):
 
 
 def find_runs(runs_dir):
-    """Run folders directly under `runs_dir`, newest first; other folders and files are skipped."""
+    """Run folders directly under `runs_dir`, newest first; sweeps, comparisons, other folders and files are skipped."""
     runs_dir = Path(runs_dir)
     if not runs_dir.is_dir():
         raise RunError(f"{runs_dir}: runs folder not found; train a model with cnnlab train CONFIG --runs-dir {runs_dir}")
     try:
-        found = [p for p in runs_dir.iterdir() if not p.name.startswith(".") and is_run_dir(p)]
+        found = [p for p in runs_dir.iterdir() if not p.name.startswith(".") and is_run_dir(p) and not is_group(p)]
     except OSError as exc:
         raise RunError(f"cannot list {runs_dir}: {exc.strerror or exc}") from None
     return sorted(found, key=lambda p: (*started_at(p), p.name), reverse=True)
@@ -527,3 +532,77 @@ def format_runs_table(rows):
     lines = [format_table(columns, [[cell(key, row[key]) for _, key in RUNS_TABLE] for row in rows])]
     lines += [f"{row['name']}: {row['status']}: {row['reason']}" for row in rows if row["reason"]]
     return "\n".join(lines)
+
+
+# ---------------------------------------------------------------- sweeps and comparisons (no TensorFlow)
+
+
+GROUP_KINDS = ((SWEEP_PLAN, "sweep"), (COMPARE_PLAN, "compare"))
+
+
+def find_groups(runs_dir):
+    """Sweep and comparison folders directly under `runs_dir`, newest first, as (folder, kind)."""
+    runs_dir = Path(runs_dir)
+    found = []
+    for path in runs_dir.iterdir() if runs_dir.is_dir() else ():
+        kind = next((kind for plan, kind in GROUP_KINDS if (path / plan).is_file()), None)
+        if kind and not path.name.startswith("."):
+            found.append((path, kind))
+    return sorted(found, key=lambda item: (*started_at(item[0]), item[0].name), reverse=True)
+
+
+def is_group(path):
+    """A sweep or comparison folder (it holds runs; a sweep's config.yaml does not make it one)."""
+    return any((Path(path) / plan).is_file() for plan, _ in GROUP_KINDS)
+
+
+def runs_in_group(folder, kind):
+    """The run folders a sweep or a comparison holds, newest first."""
+    inside = Path(folder) / SWEEP_TRIALS_DIR if kind == "sweep" else Path(folder)
+    return find_runs(inside) if inside.is_dir() else []
+
+
+def summarize_group(folder, kind):
+    """One row of `cnnlab runs`' second table: how many runs a sweep or comparison holds and its best."""
+    folder = Path(folder)
+    inner = [summarize_run(run_dir) for run_dir in runs_in_group(folder, kind)]
+    row = {"name": folder.name, "kind": kind, "path": str(folder), "started": started_at(folder)[0].isoformat(),
+           "runs": len(inner), "completed": sum(r["status"] == COMPLETED for r in inner), "metric": "val_accuracy",
+           "best": None, "best_run": None}
+    if kind == "sweep":
+        row.update(best_of_sweep(folder))
+    else:
+        scored = [r for r in inner if r["best_val_accuracy"] is not None]
+        if scored:
+            top = max(scored, key=lambda r: r["best_val_accuracy"])
+            row.update(best=top["best_val_accuracy"], best_run=top["name"])
+    return row
+
+
+def best_of_sweep(folder):
+    """The best completed trial of a sweep, by its own metric and direction (from its config.yaml and trials.csv)."""
+    try:
+        section = (yaml.safe_load((folder / CONFIG).read_text(encoding="utf-8")) or {}).get("sweep") or {}
+        with open(folder / SWEEP_TRIALS_CSV, newline="", encoding="utf-8") as f:
+            rows = [row for row in csv.DictReader(f) if row.get("state") == "complete" and row.get("value")]
+    except (OSError, yaml.YAMLError, AttributeError):
+        return {}
+    if not rows:
+        return {"metric": section.get("metric", "value")}
+    pick = max if section.get("direction") == "maximize" else min
+    top = pick(rows, key=lambda row: float(row["value"]))
+    return {"metric": section.get("metric", "value"), "best": float(top["value"]), "best_run": Path(top.get("run_dir") or "").name or None}
+
+
+GROUPS_TABLE = ((Column("SWEEP OR COMPARISON"), "name"), (Column("KIND"), "kind"), (Column("RUNS", RIGHT), "runs"),
+                (Column("COMPLETED", RIGHT), "completed"), (Column("BY"), "metric"), (Column("BEST", RIGHT), "best"),
+                (Column("BEST RUN"), "best_run"))
+
+
+def format_groups_table(rows):
+    def cell(key, value):
+        if value is None:
+            return "-"
+        return f"{value:.4f}" if key == "best" else str(value)
+
+    return format_table([column for column, _ in GROUPS_TABLE], [[cell(key, row[key]) for _, key in GROUPS_TABLE] for row in rows])

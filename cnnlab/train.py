@@ -36,11 +36,12 @@ class TrainResult:
     chief: bool = True  # False on the workers that do not write the run folder
 
 
-def train(config, runs_dir, verbose=1, initial_weights=None):
+def train(config, runs_dir, verbose=1, initial_weights=None, extra_callbacks=()):
     """Trains `config` into a new folder under `runs_dir` and returns it with its metrics.
 
     `initial_weights` (a `.weights.h5` file of the same model) replaces the seeded
     initialisation, so that runs compared against each other start from the same point.
+    `extra_callbacks` run after the run's own (a sweep reports each epoch to its study there).
     """
     config, strategy, model, splits, prep = set_up(config)
     if initial_weights is not None:
@@ -51,7 +52,8 @@ def train(config, runs_dir, verbose=1, initial_weights=None):
     with runs.training_lock(run_dir):
         runs.set_status(run_dir, runs.RUNNING)
         write_run_description(run_dir, config, model, splits, prep, strategy)
-        return fit_into(run_dir, config, model, splits, prep, past_rows=[], verbose=verbose, strategy=strategy)
+        return fit_into(run_dir, config, model, splits, prep, past_rows=[], verbose=verbose, strategy=strategy,
+                        extra_callbacks=extra_callbacks)
 
 
 def set_up(config):
@@ -165,7 +167,7 @@ def fit_as_worker(config, model, splits, prep, strategy, past_rows, verbose, bac
     return result
 
 
-def fit_into(run_dir, config, model, splits, prep, past_rows, verbose, strategy=None, chief=True):
+def fit_into(run_dir, config, model, splits, prep, past_rows, verbose, strategy=None, chief=True, extra_callbacks=()):
     """Trains with the run's callbacks (cnnlab's loop on one device, `fit` under a strategy);
     Ctrl-C or SIGTERM leave a consistent, resumable folder."""
     if strategy is not None:  # train.batch_size is the global batch: the strategy splits each one across replicas
@@ -179,7 +181,7 @@ def fit_into(run_dir, config, model, splits, prep, past_rows, verbose, strategy=
     if verbose:
         print(f"Run folder: {run_dir}\nData: {splits.description}: {len(splits.x_train)} train, "
               f"{len(splits.x_val)} validation, {0 if splits.x_test is None else len(splits.x_test)} test images", flush=True)
-    run_callbacks = callbacks.make_callbacks(config, run_dir, past_rows)
+    run_callbacks = callbacks.make_callbacks(config, run_dir, past_rows) + list(extra_callbacks)
     log = run_callbacks[0]
     with sigterm_as_interrupt():
         try:
