@@ -5,6 +5,7 @@ answers at once.
 """
 
 import sys
+from pathlib import Path
 
 import click
 
@@ -49,6 +50,7 @@ def main(debug):
     cnnlab train configs/digits_cnn.yaml      train into a new run folder under runs/
     cnnlab check configs/lenet5.yaml          validate a config, print the model summary
     cnnlab compare-optimizers CONFIG          which optimizer trains CONFIG best, fairly
+    cnnlab sweep configs/digits_cnn.yaml      search CONFIG's sweep section with Optuna
     cnnlab evaluate runs/RUN                  score a run on its test split, per class
     cnnlab predict photo.png                  classify images with the newest run
     cnnlab visualize runs/RUN bag.png         draw filters, feature maps and layers of a run
@@ -188,6 +190,59 @@ def compare_optimizers(config_path, optimizers, epochs, batch_size, seed, name, 
 
 
 @main.command(cls=TensorFlowCommand)
+@click.argument("config_path", metavar="CONFIG", required=False, type=click.Path(dir_okay=False))
+@click.option("--param", "params", multiple=True, metavar="PATH=SPACE",
+              help="Add or override one entry of the config's sweep.params, e.g. "
+                   "--param 'compile.optimizer.learning_rate={float: [1.0e-4, 1.0e-2], log: true}' (repeatable).")
+@click.option("--trials", type=click.IntRange(min=1), help="Trials to finish (completed or pruned); default: sweep.trials.")
+@config_options
+@click.option("--runs-dir", default="runs", show_default=True, type=click.Path(file_okay=False),
+              help="Folder that receives the sweep folder.")
+@click.option("--storage", metavar="URL", help="Keep the study in this database (any URL Optuna takes, e.g. "
+                                               "postgresql://user:pass@host/db) instead of the sweep folder's study.db.")
+@click.option("--study", "study_name", metavar="NAME", help="The study's name in --storage (default: the sweep folder's name); "
+                                                            "processes that give the same --storage and --study join one study.")
+@click.option("--resume", "resume_dir", metavar="SWEEP_DIR", type=click.Path(file_okay=False),
+              help="Continue the sweep in SWEEP_DIR until its trials have finished.")
+def sweep(config_path, params, trials, epochs, batch_size, seed, name, sets, runs_dir, storage, study_name, resume_dir):
+    """Search the values in CONFIG's sweep section with Optuna; every trial is an ordinary run folder.
+
+    Writes runs/sweep-NAME-TIMESTAMP/: study.db, trials/ (one run folder per trial),
+    trials.csv, summary.md, best.yaml (cnnlab train best.yaml trains the best trial again)
+    and Optuna's plots. Ctrl-C stops after marking the running trial; --resume goes on.
+    """
+    from cnnlab.config import errors_naming, load_config
+    from cnnlab.space import parse_space
+    from cnnlab.sweep import SWEEP_CONFIG, SWEEP_PLAN, run_sweep
+    from cnnlab.runs import read_json
+
+    overrides = overrides_from(epochs, batch_size, seed, name, sets)
+    if resume_dir is not None:
+        if config_path or overrides or params or storage or study_name:
+            raise click.UsageError("--resume continues with the sweep's own config, space and study; give only --trials")
+        config_path = str(Path(resume_dir) / SWEEP_CONFIG)
+        read_json(Path(resume_dir) / SWEEP_PLAN)  # a folder that is not a sweep: one line
+    elif config_path is None:
+        raise click.UsageError("missing CONFIG (or --resume SWEEP_DIR)")
+    config = load_config(config_path, overrides)
+    with errors_naming(config_path):
+        space = parse_space(config_user_dict(config), params, trials=trials)
+        result = run_sweep(config, space, runs_dir, storage=storage, study_name=study_name, resume_dir=resume_dir,
+                           progress=click.echo)
+    click.echo("\n" + result.table + "\n")
+    if result.best:
+        click.echo(f"Best: trial {result.best['number']}, {space.metric} {result.best['value']:.4f}: {result.best['run_dir']}")
+    click.echo(f"{result.finished} trials finished, {result.failed} failed. Sweep: {result.sweep_dir}")
+
+
+def config_user_dict(config):
+    """The resolved config as plain data, the form the search space is checked against and applied to."""
+    from cnnlab.config import to_plain
+
+    return to_plain(config.raw)
+
+
+@main.command(cls=TensorFlowCommand)
 @click.argument("run_dir", metavar="RUN_DIR", type=click.Path(file_okay=False))
 @click.option("--split", type=click.Choice(["test", "val"]),
               help="Held-out split of the run's data to score (default: test, or val where the data has no test split).")
@@ -285,22 +340,33 @@ def visualize(run_dir, image, layer, max_maps, html_index, invert):
 
 @main.command("runs")
 @click.option("--runs-dir", default="runs", show_default=True, type=click.Path(file_okay=False), help="Folder of run folders.")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON list instead of the table.")
-def list_runs(runs_dir, as_json):
-    """List the runs under --runs-dir, newest first, with their status and scores.
+@click.option("--all", "show_all", is_flag=True, help="Also list the runs inside sweeps (their trials) and comparisons.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document instead of the tables.")
+def list_runs(runs_dir, show_all, as_json):
+    """List the runs under --runs-dir, newest first, with their status and scores, then its sweeps and comparisons.
 
     Test accuracy is from eval/test.json where the run was evaluated, else from training's
-    metrics.json. Folders that are not runs are skipped; a damaged run is shown as broken.
+    metrics.json. A sweep's best is its best completed trial by the sweep's metric; a
+    comparison's, its best validation accuracy. Folders that are neither are skipped; a
+    damaged run is shown as broken.
     """
     import json
 
-    from cnnlab.runs import find_runs, format_runs_table, summarize_run
+    from cnnlab.runs import find_groups, find_runs, format_groups_table, format_runs_table, runs_in_group, summarize_group, summarize_run
 
     rows = [summarize_run(run_dir) for run_dir in find_runs(runs_dir)]
+    groups = find_groups(runs_dir)
+    if show_all:
+        for folder, kind in groups:
+            rows += [dict(summarize_run(run_dir), name=f"{folder.name}/{run_dir.name}") for run_dir in runs_in_group(folder, kind)]
+    group_rows = [summarize_group(folder, kind) for folder, kind in groups]
     if as_json:
-        click.echo(json.dumps(rows, indent=2, ensure_ascii=False))
-    else:
-        click.echo(format_runs_table(rows) if rows else f"No runs in {runs_dir}.")
+        click.echo(json.dumps({"runs": rows, "sweeps_and_comparisons": group_rows} if group_rows or show_all else rows,
+                              indent=2, ensure_ascii=False))
+        return
+    click.echo(format_runs_table(rows) if rows else f"No runs in {runs_dir}.")
+    if group_rows:
+        click.echo("\n" + format_groups_table(group_rows))
 
 
 if __name__ == "__main__":
