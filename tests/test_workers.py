@@ -8,8 +8,11 @@ from pathlib import Path
 import pytest
 
 from cnnlab import workers
+from cnnlab.quiet import is_start_up_log
 from cnnlab.workers import Failure, Pool
 
+from conftest import TINY_DIGITS
+from test_quiet import cnnlab
 
 TESTS = Path(__file__).resolve().parent
 
@@ -89,3 +92,11 @@ def test_a_stopping_result_starts_no_further_job():
 def test_a_job_function_a_worker_cannot_import_by_name_is_refused(run):
     with pytest.raises(ValueError, match=r"^expected a job function as 'module:function' or a module-level function; Received: run="):
         Pool(2, run)
+
+
+def test_compare_workers_print_none_of_tensorflows_start_up_lines(write_config, tmp_path):
+    config = write_config(TINY_DIGITS.replace("epochs: 2", "epochs: 1"))
+    result = cnnlab("compare-optimizers", config, "--runs-dir", tmp_path / "runs", "-o", "adam", "-o", "sgd", "--jobs", "2")
+    assert result.returncode == 0, result.stderr
+    assert not [line for line in result.stderr.splitlines(keepends=True) if is_start_up_log(line)], result.stderr
+    assert "2 runs to train, 2 at a time" in result.stdout
