@@ -18,13 +18,10 @@ Each candidate optimizer is fully described by its spec: Keras' defaults plus th
 spec's own keyword arguments. The config's own `compile.optimizer` is not inherited.
 """
 
-import csv
 import hashlib
-import io
 import json
 import math
 import re
-import statistics
 import tempfile
 import warnings
 from dataclasses import dataclass
@@ -37,7 +34,7 @@ from cnnlab import builder, cores, plots, runs, workers
 from cnnlab.config import OptimizerConfig, resolve_config, short_repr, to_plain
 from cnnlab.errors import CnnlabError, ConfigError, RunError, TrainingInterrupted, one_line
 from cnnlab.metric_names import accuracy_key
-from cnnlab.report import RIGHT, Column, format_table
+from cnnlab.report import RIGHT, Column, csv_text, format_table, mean, mean_std, mean_std_cell, number_cell
 
 PLAN = "compare.json"
 SUMMARY_CSV = "summary.csv"
@@ -518,30 +515,10 @@ def epoch_reaching(history, key, target):
     return None
 
 
-def mean(values):
-    values = [v for v in values if v is not None]
-    return statistics.fmean(values) if values else None
-
-
-def mean_std(prefix, values):
-    """Mean and sample standard deviation (None with fewer than two values: one seed says nothing of spread)."""
-    values = [v for v in values if v is not None]
-    return {f"{prefix}_mean": mean(values), f"{prefix}_std": statistics.stdev(values) if len(values) > 1 else None}
-
-
 SUMMARY_COLUMNS = ["rank", "optimizer", "optimizer_name", "optimizer_kwargs", "runs_completed", "runs_failed",
                    "best_val_accuracy_mean", "best_val_accuracy_std", "best_val_loss_mean", "best_val_loss_std",
                    "best_epoch_mean", "epochs_run_mean", "test_accuracy_mean", "test_accuracy_std",
                    "epochs_to_95pct_mean", "runs_reaching_95pct", "wall_time_per_epoch_s_mean", "failure"]
-
-
-def summary_csv(rows):
-    """Full-precision numbers (Python's repr round-trips), empty cells for what does not exist."""
-    out = io.StringIO()
-    writer = csv.DictWriter(out, fieldnames=SUMMARY_COLUMNS, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows({key: "" if row[key] is None else row[key] for key in SUMMARY_COLUMNS} for row in rows)
-    return out.getvalue()
 
 
 SUMMARY_TABLE_COLUMNS = (Column("#", RIGHT), Column("optimizer"), *(Column(title, RIGHT) for title in (
@@ -559,25 +536,14 @@ def summary_table(rows, repeats, epochs):
         if not row["runs_completed"]:
             body.append(["-", row["optimizer"], runs_cell, "failed", "", "", "", "", "", ""])
             continue
-        reach = fmt(row["epochs_to_95pct_mean"], 0 if repeats == 1 else 1)
+        reach = number_cell(row["epochs_to_95pct_mean"], 0 if repeats == 1 else 1)
         if row["runs_reaching_95pct"] is not None and row["runs_reaching_95pct"] < row["runs_completed"]:
             reach = f"{reach} ({row['runs_reaching_95pct']}/{row['runs_completed']} reached)" if row["runs_reaching_95pct"] else "never"
         body.append([str(row["rank"]), row["optimizer"], runs_cell,
-                     fmt_pm(row, "best_val_accuracy", repeats), fmt_pm(row, "best_val_loss", repeats),
-                     fmt(row["best_epoch_mean"], 0 if repeats == 1 else 1), f"{fmt(row['epochs_run_mean'], 0 if repeats == 1 else 1)}/{epochs}",
-                     fmt_pm(row, "test_accuracy", repeats), reach, fmt(row["wall_time_per_epoch_s_mean"], 2)])
+                     mean_std_cell(row, "best_val_accuracy"), mean_std_cell(row, "best_val_loss"),
+                     number_cell(row["best_epoch_mean"], 0 if repeats == 1 else 1), f"{number_cell(row['epochs_run_mean'], 0 if repeats == 1 else 1)}/{epochs}",
+                     mean_std_cell(row, "test_accuracy"), reach, number_cell(row["wall_time_per_epoch_s_mean"], 2)])
     return format_table(SUMMARY_TABLE_COLUMNS, body, markdown=True)
-
-
-def fmt(value, digits):
-    return "-" if value is None else f"{value:.{digits}f}"
-
-
-def fmt_pm(row, prefix, repeats, digits=4):
-    value, spread = row[f"{prefix}_mean"], row[f"{prefix}_std"]
-    if value is None:
-        return "-"
-    return f"{value:.{digits}f} ± {spread:.{digits}f}" if repeats > 1 and spread is not None else f"{value:.{digits}f}"
 
 
 def runs_table(outcomes):
@@ -591,7 +557,7 @@ def runs_table(outcomes):
         val_acc = accuracy_key(m["best"], "val_")
         test = (m["test"] or {}).get(val_acc[len("val_"):]) if val_acc else None
         body.append([o.label, str(o.seed), COMPLETED, str(m["best_epoch"]), f"{m['epochs_run']}/{m['epochs_planned']}",
-                     fmt(m["best"].get(val_acc) if val_acc else None, 4), fmt(m["best"].get("val_loss"), 4), fmt(test, 4), o.run_dir.name])
+                     number_cell(m["best"].get(val_acc) if val_acc else None, 4), number_cell(m["best"].get("val_loss"), 4), number_cell(test, 4), o.run_dir.name])
     return format_table(RUNS_TABLE_COLUMNS, body, markdown=True)
 
 
@@ -628,7 +594,7 @@ def write_report(compare_dir, config, specs, seeds, outcomes, plan):
     """summary.csv, summary.md, the three comparison plots and the outcomes in compare.json. Returns (rows, table)."""
     rows, val_acc, target = summarize(specs, outcomes)
     table = summary_table(rows, len(seeds), config.train.epochs)
-    runs.write_text(compare_dir / SUMMARY_CSV, summary_csv(rows))
+    runs.write_text(compare_dir / SUMMARY_CSV, csv_text(SUMMARY_COLUMNS, rows))
     runs.write_text(compare_dir / SUMMARY_MD, summary_markdown(config, seeds, outcomes, table, target, plan))
     write_plots(compare_dir, config.name, specs, outcomes, val_acc)
     runs.write_json(compare_dir / PLAN, {**plan, "runs": [outcome_record(o) for o in outcomes]})
