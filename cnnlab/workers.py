@@ -33,17 +33,18 @@ class Failure:
 
 
 def function_name(run):
-    """`run` as "module:function": a name as it is, a module-level function by its own name."""
+    """`run` as "module:function": a name as it is, a module-level function by its own name.
+
+    A worker imports the function by that name, so a lambda, a nested function or one
+    defined in __main__ (which a spawned process does not run) is refused.
+    """
     if isinstance(run, str):
         module, sep, name = run.partition(":")
-        if not (module and sep and name.isidentifier()):
-            raise ValueError(f"expected a job function as 'module:function' or a module-level function; Received: run={run!r}")
-        return run
-    module, qualname = getattr(run, "__module__", None), getattr(run, "__qualname__", "")
-    if not module or module == "__main__" or not qualname.isidentifier():
-        # a worker imports the function by name: a lambda, a nested function or one of __main__ cannot be found there
+    else:
+        module, sep, name = getattr(run, "__module__", None), ":", getattr(run, "__qualname__", "")
+    if not module or module == "__main__" or not sep or not name.isidentifier():
         raise ValueError(f"expected a job function as 'module:function' or a module-level function; Received: run={run!r}")
-    return f"{module}:{qualname}"
+    return f"{module}:{name}"
 
 
 def load_function(name):
@@ -65,8 +66,8 @@ def run_jobs(jobs, run, processes=1, stop=None, cores=None):
     """Yields (job, result) per job as it finishes: in this process one after another, or in `processes` workers.
 
     One process, or one job, runs here, as if the function were called in a loop; more
-    start min(processes, len(jobs)) workers. A result for which `stop(result)` is true
-    starts no further job (the running ones finish). On Ctrl-C the running jobs are
+    start min(processes, len(jobs)) workers, sharing `cores` as Pool does. A result (or
+    Failure) for which `stop(result)` is true starts no further job (the running ones finish). On Ctrl-C the running jobs are
     stopped, yielded, and KeyboardInterrupt is raised again.
     """
     jobs = list(jobs)
