@@ -18,16 +18,11 @@ Each candidate optimizer is fully described by its spec: Keras' defaults plus th
 spec's own keyword arguments. The config's own `compile.optimizer` is not inherited.
 """
 
-import csv
 import hashlib
-import io
 import json
 import math
-import os
 import re
-import statistics
 import tempfile
-import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,11 +30,11 @@ from typing import Any, Mapping, Optional
 
 import yaml
 
-from cnnlab import builder, cores, plots, runs
+from cnnlab import builder, cores, plots, runs, workers
 from cnnlab.config import OptimizerConfig, resolve_config, short_repr, to_plain
 from cnnlab.errors import CnnlabError, ConfigError, RunError, TrainingInterrupted, one_line
 from cnnlab.metric_names import accuracy_key
-from cnnlab.report import RIGHT, Column, format_table
+from cnnlab.report import RIGHT, Column, csv_text, format_table, mean, mean_std, mean_std_cell, number_cell
 
 PLAN = "compare.json"
 SUMMARY_CSV = "summary.csv"
@@ -383,160 +378,12 @@ def load_outcome(label, seed, run_name, state, run_dir, reason="", skipped=False
 
 
 def run_jobs(jobs_list, jobs):
-    """Yields an Outcome per job as it finishes: in this process one after another, or in `jobs` worker processes."""
-    if not jobs_list:
-        return
-    if jobs <= 1 or len(jobs_list) == 1:
-        for job in jobs_list:
-            outcome = outcome_of(job, run_job(job))
-            yield outcome
-            if outcome.state == INTERRUPTED:
-                return
-        return
-    yield from run_in_processes(jobs_list, min(jobs, len(jobs_list)))
+    """Yields an Outcome per job as it finishes: in this process one after another, or in `jobs` worker processes.
 
-
-def run_in_processes(jobs_list, workers):
-    """Trains `workers` jobs at a time in long-lived worker processes, each with an equal share of the cores.
-
-    A worker that dies (out of memory, killed) fails its run and is replaced. On an
-    interruption nothing new starts; the busy workers stop their runs, which train marks
-    interrupted, and those runs are reported too.
+    An interrupted run (Ctrl-C, or SIGTERM to a worker) starts no further one.
     """
-    import multiprocessing
-
-    # spawn, not fork: a forked TensorFlow runtime (already started here to build the initial weights) can deadlock
-    context = multiprocessing.get_context("spawn")
-    threads = max(1, cores.usable_cores() // workers)  # the cores this process may use, shared out
-    todo = list(jobs_list)
-    pool = []
-    try:
-        try:
-            pool.extend(Worker(context, threads) for _ in range(workers))
-            while todo or any(worker.job for worker in pool):
-                for worker in pool:
-                    if todo and worker.job is None:
-                        worker.give(todo.pop(0))
-                for job, result in wait_for_results(pool):
-                    if result["state"] == INTERRUPTED:
-                        todo.clear()  # a worker was stopped from outside: start nothing new
-                    yield outcome_of(job, result)
-        except KeyboardInterrupt:
-            for job, result in stop_busy_workers(pool):
-                yield outcome_of(job, result)
-    finally:
-        stop_busy_workers(pool)  # when the consumer itself was interrupted; nothing is left to stop otherwise
-        for worker in pool:
-            worker.close()
-
-
-WORKER_GRACE_S = 10  # Ctrl-C reaches the workers themselves; give them this long before passing it on as SIGTERM
-WORKER_STOP_S = 120  # then this long to write their status before they are killed
-
-
-class Worker:
-    """A spawned training process, fed one Job at a time through a pipe; `job` is the one it is training."""
-
-    def __init__(self, context, threads):
-        self.context = context
-        self.threads = threads
-        self.job = None
-        self.start()
-
-    def start(self):
-        self.conn, child = self.context.Pipe()
-        self.process = self.context.Process(target=worker_loop, args=(child, self.threads), daemon=True)
-        self.process.start()
-        child.close()
-
-    def give(self, job):
-        try:
-            self.conn.send(job)
-        except OSError:  # it died while idle: start another
-            self.restart()
-            self.conn.send(job)
-        self.job = job
-
-    def take(self, replace=True):
-        """(job, result) of the finished job; a worker that died instead fails its job (and is replaced)."""
-        job, self.job = self.job, None
-        try:
-            return job, self.conn.recv()
-        except (EOFError, OSError):
-            self.process.join(timeout=5)
-            code = self.process.exitcode
-            if replace:
-                self.restart()
-            return job, {"state": FAILED, "run_dir": None, "reason": f"its worker process stopped (exit code {code})"}
-
-    def restart(self):
-        self.conn.close()
-        self.process.join(timeout=5)
-        self.start()
-
-    def close(self):
-        try:
-            self.conn.send(None)
-        except (OSError, ValueError):  # already dead, or its pipe already closed
-            pass
-        self.process.join(timeout=10)
-        if self.process.is_alive():
-            self.process.kill()
-            self.process.join()
-        self.conn.close()
-
-
-def wait_for_results(pool, timeout=None, replace=True):
-    from multiprocessing.connection import wait
-
-    busy = {worker.conn: worker for worker in pool if worker.job is not None}
-    return [busy[conn].take(replace) for conn in wait(list(busy), timeout=timeout)] if busy else []
-
-
-def stop_busy_workers(pool):
-    """Results of the busy workers once they have stopped: SIGTERM after a grace period, SIGKILL as a last resort."""
-    results = []
-    started = time.monotonic()
-    signalled = False
-    while any(worker.job for worker in pool):
-        results += wait_for_results(pool, timeout=0.5, replace=False)
-        waited = time.monotonic() - started
-        if not signalled and waited > WORKER_GRACE_S:
-            for worker in pool:
-                if worker.job is not None:
-                    worker.process.terminate()  # train turns SIGTERM into a clean, interrupted stop
-            signalled = True
-        if waited > WORKER_GRACE_S + WORKER_STOP_S:
-            for worker in pool:
-                if worker.job is not None:
-                    worker.process.kill()
-            results += wait_for_results(pool, timeout=5, replace=False)
-            break
-    return results
-
-
-def worker_loop(conn, threads):
-    """The body of a worker process: train each job it is sent until it is sent None or the parent goes away."""
-    try:
-        init_worker(threads)
-        while True:
-            job = conn.recv()
-            if job is None:
-                return
-            conn.send(run_job(job))
-    except (KeyboardInterrupt, EOFError, OSError):
-        return  # Ctrl-C while idle (the parent handles it), or the parent is gone
-
-
-def init_worker(threads):
-    """Makes `threads` cores the worker's whole budget, before TensorFlow starts in it.
-
-    `train` turns that budget into TensorFlow's threads and batch split (`loop.share_cores`,
-    `loop.batch_parts`), so a worker's runs stay inside their share instead of each taking
-    the machine's cores.
-    """
-    cores.give_cores(threads)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    for job, result in workers.run_jobs(jobs_list, run_job, jobs, stop=lambda result: plain_result(result)["state"] == INTERRUPTED):
+        yield outcome_of(job, result)
 
 
 def run_job(job):
@@ -573,7 +420,15 @@ def run_job(job):
     return {"state": state, "run_dir": None if run_dir is None else str(run_dir), "reason": reason}
 
 
+def plain_result(result):
+    """run_job's result, or the same for the Failure the pool hands back where its worker died."""
+    if isinstance(result, workers.Failure):
+        return {"state": INTERRUPTED if result.interrupted else FAILED, "run_dir": None, "reason": result.reason}
+    return result
+
+
 def outcome_of(job, result):
+    result = plain_result(result)
     run_dir = Path(result["run_dir"]) if result["run_dir"] else None
     try:
         return load_outcome(job.label, job.seed, job.run_name, result["state"], run_dir, result["reason"])
@@ -660,30 +515,10 @@ def epoch_reaching(history, key, target):
     return None
 
 
-def mean(values):
-    values = [v for v in values if v is not None]
-    return statistics.fmean(values) if values else None
-
-
-def mean_std(prefix, values):
-    """Mean and sample standard deviation (None with fewer than two values: one seed says nothing of spread)."""
-    values = [v for v in values if v is not None]
-    return {f"{prefix}_mean": mean(values), f"{prefix}_std": statistics.stdev(values) if len(values) > 1 else None}
-
-
 SUMMARY_COLUMNS = ["rank", "optimizer", "optimizer_name", "optimizer_kwargs", "runs_completed", "runs_failed",
                    "best_val_accuracy_mean", "best_val_accuracy_std", "best_val_loss_mean", "best_val_loss_std",
                    "best_epoch_mean", "epochs_run_mean", "test_accuracy_mean", "test_accuracy_std",
                    "epochs_to_95pct_mean", "runs_reaching_95pct", "wall_time_per_epoch_s_mean", "failure"]
-
-
-def summary_csv(rows):
-    """Full-precision numbers (Python's repr round-trips), empty cells for what does not exist."""
-    out = io.StringIO()
-    writer = csv.DictWriter(out, fieldnames=SUMMARY_COLUMNS, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows({key: "" if row[key] is None else row[key] for key in SUMMARY_COLUMNS} for row in rows)
-    return out.getvalue()
 
 
 SUMMARY_TABLE_COLUMNS = (Column("#", RIGHT), Column("optimizer"), *(Column(title, RIGHT) for title in (
@@ -701,25 +536,14 @@ def summary_table(rows, repeats, epochs):
         if not row["runs_completed"]:
             body.append(["-", row["optimizer"], runs_cell, "failed", "", "", "", "", "", ""])
             continue
-        reach = fmt(row["epochs_to_95pct_mean"], 0 if repeats == 1 else 1)
+        reach = number_cell(row["epochs_to_95pct_mean"], 0 if repeats == 1 else 1)
         if row["runs_reaching_95pct"] is not None and row["runs_reaching_95pct"] < row["runs_completed"]:
             reach = f"{reach} ({row['runs_reaching_95pct']}/{row['runs_completed']} reached)" if row["runs_reaching_95pct"] else "never"
         body.append([str(row["rank"]), row["optimizer"], runs_cell,
-                     fmt_pm(row, "best_val_accuracy", repeats), fmt_pm(row, "best_val_loss", repeats),
-                     fmt(row["best_epoch_mean"], 0 if repeats == 1 else 1), f"{fmt(row['epochs_run_mean'], 0 if repeats == 1 else 1)}/{epochs}",
-                     fmt_pm(row, "test_accuracy", repeats), reach, fmt(row["wall_time_per_epoch_s_mean"], 2)])
+                     mean_std_cell(row, "best_val_accuracy"), mean_std_cell(row, "best_val_loss"),
+                     number_cell(row["best_epoch_mean"], 0 if repeats == 1 else 1), f"{number_cell(row['epochs_run_mean'], 0 if repeats == 1 else 1)}/{epochs}",
+                     mean_std_cell(row, "test_accuracy"), reach, number_cell(row["wall_time_per_epoch_s_mean"], 2)])
     return format_table(SUMMARY_TABLE_COLUMNS, body, markdown=True)
-
-
-def fmt(value, digits):
-    return "-" if value is None else f"{value:.{digits}f}"
-
-
-def fmt_pm(row, prefix, repeats, digits=4):
-    value, spread = row[f"{prefix}_mean"], row[f"{prefix}_std"]
-    if value is None:
-        return "-"
-    return f"{value:.{digits}f} ± {spread:.{digits}f}" if repeats > 1 and spread is not None else f"{value:.{digits}f}"
 
 
 def runs_table(outcomes):
@@ -733,7 +557,7 @@ def runs_table(outcomes):
         val_acc = accuracy_key(m["best"], "val_")
         test = (m["test"] or {}).get(val_acc[len("val_"):]) if val_acc else None
         body.append([o.label, str(o.seed), COMPLETED, str(m["best_epoch"]), f"{m['epochs_run']}/{m['epochs_planned']}",
-                     fmt(m["best"].get(val_acc) if val_acc else None, 4), fmt(m["best"].get("val_loss"), 4), fmt(test, 4), o.run_dir.name])
+                     number_cell(m["best"].get(val_acc) if val_acc else None, 4), number_cell(m["best"].get("val_loss"), 4), number_cell(test, 4), o.run_dir.name])
     return format_table(RUNS_TABLE_COLUMNS, body, markdown=True)
 
 
@@ -770,7 +594,7 @@ def write_report(compare_dir, config, specs, seeds, outcomes, plan):
     """summary.csv, summary.md, the three comparison plots and the outcomes in compare.json. Returns (rows, table)."""
     rows, val_acc, target = summarize(specs, outcomes)
     table = summary_table(rows, len(seeds), config.train.epochs)
-    runs.write_text(compare_dir / SUMMARY_CSV, summary_csv(rows))
+    runs.write_text(compare_dir / SUMMARY_CSV, csv_text(SUMMARY_COLUMNS, rows))
     runs.write_text(compare_dir / SUMMARY_MD, summary_markdown(config, seeds, outcomes, table, target, plan))
     write_plots(compare_dir, config.name, specs, outcomes, val_acc)
     runs.write_json(compare_dir / PLAN, {**plan, "runs": [outcome_record(o) for o in outcomes]})

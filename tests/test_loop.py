@@ -279,18 +279,18 @@ def test_batch_parts_above_one_for_a_model_that_mixes_images_is_refused_in_one_l
 
 def test_batch_parts_split_only_within_the_core_budget(write_config, monkeypatch):
     config = load_config(write_config(TINY_DIGITS))
-    monkeypatch.setenv(CORES_VARIABLE, "1")  # as compare gives a worker one core of two
+    monkeypatch.setenv(CORES_VARIABLE, "1")  # as a pool of two gives a worker one core of two
     assert loop.batch_parts(config, gpus=0) == 1
 
 
-# Starts as a compare worker starts (its budget given before TensorFlow starts), then sets the threads as `train` does.
+# Starts as a pool's worker starts (its budget given before TensorFlow starts), then sets the threads as `train` does.
 BUDGET_PROBE = """
 import json, sys
-from cnnlab import compare, loop
+from cnnlab import loop, workers
 from cnnlab.config import load_config
-import tensorflow as tf
 
-compare.init_worker(int(sys.argv[2]))
+workers.init_worker(int(sys.argv[2]))
+import tensorflow as tf
 parts = loop.batch_parts(load_config(sys.argv[1]), gpus=0)
 loop.share_cores(parts)
 print(json.dumps([parts, tf.config.threading.get_intra_op_parallelism_threads(), tf.config.threading.get_inter_op_parallelism_threads()]))
