@@ -6,7 +6,6 @@ stays importable (and testable) without TensorFlow.
 """
 
 import copy
-import difflib
 import math
 import re
 from contextlib import contextmanager
@@ -16,7 +15,7 @@ from typing import Any, Mapping, Optional
 
 import yaml
 
-from cnnlab.errors import ConfigError, one_line
+from cnnlab.errors import ConfigError, one_line, short_repr, suggest, type_name
 
 SOURCES = ("digits", "fashion_mnist", "mnist", "image_folder", "npz")
 SOURCES_NEEDING_PATH = ("image_folder", "npz")
@@ -479,24 +478,6 @@ def check_choice(value, path, choices):
     if value not in choices:
         raise ConfigError(path, f"expected one of {', '.join(choices)}{suggest(value, choices)}, received {short_repr(value)}")
     return value
-
-
-def suggest(value, choices):
-    """`; did you mean X?` for a near miss, else nothing."""
-    if not isinstance(value, str):
-        return ""
-    close = difflib.get_close_matches(value, list(choices), n=1, cutoff=0.6)
-    return f" (did you mean {close[0]}?)" if close else ""
-
-
-def type_name(value):
-    return {dict: "a mapping", list: "a list", str: "a string", bool: "a boolean", int: "an integer", float: "a number", type(None): "null"}.get(type(value), type(value).__name__)
-
-
-def short_repr(value, limit=60):
-    """Keeps error messages on one short line whatever the user wrote."""
-    text = " ".join(repr(value).split())
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def to_plain(value):
