@@ -16,6 +16,7 @@ from typing import Any, Mapping, Optional
 import yaml
 
 from cnnlab.errors import ConfigError, one_line, short_repr, suggest, type_name
+from cnnlab.paths import parse_path, set_value
 
 SOURCES = ("digits", "fashion_mnist", "mnist", "image_folder", "npz")
 SOURCES_NEEDING_PATH = ("image_folder", "npz")
@@ -210,13 +211,11 @@ def parse_yaml(text):
 
 
 def parse_override(text):
-    """Splits `train.epochs=3` into (["train", "epochs"], 3); the value is read as YAML."""
+    """Splits `train.epochs=3` into (("train", "epochs"), 3); the key is a path as in error messages, the value is read as YAML."""
     key, sep, value = text.partition("=")
     if not sep or not key.strip():
         raise ConfigError("--set", f"expected KEY=VALUE such as train.epochs=3, received {text!r}")
-    parts = key.strip().split(".")
-    if any(not p for p in parts):
-        raise ConfigError("--set", f"expected a dotted key such as train.epochs, received {key!r}")
+    parts = parse_path(key.strip(), where="--set")
     try:
         parsed = yaml.safe_load(value) if value.strip() else None
     except yaml.YAMLError:
@@ -225,16 +224,9 @@ def parse_override(text):
 
 
 def apply_override(user, text):
+    """Sets one `--set` value in the user's config; a missing section or key is created, a list entry must exist."""
     parts, value = parse_override(text)
-    node = user
-    for i, part in enumerate(parts[:-1]):
-        child = node.get(part)
-        if child is None:
-            child = node[part] = {}
-        if not isinstance(child, dict):
-            raise ConfigError(".".join(parts[: i + 1]), f"cannot set {'.'.join(parts)}: this value is not a mapping")
-        node = child
-    node[parts[-1]] = value
+    set_value(user, parts, value)
 
 
 # ---------------------------------------------------------------- resolving

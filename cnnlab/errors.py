@@ -53,12 +53,18 @@ class TrainingInterrupted(CnnlabError):
     exit_code = 130
 
 
+def closest(value, choices):
+    """The choice nearest to `value` by difflib's measure, or None where none is near."""
+    if not isinstance(value, str):
+        return None
+    close = difflib.get_close_matches(value, list(choices), n=1, cutoff=0.6)
+    return close[0] if close else None
+
+
 def suggest(value, choices):
     """` (did you mean X?)` for a near miss, else nothing."""
-    if not isinstance(value, str):
-        return ""
-    close = difflib.get_close_matches(value, list(choices), n=1, cutoff=0.6)
-    return f" (did you mean {close[0]}?)" if close else ""
+    close = closest(value, choices)
+    return f" (did you mean {close}?)" if close else ""
 
 
 def type_name(value):
