@@ -24,6 +24,8 @@ COLOR_MODES = ("grayscale", "rgb")
 CALLBACK_NAMES = ("checkpoint", "early_stopping", "reduce_lr", "tensorboard")
 STRATEGIES = ("default", "one_device", "mirrored", "multi_worker")
 LR_SCALING = ("none", "linear")
+# The `sweep:` section's keys; what they mean is checked by space.py, which `train` never calls
+SWEEP_KEYS = ("metric", "direction", "trials", "sampler", "pruner", "seed", "params")
 DEVICE_PATTERN = re.compile(r"^/?(?:job:[A-Za-z0-9_]+/(?:replica:\d+/)?(?:task:\d+/)?)?(?:device:)?(CPU|GPU|TPU):\d+$", re.IGNORECASE)
 AUTO = "auto"
 MAX_EPOCHS = 100_000
@@ -69,6 +71,8 @@ DEFAULTS = {
     # tf.distribute; the default strategy trains on one device exactly as before this section existed
     "distribution": {"strategy": "default", "devices": None, "scale_learning_rate": "none"},
     "mixed_precision": False,
+    # a search space for `cnnlab sweep` (space.py); `train` keeps it in the run's config.yaml and ignores it
+    "sweep": None,
 }
 
 
@@ -277,7 +281,7 @@ def check_keys(user, defaults, prefix):
         if not isinstance(key, str) or key not in defaults:
             raise ConfigError(path, f"unknown key{suggest(key, defaults)}; valid keys here: {', '.join(defaults)}")
         nested = section_keys(key, defaults[key])
-        if nested is not None:
+        if nested is not None and (value is not None or defaults[key] is not None):  # a section that defaults to null may be null
             check_keys(value, nested, path + ".")
 
 
@@ -285,6 +289,8 @@ def section_keys(key, default):
     """The keys allowed inside `key`, or None where its value is free-form (optimizer kwargs, one callback's kwargs)."""
     if key == "callbacks":
         return dict.fromkeys(CALLBACK_NAMES)
+    if key == "sweep":
+        return dict.fromkeys(SWEEP_KEYS)
     if isinstance(default, dict) and key != "optimizer":
         return default
     return None
