@@ -139,11 +139,3 @@ def test_all_paths_lists_parents_before_children():
     assert paths == ["model", "model.layers", "model.layers[0]", "model.layers[0].Dense", "model.layers[0].Dense.units",
                      "model.layers[1]", "model.layers[1].Flatten"]
 
-
-def test_paths_module_imports_no_tensorflow():
-    import subprocess
-    import sys
-
-    code = "import sys, cnnlab.paths; print('tensorflow' in sys.modules)"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "False"

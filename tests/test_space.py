@@ -268,10 +268,10 @@ def test_a_bad_base_config_is_reported_before_the_space():
     assert error_for(user) == "train.epochs: expected an integer >= 1, received 0"
 
 
-def test_space_module_imports_neither_tensorflow_nor_optuna():
+def test_paths_and_space_import_neither_tensorflow_nor_optuna():
     import subprocess
     import sys
 
-    code = "import sys, cnnlab.space; print('tensorflow' in sys.modules, 'optuna' in sys.modules)"
+    code = "import sys, cnnlab.paths, cnnlab.space; print('tensorflow' in sys.modules, 'optuna' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["False", "False"]
