@@ -101,18 +101,6 @@ def set_value(config, path, value, must_exist=False, where=None):
     node[last] = value
 
 
-def all_paths(node, prefix=()):
-    """Every path in `node`, parents before children, as text."""
-    found = []
-    node = expand(prefix, node)
-    items = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else ()
-    for key, child in items:
-        path = prefix + (key,)
-        found.append(format_path(path))
-        found.extend(all_paths(child, path))
-    return found
-
-
 # ---------------------------------------------------------------- walking
 
 

@@ -9,7 +9,7 @@ Neither Optuna nor TensorFlow is imported here: sweep.py turns a Space into Optu
 import copy
 import math
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any
 
 import yaml
 

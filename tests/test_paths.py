@@ -4,7 +4,7 @@ import pytest
 import yaml
 
 from cnnlab.errors import ConfigError
-from cnnlab.paths import all_paths, format_path, get_value, has_path, parse_path, set_value
+from cnnlab.paths import format_path, get_value, has_path, parse_path, set_value
 
 from conftest import TINY_DIGITS
 
@@ -132,10 +132,3 @@ def test_set_with_must_exist_refuses_a_new_key(config):
     assert error_of(set_value, config, "train.epoch", 3, must_exist=True) == "train.epoch: not in the config (did you mean train.epochs?)"
     set_value(config, "train.epochs", 3, must_exist=True)
     assert config["train"]["epochs"] == 3
-
-
-def test_all_paths_lists_parents_before_children():
-    paths = all_paths({"model": {"layers": [{"Dense": {"units": 2}}, "Flatten"]}})
-    assert paths == ["model", "model.layers", "model.layers[0]", "model.layers[0].Dense", "model.layers[0].Dense.units",
-                     "model.layers[1]", "model.layers[1].Flatten"]
-

@@ -221,8 +221,8 @@ P = "sweep.params."
      P + "model.layers[0].Conv2D.filters: lies inside model.layers, which is searched too; search one of them"),
     ({"sweep.trials": {"int": [1, 3]}}, P + "sweep.trials: a sweep cannot search its own settings; name a value outside sweep:"),
     ({"model..layers": {"int": [1, 3]}}, "sweep.params: expected a path such as train.epochs or model.layers[0].Conv2D.filters, received 'model..layers'"),
-    ({}, "sweep.params: is empty: name at least one config value to search, here or with --param PATH=SPACE, "
-         "e.g. compile.optimizer.learning_rate: {float: [0.0001, 0.01], log: true}"),
+    ({}, ("sweep.params: is empty: name at least one config value to search, here or with --param PATH=SPACE, "
+          "e.g. compile.optimizer.learning_rate: {float: [0.0001, 0.01], log: true}")),
 ])
 def test_a_bad_param_is_one_line_naming_its_path(params, expected):
     message = error_for(user_config(params))
