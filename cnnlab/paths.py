@@ -114,7 +114,7 @@ def child_of(node, part):
 def expand(parts, node):
     """The mapping a YAML shorthand at `parts` stands for: a bare layer `Flatten` is `{Flatten: {}}`, `optimizer: adam` is `{name: adam}`."""
     if isinstance(node, str):
-        if len(parts) == 3 and parts[:2] == ("model", "layers") and isinstance(parts[2], int):
+        if is_layer(parts):
             return {node: {}}
         if parts == ("compile", "optimizer"):
             return {"name": node}

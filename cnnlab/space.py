@@ -63,16 +63,10 @@ def parse_space(user, cli_params=(), trials=None):
     section = raw["sweep"] or {}
     entries = param_entries(section.get("params"), cli_params)
     params = tuple(parse_param(label, path, spec, raw, user) for path, (label, spec) in entries.items())
-    check_no_overlap(params, [label for label, _ in entries.values()])
+    labels = [label for label, _ in entries.values()]
+    check_no_overlap(params, labels)
     sampler = check_choice("tpe" if section.get("sampler") is None else section["sampler"], "sweep.sampler", SAMPLERS)
-    trials_label = "--trials" if trials is not None else "sweep.trials"
-    trials = trials if trials is not None else section.get("trials")
-    if sampler == "grid":
-        size = math.prod(grid_count(param, label) for param, (label, _) in zip(params, entries.values()))
-        trials = size if trials is None else trials  # a grid's natural length is all of it
-    trials = check_int(DEFAULT_TRIALS if trials is None else trials, trials_label, minimum=1, maximum=MAX_TRIALS)
-    if sampler == "grid" and size > trials:
-        raise ConfigError(trials_label, f"the grid has {size:,} points but {trials_label} is {trials}: raise it to {size} or search fewer values")
+    trials = parse_trials(section.get("trials"), trials, sampler, params, labels)
     metric = parse_metric(section.get("metric"), raw)
     direction = section.get("direction")
     direction = default_direction(metric) if direction is None else check_choice(direction, "sweep.direction", DIRECTIONS)
@@ -81,6 +75,21 @@ def parse_space(user, cli_params=(), trials=None):
     seed = section.get("seed")
     seed = raw["seed"] if seed is None else check_int(seed, "sweep.seed", minimum=0, maximum=2**32 - 1)
     return Space(params=params, metric=metric, direction=direction, trials=trials, sampler=sampler, pruner=pruner, seed=seed)
+
+
+def parse_trials(given, option, sampler, params, labels):
+    """--trials, else `sweep.trials`, else 20, or the whole grid for the grid sampler; never fewer than the grid."""
+    label = "--trials" if option is not None else "sweep.trials"
+    trials = option if option is not None else given
+    if sampler != "grid":
+        return check_int(DEFAULT_TRIALS if trials is None else trials, label, minimum=1, maximum=MAX_TRIALS)
+    size = math.prod(grid_count(param, label_) for param, label_ in zip(params, labels))
+    if size > MAX_TRIALS:
+        raise ConfigError(label, f"the grid has {size:,} points, more than the {MAX_TRIALS:,} trials a sweep may have: search fewer values")
+    trials = check_int(size if trials is None else trials, label, minimum=1, maximum=MAX_TRIALS)
+    if size > trials:
+        raise ConfigError(label, f"the grid has {size:,} points but {label} is {trials}: raise it to {size} or search fewer values")
+    return trials
 
 
 def apply_values(config, values):

@@ -161,6 +161,12 @@ def test_a_grid_larger_than_the_trials_says_how_large():
         "--trials: the grid has 48 points but --trials is 20: raise it to 48 or search fewer values")
 
 
+def test_a_grid_past_the_most_trials_is_refused_without_listing_it():
+    params = {"model.layers[4].Dense.units": {"int": [1, 60000]}, "train.batch_size": {"choice": [16, 32]}}
+    assert error_for(user_config(params, sampler="grid")) == (
+        "sweep.trials: the grid has 120,000 points, more than the 100,000 trials a sweep may have: search fewer values")
+
+
 def test_a_float_range_without_step_is_not_griddable():
     assert error_for(user_config({"compile.optimizer.learning_rate": {"float": [1.0e-4, 1.0e-2], "log": True}}, sampler="grid")) == (
         "sweep.params.compile.optimizer.learning_rate: sampler grid needs a finite set of values: "
