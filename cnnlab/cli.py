@@ -95,9 +95,23 @@ def check(config_path, sets):
 
     config = load_config(config_path, list(sets))
     with errors_naming(config_path):
+        space = sweep_space(config)
         model = validate(config)
     model.summary(print_fn=lambda line, *args, **kwargs: click.echo(line))
+    if space is not None:
+        click.echo(f"{config_path}: sweep of {len(space.params)} values, {space.trials} trials, {space.sampler} sampler, "
+                   f"{space.pruner} pruner, {space.direction} {space.metric}")
     click.echo(f"{config_path}: OK, {count_params(model):,} parameters")
+
+
+def sweep_space(config):
+    """The config's search space, checked as `cnnlab sweep` checks it; None where the config has no sweep section."""
+    if config.raw.get("sweep") is None:
+        return None
+    from cnnlab.config import to_plain
+    from cnnlab.space import parse_space
+
+    return parse_space(to_plain(config.raw))
 
 
 @main.command(cls=TensorFlowCommand)

@@ -6,7 +6,6 @@ stays importable (and testable) without TensorFlow.
 """
 
 import copy
-import difflib
 import math
 import re
 from contextlib import contextmanager
@@ -16,7 +15,8 @@ from typing import Any, Mapping, Optional
 
 import yaml
 
-from cnnlab.errors import ConfigError, one_line
+from cnnlab.errors import ConfigError, one_line, short_repr, suggest, type_name
+from cnnlab.paths import parse_path, set_value
 
 SOURCES = ("digits", "fashion_mnist", "mnist", "image_folder", "npz")
 SOURCES_NEEDING_PATH = ("image_folder", "npz")
@@ -24,6 +24,8 @@ COLOR_MODES = ("grayscale", "rgb")
 CALLBACK_NAMES = ("checkpoint", "early_stopping", "reduce_lr", "tensorboard")
 STRATEGIES = ("default", "one_device", "mirrored", "multi_worker")
 LR_SCALING = ("none", "linear")
+# The `sweep:` section's keys; what they mean is checked by space.py, which `train` never calls
+SWEEP_KEYS = ("metric", "direction", "trials", "sampler", "pruner", "seed", "params")
 DEVICE_PATTERN = re.compile(r"^/?(?:job:[A-Za-z0-9_]+/(?:replica:\d+/)?(?:task:\d+/)?)?(?:device:)?(CPU|GPU|TPU):\d+$", re.IGNORECASE)
 AUTO = "auto"
 MAX_EPOCHS = 100_000
@@ -69,6 +71,8 @@ DEFAULTS = {
     # tf.distribute; the default strategy trains on one device exactly as before this section existed
     "distribution": {"strategy": "default", "devices": None, "scale_learning_rate": "none"},
     "mixed_precision": False,
+    # a search space for `cnnlab sweep` (space.py); `train` keeps it in the run's config.yaml and ignores it
+    "sweep": None,
 }
 
 
@@ -211,13 +215,11 @@ def parse_yaml(text):
 
 
 def parse_override(text):
-    """Splits `train.epochs=3` into (["train", "epochs"], 3); the value is read as YAML."""
+    """Splits `train.epochs=3` into (("train", "epochs"), 3); the key is a path as in error messages, the value is read as YAML."""
     key, sep, value = text.partition("=")
     if not sep or not key.strip():
         raise ConfigError("--set", f"expected KEY=VALUE such as train.epochs=3, received {text!r}")
-    parts = key.strip().split(".")
-    if any(not p for p in parts):
-        raise ConfigError("--set", f"expected a dotted key such as train.epochs, received {key!r}")
+    parts = parse_path(key.strip(), where="--set")
     try:
         parsed = yaml.safe_load(value) if value.strip() else None
     except yaml.YAMLError:
@@ -226,16 +228,9 @@ def parse_override(text):
 
 
 def apply_override(user, text):
+    """Sets one `--set` value in the user's config; a missing section or key is created, a list entry must exist."""
     parts, value = parse_override(text)
-    node = user
-    for i, part in enumerate(parts[:-1]):
-        child = node.get(part)
-        if child is None:
-            child = node[part] = {}
-        if not isinstance(child, dict):
-            raise ConfigError(".".join(parts[: i + 1]), f"cannot set {'.'.join(parts)}: this value is not a mapping")
-        node = child
-    node[parts[-1]] = value
+    set_value(user, parts, value)
 
 
 # ---------------------------------------------------------------- resolving
@@ -286,7 +281,7 @@ def check_keys(user, defaults, prefix):
         if not isinstance(key, str) or key not in defaults:
             raise ConfigError(path, f"unknown key{suggest(key, defaults)}; valid keys here: {', '.join(defaults)}")
         nested = section_keys(key, defaults[key])
-        if nested is not None:
+        if nested is not None and (value is not None or defaults[key] is not None):  # a section that defaults to null may be null
             check_keys(value, nested, path + ".")
 
 
@@ -294,6 +289,8 @@ def section_keys(key, default):
     """The keys allowed inside `key`, or None where its value is free-form (optimizer kwargs, one callback's kwargs)."""
     if key == "callbacks":
         return dict.fromkeys(CALLBACK_NAMES)
+    if key == "sweep":
+        return dict.fromkeys(SWEEP_KEYS)
     if isinstance(default, dict) and key != "optimizer":
         return default
     return None
@@ -479,24 +476,6 @@ def check_choice(value, path, choices):
     if value not in choices:
         raise ConfigError(path, f"expected one of {', '.join(choices)}{suggest(value, choices)}, received {short_repr(value)}")
     return value
-
-
-def suggest(value, choices):
-    """`; did you mean X?` for a near miss, else nothing."""
-    if not isinstance(value, str):
-        return ""
-    close = difflib.get_close_matches(value, list(choices), n=1, cutoff=0.6)
-    return f" (did you mean {close[0]}?)" if close else ""
-
-
-def type_name(value):
-    return {dict: "a mapping", list: "a list", str: "a string", bool: "a boolean", int: "an integer", float: "a number", type(None): "null"}.get(type(value), type(value).__name__)
-
-
-def short_repr(value, limit=60):
-    """Keeps error messages on one short line whatever the user wrote."""
-    text = " ".join(repr(value).split())
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def to_plain(value):

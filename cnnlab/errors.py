@@ -1,4 +1,6 @@
-"""One family of exceptions, so the CLI can turn every expected failure into one clean line."""
+"""One family of exceptions, so the CLI can turn every expected failure into one clean line, and the helpers that word them."""
+
+import difflib
 
 
 class CnnlabError(Exception):
@@ -49,3 +51,27 @@ class TrainingInterrupted(CnnlabError):
     """Training stopped on Ctrl-C or SIGTERM; the run folder is marked interrupted."""
 
     exit_code = 130
+
+
+def closest(value, choices):
+    """The choice nearest to `value` by difflib's measure, or None where none is near."""
+    if not isinstance(value, str):
+        return None
+    close = difflib.get_close_matches(value, list(choices), n=1, cutoff=0.6)
+    return close[0] if close else None
+
+
+def suggest(value, choices):
+    """` (did you mean X?)` for a near miss, else nothing."""
+    close = closest(value, choices)
+    return f" (did you mean {close}?)" if close else ""
+
+
+def type_name(value):
+    return {dict: "a mapping", list: "a list", str: "a string", bool: "a boolean", int: "an integer", float: "a number", type(None): "null"}.get(type(value), type(value).__name__)
+
+
+def short_repr(value, limit=60):
+    """Keeps error messages on one short line whatever the user wrote."""
+    text = " ".join(repr(value).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."

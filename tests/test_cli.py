@@ -59,6 +59,35 @@ def test_set_overrides_the_config_and_is_validated(write_config):
     assert result.output.strip().endswith(f"{path}: OK, 2,610 parameters")  # 690 at the config's own 8x8
 
 
+def test_set_reaches_a_layer_by_its_index():
+    result = run("check", CONFIGS / "digits_cnn.yaml", "--set", "model.layers[4].Dense.units=128")
+    assert result.exit_code == 0, result.output
+    assert result.output.strip().endswith("digits_cnn.yaml: OK, 151,306 parameters")  # 85,066 with its own 64 units
+
+
+def test_set_of_a_layer_that_is_not_there_names_the_nearest_path():
+    path = CONFIGS / "digits_cnn.yaml"
+    assert_one_line_error(run("check", path, "--set", "model.layers[4].Dens.units=128"),
+                          f"{path}: model.layers[4].Dens.units: not in the config (did you mean model.layers[4].Dense.units?)", exact=True)
+    assert_one_line_error(run("check", path, "--set", "model.layers[7].Dense.units=128"),
+                          f"{path}: model.layers[7].Dense.units: not in the config: model.layers has 7 entries, [0] to [6]", exact=True)
+
+
+def test_check_validates_a_sweep_section_and_summarizes_it(write_config):
+    sweep = "sweep:\n  trials: 6\n  params:\n    train.batch_size: {choice: [16, 32]}\n    model.layers[0].Conv2D.filters: {int: [2, 8], step: 2}\n"
+    path = write_config(TINY_DIGITS + sweep)
+    result = run("check", path)
+    assert result.exit_code == 0, result.output
+    lines = result.output.strip().splitlines()
+    assert lines[-2:] == [f"{path}: sweep of 2 values, 6 trials, tpe sampler, median pruner, minimize val_loss", f"{path}: OK, 690 parameters"]
+
+
+def test_check_reports_a_bad_sweep_in_one_line(write_config):
+    path = write_config(TINY_DIGITS + "sweep:\n  params:\n    model.layers[0].Conv2D.filters: {float: [2.0, 8.0]}\n")
+    assert_one_line_error(run("check", path), f"{path}: sweep.params.model.layers[0].Conv2D.filters: a float range needs a real number here, "
+                                                "but the config has an integer 4 (use int: [low, high] for an integer, or write 4.0 in the config if it is a real number)", exact=True)
+
+
 def test_named_flags_are_validated_before_a_run_folder_exists(write_config, tmp_path):
     path = write_config(TINY_DIGITS)
     assert_one_line_error(run("train", path, "--name", "../escape", "--runs-dir", tmp_path / "runs"), f"{path}: name: expected")

@@ -154,3 +154,30 @@ def test_config_module_does_not_import_tensorflow():
     code = "import sys, cnnlab.config; print('tensorflow' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+SWEEP = """\
+sweep:
+  trials: 4
+  params:
+    train.batch_size: {choice: [16, 32]}
+"""
+
+
+def test_a_sweep_section_is_kept_in_the_resolved_yaml_and_round_trips():
+    config = config_from_text(TINY_DIGITS + SWEEP)
+    assert config.raw["sweep"] == {"trials": 4, "params": {"train.batch_size": {"choice": [16, 32]}}}
+    assert config_from_text(config.to_yaml()).raw == config.raw
+
+
+def test_the_sweep_section_defaults_to_null():
+    assert config_from_text(TINY_DIGITS).raw["sweep"] is None
+
+
+def test_an_unknown_sweep_key_is_named_with_the_valid_ones():
+    assert error_for(TINY_DIGITS + "sweep: {trails: 4}\n") == (
+        "sweep.trails: unknown key (did you mean trials?); valid keys here: metric, direction, trials, sampler, pruner, seed, params")
+
+
+def test_a_sweep_section_must_be_a_mapping():
+    assert error_for(TINY_DIGITS + "sweep: 20\n") == "sweep: expected a mapping, received an integer"

@@ -85,7 +85,7 @@ SECTIONS_WITH_FIXED_KEYS = [[], ["data"], ["model"], ["compile"], ["train"], ["t
 VALID_KEYS = {"name", "seed", "data", "model", "compile", "train", "source", "path", "image_size", "pad_to", "color_mode", "rescale",
               "test_split", "input_shape", "layers", "optimizer", "loss", "metrics", "epochs", "batch_size", "validation_split",
               "shuffle", "callbacks", "checkpoint", "early_stopping", "reduce_lr", "tensorboard", "distribution", "mixed_precision",
-              "strategy", "devices", "scale_learning_rate"}
+              "strategy", "devices", "scale_learning_rate", "sweep"}
 
 
 @st.composite

@@ -166,3 +166,14 @@ def test_an_accuracy_logged_under_another_name_is_plotted_and_listed(tmp_path):
     (row,) = json.loads(CliRunner().invoke(main, ["runs", "--runs-dir", str(tmp_path / "runs"), "--json"]).output)
     assert row["best_val_accuracy"] == metrics["best"]["val_sparse_categorical_accuracy"]
     assert row["test_accuracy"] == metrics["test"]["sparse_categorical_accuracy"]
+
+
+def test_train_ignores_a_sweep_section_and_keeps_it_in_the_run_config(write_config, tmp_path):
+    sweep = "sweep:\n  trials: 3\n  params:\n    train.batch_size: {choice: [16, 32]}\n"
+    result = train(write_config(TINY_DIGITS + sweep), tmp_path / "runs", "--epochs", "1")
+    assert result.exit_code == 0, result.output
+    run_dir = only_run(tmp_path / "runs")
+    assert runs.read_status(run_dir).state == "completed"
+    saved = yaml.safe_load((run_dir / "config.yaml").read_text())
+    assert saved["sweep"] == {"trials": 3, "params": {"train.batch_size": {"choice": [16, 32]}}}
+    assert saved["train"]["batch_size"] == 64
