@@ -342,10 +342,10 @@ def short(values):
 
 
 def short_value(value):
+    """A value for a table cell or a progress line: floats to 4 digits, YAML in flow style cut at 30 characters."""
     if isinstance(value, float):
         return f"{value:.4g}"
-    text = value if isinstance(value, str) else yaml.safe_dump(to_plain(value), default_flow_style=True).strip()
-    text = str(text)
+    text = str(value) if is_scalar(value) else yaml.safe_dump(to_plain(value), default_flow_style=True).strip()
     return text if len(text) <= 30 else text[:27] + "..."
 
 

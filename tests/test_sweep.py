@@ -1,0 +1,153 @@
+"""`cnnlab sweep`: a user's session with a tiny search space, on real Keras and a real Optuna study."""
+
+import csv
+
+import keras
+import optuna
+import pytest
+
+from cnnlab import callbacks, runs
+from conftest import TINY_DIGITS, assert_one_line_error, run_cli
+
+SWEPT = TINY_DIGITS.replace("  epochs: 2", "  epochs: 3").replace(
+    "model:", "compile:\n  optimizer: {name: adam, learning_rate: 0.003}\nmodel:") + """\
+sweep:
+  trials: 3
+  sampler: random
+  pruner: none
+  params:
+    compile.optimizer.learning_rate: {float: [0.001, 0.01], log: true}
+    model.layers[0].Conv2D.filters: {int: [2, 8], step: 2}
+"""
+
+
+def sweep(root, text, *args):
+    root.mkdir(parents=True, exist_ok=True)
+    config = root / "config.yaml"
+    config.write_text(text)
+    return run_cli("sweep", config, "--runs-dir", root / "runs", *args)
+
+
+def only_sweep(root):
+    (sweep_dir,) = (root / "runs").glob("sweep-*")
+    return sweep_dir
+
+
+def trial_rows(sweep_dir):
+    with open(sweep_dir / "trials.csv", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_a_sweep_leaves_its_study_every_trial_as_a_run_and_a_best_config_that_trains_again(tmp_path):
+    result = sweep(tmp_path, SWEPT)
+    assert result.exit_code == 0, result.output
+    sweep_dir = only_sweep(tmp_path)
+    for name in ("study.db", "sweep.json", "config.yaml", "trials.csv", "summary.md", "best.yaml",
+                 "optimization_history.png", "parallel_coordinate.png"):
+        assert (sweep_dir / name).is_file(), name
+    rows = trial_rows(sweep_dir)
+    assert [row["state"] for row in rows] == ["complete"] * 3
+    for row in rows:  # each trial is an ordinary run folder with its sampled values in its config
+        run_dir = runs.load_trained_run(row["run_dir"])
+        assert run_dir.config.compile.optimizer.kwargs["learning_rate"] == pytest.approx(float(row["compile.optimizer.learning_rate"]))
+        assert run_dir.config.model.layers[0].kwargs["filters"] == int(row["model.layers[0].Conv2D.filters"])
+    best = min(rows, key=lambda row: float(row["value"]))  # the default metric is the checkpoint's val_loss
+    assert f"Best: trial {best['number']}, val_loss {float(best['value']):.4f}" in result.output
+
+    again = run_cli("train", sweep_dir / "best.yaml", "--runs-dir", tmp_path / "again", "-q")
+    assert again.exit_code == 0, again.output
+    (retrained,) = (tmp_path / "again").iterdir()
+    history = runs.read_history(retrained / "history.csv")
+    assert min(history["val_loss"]) == pytest.approx(float(best["value"]), abs=1e-6)
+
+
+def test_a_trial_whose_sampled_config_cannot_build_fails_with_its_reason_and_the_sweep_goes_on(tmp_path):
+    text = TINY_DIGITS + """\
+sweep:
+  trials: 2
+  sampler: grid
+  pruner: none
+  params:
+    model.layers[1].MaxPooling2D.pool_size: {choice: [2, 16]}
+"""
+    result = sweep(tmp_path, text)
+    assert result.exit_code == 0, result.output
+    rows = {row["model.layers[1].MaxPooling2D.pool_size"]: row for row in trial_rows(only_sweep(tmp_path))}
+    assert rows["2"]["state"] == "complete"
+    assert rows["16"]["state"] == "fail" and "model.layers" in rows["16"]["reason"]
+    assert "1 failed" in result.output
+
+
+def test_a_sweep_whose_every_trial_fails_ends_with_one_line(tmp_path):
+    text = TINY_DIGITS + """\
+sweep:
+  trials: 2
+  sampler: grid
+  pruner: none
+  params:
+    model.layers[1].MaxPooling2D.pool_size: {choice: [16, 32]}
+"""
+    config = tmp_path / "config.yaml"
+    config.write_text(text)
+    result = run_cli("sweep", config, "--runs-dir", tmp_path / "runs")
+    assert result.exit_code == 2
+    last = result.output.strip().splitlines()[-1]
+    assert last.startswith("Error: every trial of the sweep in ") and "Traceback" not in result.output
+
+
+class CtrlCAfter(keras.callbacks.Callback):
+    """Ctrl-C at the end of the second epoch of the first trial that reaches it."""
+
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch == 1:
+            raise KeyboardInterrupt
+
+
+def test_ctrl_c_marks_the_running_trial_and_resume_finishes_the_trials(tmp_path, monkeypatch):
+    make = callbacks.make_callbacks
+    with monkeypatch.context() as patch:
+        patch.setattr(callbacks, "make_callbacks", lambda *args: make(*args) + [CtrlCAfter()])
+        result = sweep(tmp_path, SWEPT)
+    assert result.exit_code == 130, result.output
+    sweep_dir = only_sweep(tmp_path)
+    assert result.output.strip().splitlines()[-1] == (
+        f"Error: sweep interrupted after 0 of 3 finished trials; resume with: cnnlab sweep --resume {sweep_dir}")
+    (row,) = trial_rows(sweep_dir)
+    assert row["state"] == "fail" and row["reason"] == "interrupted"
+    assert runs.read_status(row["run_dir"]).state == "interrupted"
+
+    resumed = run_cli("sweep", "--resume", sweep_dir)
+    assert resumed.exit_code == 0, resumed.output
+    states = [row["state"] for row in trial_rows(sweep_dir)]
+    assert states == ["fail", "complete", "complete", "complete"]
+
+
+def test_pruning_stops_a_trial_that_is_worse_than_the_median_of_those_before(tmp_path):
+    from cnnlab.config import load_config, to_plain
+    from cnnlab.space import parse_space
+    from cnnlab.sweep import Objective
+
+    text = SWEPT.replace("{float: [0.001, 0.01], log: true}", "{float: [1.0e-7, 2.0e-7]}").replace("epochs: 3", "epochs: 6")
+    (tmp_path / "config.yaml").write_text(text)
+    config = load_config(tmp_path / "config.yaml")
+    space = parse_space(to_plain(config.raw), ())
+    study = optuna.create_study(direction="minimize", pruner=optuna.pruners.MedianPruner(n_startup_trials=1, n_warmup_steps=1))
+    distributions = {"compile.optimizer.learning_rate": optuna.distributions.FloatDistribution(1e-7, 2e-7),
+                     "model.layers[0].Conv2D.filters": optuna.distributions.IntDistribution(2, 8, step=2)}
+    study.add_trial(optuna.trial.create_trial(params={"compile.optimizer.learning_rate": 1.5e-7, "model.layers[0].Conv2D.filters": 4},
+                                              distributions=distributions, value=0.1,
+                                              intermediate_values={epoch: 0.1 for epoch in range(6)}))
+    lines = []
+    study.optimize(Objective(config, space, tmp_path / "trials", lines.append), n_trials=1)
+    trial = study.trials[-1]
+    assert trial.state == optuna.trial.TrialState.PRUNED
+    assert trial.user_attrs["pruned_at_epoch"] == 2  # the first epoch after the warm-up
+    history = runs.read_history(runs.Path(trial.user_attrs["run_dir"]) / "history.csv")
+    assert history["epoch"] == [1, 2]  # training stopped there, and the run folder is whole
+    assert runs.read_status(trial.user_attrs["run_dir"]).reason == "pruned by the sweep after epoch 2"
+
+
+@pytest.mark.parametrize("storage", ["postgresql://nobody:secret@127.0.0.1:9/none", "nosuchdb://x"])
+def test_a_storage_that_cannot_be_opened_is_one_line_naming_it_without_its_password(tmp_path, storage):
+    result = sweep(tmp_path, SWEPT, "--storage", storage)
+    assert_one_line_error(result, f"--storage {storage.replace('secret', '***')}: cannot open the study database")
