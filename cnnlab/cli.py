@@ -212,13 +212,15 @@ def compare_optimizers(config_path, optimizers, epochs, batch_size, seed, name, 
 @config_options
 @click.option("--runs-dir", default="runs", show_default=True, type=click.Path(file_okay=False),
               help="Folder that receives the sweep folder.")
+@click.option("--jobs", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Worker processes on this machine, each started once with an equal share of the cores, on one study.")
 @click.option("--storage", metavar="URL", help="Keep the study in this database (any URL Optuna takes, e.g. "
                                                "postgresql://user:pass@host/db) instead of the sweep folder's study.db.")
 @click.option("--study", "study_name", metavar="NAME", help="The study's name in --storage (default: the sweep folder's name); "
                                                             "processes that give the same --storage and --study join one study.")
 @click.option("--resume", "resume_dir", metavar="SWEEP_DIR", type=click.Path(file_okay=False),
               help="Continue the sweep in SWEEP_DIR until its trials have finished.")
-def sweep(config_path, params, trials, epochs, batch_size, seed, name, sets, runs_dir, storage, study_name, resume_dir):
+def sweep(config_path, params, trials, epochs, batch_size, seed, name, sets, runs_dir, jobs, storage, study_name, resume_dir):
     """Search the values in CONFIG's sweep section with Optuna; every trial is an ordinary run folder.
 
     Writes runs/sweep-NAME-TIMESTAMP/: study.db, trials/ (one run folder per trial),
@@ -233,7 +235,7 @@ def sweep(config_path, params, trials, epochs, batch_size, seed, name, sets, run
     overrides = overrides_from(epochs, batch_size, seed, name, sets)
     if resume_dir is not None:
         if config_path or overrides or params or storage or study_name:
-            raise click.UsageError("--resume continues with the sweep's own config, space and study; give only --trials")
+            raise click.UsageError("--resume continues with the sweep's own config, space and study; give only --trials or --jobs")
         config_path = str(Path(resume_dir) / SWEEP_CONFIG)
         read_json(Path(resume_dir) / SWEEP_PLAN)  # a folder that is not a sweep: one line
     elif config_path is None:
@@ -242,7 +244,7 @@ def sweep(config_path, params, trials, epochs, batch_size, seed, name, sets, run
     with errors_naming(config_path):
         space = parse_space(config_user_dict(config), params, trials=trials)
         result = run_sweep(config, space, runs_dir, storage=storage, study_name=study_name, resume_dir=resume_dir,
-                           progress=click.echo)
+                           jobs=jobs, progress=click.echo)
     click.echo("\n" + result.table + "\n")
     if result.best:
         click.echo(f"Best: trial {result.best['number']}, {space.metric} {result.best['value']:.4f}: {result.best['run_dir']}")

@@ -11,10 +11,11 @@ the plots a person wants.
 
 import csv
 import math
+import os
 import socket
 import time
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 
@@ -45,31 +46,34 @@ class SweepResult:
     table: str  # the top trials, aligned, for the terminal
 
 
-def run_sweep(config, space, runs_dir, storage=None, study_name=None, resume_dir=None, progress=None):
+def run_sweep(config, space, runs_dir, storage=None, study_name=None, resume_dir=None, jobs=1, progress=None):
     """Runs trials until `space.trials` have finished (completed or pruned), then writes the report.
 
-    A resumed sweep (`resume_dir`) reopens its own study and continues where it stopped;
-    trials that were running when it was killed are marked failed (Optuna's heartbeat)
-    and not counted. Ctrl-C marks the running trial failed, writes the report of what
-    finished and raises TrainingInterrupted with the command that resumes.
+    `jobs` > 1 runs that many worker processes on this machine, each started once with an
+    equal share of the cores, all on the one study. A resumed sweep (`resume_dir`) reopens
+    its own study and continues where it stopped; trials left running by a killed process
+    of this machine are marked failed and not counted (other machines' by Optuna's
+    heartbeat). Ctrl-C marks the running trials failed, writes the report of what finished
+    and raises TrainingInterrupted with the command that resumes.
     """
-    optuna = import_optuna()
+    import_optuna()
     progress = progress or (lambda line: None)
     if storage is not None and resume_dir is None:
         make_storage(storage)  # an unreachable database stops here, before a sweep folder exists
     sweep_dir, plan = open_sweep(config, space, runs_dir, storage, study_name, resume_dir)
+    if plan.get("shared"):  # other processes, on other machines, may sample from the same seed
+        space = reseeded(space, os.getpid())
     study = open_study(plan, space)
-    trials_dir = Path(plan["runs_dir"])
+    fail_killed_trials(study)
     finished_before = count(study, finished=True)
     progress(f"Sweep: {sweep_dir} ({plan['study']} in {redact(plan['storage'])}); "
-             f"{finished_before} of {space.trials} trials finished")
-    objective = Objective(config, space, trials_dir, progress)
+             f"{finished_before} of {space.trials} trials finished" + (f"; {jobs} worker processes" if jobs > 1 else ""))
     try:
         if finished_before < space.trials:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                study.optimize(objective, catch=(CnnlabError,), callbacks=[
-                    optuna.study.MaxTrialsCallback(space.trials, states=finished_states())])
+            if jobs > 1:
+                run_in_workers(sweep_dir, jobs, progress)
+            else:
+                optimize(study, config, space, Path(plan["runs_dir"]), progress)
     except KeyboardInterrupt:
         write_report(sweep_dir, study, space, config)
         raise TrainingInterrupted(f"sweep interrupted after {count(study, finished=True)} of {space.trials} finished trials; "
@@ -79,6 +83,83 @@ def run_sweep(config, space, runs_dir, storage=None, study_name=None, resume_dir
         reasons = sorted({t.user_attrs.get("reason", "") for t in study.trials if t.state.name == "FAIL"} - {""})
         raise RunError(f"every trial of the sweep in {sweep_dir} failed: {'; '.join(reasons) or 'see trials.csv'}")
     return result
+
+
+def optimize(study, config, space, trials_dir, progress):
+    """This process's share of the study: trials until the study holds `space.trials` finished ones."""
+    import optuna
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        study.optimize(Objective(config, space, trials_dir, progress), catch=(CnnlabError,), callbacks=[
+            optuna.study.MaxTrialsCallback(space.trials, states=finished_states())])
+
+
+def run_in_workers(sweep_dir, jobs, progress):
+    """`jobs` worker processes (cnnlab/workers.py), each running `sweep_worker` on the sweep's own study."""
+    from cnnlab.workers import Failure, Pool
+
+    with Pool(jobs, run="cnnlab.sweep:sweep_worker") as pool:
+        for index in range(jobs):
+            pool.submit({"sweep_dir": str(sweep_dir), "worker": index + 1})
+        for job, result in pool.results():
+            if isinstance(result, Failure):
+                if result.interrupted:
+                    raise KeyboardInterrupt
+                progress(f"worker {job['worker']}: {result.reason}")
+
+
+def sweep_worker(job):
+    """A worker process's body: the sweep's config, space and study from its folder, then trials until enough finished."""
+    from cnnlab.config import load_config
+
+    import_optuna()
+    sweep_dir = Path(job["sweep_dir"])
+    plan = runs.read_json(sweep_dir / SWEEP_PLAN)
+    config = load_config(sweep_dir / SWEEP_CONFIG)
+    space = spaces.parse_space(to_plain(config.raw))
+    study = open_study(plan, reseeded(space, job["worker"] - 1))
+
+    def progress(line):
+        print(f"[worker {job['worker']}] {line}", flush=True)
+
+    optimize(study, config, space, Path(plan["runs_dir"]), progress)
+    return {"worker": job["worker"]}
+
+
+def reseeded(space, offset):
+    """The space with its sampler seed moved by `offset`: processes sharing a study must not all sample the same values.
+
+    One process (`--jobs 1`, the sweep folder's own study.db) keeps the config's seed, so
+    the sweep can be repeated; worker k of `--jobs` adds k; a process that joins a study in
+    `--storage` adds its process ID, and such a sweep is not repeatable value for value.
+    """
+    return replace(space, seed=(space.seed + offset) % 2**32)
+
+
+def fail_killed_trials(study):
+    """Trials still marked running whose process on this machine is gone (SIGKILL, power loss) are marked failed.
+
+    Optuna's heartbeat would do it too, but only once the grace period has passed and
+    another trial starts; a resume right after a kill must not count them as running.
+    """
+    from optuna.trial import TrialState
+
+    host = socket.gethostname()
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        pid = trial.user_attrs.get("pid")
+        if trial.user_attrs.get("host") == host and isinstance(pid, int) and not process_alive(pid):
+            study.tell(trial.number, state=TrialState.FAIL, skip_if_finished=True)
+
+
+def process_alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def import_optuna():
@@ -116,6 +197,7 @@ def open_sweep(config, space, runs_dir, storage, study_name, resume_dir):
         "name": config.name,
         "study": study_name,
         "storage": storage or f"sqlite:///{(sweep_dir / STUDY_DB).resolve()}",
+        "shared": storage is not None,
         "runs_dir": str((sweep_dir / TRIALS_DIR).resolve()),
         "trials": space.trials,
         "started": datetime.now().isoformat(timespec="seconds"),
@@ -169,7 +251,10 @@ def make_storage(url):
     import optuna
     import sqlalchemy.exc
 
-    engine_kwargs = {"connect_args": {"connect_timeout": 5}} if url.startswith(("postgresql", "mysql")) else {}
+    if url.startswith(("postgresql", "mysql")):
+        engine_kwargs = {"connect_args": {"connect_timeout": 5}}
+    else:  # SQLite: worker processes of one machine take turns writing; wait for the lock rather than fail
+        engine_kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
     try:
         return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S)
     except (sqlalchemy.exc.SQLAlchemyError, ImportError, ValueError) as exc:
@@ -263,6 +348,7 @@ class Objective:
         values = {param.path: suggest(trial, param) for param in self.space.params}
         name = f"{self.config.name}-trial{trial.number:03d}"
         trial.set_user_attr("host", socket.gethostname())
+        trial.set_user_attr("pid", os.getpid())
         started = time.perf_counter()
         try:
             trial_config = resolve_config(spaces.apply_values(to_plain(self.config.raw), values) | {"name": name})

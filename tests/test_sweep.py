@@ -151,3 +151,46 @@ def test_pruning_stops_a_trial_that_is_worse_than_the_median_of_those_before(tmp
 def test_a_storage_that_cannot_be_opened_is_one_line_naming_it_without_its_password(tmp_path, storage):
     result = sweep(tmp_path, SWEPT, "--storage", storage)
     assert_one_line_error(result, f"--storage {storage.replace('secret', '***')}: cannot open the study database")
+
+
+def test_two_worker_processes_share_one_sqlite_study_each_started_once(tmp_path):
+    result = sweep(tmp_path, SWEPT.replace("trials: 3", "trials: 4"), "--jobs", "2")
+    assert result.exit_code == 0, result.output
+    rows = trial_rows(only_sweep(tmp_path))
+    finished = [row for row in rows if row["state"] == "complete"]
+    assert len(finished) >= 4  # MaxTrialsCallback lets a worker that started meanwhile finish its trial too
+    assert len({trial_pid(only_sweep(tmp_path), row) for row in rows}) == 2, "each of the two workers runs trials"
+    sampled = {(row["compile.optimizer.learning_rate"], row["model.layers[0].Conv2D.filters"]) for row in finished}
+    assert len(sampled) == len(finished), "the workers sampled the same values"
+
+
+def trial_pid(sweep_dir, row):
+    study = optuna.load_study(study_name=sweep_dir.name, storage=f"sqlite:///{sweep_dir / 'study.db'}")
+    return study.trials[int(row["number"])].user_attrs["pid"]
+
+
+def test_a_sweep_killed_mid_trial_resumes_with_that_trial_failed_and_never_counted(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    slow = SWEPT.replace("epochs: 3", "epochs: 60\n  callbacks: {early_stopping: null}").replace("batch_size: 64", "batch_size: 16")
+    (tmp_path / "config.yaml").write_text(slow)
+    env = {**os.environ, "CNNLAB_OFFLINE": "1", "TF_CPP_MIN_LOG_LEVEL": "2"}
+    process = subprocess.Popen([sys.executable, "-m", "cnnlab.cli", "sweep", str(tmp_path / "config.yaml"),
+                                "--runs-dir", str(tmp_path / "runs"), "--trials", "2"], env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not list(tmp_path.glob("runs/sweep-*/trials/*/history.csv")):
+        assert process.poll() is None and time.monotonic() < deadline, process.communicate()
+        time.sleep(0.1)
+    process.send_signal(signal.SIGKILL)
+    process.communicate()
+    sweep_dir = only_sweep(tmp_path)
+
+    resumed = run_cli("sweep", "--resume", sweep_dir, "--trials", "1")
+    assert resumed.exit_code == 0, resumed.output
+    states = [row["state"] for row in trial_rows(sweep_dir)]
+    assert states == ["fail", "complete"]
