@@ -33,7 +33,6 @@ TRIALS_DIR = runs.SWEEP_TRIALS_DIR
 TRIALS_CSV = runs.SWEEP_TRIALS_CSV
 SUMMARY_MD = "summary.md"
 BEST_YAML = "best.yaml"
-PLOTS = ("optimization_history", "param_importances", "parallel_coordinate")
 HEARTBEAT_S, GRACE_S = 10, 30  # a trial whose process stops beating for 30 s is marked failed by the next that looks
 
 
@@ -71,7 +70,7 @@ def run_sweep(config, space, runs_dir, storage=None, study_name=None, resume_dir
     try:
         if finished_before < space.trials:
             if jobs > 1:
-                run_in_workers(sweep_dir, jobs, progress)
+                run_in_workers(sweep_dir, jobs, space.trials, progress)
             else:
                 optimize(study, config, space, Path(plan["runs_dir"]), progress)
     except KeyboardInterrupt:
@@ -95,13 +94,13 @@ def optimize(study, config, space, trials_dir, progress):
             optuna.study.MaxTrialsCallback(space.trials, states=finished_states())])
 
 
-def run_in_workers(sweep_dir, jobs, progress):
+def run_in_workers(sweep_dir, jobs, trials, progress):
     """`jobs` worker processes (cnnlab/workers.py), each running `sweep_worker` on the sweep's own study."""
     from cnnlab.workers import Failure, Pool
 
     with Pool(jobs, run="cnnlab.sweep:sweep_worker") as pool:
         for index in range(jobs):
-            pool.submit({"sweep_dir": str(sweep_dir), "worker": index + 1})
+            pool.submit({"sweep_dir": str(sweep_dir), "worker": index + 1, "trials": trials})
         for job, result in pool.results():
             if isinstance(result, Failure):
                 if result.interrupted:
@@ -117,8 +116,8 @@ def sweep_worker(job):
     sweep_dir = Path(job["sweep_dir"])
     plan = runs.read_json(sweep_dir / SWEEP_PLAN)
     config = load_config(sweep_dir / SWEEP_CONFIG)
-    space = spaces.parse_space(to_plain(config.raw))
-    study = open_study(plan, reseeded(space, job["worker"] - 1))
+    space = spaces.parse_space(to_plain(config.raw), trials=job["trials"])
+    study = open_study(plan, reseeded(space, job["worker"] - 1 + (os.getpid() if plan.get("shared") else 0)))
 
     def progress(line):
         print(f"[worker {job['worker']}] {line}", flush=True)
@@ -366,11 +365,11 @@ class Objective:
             return self.failed(trial, str(exc))
         trial.set_user_attr("run_dir", str(Path(result.run_dir).resolve()))
         trial.set_user_attr("epochs", result.metrics["epochs_run"])
-        value = best_value(runs.read_history(Path(result.run_dir) / runs.HISTORY), self.space.metric, self.space.direction)
+        history = runs.read_history(Path(result.run_dir) / runs.HISTORY)
+        value = best_value(history, self.space.metric, self.space.direction)
         seconds = time.perf_counter() - started
-        if value is None:
-            return self.failed(trial, f"sweep.metric {self.space.metric!r} was never logged (or never finite); logged: "
-                                      f"{', '.join(k for k in runs.read_history(Path(result.run_dir) / runs.HISTORY) if k not in ('epoch', 'time_s'))}")
+        if value is None:  # a NaN loss from the first epoch on, say
+            return self.failed(trial, f"sweep.metric {self.space.metric} has no finite value in {result.run_dir}")
         if reporter.pruned_at is not None:
             trial.set_user_attr("pruned_at_epoch", reporter.pruned_at)
             runs.set_status(result.run_dir, runs.COMPLETED, f"pruned by the sweep after epoch {reporter.pruned_at}")
