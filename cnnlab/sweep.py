@@ -12,6 +12,7 @@ the plots a person wants.
 import csv
 import math
 import os
+import shutil
 import socket
 import time
 import warnings
@@ -62,7 +63,12 @@ def run_sweep(config, space, runs_dir, storage=None, study_name=None, resume_dir
     sweep_dir, plan = open_sweep(config, space, runs_dir, storage, study_name, resume_dir)
     if plan.get("shared"):  # other processes, on other machines, may sample from the same seed
         space = reseeded(space, os.getpid())
-    study = open_study(plan, space)
+    try:
+        study = open_study(plan, space)
+    except CnnlabError:
+        if resume_dir is None:  # a study that cannot be joined leaves no sweep folder behind
+            shutil.rmtree(sweep_dir, ignore_errors=True)
+        raise
     fail_killed_trials(study)
     finished_before = count(study, finished=True)
     progress(f"Sweep: {sweep_dir} ({plan['study']} in {redact(plan['storage'])}); "

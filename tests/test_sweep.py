@@ -194,3 +194,13 @@ def test_a_sweep_killed_mid_trial_resumes_with_that_trial_failed_and_never_count
     assert resumed.exit_code == 0, resumed.output
     states = [row["state"] for row in trial_rows(sweep_dir)]
     assert states == ["fail", "complete"]
+
+
+def test_a_study_name_taken_by_another_search_space_is_refused_and_leaves_no_sweep_folder(tmp_path):
+    storage = f"sqlite:///{tmp_path / 'shared.db'}"
+    first = sweep(tmp_path / "a", SWEPT, "--storage", storage, "--study", "digits", "--trials", "1")
+    assert first.exit_code == 0, first.output
+    other = SWEPT.replace("{int: [2, 8], step: 2}", "{int: [2, 4], step: 2}")
+    result = sweep(tmp_path / "b", other, "--storage", storage, "--study", "digits", "--trials", "1")
+    assert_one_line_error(result, f"{tmp_path / 'b' / 'config.yaml'}: sweep: the study 'digits' in {storage} was made with another search space")
+    assert not list((tmp_path / "b" / "runs").glob("sweep-*"))
