@@ -245,6 +245,9 @@ def open_study(plan, space):
     mine = space_record(space)
     if recorded is None:
         study.set_user_attr("space", mine)
+        with warnings.catch_warnings():  # experimental in Optuna 5: names the value in optuna-dashboard
+            warnings.simplefilter("ignore")
+            study.set_metric_names([space.metric])
     elif recorded != mine:
         raise ConfigError("sweep", f"the study {plan['study']!r} in {redact(plan['storage'])} was made with another search space "
                                    "or metric; give another --study name, or the same sweep section")
@@ -331,7 +334,8 @@ def suggest(trial, param):
     if param.kind == "int":
         return trial.suggest_int(param.path, param.low, param.high, step=param.step or 1, log=param.log)
     if param.kind == "float":
-        return trial.suggest_float(param.path, param.low, param.high, step=param.step, log=param.log)
+        value = trial.suggest_float(param.path, param.low, param.high, step=param.step, log=param.log)
+        return round(value, 12) if param.step else value  # a step of 0.1 gives 0.30000000000000004 otherwise
     label = trial.suggest_categorical(param.path, labels(param))
     return param.choices[labels(param).index(label)]
 

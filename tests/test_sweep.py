@@ -51,6 +51,8 @@ def test_a_sweep_leaves_its_study_every_trial_as_a_run_and_a_best_config_that_tr
         run_dir = runs.load_trained_run(row["run_dir"])
         assert run_dir.config.compile.optimizer.kwargs["learning_rate"] == pytest.approx(float(row["compile.optimizer.learning_rate"]))
         assert run_dir.config.model.layers[0].kwargs["filters"] == int(row["model.layers[0].Conv2D.filters"])
+    study = optuna.load_study(study_name=sweep_dir.name, storage=f"sqlite:///{sweep_dir / 'study.db'}")
+    assert study.metric_names == ["val_loss"]  # what optuna-dashboard labels the value with
     best = min(rows, key=lambda row: float(row["value"]))  # the default metric is the checkpoint's val_loss
     assert f"Best: trial {best['number']}, val_loss {float(best['value']):.4f}" in result.output
 
