@@ -33,6 +33,7 @@ TRIALS_CSV = runs.SWEEP_TRIALS_CSV
 SUMMARY_MD = "summary.md"
 BEST_YAML = "best.yaml"
 PLOTS = ("optimization_history", "param_importances", "parallel_coordinate")
+SCHEMA_ATTEMPTS = 3  # tries to open a database whose tables another process is creating
 HEARTBEAT_S, GRACE_S = 10, 30  # a trial whose process stops beating for 30 s is marked failed by the next that looks
 
 
@@ -170,10 +171,22 @@ def make_storage(url):
     import sqlalchemy.exc
 
     engine_kwargs = {"connect_args": {"connect_timeout": 5}} if url.startswith(("postgresql", "mysql")) else {}
-    try:
-        return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S)
-    except (sqlalchemy.exc.SQLAlchemyError, ImportError, ValueError) as exc:
-        raise CnnlabError(f"--storage {redact(url)}: cannot open the study database: {first_line(exc)}") from None
+    for attempt in range(1, SCHEMA_ATTEMPTS + 1):
+        try:
+            with warnings.catch_warnings():  # heartbeat_interval's ExperimentalWarning would be a second line before any error
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, heartbeat_interval=HEARTBEAT_S,
+                                                  grace_period=GRACE_S)
+        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError) as exc:
+            # Processes that open an empty database at once race to create Optuna's tables, and PostgreSQL
+            # refuses all but one (duplicate key ... pg_type_typname_nsp_index); the tables are there on the next try.
+            if attempt < SCHEMA_ATTEMPTS:
+                time.sleep(attempt)
+                continue
+            error = exc
+        except (sqlalchemy.exc.SQLAlchemyError, ImportError, ValueError) as exc:
+            error = exc
+        raise CnnlabError(f"--storage {redact(url)}: cannot open the study database: {first_line(error)}") from None
 
 
 def make_sampler(space):
