@@ -58,6 +58,8 @@ def run_sweep(config, space, runs_dir, storage=None, study_name=None, resume_dir
     progress = progress or (lambda line: None)
     if storage is not None and resume_dir is None:
         make_storage(storage)  # an unreachable database stops here, before a sweep folder exists
+        if study_name is not None:
+            open_study({"storage": storage, "study": study_name}, space)  # and so does a study of another space
     sweep_dir, plan = open_sweep(config, space, runs_dir, storage, study_name, resume_dir)
     study = open_study(plan, space)
     trials_dir = Path(plan["runs_dir"])
@@ -159,7 +161,8 @@ def open_study(plan, space):
     mine = space_record(space)
     if recorded is None:
         study.set_user_attr("space", mine)
-    elif recorded != mine:
+        recorded = study.user_attrs.get("space")  # processes starting at once: the first write stays, Optuna drops the others
+    if recorded != mine:
         raise ConfigError("sweep", f"the study {plan['study']!r} in {redact(plan['storage'])} was made with another search space "
                                    "or metric; give another --study name, or the same sweep section")
     return study
