@@ -14,7 +14,7 @@ import math
 import socket
 import time
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 
@@ -152,7 +152,7 @@ def open_study(plan, space):
     import optuna
 
     storage = make_storage(plan["storage"])
-    sampler = make_sampler(space)
+    sampler = seeded_per_trial(space)
     pruner = make_pruner(space)
     direction = space.direction
     study = optuna.create_study(storage=storage, study_name=plan["study"], direction=direction, sampler=sampler,
@@ -200,6 +200,40 @@ def make_sampler(space):
     if space.sampler == "grid":
         return optuna.samplers.GridSampler({param.path: grid_points(param) for param in space.params}, seed=space.seed)
     return optuna.samplers.TPESampler(seed=space.seed)
+
+
+def seeded_per_trial(space):
+    """Optuna's sampler of the space, seeded afresh for each trial from (sweep.seed, trial number).
+
+    One seed per process would make every process that joins the study (another machine,
+    a --resume) draw the very values the first one drew; trial numbers are unique in a
+    study, so each trial draws its own values, the same whichever process trains it.
+    """
+    import numpy as np
+    import optuna
+
+    class SeededPerTrial(optuna.samplers.BaseSampler):
+        def __init__(self):
+            self.sampler = make_sampler(space)
+
+        def before_trial(self, study, trial):
+            seed = int(np.random.SeedSequence([space.seed, trial.number]).generate_state(1)[0])
+            self.sampler = make_sampler(replace(space, seed=seed))
+            self.sampler.before_trial(study, trial)
+
+        def infer_relative_search_space(self, study, trial):
+            return self.sampler.infer_relative_search_space(study, trial)
+
+        def sample_relative(self, study, trial, search_space):
+            return self.sampler.sample_relative(study, trial, search_space)
+
+        def sample_independent(self, study, trial, param_name, param_distribution):
+            return self.sampler.sample_independent(study, trial, param_name, param_distribution)
+
+        def after_trial(self, study, trial, state, values):
+            self.sampler.after_trial(study, trial, state, values)
+
+    return SeededPerTrial()
 
 
 def make_pruner(space):
