@@ -203,12 +203,16 @@ def make_sampler(space):
 
 
 def seeded_per_trial(space):
-    """Optuna's sampler of the space, seeded afresh for each trial from (sweep.seed, trial number).
+    """Optuna's sampler of the space; random and TPE seeded afresh for each trial from (sweep.seed, trial number).
 
     One seed per process would make every process that joins the study (another machine,
     a --resume) draw the very values the first one drew; trial numbers are unique in a
     study, so each trial draws its own values, the same whichever process trains it.
     """
+    # Not the grid: its seed shuffles the grid, whose point numbers every process must read alike, and it
+    # already skips the points that other processes have run or are running.
+    if space.sampler == "grid":
+        return make_sampler(space)
     import numpy as np
     import optuna
 
