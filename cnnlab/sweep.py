@@ -34,6 +34,7 @@ TRIALS_DIR = runs.SWEEP_TRIALS_DIR
 TRIALS_CSV = runs.SWEEP_TRIALS_CSV
 SUMMARY_MD = "summary.md"
 BEST_YAML = "best.yaml"
+SCHEMA_ATTEMPTS = 3  # tries to open a database whose tables another process is creating
 HEARTBEAT_S, GRACE_S = 10, 30  # a trial whose process stops beating for 30 s is marked failed by the next that looks
 
 
@@ -60,9 +61,9 @@ def run_sweep(config, space, runs_dir, storage=None, study_name=None, resume_dir
     progress = progress or (lambda line: None)
     if storage is not None and resume_dir is None:
         make_storage(storage)  # an unreachable database stops here, before a sweep folder exists
+        if study_name is not None:
+            open_study({"storage": storage, "study": study_name}, space)  # and so does a study of another space
     sweep_dir, plan = open_sweep(config, space, runs_dir, storage, study_name, resume_dir)
-    if plan.get("shared"):  # other processes, on other machines, may sample from the same seed
-        space = reseeded(space, os.getpid())
     try:
         study = open_study(plan, space)
     except CnnlabError:
@@ -123,23 +124,13 @@ def sweep_worker(job):
     plan = runs.read_json(sweep_dir / SWEEP_PLAN)
     config = load_config(sweep_dir / SWEEP_CONFIG)
     space = spaces.parse_space(to_plain(config.raw), trials=job["trials"])
-    study = open_study(plan, reseeded(space, job["worker"] - 1 + (os.getpid() if plan.get("shared") else 0)))
+    study = open_study(plan, space)
 
     def progress(line):
         print(f"[worker {job['worker']}] {line}", flush=True)
 
     optimize(study, config, space, Path(plan["runs_dir"]), progress)
     return {"worker": job["worker"]}
-
-
-def reseeded(space, offset):
-    """The space with its sampler seed moved by `offset`: processes sharing a study must not all sample the same values.
-
-    One process (`--jobs 1`, the sweep folder's own study.db) keeps the config's seed, so
-    the sweep can be repeated; worker k of `--jobs` adds k; a process that joins a study in
-    `--storage` adds its process ID, and such a sweep is not repeatable value for value.
-    """
-    return replace(space, seed=(space.seed + offset) % 2**32)
 
 
 def fail_killed_trials(study):
@@ -236,7 +227,7 @@ def open_study(plan, space):
     import optuna
 
     storage = make_storage(plan["storage"])
-    sampler = make_sampler(space)
+    sampler = seeded_per_trial(space)
     pruner = make_pruner(space)
     direction = space.direction
     study = optuna.create_study(storage=storage, study_name=plan["study"], direction=direction, sampler=sampler,
@@ -248,7 +239,8 @@ def open_study(plan, space):
         with warnings.catch_warnings():  # experimental in Optuna 5: names the value in optuna-dashboard
             warnings.simplefilter("ignore")
             study.set_metric_names([space.metric])
-    elif recorded != mine:
+        recorded = study.user_attrs.get("space")  # processes starting at once: the first write stays, Optuna drops the others
+    if recorded != mine:
         raise ConfigError("sweep", f"the study {plan['study']!r} in {redact(plan['storage'])} was made with another search space "
                                    "or metric; give another --study name, or the same sweep section")
     return study
@@ -263,10 +255,22 @@ def make_storage(url):
         engine_kwargs = {"connect_args": {"connect_timeout": 5}}
     else:  # SQLite: worker processes of one machine take turns writing; wait for the lock rather than fail
         engine_kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
-    try:
-        return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S)
-    except (sqlalchemy.exc.SQLAlchemyError, ImportError, ValueError) as exc:
-        raise CnnlabError(f"--storage {redact(url)}: cannot open the study database: {first_line(exc)}") from None
+    for attempt in range(1, SCHEMA_ATTEMPTS + 1):
+        try:
+            with warnings.catch_warnings():  # heartbeat_interval's ExperimentalWarning would be a second line before any error
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, heartbeat_interval=HEARTBEAT_S,
+                                                  grace_period=GRACE_S)
+        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError) as exc:
+            # Processes that open an empty database at once race to create Optuna's tables, and PostgreSQL
+            # refuses all but one (duplicate key ... pg_type_typname_nsp_index); the tables are there on the next try.
+            if attempt < SCHEMA_ATTEMPTS:
+                time.sleep(attempt)
+                continue
+            error = exc
+        except (sqlalchemy.exc.SQLAlchemyError, ImportError, ValueError) as exc:
+            error = exc
+        raise CnnlabError(f"--storage {redact(url)}: cannot open the study database: {first_line(error)}") from None
 
 
 def make_sampler(space):
@@ -277,6 +281,44 @@ def make_sampler(space):
     if space.sampler == "grid":
         return optuna.samplers.GridSampler({param.path: grid_points(param) for param in space.params}, seed=space.seed)
     return optuna.samplers.TPESampler(seed=space.seed)
+
+
+def seeded_per_trial(space):
+    """Optuna's sampler of the space; random and TPE seeded afresh for each trial from (sweep.seed, trial number).
+
+    One seed per process would make every process that joins the study (another machine,
+    a --resume) draw the very values the first one drew; trial numbers are unique in a
+    study, so each trial draws its own values, the same whichever process trains it.
+    """
+    # Not the grid: its seed shuffles the grid, whose point numbers every process must read alike, and it
+    # already skips the points that other processes have run or are running.
+    if space.sampler == "grid":
+        return make_sampler(space)
+    import numpy as np
+    import optuna
+
+    class SeededPerTrial(optuna.samplers.BaseSampler):
+        def __init__(self):
+            self.sampler = make_sampler(space)
+
+        def before_trial(self, study, trial):
+            seed = int(np.random.SeedSequence([space.seed, trial.number]).generate_state(1)[0])
+            self.sampler = make_sampler(replace(space, seed=seed))
+            self.sampler.before_trial(study, trial)
+
+        def infer_relative_search_space(self, study, trial):
+            return self.sampler.infer_relative_search_space(study, trial)
+
+        def sample_relative(self, study, trial, search_space):
+            return self.sampler.sample_relative(study, trial, search_space)
+
+        def sample_independent(self, study, trial, param_name, param_distribution):
+            return self.sampler.sample_independent(study, trial, param_name, param_distribution)
+
+        def after_trial(self, study, trial, state, values):
+            self.sampler.after_trial(study, trial, state, values)
+
+    return SeededPerTrial()
 
 
 def make_pruner(space):

@@ -79,3 +79,12 @@ def write_config(tmp_path):
 def tiny_config(write_config):
     """A digits config that trains in a few seconds."""
     return write_config(TINY_DIGITS, name="tiny.yaml")
+
+
+@pytest.fixture
+def postgres_url():
+    """postgresql://... of a PostgreSQL server started for this test from the system's binaries (skipped without them)."""
+    from postgres import postgres_server
+
+    with postgres_server() as url:
+        yield url

@@ -1,6 +1,7 @@
 """`cnnlab sweep`: a user's session with a tiny search space, on real Keras and a real Optuna study."""
 
 import csv
+import time
 
 import keras
 import optuna
@@ -149,10 +150,15 @@ def test_pruning_stops_a_trial_that_is_worse_than_the_median_of_those_before(tmp
     assert runs.read_status(trial.user_attrs["run_dir"]).reason == "pruned by the sweep after epoch 2"
 
 
-@pytest.mark.parametrize("storage", ["postgresql://nobody:secret@127.0.0.1:9/none", "nosuchdb://x"])
+@pytest.mark.parametrize("storage", ["postgresql://nobody:secret@127.0.0.1:9/none",  # nothing listens there
+                                     "postgresql://nobody:secret@127.0.0.1:port/none",  # malformed: no port number
+                                     "nosuchdb://x"])
 def test_a_storage_that_cannot_be_opened_is_one_line_naming_it_without_its_password(tmp_path, storage):
+    started = time.perf_counter()
     result = sweep(tmp_path, SWEPT, "--storage", storage)
+    assert time.perf_counter() - started < 10  # within seconds, not a hang
     assert_one_line_error(result, f"--storage {storage.replace('secret', '***')}: cannot open the study database")
+    assert not (tmp_path / "runs").exists()
 
 
 def test_two_worker_processes_share_one_sqlite_study_each_started_once(tmp_path):
