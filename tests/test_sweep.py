@@ -64,16 +64,20 @@ def test_a_sweep_leaves_its_study_every_trial_as_a_run_and_a_best_config_that_tr
     assert min(history["val_loss"]) == pytest.approx(float(best["value"]), abs=1e-6)
 
 
-def test_a_trial_whose_sampled_config_cannot_build_fails_with_its_reason_and_the_sweep_goes_on(tmp_path):
-    text = TINY_DIGITS + """\
+def pooling_sweep(sizes):
+    """A grid over the pooling size: pools larger than the 8×8 image cannot build."""
+    return TINY_DIGITS + f"""\
 sweep:
   trials: 2
   sampler: grid
   pruner: none
   params:
-    model.layers[1].MaxPooling2D.pool_size: {choice: [2, 16]}
+    model.layers[1].MaxPooling2D.pool_size: {{choice: {sizes}}}
 """
-    result = sweep(tmp_path, text)
+
+
+def test_a_trial_whose_sampled_config_cannot_build_fails_with_its_reason_and_the_sweep_goes_on(tmp_path):
+    result = sweep(tmp_path, pooling_sweep([2, 16]))
     assert result.exit_code == 0, result.output
     rows = {row["model.layers[1].MaxPooling2D.pool_size"]: row for row in trial_rows(only_sweep(tmp_path))}
     assert rows["2"]["state"] == "complete"
@@ -82,17 +86,7 @@ sweep:
 
 
 def test_a_sweep_whose_every_trial_fails_ends_with_one_line(tmp_path):
-    text = TINY_DIGITS + """\
-sweep:
-  trials: 2
-  sampler: grid
-  pruner: none
-  params:
-    model.layers[1].MaxPooling2D.pool_size: {choice: [16, 32]}
-"""
-    config = tmp_path / "config.yaml"
-    config.write_text(text)
-    result = run_cli("sweep", config, "--runs-dir", tmp_path / "runs")
+    result = sweep(tmp_path, pooling_sweep([16, 32]))
     assert result.exit_code == 2
     last = result.output.strip().splitlines()[-1]
     assert last.startswith("Error: every trial of the sweep in ") and "Traceback" not in result.output
