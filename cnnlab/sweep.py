@@ -71,7 +71,7 @@ def run_sweep(config, space, runs_dir, storage=None, study_name=None, resume_dir
             shutil.rmtree(sweep_dir, ignore_errors=True)
         raise
     fail_killed_trials(study)
-    finished_before = count(study, finished=True)
+    finished_before = count_finished(study)
     progress(f"Sweep: {sweep_dir} ({plan['study']} in {redact(plan['storage'])}); "
              f"{finished_before} of {space.trials} trials finished" + (f"; {jobs} worker processes" if jobs > 1 else ""))
     try:
@@ -82,7 +82,7 @@ def run_sweep(config, space, runs_dir, storage=None, study_name=None, resume_dir
                 optimize(study, config, space, Path(plan["runs_dir"]), progress)
     except KeyboardInterrupt:
         write_report(sweep_dir, study, space, config)
-        raise TrainingInterrupted(f"sweep interrupted after {count(study, finished=True)} of {space.trials} finished trials; "
+        raise TrainingInterrupted(f"sweep interrupted after {count_finished(study)} of {space.trials} finished trials; "
                                   f"resume with: cnnlab sweep --resume {sweep_dir}") from None
     result = write_report(sweep_dir, study, space, config)
     if not result.best:
@@ -173,9 +173,9 @@ def finished_states():
     return (TrialState.COMPLETE, TrialState.PRUNED)
 
 
-def count(study, finished):
-    states = finished_states() if finished else None
-    return len(study.get_trials(deepcopy=False, states=states))
+def count_finished(study):
+    """Completed and pruned trials: what `trials` counts."""
+    return len(study.get_trials(deepcopy=False, states=finished_states()))
 
 
 # ---------------------------------------------------------------- the sweep folder and its study
@@ -502,12 +502,13 @@ def write_report(sweep_dir, study, space, config):
         if run_config.is_file():
             runs.copy_file(run_config, sweep_dir / BEST_YAML)
     importances = param_importances(study) if len(completed) >= 2 else {}
-    table = top_trials_table(trials, space)
+    columns, rows = top_trials(trials, space)
+    table = format_table(columns, rows, markdown=True) if rows else "(no completed trial)"
     runs.write_text(sweep_dir / SUMMARY_MD, summary_markdown(config, space, study, trials, best, importances, table))
     write_plots(sweep_dir, study, space, len(completed))
     finished = sum(t.state.name in ("COMPLETE", "PRUNED") for t in trials)
     failed = sum(t.state.name == "FAIL" for t in trials)
-    return SweepResult(sweep_dir=sweep_dir, finished=finished, failed=failed, best=best, table=format_table(*top_trials(trials, space)))
+    return SweepResult(sweep_dir=sweep_dir, finished=finished, failed=failed, best=best, table=format_table(columns, rows))
 
 
 def trial_values(trial, space):
@@ -548,11 +549,6 @@ def top_trials(trials, space, limit=10):
     rows = [(str(t.number), t.state.name.lower(), f"{t.value:.4f}", str(t.user_attrs.get("epochs", "-")),
              *[short_value(trial_values(t, space).get(param.path, "-")) for param in space.params]) for t in done[:limit]]
     return columns, rows
-
-
-def top_trials_table(trials, space):
-    columns, rows = top_trials(trials, space)
-    return format_table(columns, rows, markdown=True) if rows else "(no completed trial)"
 
 
 def param_importances(study):
