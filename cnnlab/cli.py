@@ -187,7 +187,9 @@ def compare_optimizers(config_path, optimizers, epochs, batch_size, seed, name, 
     Writes runs/compare-NAME-TIMESTAMP/ with one run folder per optimizer and seed,
     summary.csv, summary.md and val_accuracy/val_loss/train_loss plots.
     """
-    from cnnlab.compare import SUMMARY_MD, check_optimizer_specs, compare_optimizers as run_comparison, parse_optimizer_specs
+    from cnnlab.compare import compare_optimizers as run_comparison
+    from cnnlab.compare_report import SUMMARY_MD
+    from cnnlab.optimizer_specs import check_optimizer_specs, parse_optimizer_specs
     from cnnlab.config import errors_naming, load_config
 
     config = load_config(config_path, overrides_from(epochs, batch_size, seed, name, sets))
@@ -229,15 +231,15 @@ def sweep(config_path, params, trials, epochs, batch_size, seed, name, sets, run
     """
     from cnnlab.config import errors_naming, load_config
     from cnnlab.space import parse_space
-    from cnnlab.sweep import SWEEP_CONFIG, SWEEP_PLAN, run_sweep
-    from cnnlab.runs import read_json
+    from cnnlab.sweep import SWEEP_CONFIG, run_sweep
+    from cnnlab.runs import read_group_plan
 
     overrides = overrides_from(epochs, batch_size, seed, name, sets)
     if resume_dir is not None:
         if config_path or overrides or params or storage or study_name:
             raise click.UsageError("--resume continues with the sweep's own config, space and study; give only --trials or --jobs")
         config_path = str(Path(resume_dir) / SWEEP_CONFIG)
-        read_json(Path(resume_dir) / SWEEP_PLAN)  # a folder that is not a sweep: one line
+        read_group_plan(resume_dir, "sweep")  # a folder that is not a sweep: one line
     elif config_path is None:
         raise click.UsageError("missing CONFIG (or --resume SWEEP_DIR)")
     config = load_config(config_path, overrides)

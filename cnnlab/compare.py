@@ -14,62 +14,28 @@ A comparison folder `compare-<name>-<timestamp>/` holds:
   summary.csv, summary.md           one row per optimizer, best first
   val_accuracy.png, val_loss.png, train_loss.png   one curve per optimizer (mean, min-max band over seeds)
 
-Each candidate optimizer is fully described by its spec: Keras' defaults plus the
-spec's own keyword arguments. The config's own `compile.optimizer` is not inherited.
+This module holds the plan and its running; optimizer_specs.py parses the candidates,
+compare_report.py writes the report, and workers.py runs the jobs, as it does a sweep's.
 """
 
-import hashlib
 import json
-import math
 import re
 import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Optional
+from typing import Any, Optional
 
-import yaml
+from cnnlab import builder, cores, runs, workers
+from cnnlab.compare_report import SUMMARY_MD, progress_line, write_report
+from cnnlab.config import resolve_config, to_plain
+from cnnlab.errors import CnnlabError, RunError, TrainingInterrupted, one_line
+from cnnlab.optimizer_specs import check_optimizer_specs
+from cnnlab.paths import first_difference
 
-from cnnlab import builder, cores, plots, runs, workers
-from cnnlab.config import OptimizerConfig, resolve_config, short_repr, to_plain
-from cnnlab.errors import CnnlabError, ConfigError, RunError, TrainingInterrupted, one_line
-from cnnlab.metric_names import accuracy_key
-from cnnlab.report import RIGHT, Column, csv_text, format_table, mean, mean_std, mean_std_cell, number_cell
-
-PLAN = "compare.json"
-SUMMARY_CSV = "summary.csv"
-SUMMARY_MD = "summary.md"
-VAL_ACCURACY_PLOT = "val_accuracy.png"
-VAL_LOSS_PLOT = "val_loss.png"
-TRAIN_LOSS_PLOT = "train_loss.png"
 RUN_INITIAL_WEIGHTS = "initial.weights.h5"  # the copy inside each run folder: what that run started from
-COMPARE_PREFIX = "compare-"
-
-DEFAULT_OPTIMIZERS = ("sgd", "sgd+momentum", "rmsprop", "adam", "adamw", "nadam", "adagrad")
-# Named settings people ask for by name; a preset may take further keyword arguments after ':'.
-PRESETS = {"sgd+momentum": ("sgd", {"momentum": 0.9})}
-TARGET_FRACTION = 0.95  # "epochs to reach 95% of the best accuracy of all runs"
-MAX_SLUG = 60  # run names must stay within config.NAME_PATTERN's 80 characters, with "-s<seed>" added
-SLUG_UNSAFE = re.compile(r"[^A-Za-z0-9._]+")
-SPEC_SYNTAX = "NAME or NAME:KEY=VALUE,KEY=VALUE such as sgd:learning_rate=0.05,momentum=0.9"
 COMPLETED, FAILED, INTERRUPTED = runs.COMPLETED, runs.FAILED, runs.INTERRUPTED
 
-
-@dataclass(frozen=True)
-class OptimizerSpec:
-    """One candidate: `label` names it in tables, plots and folder names; `name` and `kwargs` build it."""
-
-    label: str
-    name: str
-    kwargs: Mapping[str, Any]
-
-    @property
-    def slug(self):
-        """The label as a folder-name part: `sgd+momentum` → `sgd-momentum`; long labels end in a hash of the label."""
-        slug = SLUG_UNSAFE.sub("-", self.label).strip("-._") or "optimizer"
-        if len(slug) > MAX_SLUG:
-            slug = f"{slug[:MAX_SLUG - 9].rstrip('-._')}-{hashlib.sha1(self.label.encode()).hexdigest()[:8]}"
-        return slug
 
 
 @dataclass(frozen=True)
@@ -107,81 +73,6 @@ class ComparisonResult:
     table: str  # the summary table as printed and as in summary.md
 
 
-# ---------------------------------------------------------------- optimizer specs
-
-
-def parse_optimizer_specs(texts=()):
-    """Specs from `-o` options, or the default set when there are none; the same label twice is an error."""
-    specs = [parse_optimizer_spec(text) for text in (texts or DEFAULT_OPTIMIZERS)]
-    seen = {}
-    for spec in specs:
-        if spec.label in seen:
-            raise ConfigError(f"--optimizer {spec.label}", "is given twice; give each optimizer once")
-        if spec.slug in seen.values():
-            other = next(label for label, slug in seen.items() if slug == spec.slug)
-            raise ConfigError(f"--optimizer {spec.label}", f"would share the run name {spec.slug} with {other}; write one of them differently")
-        seen[spec.label] = spec.slug
-    return tuple(specs)
-
-
-def parse_optimizer_spec(text):
-    """`adam`, `sgd+momentum` or `sgd:learning_rate=0.05,momentum=0.9` → OptimizerSpec.
-
-    Values are read as YAML scalars, and as floats where YAML would keep a string
-    (PyYAML reads `1e30` as text), so `learning_rate=1e-3` means 0.001; an integer
-    learning rate is made a float, as Keras requires. Values cannot contain commas. The label is the text with spaces removed and the name lower-cased.
-    """
-    where = f"--optimizer {short_repr(text) if not isinstance(text, str) else text.strip()}"
-    if not isinstance(text, str) or not text.strip():
-        raise ConfigError(where, f"expected {SPEC_SYNTAX}")
-    name, sep, args = "".join(text.split()).partition(":")
-    name = name.lower()
-    if not name:
-        raise ConfigError(where, f"expected {SPEC_SYNTAX}")
-    kwargs = {}
-    parts = []
-    for part in args.split(",") if sep else []:
-        key, eq, value = part.partition("=")
-        if not eq or not key.isidentifier() or not value:
-            raise ConfigError(where, f"expected {SPEC_SYNTAX}; cannot read {part!r}")
-        if key in kwargs:
-            raise ConfigError(where, f"{key} is given twice")
-        kwargs[key] = parse_value(value)
-        if key == "learning_rate" and type(kwargs[key]) is int:
-            kwargs[key] = float(kwargs[key])  # Keras refuses an int learning rate; `learning_rate=1` means 1.0
-        parts.append(f"{key}={value}")
-    label = name + (":" + ",".join(parts) if parts else "")
-    if name in PRESETS:
-        base_name, preset_kwargs = PRESETS[name]
-        return OptimizerSpec(label=label, name=base_name, kwargs={**preset_kwargs, **kwargs})
-    return OptimizerSpec(label=label, name=name, kwargs=kwargs)
-
-
-def parse_value(text):
-    try:
-        value = yaml.safe_load(text)
-    except yaml.YAMLError:
-        value = text
-    if isinstance(value, str):
-        try:
-            return float(value)
-        except ValueError:
-            return value
-    return value
-
-
-def check_optimizer_specs(specs):
-    """Builds every optimizer once, so a bad name or keyword is reported before any training starts."""
-    for spec in specs:
-        try:
-            builder.make_optimizer(OptimizerConfig(name=spec.name, kwargs=dict(spec.kwargs)))
-        except ConfigError as exc:
-            key = exc.path[len("compile.optimizer."):] if exc.path and exc.path.startswith("compile.optimizer.") else ""
-            key = "" if key == "name" else key
-            presets = f", or the preset{'s' if len(PRESETS) > 1 else ''} {', '.join(PRESETS)}" if "Valid names" in exc.message else ""
-            raise ConfigError(f"--optimizer {spec.label}", (f"{key}: " if key else "") + exc.message + presets) from None
-
-
 # ---------------------------------------------------------------- the plan
 
 
@@ -211,15 +102,11 @@ def run_name_for(spec, seed):
     return f"{spec.slug}-s{seed}"
 
 
-def initial_weights_name(seed):
-    return f"initial-s{seed}.weights.h5"
-
-
 def plan_jobs(config, specs, seeds, compare_dir):
     """Jobs ordered seed by seed, so the first results cover every optimizer once."""
     return [Job(label=spec.label, seed=seed, run_name=run_name_for(spec, seed),
                 config=job_config(config, spec, seed, run_name_for(spec, seed)),
-                compare_dir=compare_dir, initial_weights=compare_dir / initial_weights_name(seed))
+                compare_dir=compare_dir, initial_weights=runs.compare_initial_weights(compare_dir, seed))
             for seed in seeds for spec in specs]
 
 
@@ -251,12 +138,12 @@ def compare_optimizers(config, specs, runs_dir, repeats=1, jobs=1, resume_dir=No
     first = specs[0]
     check_before_training(job_config(config, first, seeds[0], run_name_for(first, seeds[0])))
 
-    compare_dir = open_comparison(config, resume_dir) if resume_dir else runs.create_run_dir(runs_dir, COMPARE_PREFIX + config.name)
+    compare_dir = open_comparison(config, resume_dir) if resume_dir else runs.create_group_dir(runs_dir, "compare", config.name)
     plan = plan_record(config, specs, seeds, source)
     jobs_list = plan_jobs(config, specs, seeds, compare_dir)
     for seed in seeds:
-        ensure_initial_weights(job_config(config, first, seed, run_name_for(first, seed)), compare_dir / initial_weights_name(seed))
-    runs.write_json(compare_dir / PLAN, {**plan, "runs": []})
+        ensure_initial_weights(job_config(config, first, seed, run_name_for(first, seed)), runs.compare_initial_weights(compare_dir, seed))
+    runs.write_json(compare_dir / runs.COMPARE_PLAN, {**plan, "runs": []})
 
     done = {job.run_name: completed_outcome(job) for job in jobs_list} if resume_dir else {}
     done = {name: outcome for name, outcome in done.items() if outcome is not None}
@@ -280,6 +167,7 @@ def compare_optimizers(config, specs, runs_dir, repeats=1, jobs=1, resume_dir=No
         interrupted = True  # report what finished, then say how to finish the rest
     ordered = [outcomes[job.run_name] for job in jobs_list if job.run_name in outcomes]
     rows, table = write_report(compare_dir, config, specs, seeds, ordered, plan)
+    runs.write_json(compare_dir / runs.COMPARE_PLAN, {**plan, "runs": [outcome_record(o) for o in ordered]})
     if interrupted or len(ordered) < len(jobs_list):
         raise TrainingInterrupted(f"comparison interrupted; finish it by running the same command with --resume {compare_dir}")
     if not any(o.state == COMPLETED for o in ordered):
@@ -309,31 +197,24 @@ def plan_record(config, specs, seeds, source):
     }
 
 
+def outcome_record(outcome):
+    """One run's entry in compare.json: what --resume and a person need to find it again."""
+    return {"optimizer": outcome.label, "seed": outcome.seed, "run_name": outcome.run_name, "state": outcome.state,
+            "run_dir": outcome.run_dir.name if outcome.run_dir else None, "reason": outcome.reason}
+
+
 def open_comparison(config, resume_dir):
     """An existing comparison folder whose runs share this config's settings, else an error naming the first difference."""
     compare_dir = Path(resume_dir)
-    plan_path = compare_dir / PLAN
-    if not plan_path.is_file():
-        raise RunError(f"--resume {compare_dir}: not a comparison folder (no {PLAN}); leave out --resume to start a new comparison")
-    stored = runs.read_json(plan_path)
-    if not isinstance(stored, dict) or not isinstance(stored.get("shared"), dict):
-        raise RunError(f"{plan_path}: not a comparison plan (no shared settings); leave out --resume to start a new comparison")
+    stored = runs.read_group_plan(compare_dir, "compare")
+    if not isinstance(stored.get("shared"), dict):
+        raise RunError(f"{compare_dir / runs.COMPARE_PLAN}: not a comparison plan (no shared settings); "
+                       "leave out --resume to start a new comparison")
     difference = first_difference(stored["shared"], shared_settings(config))
     if difference is not None:
         raise RunError(f"--resume {compare_dir}: was made with different settings ({difference or 'the whole config'} differs); "
                        "leave out --resume to start a new comparison")
     return compare_dir
-
-
-def first_difference(a, b, path=""):
-    """The dotted path of the first difference between two JSON values, None when equal."""
-    if isinstance(a, dict) and isinstance(b, dict):
-        for key in list(a) + [k for k in b if k not in a]:
-            found = first_difference(a.get(key), b.get(key), f"{path}.{key}" if path else key)
-            if found is not None:
-                return found
-        return None
-    return None if a == b else path
 
 
 def ensure_initial_weights(config, path):
@@ -434,188 +315,3 @@ def outcome_of(job, result):
         return load_outcome(job.label, job.seed, job.run_name, result["state"], run_dir, result["reason"])
     except RunError as exc:
         return Outcome(job.label, job.seed, job.run_name, FAILED, run_dir, one_line(exc))
-
-
-def progress_line(counter, outcome):
-    head = f"{counter} {outcome.label} (seed {outcome.seed}):"
-    folder = outcome.run_dir.name if outcome.run_dir else "no run folder"
-    if outcome.state != COMPLETED:
-        return f"{head} {outcome.state.upper()}: {outcome.reason} ({folder})"
-    m = outcome.metrics
-    accuracy = accuracy_key(m["best"], prefix="val_")
-    scores = ", ".join(f"{key} {m['best'][key]:.4f}" for key in (accuracy, "val_loss") if key and key in m["best"])
-    stopped = f"{m['epochs_run']}/{m['epochs_planned']}"
-    when = "completed earlier, kept" if outcome.skipped else f"{per_epoch(m):.2f} s/epoch"
-    return f"{head} {scores} at epoch {m['best_epoch']}, stopped at {stopped}; {when} ({folder})"
-
-
-# ---------------------------------------------------------------- the report
-
-
-def per_epoch(metrics):
-    return metrics["wall_time_s"] / metrics["epochs_run"] if metrics["epochs_run"] else float("nan")
-
-
-def summarize(specs, outcomes):
-    """One row per optimizer, best first: by mean best val accuracy (else mean best val loss); all-failed rows last.
-
-    "Best" values are those at each run's best epoch, as its metrics.json records them.
-    The 95% target is 95% of the highest best val accuracy of all completed runs; a run
-    reaches it at the first epoch whose val accuracy is at least that.
-    """
-    completed = [o for o in outcomes if o.state == COMPLETED]
-    val_acc = next((key for o in completed for key in [accuracy_key(o.metrics["best"], "val_")] if key), None)
-    best_accuracies = [o.metrics["best"][val_acc] for o in completed if val_acc and val_acc in o.metrics["best"]]
-    target = TARGET_FRACTION * max(best_accuracies) if best_accuracies else None
-    rows = [summary_row(spec, [o for o in outcomes if o.label == spec.label], val_acc, target) for spec in specs]
-    rows.sort(key=rank_key)
-    for rank, row in enumerate(rows, start=1):
-        row["rank"] = rank if row["runs_completed"] else None
-    return rows, val_acc, target
-
-
-def summary_row(spec, mine, val_acc, target):
-    done = [o for o in mine if o.state == COMPLETED]
-    failed = [o for o in mine if o.state != COMPLETED]
-    test_acc = val_acc[len("val_"):] if val_acc else None
-    reached = [epoch_reaching(o.history, val_acc, target) for o in done] if target is not None else []
-    reached = [epoch for epoch in reached if epoch is not None]
-    row = {
-        "rank": None,
-        "optimizer": spec.label,
-        "optimizer_name": spec.name,
-        "optimizer_kwargs": json.dumps(to_plain(spec.kwargs), sort_keys=True),
-        "runs_completed": len(done),
-        "runs_failed": len(failed),
-    }
-    row.update(mean_std("best_val_accuracy", [o.metrics["best"].get(val_acc) for o in done] if val_acc else []))
-    row.update(mean_std("best_val_loss", [o.metrics["best"].get("val_loss") for o in done]))
-    row["best_epoch_mean"] = mean([o.metrics["best_epoch"] for o in done])
-    row["epochs_run_mean"] = mean([o.metrics["epochs_run"] for o in done])
-    row.update(mean_std("test_accuracy", [(o.metrics["test"] or {}).get(test_acc) for o in done] if test_acc else []))
-    row["epochs_to_95pct_mean"] = mean(reached)
-    row["runs_reaching_95pct"] = len(reached) if target is not None and done else None
-    row["wall_time_per_epoch_s_mean"] = mean([per_epoch(o.metrics) for o in done])
-    row["failure"] = "; ".join(sorted({f"seed {o.seed}: {o.reason or o.state}" for o in failed}))
-    return row
-
-
-def rank_key(row):
-    if not row["runs_completed"]:
-        return (1, 0.0)
-    if row["best_val_accuracy_mean"] is not None:
-        return (0, -row["best_val_accuracy_mean"], row["best_val_loss_mean"] if row["best_val_loss_mean"] is not None else math.inf)
-    return (0, row["best_val_loss_mean"] if row["best_val_loss_mean"] is not None else math.inf)
-
-
-def epoch_reaching(history, key, target):
-    for epoch, value in zip(history.get("epoch", []), history.get(key, [])):
-        if value >= target:
-            return epoch
-    return None
-
-
-SUMMARY_COLUMNS = ["rank", "optimizer", "optimizer_name", "optimizer_kwargs", "runs_completed", "runs_failed",
-                   "best_val_accuracy_mean", "best_val_accuracy_std", "best_val_loss_mean", "best_val_loss_std",
-                   "best_epoch_mean", "epochs_run_mean", "test_accuracy_mean", "test_accuracy_std",
-                   "epochs_to_95pct_mean", "runs_reaching_95pct", "wall_time_per_epoch_s_mean", "failure"]
-
-
-SUMMARY_TABLE_COLUMNS = (Column("#", RIGHT), Column("optimizer"), *(Column(title, RIGHT) for title in (
-    "runs", "best val acc", "best val loss", "best epoch", "stopped at", "test acc", "epochs to 95%", "s/epoch")))
-RUNS_TABLE_COLUMNS = (Column("optimizer"), Column("seed", RIGHT), Column("status"),
-              *(Column(title, RIGHT) for title in ("best epoch", "stopped at", "best val acc", "best val loss", "test acc")),
-              Column("run folder"))
-
-
-def summary_table(rows, repeats, epochs):
-    """The aligned Markdown table printed at the end and written to summary.md."""
-    body = []
-    for row in rows:
-        runs_cell = f"{row['runs_completed']}/{row['runs_completed'] + row['runs_failed']}"
-        if not row["runs_completed"]:
-            body.append(["-", row["optimizer"], runs_cell, "failed", "", "", "", "", "", ""])
-            continue
-        reach = number_cell(row["epochs_to_95pct_mean"], 0 if repeats == 1 else 1)
-        if row["runs_reaching_95pct"] is not None and row["runs_reaching_95pct"] < row["runs_completed"]:
-            reach = f"{reach} ({row['runs_reaching_95pct']}/{row['runs_completed']} reached)" if row["runs_reaching_95pct"] else "never"
-        body.append([str(row["rank"]), row["optimizer"], runs_cell,
-                     mean_std_cell(row, "best_val_accuracy"), mean_std_cell(row, "best_val_loss"),
-                     number_cell(row["best_epoch_mean"], 0 if repeats == 1 else 1), f"{number_cell(row['epochs_run_mean'], 0 if repeats == 1 else 1)}/{epochs}",
-                     mean_std_cell(row, "test_accuracy"), reach, number_cell(row["wall_time_per_epoch_s_mean"], 2)])
-    return format_table(SUMMARY_TABLE_COLUMNS, body, markdown=True)
-
-
-def runs_table(outcomes):
-    """Every run of the comparison, with where it stopped and why it failed."""
-    body = []
-    for o in outcomes:
-        if o.state != COMPLETED:
-            body.append([o.label, str(o.seed), f"{o.state}: {o.reason}", "", "", "", "", "", o.run_dir.name if o.run_dir else "-"])
-            continue
-        m = o.metrics
-        val_acc = accuracy_key(m["best"], "val_")
-        test = (m["test"] or {}).get(val_acc[len("val_"):]) if val_acc else None
-        body.append([o.label, str(o.seed), COMPLETED, str(m["best_epoch"]), f"{m['epochs_run']}/{m['epochs_planned']}",
-                     number_cell(m["best"].get(val_acc) if val_acc else None, 4), number_cell(m["best"].get("val_loss"), 4), number_cell(test, 4), o.run_dir.name])
-    return format_table(RUNS_TABLE_COLUMNS, body, markdown=True)
-
-
-def summary_markdown(config, seeds, outcomes, table, target, plan):
-    cbs = config.train.callbacks
-    stopping = (f"early stopping on {cbs['early_stopping'].get('monitor', 'val_loss')}, patience {cbs['early_stopping'].get('patience', 0)}"
-                if cbs["early_stopping"] is not None else "no early stopping")
-    monitor = cbs["checkpoint"].get("monitor", "val_loss")
-    lines = [
-        f"# Optimizer comparison: {config.name}",
-        "",
-        f"Config: {plan['config'] or config.name}; up to {config.train.epochs} epoch{'s' * (config.train.epochs != 1)} ({stopping}), batch size {config.train.batch_size}, "
-        f"seeds {', '.join(map(str, seeds))}.",
-        "Within a seed every optimizer started from the same initial weights "
-        f"({', '.join(initial_weights_name(s) for s in seeds)}) and saw the same data in the same order.",
-        "",
-        f"Best values are those at each run's best epoch (by {monitor}), as in its metrics.json"
-        + ("; mean ± sample std over seeds." if len(seeds) > 1 else "."),
-        ("Epochs to 95%: the first epoch whose val accuracy reached "
-         f"{target:.4f}, 95% of the best val accuracy of all runs." if target is not None else "Epochs to 95%: no accuracy metric was logged."),
-        "s/epoch: wall time per epoch (runs trained side by side with --jobs share the cores, so they are slower each).",
-        "",
-        table,
-        "",
-        "## Runs",
-        "",
-        runs_table(outcomes),
-        "",
-    ]
-    return "\n".join(lines)
-
-
-def write_report(compare_dir, config, specs, seeds, outcomes, plan):
-    """summary.csv, summary.md, the three comparison plots and the outcomes in compare.json. Returns (rows, table)."""
-    rows, val_acc, target = summarize(specs, outcomes)
-    table = summary_table(rows, len(seeds), config.train.epochs)
-    runs.write_text(compare_dir / SUMMARY_CSV, csv_text(SUMMARY_COLUMNS, rows))
-    runs.write_text(compare_dir / SUMMARY_MD, summary_markdown(config, seeds, outcomes, table, target, plan))
-    write_plots(compare_dir, config.name, specs, outcomes, val_acc)
-    runs.write_json(compare_dir / PLAN, {**plan, "runs": [outcome_record(o) for o in outcomes]})
-    return rows, table
-
-
-def outcome_record(outcome):
-    return {"optimizer": outcome.label, "seed": outcome.seed, "run_name": outcome.run_name, "state": outcome.state,
-            "run_dir": outcome.run_dir.name if outcome.run_dir else None, "reason": outcome.reason}
-
-
-def write_plots(compare_dir, name, specs, outcomes, val_acc):
-    """One curve per optimizer from its completed runs; failed runs are left out (their values may be NaN)."""
-    wanted = [(val_acc, VAL_ACCURACY_PLOT, "validation accuracy"), ("val_loss", VAL_LOSS_PLOT, "validation loss"),
-              ("loss", TRAIN_LOSS_PLOT, "training loss")]
-    for key, filename, what in wanted:
-        curves = {spec.label: [o.history[key] for o in outcomes if o.label == spec.label and o.state == COMPLETED and key in (o.history or {})]
-                  for spec in specs} if key else {}
-        failed = [label for label, values in curves.items() if not values]
-        curves = {label: values for label, values in curves.items() if values}
-        if not curves:
-            continue
-        fig = plots.plot_comparison(curves, ylabel=what, title=f"{name}: {what} by optimizer", missing=failed)
-        runs.save_figure(fig, compare_dir / filename)

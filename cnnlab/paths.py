@@ -163,3 +163,18 @@ def nearest_path(config, parts, i, keys):
         return None
     fixed = parts[:i] + (key,) + parts[i + 1:]
     return format_path(fixed) if has_path(config, fixed) else format_path(parts[:i] + (key,))
+
+
+def first_difference(a, b, path=()):
+    """The path (as `format_path` writes it) of the first difference between two JSON values; None when equal.
+
+    Mappings are walked key by key; anything else is compared whole, so a changed list
+    is named by its own path. `()` (formatted as "") means the values differ at the top.
+    """
+    if isinstance(a, dict) and isinstance(b, dict):
+        for key in list(a) + [k for k in b if k not in a]:
+            found = first_difference(a.get(key), b.get(key), (*path, key))
+            if found is not None:
+                return found
+        return None
+    return None if a == b else format_path(path)

@@ -50,6 +50,9 @@ SWEEP_PLAN = "sweep.json"  # marks a sweep folder (cnnlab sweep); its trials' ru
 SWEEP_TRIALS_DIR = "trials"
 SWEEP_TRIALS_CSV = "trials.csv"
 COMPARE_PLAN = "compare.json"  # marks a comparison folder (cnnlab compare-optimizers); its run folders are inside it
+COMPARE_INITIAL_WEIGHTS = "initial-s{seed}.weights.h5"  # in a comparison folder: the starting weights of every run of a seed
+GROUP_PLANS = {"sweep": SWEEP_PLAN, "compare": COMPARE_PLAN}  # `<kind>-<name>-<timestamp>/` folders that hold runs
+GROUP_NOUNS = {"sweep": "sweep", "compare": "comparison"}
 
 RUNNING, COMPLETED, FAILED, INTERRUPTED = "running", "completed", "failed", "interrupted"
 
@@ -537,7 +540,25 @@ def format_runs_table(rows):
 # ---------------------------------------------------------------- sweeps and comparisons (no TensorFlow)
 
 
-GROUP_KINDS = ((SWEEP_PLAN, "sweep"), (COMPARE_PLAN, "compare"))
+def create_group_dir(runs_dir, kind, name):
+    """A new, empty sweep or comparison folder `<kind>-<name>-<timestamp>/`; its plan file, written last, marks it."""
+    return create_run_dir(runs_dir, f"{kind}-{name}")
+
+
+def read_group_plan(folder, kind):
+    """The plan of the sweep or comparison that --resume names; one line where the folder is not one of that kind."""
+    noun = GROUP_NOUNS[kind]
+    path = Path(folder) / GROUP_PLANS[kind]
+    if not path.is_file():
+        raise RunError(f"--resume {folder}: not a {noun} folder (no {path.name}); leave out --resume to start a new {noun}")
+    plan = read_json(path)
+    if not isinstance(plan, dict):
+        raise RunError(f"{path}: not a {noun} plan (expected a JSON object); leave out --resume to start a new {noun}")
+    return plan
+
+
+def compare_initial_weights(compare_dir, seed):
+    return Path(compare_dir) / COMPARE_INITIAL_WEIGHTS.format(seed=seed)
 
 
 def find_groups(runs_dir):
@@ -545,7 +566,7 @@ def find_groups(runs_dir):
     runs_dir = Path(runs_dir)
     found = []
     for path in runs_dir.iterdir() if runs_dir.is_dir() else ():
-        kind = next((kind for plan, kind in GROUP_KINDS if (path / plan).is_file()), None)
+        kind = next((kind for kind, plan in GROUP_PLANS.items() if (path / plan).is_file()), None)
         if kind and not path.name.startswith("."):
             found.append((path, kind))
     return sorted(found, key=lambda item: (*started_at(item[0]), item[0].name), reverse=True)
@@ -553,7 +574,7 @@ def find_groups(runs_dir):
 
 def is_group(path):
     """A sweep or comparison folder (it holds runs; a sweep's config.yaml does not make it one)."""
-    return any((Path(path) / plan).is_file() for plan, _ in GROUP_KINDS)
+    return any((Path(path) / plan).is_file() for plan in GROUP_PLANS.values())
 
 
 def runs_in_group(folder, kind):

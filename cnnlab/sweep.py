@@ -25,6 +25,7 @@ import yaml
 from cnnlab import runs, space as spaces
 from cnnlab.config import resolve_config, to_plain
 from cnnlab.errors import CnnlabError, ConfigError, RunError, TrainingInterrupted, one_line
+from cnnlab.paths import first_difference
 from cnnlab.report import RIGHT, Column, format_table
 
 SWEEP_PLAN = runs.SWEEP_PLAN  # what the sweep is: storage, study name, where its trials' runs go
@@ -121,7 +122,7 @@ def sweep_worker(job):
 
     import_optuna()
     sweep_dir = Path(job["sweep_dir"])
-    plan = runs.read_json(sweep_dir / SWEEP_PLAN)
+    plan = runs.read_group_plan(sweep_dir, "sweep")
     config = load_config(sweep_dir / SWEEP_CONFIG)
     space = spaces.parse_space(to_plain(config.raw), trials=job["trials"])
     study = open_study(plan, space)
@@ -184,10 +185,8 @@ def count_finished(study):
 def open_sweep(config, space, runs_dir, storage, study_name, resume_dir):
     """A new sweep folder with its plan, or the plan of the sweep being resumed."""
     if resume_dir is not None:
-        sweep_dir = Path(resume_dir)
-        plan = runs.read_json(sweep_dir / SWEEP_PLAN)
-        return sweep_dir, plan
-    sweep_dir = runs.create_run_dir(runs_dir, f"sweep-{config.name}")
+        return Path(resume_dir), runs.read_group_plan(resume_dir, "sweep")
+    sweep_dir = runs.create_group_dir(runs_dir, "sweep", config.name)
     study_name = study_name or sweep_dir.name
     plan = {
         "name": config.name,
@@ -240,9 +239,11 @@ def open_study(plan, space):
             warnings.simplefilter("ignore")
             study.set_metric_names([space.metric])
         recorded = study.user_attrs.get("space")  # processes starting at once: the first write stays, Optuna drops the others
-    if recorded != mine:
+    difference = first_difference(recorded, mine)
+    if difference is not None:
         raise ConfigError("sweep", f"the study {plan['study']!r} in {redact(plan['storage'])} was made with another search space "
-                                   "or metric; give another --study name, or the same sweep section")
+                                   f"({'sweep.' + difference if difference else 'the whole space'} differs); "
+                                   "give another --study name, or the same sweep section")
     return study
 
 

@@ -13,7 +13,7 @@ from PIL import Image
 
 from cnnlab import loop, runs
 from cnnlab.cli import main
-from cnnlab.compare import DEFAULT_OPTIMIZERS, parse_optimizer_spec, parse_optimizer_specs
+from cnnlab.optimizer_specs import DEFAULT_OPTIMIZERS, parse_optimizer_spec, parse_optimizer_specs
 from cnnlab.config import load_config
 from cnnlab.cores import usable_cores
 from cnnlab.errors import ConfigError

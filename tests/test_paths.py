@@ -4,7 +4,7 @@ import pytest
 import yaml
 
 from cnnlab.errors import ConfigError
-from cnnlab.paths import format_path, get_value, has_path, parse_path, set_value
+from cnnlab.paths import first_difference, format_path, get_value, has_path, parse_path, set_value
 
 from conftest import TINY_DIGITS
 
@@ -132,3 +132,13 @@ def test_set_with_must_exist_refuses_a_new_key(config):
     assert error_of(set_value, config, "train.epoch", 3, must_exist=True) == "train.epoch: not in the config (did you mean train.epochs?)"
     set_value(config, "train.epochs", 3, must_exist=True)
     assert config["train"]["epochs"] == 3
+
+
+def test_first_difference_names_the_changed_value_by_its_path():
+    a = {"train": {"epochs": 5, "batch_size": 32}, "model": {"layers": [{"Dense": {"units": 4}}]}}
+    b = {"train": {"epochs": 5, "batch_size": 64}, "model": {"layers": [{"Dense": {"units": 4}}]}}
+    assert first_difference(a, a) is None
+    assert first_difference(a, b) == "train.batch_size"
+    assert first_difference({"sweep": {"x.y[0]": [1]}}, {"sweep": {"x.y[0]": [2]}}) == "sweep.x.y[0]"
+    assert first_difference(a, {**a, "seed": 1}) == "seed"  # a key only one side has
+    assert first_difference(1, 2) == ""  # the values themselves differ

@@ -204,5 +204,14 @@ def test_a_study_name_taken_by_another_search_space_is_refused_and_leaves_no_swe
     assert first.exit_code == 0, first.output
     other = SWEPT.replace("{int: [2, 8], step: 2}", "{int: [2, 4], step: 2}")
     result = sweep(tmp_path / "b", other, "--storage", storage, "--study", "digits", "--trials", "1")
-    assert_one_line_error(result, f"{tmp_path / 'b' / 'config.yaml'}: sweep: the study 'digits' in {storage} was made with another search space")
+    assert_one_line_error(result, f"{tmp_path / 'b' / 'config.yaml'}: sweep: the study 'digits' in {storage} was made with another search space "
+                                  "(sweep.params.model.layers[0].Conv2D.filters differs)")
     assert not list((tmp_path / "b" / "runs").glob("sweep-*"))
+
+
+def test_resume_refuses_a_folder_that_is_not_a_sweep(tmp_path):
+    (tmp_path / "compare-x").mkdir()
+    (tmp_path / "compare-x" / "compare.json").write_text("{}")
+    result = run_cli("sweep", "--resume", tmp_path / "compare-x")
+    assert_one_line_error(result, f"--resume {tmp_path / 'compare-x'}: not a sweep folder (no sweep.json); "
+                                  "leave out --resume to start a new sweep", exact=True)
