@@ -7,16 +7,17 @@ several processes or machines can join one study). cnnlab adds what makes a tria
 usable afterwards: every trial is an ordinary run folder (evaluate, predict and
 visualize work on it), and the sweep folder holds trials.csv, summary.md, best.yaml and
 the plots a person wants.
+
+This module runs the sweep and its trials; study.py holds the Optuna side (storage,
+sampler, pruner), sweep_report.py the report, workers.py the worker processes.
 """
 
-import csv
 import math
 import os
 import shutil
 import socket
 import time
 import warnings
-from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 
@@ -25,27 +26,14 @@ import yaml
 from cnnlab import runs, space as spaces
 from cnnlab.config import resolve_config, to_plain
 from cnnlab.errors import CnnlabError, ConfigError, RunError, TrainingInterrupted, one_line
-from cnnlab.paths import first_difference
-from cnnlab.report import RIGHT, Column, format_table
+from cnnlab.study import (count_finished, fail_killed_trials, finished_states, import_optuna, make_storage, open_study,
+                          redact, suggest)
+from cnnlab.sweep_report import short_value, write_report
 
 SWEEP_PLAN = runs.SWEEP_PLAN  # what the sweep is: storage, study name, where its trials' runs go
 SWEEP_CONFIG = runs.CONFIG  # the base config with its resolved sweep section, as the sweep started
 STUDY_DB = "study.db"
 TRIALS_DIR = runs.SWEEP_TRIALS_DIR
-TRIALS_CSV = runs.SWEEP_TRIALS_CSV
-SUMMARY_MD = "summary.md"
-BEST_YAML = "best.yaml"
-SCHEMA_ATTEMPTS = 3  # tries to open a database whose tables another process is creating
-HEARTBEAT_S, GRACE_S = 10, 30  # a trial whose process stops beating for 30 s is marked failed by the next that looks
-
-
-@dataclass(frozen=True)
-class SweepResult:
-    sweep_dir: Path
-    finished: int  # completed + pruned trials
-    failed: int
-    best: dict  # {"number", "value", "params", "run_dir"}, or {} when no trial completed
-    table: str  # the top trials, aligned, for the terminal
 
 
 def run_sweep(config, space, runs_dir, storage=None, study_name=None, resume_dir=None, jobs=1, progress=None):
@@ -134,51 +122,6 @@ def sweep_worker(job):
     return {"worker": job["worker"]}
 
 
-def fail_killed_trials(study):
-    """Trials still marked running whose process on this machine is gone (SIGKILL, power loss) are marked failed.
-
-    Optuna's heartbeat would do it too, but only once the grace period has passed and
-    another trial starts; a resume right after a kill must not count them as running.
-    """
-    from optuna.trial import TrialState
-
-    host = socket.gethostname()
-    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        pid = trial.user_attrs.get("pid")
-        if trial.user_attrs.get("host") == host and isinstance(pid, int) and not process_alive(pid):
-            study.tell(trial.number, state=TrialState.FAIL, skip_if_finished=True)
-
-
-def process_alive(pid):
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def import_optuna():
-    try:
-        import optuna
-    except ImportError:
-        raise CnnlabError("cnnlab sweep needs Optuna: pip install optuna (it comes with pip install -e .)") from None
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    return optuna
-
-
-def finished_states():
-    from optuna.trial import TrialState
-
-    return (TrialState.COMPLETE, TrialState.PRUNED)
-
-
-def count_finished(study):
-    """Completed and pruned trials: what `trials` counts."""
-    return len(study.get_trials(deepcopy=False, states=finished_states()))
-
-
 # ---------------------------------------------------------------- the sweep folder and its study
 
 
@@ -221,166 +164,7 @@ def sweep_section(space):
             "pruner": space.pruner, "seed": space.seed, "params": params}
 
 
-def open_study(plan, space):
-    """The plan's study in its storage, created on first use; a study of that name with another space is refused."""
-    import optuna
-
-    storage = make_storage(plan["storage"])
-    sampler = seeded_per_trial(space)
-    pruner = make_pruner(space)
-    direction = space.direction
-    study = optuna.create_study(storage=storage, study_name=plan["study"], direction=direction, sampler=sampler,
-                                pruner=pruner, load_if_exists=True)
-    recorded = study.user_attrs.get("space")
-    mine = space_record(space)
-    if recorded is None:
-        study.set_user_attr("space", mine)
-        with warnings.catch_warnings():  # experimental in Optuna 5: names the value in optuna-dashboard
-            warnings.simplefilter("ignore")
-            study.set_metric_names([space.metric])
-        recorded = study.user_attrs.get("space")  # processes starting at once: the first write stays, Optuna drops the others
-    difference = first_difference(recorded, mine)
-    if difference is not None:
-        raise ConfigError("sweep", f"the study {plan['study']!r} in {redact(plan['storage'])} was made with another search space "
-                                   f"({'sweep.' + difference if difference else 'the whole space'} differs); "
-                                   "give another --study name, or the same sweep section")
-    return study
-
-
-def make_storage(url):
-    """Optuna's RDB storage with heartbeats, failing within seconds when the database cannot be reached."""
-    import optuna
-    import sqlalchemy.exc
-
-    if url.startswith(("postgresql", "mysql")):
-        engine_kwargs = {"connect_args": {"connect_timeout": 5}}
-    else:  # SQLite: worker processes of one machine take turns writing; wait for the lock rather than fail
-        engine_kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
-    for attempt in range(1, SCHEMA_ATTEMPTS + 1):
-        try:
-            with warnings.catch_warnings():  # heartbeat_interval's ExperimentalWarning would be a second line before any error
-                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, heartbeat_interval=HEARTBEAT_S,
-                                                  grace_period=GRACE_S)
-        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError) as exc:
-            # Processes that open an empty database at once race to create Optuna's tables, and PostgreSQL
-            # refuses all but one (duplicate key ... pg_type_typname_nsp_index); the tables are there on the next try.
-            if attempt < SCHEMA_ATTEMPTS:
-                time.sleep(attempt)
-                continue
-            error = exc
-        except (sqlalchemy.exc.SQLAlchemyError, ImportError, ValueError) as exc:
-            error = exc
-        raise CnnlabError(f"--storage {redact(url)}: cannot open the study database: {first_line(error)}") from None
-
-
-def make_sampler(space):
-    import optuna
-
-    if space.sampler == "random":
-        return optuna.samplers.RandomSampler(seed=space.seed)
-    if space.sampler == "grid":
-        return optuna.samplers.GridSampler({param.path: grid_points(param) for param in space.params}, seed=space.seed)
-    return optuna.samplers.TPESampler(seed=space.seed)
-
-
-def seeded_per_trial(space):
-    """Optuna's sampler of the space; random and TPE seeded afresh for each trial from (sweep.seed, trial number).
-
-    One seed per process would make every process that joins the study (another machine,
-    a --resume) draw the very values the first one drew; trial numbers are unique in a
-    study, so each trial draws its own values, the same whichever process trains it.
-    """
-    # Not the grid: its seed shuffles the grid, whose point numbers every process must read alike, and it
-    # already skips the points that other processes have run or are running.
-    if space.sampler == "grid":
-        return make_sampler(space)
-    import numpy as np
-    import optuna
-
-    class SeededPerTrial(optuna.samplers.BaseSampler):
-        def __init__(self):
-            self.sampler = make_sampler(space)
-
-        def before_trial(self, study, trial):
-            seed = int(np.random.SeedSequence([space.seed, trial.number]).generate_state(1)[0])
-            self.sampler = make_sampler(replace(space, seed=seed))
-            self.sampler.before_trial(study, trial)
-
-        def infer_relative_search_space(self, study, trial):
-            return self.sampler.infer_relative_search_space(study, trial)
-
-        def sample_relative(self, study, trial, search_space):
-            return self.sampler.sample_relative(study, trial, search_space)
-
-        def sample_independent(self, study, trial, param_name, param_distribution):
-            return self.sampler.sample_independent(study, trial, param_name, param_distribution)
-
-        def after_trial(self, study, trial, state, values):
-            self.sampler.after_trial(study, trial, state, values)
-
-    return SeededPerTrial()
-
-
-def make_pruner(space):
-    import optuna
-
-    if space.pruner == "none":
-        return optuna.pruners.NopPruner()
-    if space.pruner == "hyperband":
-        return optuna.pruners.HyperbandPruner(min_resource=1)
-    return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=1)
-
-
-def space_record(space):
-    """What must match for a second process to join a study: the parameters and the metric."""
-    return {"metric": space.metric, "direction": space.direction,
-            "params": {param.path: [param.kind, param.low, param.high, param.step, param.log, labels(param)] for param in space.params}}
-
-
-def redact(url):
-    """A storage URL without its password, for messages and files."""
-    scheme, sep, rest = url.partition("://")
-    if not sep or "@" not in rest:
-        return url
-    credentials, _, host = rest.rpartition("@")
-    user = credentials.split(":", 1)[0]
-    return f"{scheme}://{user}:***@{host}"
-
-
-def first_line(exc):
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    return one_line(lines[0] if lines else type(exc).__name__)
-
-
 # ---------------------------------------------------------------- one trial
-
-
-def labels(param):
-    """Choices as Optuna can store them: scalars as they are, anything else as its YAML text."""
-    if param.kind != "choice":
-        return None
-    return [value if is_scalar(value) else yaml.safe_dump(to_plain(value), default_flow_style=True).strip() for value in param.choices]
-
-
-def grid_points(param):
-    """The grid sampler's values of one parameter, choices by their labels."""
-    return labels(param) if param.kind == "choice" else list(spaces.grid_values(param))
-
-
-def is_scalar(value):
-    return value is None or isinstance(value, (bool, int, float, str))
-
-
-def suggest(trial, param):
-    """The trial's value for one parameter, sampled by Optuna, as the config takes it."""
-    if param.kind == "int":
-        return trial.suggest_int(param.path, param.low, param.high, step=param.step or 1, log=param.log)
-    if param.kind == "float":
-        value = trial.suggest_float(param.path, param.low, param.high, step=param.step, log=param.log)
-        return round(value, 12) if param.step else value  # a step of 0.1 gives 0.30000000000000004 otherwise
-    label = trial.suggest_categorical(param.path, labels(param))
-    return param.choices[labels(param).index(label)]
 
 
 class Objective:
@@ -477,132 +261,3 @@ def best_value(history, metric, direction):
 
 def short(values):
     return "(" + ", ".join(f"{path.split('.')[-1]}={short_value(value)}" for path, value in values.items()) + ")"
-
-
-def short_value(value):
-    """A value for a table cell or a progress line: floats to 4 digits, YAML in flow style cut at 30 characters."""
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    text = str(value) if is_scalar(value) else yaml.safe_dump(to_plain(value), default_flow_style=True).strip()
-    return text if len(text) <= 30 else text[:27] + "..."
-
-
-# ---------------------------------------------------------------- the report
-
-
-def write_report(sweep_dir, study, space, config):
-    """trials.csv, summary.md, best.yaml and the plots, from the study as it is now."""
-    trials = study.get_trials(deepcopy=False)
-    write_trials_csv(sweep_dir / TRIALS_CSV, trials, space)
-    completed = [t for t in trials if t.state.name == "COMPLETE"]
-    best = {}
-    if completed:
-        top = study.best_trial
-        best = {"number": top.number, "value": top.value, "params": trial_values(top, space), "run_dir": top.user_attrs.get("run_dir")}
-        run_config = Path(best["run_dir"] or "") / runs.CONFIG
-        if run_config.is_file():
-            runs.copy_file(run_config, sweep_dir / BEST_YAML)
-    importances = param_importances(study) if len(completed) >= 2 else {}
-    columns, rows = top_trials(trials, space)
-    table = format_table(columns, rows, markdown=True) if rows else "(no completed trial)"
-    runs.write_text(sweep_dir / SUMMARY_MD, summary_markdown(config, space, study, trials, best, importances, table))
-    write_plots(sweep_dir, study, space, len(completed))
-    finished = sum(t.state.name in ("COMPLETE", "PRUNED") for t in trials)
-    failed = sum(t.state.name == "FAIL" for t in trials)
-    return SweepResult(sweep_dir=sweep_dir, finished=finished, failed=failed, best=best, table=format_table(columns, rows))
-
-
-def trial_values(trial, space):
-    """The config values a trial trained with (choices as their YAML values, not their labels)."""
-    values = {}
-    for param in space.params:
-        if param.path not in trial.params:
-            continue
-        value = trial.params[param.path]
-        values[param.path] = param.choices[labels(param).index(value)] if param.kind == "choice" else value
-    return values
-
-
-TRIAL_COLUMNS = ("number", "state", "value", "epochs", "pruned_at_epoch", "seconds", "run_dir", "host", "reason")
-
-
-def write_trials_csv(path, trials, space):
-    columns = list(TRIAL_COLUMNS) + [param.path for param in space.params]
-    with runs.atomic_file(path) as f:
-        writer = csv.DictWriter(f, fieldnames=columns, lineterminator="\n")
-        writer.writeheader()
-        for trial in trials:
-            row = {"number": trial.number, "state": trial.state.name.lower(), "value": trial.value,
-                   "seconds": round(trial.duration.total_seconds(), 1) if trial.duration else None,
-                   **{key: trial.user_attrs.get(key) for key in ("epochs", "pruned_at_epoch", "run_dir", "host", "reason")}}
-            for param in space.params:
-                if param.path in trial.params:
-                    row[param.path] = trial.params[param.path]
-            writer.writerow(row)
-
-
-def top_trials(trials, space, limit=10):
-    """(columns, rows) of the best completed trials, best first, then pruned ones, for the terminal and summary.md."""
-    reverse = space.direction == "maximize"
-    done = sorted((t for t in trials if t.state.name == "COMPLETE"), key=lambda t: t.value, reverse=reverse)
-    columns = [Column("trial", RIGHT), Column("state"), Column(space.metric, RIGHT), Column("epochs", RIGHT)]
-    columns += [Column(param.path) for param in space.params]
-    rows = [(str(t.number), t.state.name.lower(), f"{t.value:.4f}", str(t.user_attrs.get("epochs", "-")),
-             *[short_value(trial_values(t, space).get(param.path, "-")) for param in space.params]) for t in done[:limit]]
-    return columns, rows
-
-
-def param_importances(study):
-    import optuna
-
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            return optuna.importance.get_param_importances(study)
-    except (ValueError, RuntimeError):
-        return {}
-
-
-def summary_markdown(config, space, study, trials, best, importances, table):
-    states = {}
-    for trial in trials:
-        states[trial.state.name.lower()] = states.get(trial.state.name.lower(), 0) + 1
-    lines = [f"# Sweep of {config.name}", "",
-             f"{space.trials} trials wanted, {space.direction} {space.metric}; sampler {space.sampler}, pruner {space.pruner}. "
-             f"Trials so far: {', '.join(f'{n} {state}' for state, n in sorted(states.items())) or 'none'}.", ""]
-    if best:
-        lines += [f"**Best: trial {best['number']}, {space.metric} {best['value']:.4f}**, run folder `{best['run_dir']}`; "
-                  f"its full config is `{BEST_YAML}` (`cnnlab train {BEST_YAML}` trains it again).", ""]
-        lines += [f"- `{path}`: {short_value(value)}" for path, value in best["params"].items()] + [""]
-    lines += ["## Top trials", "", table, ""]
-    if importances:
-        lines += ["## Parameter importances (Optuna's fANOVA)", ""]
-        lines += [f"- `{path}`: {value:.3f}" for path, value in importances.items()] + [""]
-    failed = [t for t in trials if t.state.name == "FAIL"]
-    if failed:
-        lines += ["## Failed trials", ""] + [f"- trial {t.number}: {t.user_attrs.get('reason', 'no reason recorded (killed?)')}" for t in failed] + [""]
-    return "\n".join(lines)
-
-
-def write_plots(sweep_dir, study, space, completed):
-    """Optuna's own matplotlib figures: history, importances, parallel coordinates, one slice per parameter."""
-    if completed < 2:
-        return
-    import optuna.visualization.matplotlib as plots
-
-    figures = {"optimization_history.png": lambda: plots.plot_optimization_history(study),
-               "param_importances.png": lambda: plots.plot_param_importances(study),
-               "parallel_coordinate.png": lambda: plots.plot_parallel_coordinate(study)}
-    for param in space.params:
-        figures[f"slice_{runs.safe_file_part(param.path)}.png"] = lambda path=param.path: plots.plot_slice(study, params=[path])
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        for name, draw in figures.items():
-            try:
-                axes = draw()
-            except (ValueError, RuntimeError):  # e.g. importances of a single-parameter space with equal values
-                continue
-            figure = axes.flat[0].figure if hasattr(axes, "flat") else axes.figure
-            figure.set_size_inches(9, 5.5)
-            figure.tight_layout()
-            runs.save_figure(figure, sweep_dir / name)

@@ -1,0 +1,227 @@
+"""The Optuna side of a sweep: the study in its storage, its sampler and pruner, and a trial's values.
+
+Optuna does the searching, pruning and storing; this module only opens a study
+as a sweep needs it (heartbeats, a few seconds' timeout on unreachable databases, one
+study per search space), seeds its sampler per trial, and turns the sweep's parameters
+into Optuna's suggestions and back into config values.
+"""
+
+import os
+import socket
+import time
+import warnings
+from dataclasses import replace
+
+import yaml
+
+from cnnlab import space as spaces
+from cnnlab.config import to_plain
+from cnnlab.errors import CnnlabError, ConfigError, one_line
+from cnnlab.paths import first_difference
+
+SCHEMA_ATTEMPTS = 3  # tries to open a database whose tables another process is creating
+HEARTBEAT_S, GRACE_S = 10, 30  # a trial whose process stops beating for 30 s is marked failed by the next that looks
+
+
+def fail_killed_trials(study):
+    """Trials still marked running whose process on this machine is gone (SIGKILL, power loss) are marked failed.
+
+    Optuna's heartbeat would do it too, but only once the grace period has passed and
+    another trial starts; a resume right after a kill must not count them as running.
+    """
+    from optuna.trial import TrialState
+
+    host = socket.gethostname()
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        pid = trial.user_attrs.get("pid")
+        if trial.user_attrs.get("host") == host and isinstance(pid, int) and not process_alive(pid):
+            study.tell(trial.number, state=TrialState.FAIL, skip_if_finished=True)
+
+
+def process_alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def import_optuna():
+    try:
+        import optuna
+    except ImportError:
+        raise CnnlabError("cnnlab sweep needs Optuna: pip install optuna (it comes with pip install -e .)") from None
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    return optuna
+
+
+def finished_states():
+    from optuna.trial import TrialState
+
+    return (TrialState.COMPLETE, TrialState.PRUNED)
+
+
+def count_finished(study):
+    """Completed and pruned trials: what `trials` counts."""
+    return len(study.get_trials(deepcopy=False, states=finished_states()))
+
+
+def open_study(plan, space):
+    """The plan's study in its storage, created on first use; a study of that name with another space is refused."""
+    import optuna
+
+    storage = make_storage(plan["storage"])
+    sampler = seeded_per_trial(space)
+    pruner = make_pruner(space)
+    direction = space.direction
+    study = optuna.create_study(storage=storage, study_name=plan["study"], direction=direction, sampler=sampler,
+                                pruner=pruner, load_if_exists=True)
+    recorded = study.user_attrs.get("space")
+    mine = space_record(space)
+    if recorded is None:
+        study.set_user_attr("space", mine)
+        with warnings.catch_warnings():  # experimental in Optuna 5: names the value in optuna-dashboard
+            warnings.simplefilter("ignore")
+            study.set_metric_names([space.metric])
+        recorded = study.user_attrs.get("space")  # processes starting at once: the first write stays, Optuna drops the others
+    difference = first_difference(recorded, mine)
+    if difference is not None:
+        raise ConfigError("sweep", f"the study {plan['study']!r} in {redact(plan['storage'])} was made with another search space "
+                                   f"({'sweep.' + difference if difference else 'the whole space'} differs); "
+                                   "give another --study name, or the same sweep section")
+    return study
+
+
+def make_storage(url):
+    """Optuna's RDB storage with heartbeats, failing within seconds when the database cannot be reached."""
+    import optuna
+    import sqlalchemy.exc
+
+    if url.startswith(("postgresql", "mysql")):
+        engine_kwargs = {"connect_args": {"connect_timeout": 5}}
+    else:  # SQLite: worker processes of one machine take turns writing; wait for the lock rather than fail
+        engine_kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
+    for attempt in range(1, SCHEMA_ATTEMPTS + 1):
+        try:
+            with warnings.catch_warnings():  # heartbeat_interval's ExperimentalWarning would be a second line before any error
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, heartbeat_interval=HEARTBEAT_S,
+                                                  grace_period=GRACE_S)
+        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError) as exc:
+            # Processes that open an empty database at once race to create Optuna's tables, and PostgreSQL
+            # refuses all but one (duplicate key ... pg_type_typname_nsp_index); the tables are there on the next try.
+            if attempt < SCHEMA_ATTEMPTS:
+                time.sleep(attempt)
+                continue
+            error = exc
+        except (sqlalchemy.exc.SQLAlchemyError, ImportError, ValueError) as exc:
+            error = exc
+        raise CnnlabError(f"--storage {redact(url)}: cannot open the study database: {first_line(error)}") from None
+
+
+def make_sampler(space):
+    import optuna
+
+    if space.sampler == "random":
+        return optuna.samplers.RandomSampler(seed=space.seed)
+    if space.sampler == "grid":
+        return optuna.samplers.GridSampler({param.path: grid_points(param) for param in space.params}, seed=space.seed)
+    return optuna.samplers.TPESampler(seed=space.seed)
+
+
+def seeded_per_trial(space):
+    """Optuna's sampler of the space; random and TPE seeded afresh for each trial from (sweep.seed, trial number).
+
+    One seed per process would make every process that joins the study (another machine,
+    a --resume) draw the very values the first one drew; trial numbers are unique in a
+    study, so each trial draws its own values, the same whichever process trains it.
+    """
+    # Not the grid: its seed shuffles the grid, whose point numbers every process must read alike, and it
+    # already skips the points that other processes have run or are running.
+    if space.sampler == "grid":
+        return make_sampler(space)
+    import numpy as np
+    import optuna
+
+    class SeededPerTrial(optuna.samplers.BaseSampler):
+        def __init__(self):
+            self.sampler = make_sampler(space)
+
+        def before_trial(self, study, trial):
+            seed = int(np.random.SeedSequence([space.seed, trial.number]).generate_state(1)[0])
+            self.sampler = make_sampler(replace(space, seed=seed))
+            self.sampler.before_trial(study, trial)
+
+        def infer_relative_search_space(self, study, trial):
+            return self.sampler.infer_relative_search_space(study, trial)
+
+        def sample_relative(self, study, trial, search_space):
+            return self.sampler.sample_relative(study, trial, search_space)
+
+        def sample_independent(self, study, trial, param_name, param_distribution):
+            return self.sampler.sample_independent(study, trial, param_name, param_distribution)
+
+        def after_trial(self, study, trial, state, values):
+            self.sampler.after_trial(study, trial, state, values)
+
+    return SeededPerTrial()
+
+
+def make_pruner(space):
+    import optuna
+
+    if space.pruner == "none":
+        return optuna.pruners.NopPruner()
+    if space.pruner == "hyperband":
+        return optuna.pruners.HyperbandPruner(min_resource=1)
+    return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=1)
+
+
+def space_record(space):
+    """What must match for a second process to join a study: the parameters and the metric."""
+    return {"metric": space.metric, "direction": space.direction,
+            "params": {param.path: [param.kind, param.low, param.high, param.step, param.log, labels(param)] for param in space.params}}
+
+
+def redact(url):
+    """A storage URL without its password, for messages and files."""
+    scheme, sep, rest = url.partition("://")
+    if not sep or "@" not in rest:
+        return url
+    credentials, _, host = rest.rpartition("@")
+    user = credentials.split(":", 1)[0]
+    return f"{scheme}://{user}:***@{host}"
+
+
+def first_line(exc):
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return one_line(lines[0] if lines else type(exc).__name__)
+
+
+def labels(param):
+    """Choices as Optuna can store them: scalars as they are, anything else as its YAML text."""
+    if param.kind != "choice":
+        return None
+    return [value if is_scalar(value) else yaml.safe_dump(to_plain(value), default_flow_style=True).strip() for value in param.choices]
+
+
+def grid_points(param):
+    """The grid sampler's values of one parameter, choices by their labels."""
+    return labels(param) if param.kind == "choice" else list(spaces.grid_values(param))
+
+
+def is_scalar(value):
+    return value is None or isinstance(value, (bool, int, float, str))
+
+
+def suggest(trial, param):
+    """The trial's value for one parameter, sampled by Optuna, as the config takes it."""
+    if param.kind == "int":
+        return trial.suggest_int(param.path, param.low, param.high, step=param.step or 1, log=param.log)
+    if param.kind == "float":
+        value = trial.suggest_float(param.path, param.low, param.high, step=param.step, log=param.log)
+        return round(value, 12) if param.step else value  # a step of 0.1 gives 0.30000000000000004 otherwise
+    label = trial.suggest_categorical(param.path, labels(param))
+    return param.choices[labels(param).index(label)]
