@@ -16,6 +16,7 @@ from pathlib import Path
 import keras
 
 from cnnlab import keras_compat, runs
+from cnnlab.metric_names import maximized
 
 
 def make_callbacks(config, run_dir, past_rows):
@@ -62,7 +63,7 @@ def best_epoch_of(history, monitor, mode="auto"):
     values = history.get(monitor)
     if not values:
         return None
-    maximize = mode == "max" or (mode == "auto" and ("acc" in monitor or "auc" in monitor or monitor.startswith("fmeasure")))
+    maximize = mode == "max" or (mode == "auto" and maximized(monitor))
     finite = [(v, i) for i, v in enumerate(values) if v is not None and math.isfinite(v)]
     if not finite:
         return None

@@ -12,3 +12,13 @@ ACCURACY_NAMES = ("accuracy", "acc", "sparse_categorical_accuracy", "categorical
 def accuracy_key(mapping, prefix=""):
     """The accuracy's key in `mapping` (`val_accuracy`, `sparse_categorical_accuracy`, ...); None where none was logged."""
     return next((prefix + name for name in ACCURACY_NAMES if prefix + name in (mapping or {})), None)
+
+
+def maximized(name):
+    """Whether a logged value is better higher: accuracies, AUCs and F-measures, as Keras' monitor mode "auto" judges them.
+
+    One rule for the checkpoint's best epoch (callbacks.best_epoch_of) and a sweep's default
+    direction (space.default_direction); anything else, losses and errors, is minimized.
+    """
+    base = name.removeprefix("val_").lower()
+    return "acc" in base or "auc" in base or base.startswith("fmeasure")

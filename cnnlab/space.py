@@ -15,6 +15,7 @@ import yaml
 
 from cnnlab.config import check_choice, check_int, resolve_config, to_plain
 from cnnlab.errors import ConfigError, one_line, short_repr, suggest, type_name
+from cnnlab.metric_names import maximized
 from cnnlab.paths import format_path, get_value, has_path, parse_path, set_value
 
 KINDS = ("int", "float", "choice")
@@ -24,7 +25,6 @@ PRUNERS = ("median", "hyperband", "none")
 DIRECTIONS = ("maximize", "minimize")
 DEFAULT_TRIALS = 20
 MAX_TRIALS = 100_000
-MAXIMIZED = ("acc", "auc")  # a metric whose name contains one of these is maximized by default, any other minimized
 EXAMPLE = "{int: [8, 64]}, {float: [0.0001, 0.01], log: true} or {choice: [16, 32]}"
 
 
@@ -310,8 +310,8 @@ def parse_metric(metric, raw):
 
 
 def default_direction(metric):
-    """Accuracies and AUCs are maximized; losses and errors minimized."""
-    return "maximize" if any(word in metric.lower() for word in MAXIMIZED) else "minimize"
+    """Accuracies, AUCs and F-measures are maximized; losses and errors minimized (metric_names.maximized)."""
+    return "maximize" if maximized(metric) else "minimize"
 
 
 def described(value):
