@@ -289,6 +289,9 @@ def evaluate(run_dir, split, data_path, as_json):
 @click.argument("images", metavar="IMAGE [IMAGE|DIR]...", nargs=-1, required=True)
 @click.option("--run", "run_dir", metavar="RUN_DIR", type=click.Path(file_okay=False),
               help="Run folder whose best model predicts (default: the newest completed run under --runs-dir).")
+@click.option("--model", "model_path", metavar="PATH", type=click.Path(),
+              help="Predict with a model cnnlab export wrote instead: a .tflite file or a SavedModel folder, "
+                   "with the export.json beside it.")
 @click.option("--runs-dir", default="runs", show_default=True, type=click.Path(file_okay=False),
               help="Where to find the newest completed run when --run is not given.")
 @click.option("--top-k", type=click.IntRange(min=1), default=3, show_default=True, help="Classes shown per image.")
@@ -300,7 +303,7 @@ def evaluate(run_dir, split, data_path, as_json):
 @click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True, help="Images per model call.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document instead of one line per image.")
 @click.pass_context
-def predict(ctx, images, run_dir, runs_dir, top_k, invert, max_pixels, batch_size, as_json):
+def predict(ctx, images, run_dir, model_path, runs_dir, top_k, invert, max_pixels, batch_size, as_json):
     """Print the most probable classes of each IMAGE, or of each image in DIR (PNG, JPEG, BMP, GIF).
 
     Images are brought to the run's colour mode and stored image size, then preprocessed as in
@@ -310,23 +313,35 @@ def predict(ctx, images, run_dir, runs_dir, top_k, invert, max_pixels, batch_siz
     import json
 
     from cnnlab.predict import ImageProblem, choose_run, format_prediction, predict_images, predictions_document
-    from cnnlab.runs import load_trained_run
 
-    path, chosen = choose_run(run_dir, runs_dir)
-    run = load_trained_run(path)
+    if model_path is not None and run_dir is not None:
+        raise click.UsageError("give --run or --model, not both: an exported model knows the run it came from")
+    if model_path is not None:
+        from cnnlab.inference import load_exported
+
+        source = exported = load_exported(model_path)
+        path, chosen = exported.run, f"recorded in the export.json of {model_path}"
+        header = f"Model: {model_path} ({exported.format}, exported from {exported.run})"
+    else:
+        from cnnlab.runs import load_trained_run
+
+        exported = None
+        path, chosen = choose_run(run_dir, runs_dir)
+        source = load_trained_run(path)
+        header = f"Run: {path} ({chosen})"
     if not as_json:
-        click.echo(f"Run: {path} ({chosen})")
+        click.echo(header)
     kept, problems = [], 0
-    for item in predict_images(run, images, invert=invert, max_pixels=max_pixels, batch_size=batch_size):
+    for item in predict_images(source, images, invert=invert, max_pixels=max_pixels, batch_size=batch_size):
         if isinstance(item, ImageProblem):
             problems += 1
             click.echo(f"Error: {item}", err=True)
         elif not as_json:
-            click.echo(format_prediction(item, run.class_names, top_k))
+            click.echo(format_prediction(item, source.class_names, top_k))
         if as_json:
             kept.append(item)
     if as_json:
-        document = predictions_document(path, chosen, kept, run.class_names, top_k)
+        document = predictions_document(path, chosen, kept, source.class_names, top_k, model=exported)
         click.echo(json.dumps(document, indent=2, ensure_ascii=False))
     if problems:
         ctx.exit(2)
