@@ -53,6 +53,7 @@ def main(debug):
     cnnlab sweep configs/digits_cnn.yaml      search CONFIG's sweep section with Optuna
     cnnlab evaluate runs/RUN                  score a run on its test split, per class
     cnnlab predict photo.png                  classify images with the newest run
+    cnnlab export runs/RUN --format tflite    a run's model for phones (TFLite) or servers (SavedModel), checked
     cnnlab visualize runs/RUN bag.png         draw filters, feature maps and layers of a run
     cnnlab runs                               list the runs, newest first
     """
@@ -345,6 +346,31 @@ def predict(ctx, images, run_dir, model_path, runs_dir, top_k, invert, max_pixel
         click.echo(json.dumps(document, indent=2, ensure_ascii=False))
     if problems:
         ctx.exit(2)
+
+
+@main.command(cls=TensorFlowCommand)
+@click.argument("run_dir", metavar="RUN_DIR", type=click.Path(file_okay=False))
+@click.option("-f", "--format", "formats", multiple=True, required=True, metavar="FORMAT",
+              help="savedmodel, tflite (float32), tflite-dynamic (dynamic-range quantised), tflite-int8 (full integer), "
+                   "or all; repeatable or comma-separated.")
+@click.option("-o", "--output", metavar="DIR", type=click.Path(file_okay=False),
+              help="Folder that receives the files and export.json (default: RUN_DIR/export).")
+@click.pass_context
+def export(ctx, run_dir, formats, output):
+    """Export RUN_DIR's best model for servers (SavedModel) and phones (TensorFlow Lite), each checked against it.
+
+    Every exported model takes raw uint8 images at the run's stored image size (the run's
+    resize, pad and rescale are inside it) and outputs one probability per class. Before a
+    file is kept, its predictions on the run's held-out images are compared with best.keras:
+    float formats must agree on at least 99.5% of them; quantised ones report their accuracy
+    change. export.json records each file's format, size, input, output and check.
+    Nothing is written unless every requested format passes. cnnlab predict --model FILE runs them.
+    """
+    from cnnlab.export import export_run, format_result
+
+    result = export_run(run_dir, formats, output=output, warn=lambda text: click.echo(f"Warning: {text}", err=True),
+                        show_logs=ctx.find_root().params.get("debug", False))
+    click.echo(format_result(result))
 
 
 @main.command(cls=TensorFlowCommand)
