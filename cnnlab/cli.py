@@ -309,7 +309,7 @@ def predict(ctx, images, run_dir, model_path, runs_dir, top_k, invert, max_pixel
 
     Images are brought to the run's colour mode and stored image size, then preprocessed as in
     training. A bad image gets one line on stderr, the others are still predicted, and the
-    exit code is then 2.
+    exit code is then 2. --model runs a file cnnlab export wrote, on the same uint8 images.
     """
     import json
 

@@ -341,6 +341,17 @@ def test_exporting_another_format_keeps_the_earlier_ones(tiny, tmp_path):
     assert (copy / "export" / "model_dynamic.tflite").read_bytes() == first
 
 
+def test_exporting_the_savedmodel_again_replaces_the_folder_whole(tiny, tmp_path):
+    import tensorflow as tf
+
+    copy = shutil.copytree(tiny[0], tmp_path / "run")
+    (copy / "export" / "saved_model" / "stale.txt").write_text("from an older export")
+    export(copy, "--format", "savedmodel")
+    assert not (copy / "export" / "saved_model" / "stale.txt").exists()
+    assert sorted(p.name for p in (copy / "export").iterdir()) == ["export.json", "model.tflite", "saved_model"]
+    tf.saved_model.load(str(copy / "export" / "saved_model")).signatures["serving_default"]
+
+
 def test_exporting_into_the_folder_of_another_run_is_refused(tiny, augmented, tmp_path):
     run_dir, _ = tiny
     result = run("export", augmented, "--format", "tflite", "--output", run_dir / "export")
