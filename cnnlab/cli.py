@@ -53,6 +53,7 @@ def main(debug):
     cnnlab sweep configs/digits_cnn.yaml      search CONFIG's sweep section with Optuna
     cnnlab evaluate runs/RUN                  score a run on its test split, per class
     cnnlab predict photo.png                  classify images with the newest run
+    cnnlab export runs/RUN --format tflite    a run's model for phones (TFLite) or servers (SavedModel), checked
     cnnlab visualize runs/RUN bag.png         draw filters, feature maps and layers of a run
     cnnlab runs                               list the runs, newest first
     """
@@ -291,6 +292,9 @@ def evaluate(run_dir, split, data_path, as_json):
 @click.argument("images", metavar="IMAGE [IMAGE|DIR]...", nargs=-1, required=True)
 @click.option("--run", "run_dir", metavar="RUN_DIR", type=click.Path(file_okay=False),
               help="Run folder whose best model predicts (default: the newest completed run under --runs-dir).")
+@click.option("--model", "model_path", metavar="PATH", type=click.Path(),
+              help="Predict with a model cnnlab export wrote instead: a .tflite file or a SavedModel folder, "
+                   "with the export.json beside it.")
 @click.option("--runs-dir", default="runs", show_default=True, type=click.Path(file_okay=False),
               help="Where to find the newest completed run when --run is not given.")
 @click.option("--top-k", type=click.IntRange(min=1), default=3, show_default=True, help="Classes shown per image.")
@@ -302,36 +306,73 @@ def evaluate(run_dir, split, data_path, as_json):
 @click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True, help="Images per model call.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document instead of one line per image.")
 @click.pass_context
-def predict(ctx, images, run_dir, runs_dir, top_k, invert, max_pixels, batch_size, as_json):
+def predict(ctx, images, run_dir, model_path, runs_dir, top_k, invert, max_pixels, batch_size, as_json):
     """Print the most probable classes of each IMAGE, or of each image in DIR (PNG, JPEG, BMP, GIF).
 
     Images are brought to the run's colour mode and stored image size, then preprocessed as in
     training. A bad image gets one line on stderr, the others are still predicted, and the
-    exit code is then 2.
+    exit code is then 2. --model runs a file cnnlab export wrote, on the same uint8 images.
     """
     import json
 
     from cnnlab.predict import ImageProblem, choose_run, format_prediction, predict_images, predictions_document
-    from cnnlab.runs import load_trained_run
 
-    path, chosen = choose_run(run_dir, runs_dir)
-    run = load_trained_run(path)
+    if model_path is not None and run_dir is not None:
+        raise click.UsageError("give --run or --model, not both: an exported model knows the run it came from")
+    if model_path is not None:
+        from cnnlab.inference import load_exported
+
+        source = exported = load_exported(model_path)
+        path, chosen = exported.run, f"recorded in the export.json of {model_path}"
+        header = f"Model: {model_path} ({exported.format}, exported from {exported.run})"
+    else:
+        from cnnlab.runs import load_trained_run
+
+        exported = None
+        path, chosen = choose_run(run_dir, runs_dir)
+        source = load_trained_run(path)
+        header = f"Run: {path} ({chosen})"
     if not as_json:
-        click.echo(f"Run: {path} ({chosen})")
+        click.echo(header)
     kept, problems = [], 0
-    for item in predict_images(run, images, invert=invert, max_pixels=max_pixels, batch_size=batch_size):
+    for item in predict_images(source, images, invert=invert, max_pixels=max_pixels, batch_size=batch_size):
         if isinstance(item, ImageProblem):
             problems += 1
             click.echo(f"Error: {item}", err=True)
         elif not as_json:
-            click.echo(format_prediction(item, run.class_names, top_k))
+            click.echo(format_prediction(item, source.class_names, top_k))
         if as_json:
             kept.append(item)
     if as_json:
-        document = predictions_document(path, chosen, kept, run.class_names, top_k)
+        document = predictions_document(path, chosen, kept, source.class_names, top_k, model=exported)
         click.echo(json.dumps(document, indent=2, ensure_ascii=False))
     if problems:
         ctx.exit(2)
+
+
+@main.command(cls=TensorFlowCommand)
+@click.argument("run_dir", metavar="RUN_DIR", type=click.Path(file_okay=False))
+@click.option("-f", "--format", "formats", multiple=True, required=True, metavar="FORMAT",
+              help="savedmodel, tflite (float32), tflite-dynamic (dynamic-range quantised), tflite-int8 (full integer), "
+                   "or all; repeatable or comma-separated.")
+@click.option("-o", "--output", metavar="DIR", type=click.Path(file_okay=False),
+              help="Folder that receives the files and export.json (default: RUN_DIR/export).")
+@click.pass_context
+def export(ctx, run_dir, formats, output):
+    """Export RUN_DIR's best model for servers (SavedModel) and phones (TensorFlow Lite), each checked against it.
+
+    Every exported model takes raw uint8 images at the run's stored image size (the run's
+    resize, pad and rescale are inside it) and outputs one probability per class. Before a
+    file is kept, its predictions on the run's held-out images are compared with best.keras:
+    float formats must agree on at least 99.5% of them; quantised ones report their accuracy
+    change. export.json records each file's format, size, input, output and check.
+    Nothing is written unless every requested format passes. cnnlab predict --model FILE runs them.
+    """
+    from cnnlab.export import export_run, format_result
+
+    result = export_run(run_dir, formats, output=output, warn=lambda text: click.echo(f"Warning: {text}", err=True),
+                        show_logs=ctx.find_root().params.get("debug", False))
+    click.echo(format_result(result))
 
 
 @main.command(cls=TensorFlowCommand)

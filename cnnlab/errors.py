@@ -47,6 +47,10 @@ class RunError(CnnlabError):
     """A run folder cannot be created, read or written."""
 
 
+class ExportError(CnnlabError):
+    """A model cannot be exported in a format, or its exported file does not predict what best.keras does."""
+
+
 class TrainingInterrupted(CnnlabError):
     """Training stopped on Ctrl-C or SIGTERM; the run folder is marked interrupted."""
 

@@ -15,24 +15,16 @@ import numpy as np
 
 from cnnlab import data, plots, runs
 from cnnlab.errors import DataError
+from cnnlab.held_out import HeldOut, check_image_shape, load_split
+from cnnlab.inference import class_probabilities
 from cnnlab.metric_names import accuracy_key
-from cnnlab.predict import class_probabilities
 from cnnlab.preprocess import make_dataset, preprocessing_from_record
 from cnnlab.report import RIGHT, Column, format_table
 
-SPLITS = ("test", "val")
 WORST_SHOWN = 25  # a 5x5 grid of the most confident mistakes
 PATH_SOURCES = ("image_folder", "npz", "mnist", "fashion_mnist")  # sources that read data.path, so --data can replace it
 PER_CLASS_COLUMNS = (Column("class"), Column("precision", RIGHT), Column("recall", RIGHT), Column("f1-score", RIGHT),
                      Column("support", RIGHT))
-
-
-@dataclass(frozen=True)
-class HeldOut:
-    images: np.ndarray  # uint8 NHWC, before preprocessing
-    labels: np.ndarray  # int32 indices into the run's class names
-    split: str  # test, val or data-<name>: the eval/ file names
-    description: str
 
 
 @dataclass(frozen=True)
@@ -83,23 +75,6 @@ def unfinished_warning(run_dir, status):
 # ---------------------------------------------------------------- which images
 
 
-def load_split(run, split):
-    """The run's own held-out split, re-made exactly as training made it."""
-    config = run.config
-    splits = data.load_dataset(config.data, config.train.validation_split, config.seed)
-    check_same_classes(splits.class_names, run.class_names, splits.description)
-    has_test = splits.x_test is not None and len(splits.x_test) > 0
-    split = split or ("test" if has_test else "val")
-    if split not in SPLITS:
-        raise DataError(f"split: expected one of {', '.join(SPLITS)}, received {split!r}")
-    if split == "test" and not has_test:
-        raise DataError(f"{splits.description}: has no test split (data.test_split is 0 in {run.path / runs.CONFIG}); "
-                        "use --split val, or --data PATH")
-    images, labels = (splits.x_test, splits.y_test) if split == "test" else (splits.x_val, splits.y_val)
-    check_image_shape(images, run, splits.description)
-    return HeldOut(images, labels, split, f"{splits.description}: {split} split")
-
-
 def load_other_data(run, data_path):
     """Every labelled image of another folder or .npz of the kind the run trained on; none of it was split by training."""
     data_config = data_config_for(run, Path(data_path))
@@ -137,20 +112,6 @@ def labels_in_run_order(labels, names, run_names, where):
     if unknown:
         raise DataError(f"{where}: classes {', '.join(unknown)} are not among the run's classes ({', '.join(run_names)})")
     return np.asarray([run_names.index(name) for name in names], dtype=np.int32)[labels]
-
-
-def check_same_classes(names, run_names, where):
-    if tuple(names) != tuple(run_names):
-        raise DataError(f"{where}: has classes {', '.join(names)} but the run was trained on {', '.join(run_names)}; "
-                        "the data changed since training")
-
-
-def check_image_shape(images, run, where):
-    expected = tuple(run.preprocessing["image_shape"])
-    if tuple(images.shape[1:]) != expected:
-        found = "x".join(map(str, images.shape[1:]))
-        raise DataError(f"{where}: images are {found} but the run was trained on {'x'.join(map(str, expected))} images "
-                        f"({runs.PREPROCESSING} image_shape)")
 
 
 def safe_name(path):

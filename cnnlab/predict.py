@@ -1,9 +1,10 @@
-"""`cnnlab predict`: class probabilities for image files, from a run's best model.
+"""`cnnlab predict`: class probabilities for image files, from a run's best model or a model `cnnlab export` wrote.
 
 Each image takes the path its training images took: decoded, brought to the run's
 colour mode and stored image shape (preprocessing.json image_shape), then the run's
-own resize/pad/scale from `cnnlab.preprocess`. A problem with one image is reported
-for that image and the others are still predicted, in batches.
+own resize/pad/scale from `cnnlab.preprocess` (an exported model does that inside
+itself, so it gets the uint8 image). A problem with one image is reported for that
+image and the others are still predicted, in batches.
 """
 
 import zlib
@@ -16,6 +17,8 @@ import numpy as np
 
 from cnnlab import data, runs
 from cnnlab.errors import DataError, one_line
+from cnnlab.images import background_brightness, run_image_spec
+from cnnlab.inference import ExportedModel, class_probabilities
 from cnnlab.preprocess import preprocess_images, preprocessing_from_record
 
 IMAGE_FORMATS = ("PNG", "JPEG", "BMP", "GIF")  # what Keras' image loader reads; Pillow is held to these decoders
@@ -24,9 +27,6 @@ DEFAULT_MAX_PIXELS = 50_000_000  # a 7000x7000 photo passes; a decompression bom
 DEFAULT_TOP_K = 3
 DEFAULT_BATCH_SIZE = 64
 INVERT_CHOICES = ("auto", "yes", "no")
-# The bundled datasets are light strokes on black; a photo of ink on paper is the opposite.
-KNOWN_BACKGROUNDS = {"digits": "dark", "mnist": "dark", "fashion_mnist": "dark"}
-BACKGROUND_SAMPLE = 1000  # training images measured to find an .npz run's background
 SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")
 DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, IndexError, zlib.error)  # how Pillow reports bad files
 SIGNATURES = {b"\x89PNG\r\n\x1a\n": "PNG", b"\xff\xd8\xff": "JPEG", b"GIF87a": "GIF", b"GIF89a": "GIF", b"BM": "BMP"}
@@ -65,7 +65,10 @@ def choose_run(run_dir, runs_dir):
 
 
 def predict_images(run, paths, invert="auto", max_pixels=DEFAULT_MAX_PIXELS, batch_size=DEFAULT_BATCH_SIZE):
-    """Yields a Prediction or an ImageProblem per image, in the order given; folders expand to their images."""
+    """Yields a Prediction or an ImageProblem per image, in the order given; folders expand to their images.
+
+    `run`: a TrainedRun (its best.keras) or an ExportedModel.
+    """
     if invert not in INVERT_CHOICES:
         raise DataError(f"invert: expected one of {', '.join(INVERT_CHOICES)}, received {invert!r}")
     reader = ImageReader(run, invert, max_pixels)
@@ -79,17 +82,11 @@ def predict_images(run, paths, invert="auto", max_pixels=DEFAULT_MAX_PIXELS, bat
 
 
 def predict_batch(run, images):
-    """uint8 images at the stored shape → probabilities, through the run's own preprocessing."""
+    """uint8 images at the stored shape → probabilities, through the run's own preprocessing (an exported model's is inside it)."""
+    if isinstance(run, ExportedModel):
+        return run.predict(images)
     inputs = preprocess_images(images, preprocessing_from_record(run.preprocessing))
     return class_probabilities(run.model.predict_on_batch(inputs), len(run.class_names))
-
-
-def class_probabilities(outputs, num_classes):
-    """Model outputs as (N, num_classes); a single sigmoid unit is the probability of the second of two classes."""
-    outputs = np.asarray(outputs)
-    if outputs.shape[-1] == 1 and num_classes == 2:
-        return np.concatenate([1 - outputs, outputs], axis=-1)
-    return outputs
 
 
 # ---------------------------------------------------------------- finding and reading images
@@ -116,16 +113,18 @@ def collect_images(paths):
 
 
 class ImageReader:
-    """Brings image files to what the run's training images were before preprocessing: colour mode, size, polarity."""
+    """Brings image files to what the run's training images were before preprocessing: colour mode, size, polarity.
+
+    `run`: a TrainedRun, or an ExportedModel, whose export.json recorded the same (cnnlab.images.ImageSpec).
+    """
 
     def __init__(self, run, invert, max_pixels):
-        self.shape = tuple(run.preprocessing["image_shape"])
-        self.color_mode = run.preprocessing["color_mode"]
-        # An image-folder run's images were resized by Keras' loader (bilinear, no antialiasing): do the same.
-        # Other sources were never resized, so shrink with antialiasing, which keeps thin strokes.
-        self.antialias = run.config.data.source != "image_folder"
+        spec = run.image_spec if isinstance(run, ExportedModel) else run_image_spec(run, with_background=invert == "auto")
+        self.shape = spec.shape
+        self.color_mode = spec.color_mode
+        self.antialias = spec.antialias
         self.invert = invert
-        self.background = training_background(run) if invert == "auto" else None
+        self.background = spec.background if invert == "auto" else None
         self.max_pixels = max_pixels
 
     def read(self, path):
@@ -241,37 +240,6 @@ def invert_reason(mode, training, pixels):
     return f"{'light' if light else 'dark'} background, unlike the run's training images"
 
 
-def training_background(run):
-    """'dark', 'light' or None (not known) for the run's training images.
-
-    Taken from preprocessing.json "background" when the run records one; known for the
-    bundled datasets; measured on up to BACKGROUND_SAMPLE training images for an .npz run.
-    """
-    recorded = run.preprocessing.get("background")
-    if recorded in ("dark", "light"):
-        return recorded
-    source = run.config.data.source
-    if source in KNOWN_BACKGROUNDS:
-        return KNOWN_BACKGROUNDS[source]
-    if source != "npz":
-        return None
-    try:
-        x_train = data.load_arrays(run.config.data).x_train
-    except DataError:
-        return None  # the .npz moved since training: say nothing rather than guess
-    return "light" if np.median(background_brightness(x_train[:BACKGROUND_SAMPLE])) > 127.5 else "dark"
-
-
-def background_brightness(images):
-    """Median brightness (0..255) of each uint8 image's border ring: (N, H, W, C) → (N,)."""
-    gray = data.to_color_mode(images, "grayscale")[..., 0]
-    height, width = gray.shape[1:3]
-    edge = max(1, min(height, width) // 8)
-    ring = np.ones((height, width), dtype=bool)
-    ring[edge:height - edge, edge:width - edge] = False
-    return np.median(gray[:, ring], axis=1)
-
-
 # ---------------------------------------------------------------- output
 
 
@@ -282,11 +250,13 @@ def format_prediction(item, class_names, k):
     return f"{item.path}{note}: {top}"
 
 
-def predictions_document(run_dir, chosen, items, class_names, k):
-    """One JSON-ready document for scripts: the run, each image's top k, each problem."""
+def predictions_document(run_dir, chosen, items, class_names, k, model=None):
+    """One JSON-ready document for scripts: the run (and the exported model, with --model), each image's top k, each problem."""
+    source = {"model": str(model.path), "model_format": model.format} if model is not None else {}
     return {
         "run": str(run_dir),
         "run_chosen": chosen,
+        **source,
         "top_k": k,
         "predictions": [{"path": item.path, "inverted": item.inverted is not None, "inverted_because": item.inverted,
                          "top": [{"class": name, "probability": p} for name, p in item.top(class_names, k)]}

@@ -42,6 +42,29 @@ def is_start_up_log(line):
 @contextmanager
 def start_up_logs_hidden():
     """Points file descriptor 2 at a temporary file for the block; replays what was not start-up logging, or all on failure."""
+    with stderr_filtered(is_start_up_log, replay_all_on_failure=True):
+        yield
+
+
+@contextmanager
+def tflite_logs_hidden(show=False):
+    """Hides what TensorFlow Lite's converter and interpreter write to descriptor 2 during the block, unless `show`.
+
+    They write their progress there, whatever TF_CPP_MIN_LOG_LEVEL says ("fully_quantize: 0, ...",
+    "INFO: Created TensorFlow Lite XNNPACK delegate for CPU.", and on a failed conversion pages
+    of MLIR diagnostics). Nothing is replayed, even on failure: a failed conversion's
+    diagnostics are in its exception's message, which the caller words as one line.
+    """
+    if show:
+        yield
+        return
+    with stderr_filtered(lambda line: True, replay_all_on_failure=False):
+        yield
+
+
+@contextmanager
+def stderr_filtered(is_hidden, replay_all_on_failure):
+    """Points file descriptor 2 at a temporary file for the block, then writes to stderr the captured lines not `is_hidden`."""
     sys.stderr.flush()
     try:
         saved = os.dup(2)
@@ -60,7 +83,8 @@ def start_up_logs_hidden():
             os.close(saved)
             capture.seek(0)
             lines = capture.read().decode(errors="replace").splitlines(keepends=True)
-            kept = "".join(line for line in lines if failed or not is_start_up_log(line))
+            replay_all = failed and replay_all_on_failure
+            kept = "".join(line for line in lines if replay_all or not is_hidden(line))
             if kept:
                 sys.stderr.write(kept)
                 sys.stderr.flush()

@@ -40,6 +40,12 @@ VISUALIZE_DIR = "visualize"  # written by `cnnlab visualize`: filters_<layer>.pn
 ARCHITECTURE_PNG = "architecture.png"  # keras.utils.plot_model, when pydot and Graphviz are installed
 ARCHITECTURE_TXT = "architecture.txt"  # the same information as text otherwise
 VISUALIZE_INDEX = "index.html"
+EXPORT_DIR = "export"  # written by `cnnlab export` (unless --output names another folder)
+EXPORT_RECORD = "export.json"  # in the export folder: what each exported file is, takes, gives, and how it was checked
+# the file (or, for a SavedModel, the folder) each export format writes into the export folder
+EXPORT_FILES = {"savedmodel": "saved_model", "tflite": "model.tflite", "tflite-dynamic": "model_dynamic.tflite",
+                "tflite-int8": "model_int8.tflite"}
+EXPORT_STAGING = ".staging-"  # prefix of the hidden folder an export is built and checked in before it is published
 CHECKPOINT_DIR = ".checkpoint"  # ModelCheckpoint writes here; best.keras is published from it atomically
 RESUME_DIR = ".resume"  # what a resume needs besides Keras' backup: best weights, random layers' state; kept while a run trains
 RANDOM_STATE = "random_state.json"  # in RESUME_DIR: {completed epochs: the random generators' states then}
@@ -111,6 +117,11 @@ def atomic_file(path, mode="w"):
 def write_text(path, text):
     with atomic_file(path) as f:
         f.write(text)
+
+
+def write_bytes(path, content):
+    with atomic_file(path, "wb") as f:
+        f.write(content)
 
 
 def write_history(path, rows):
@@ -306,6 +317,64 @@ def safe_file_part(name):
 
 def create_visualize_dir(run_dir):
     return create_subdir(run_dir, VISUALIZE_DIR)
+
+
+# ---------------------------------------------------------------- export files
+
+
+def export_folder(run_dir, output=None):
+    """Where `cnnlab export` writes: --output when given, else <run>/export/."""
+    return Path(output) if output is not None else Path(run_dir) / EXPORT_DIR
+
+
+@contextmanager
+def export_staging(folder):
+    """A hidden folder inside `folder` in which an export is built and checked, removed afterwards whatever happens.
+
+    Inside the export folder, so that publishing is a rename on one file system. `folder` is
+    created where missing, and removed again where this made it and nothing was published.
+    """
+    folder = Path(folder)
+    made = not folder.exists()
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(dir=folder, prefix=EXPORT_STAGING))
+    except OSError as exc:
+        raise RunError(f"cannot create {folder}: {exc.strerror or exc}") from None
+    try:
+        yield staging
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+        if made:
+            try:
+                folder.rmdir()  # only where it is empty: nothing was published
+            except OSError:
+                pass
+
+
+def publish(staged, target, staging):
+    """Moves a finished, checked file or folder from the staging folder to `target`, replacing an older one whole.
+
+    A file is renamed over the old one (atomic). A folder (a SavedModel) cannot be renamed
+    over a folder, so the old one is first moved into `staging` (removed with it) and the
+    new one renamed into place; every file is flushed to disk before either rename.
+    """
+    staged, target = Path(staged), Path(target)
+    try:
+        for path in ([staged] if staged.is_file() else sorted(p for p in staged.rglob("*") if p.is_file())):
+            with open(path, "rb+") as f:
+                os.fsync(f.fileno())
+        if staged.is_dir() and target.exists():
+            os.replace(target, Path(staging) / f"replaced-{target.name}")
+        os.replace(staged, target)
+    except OSError as exc:
+        raise RunError(f"cannot write {target}: {exc.strerror or exc}") from None
+
+
+def size_in_bytes(path):
+    """A file's size, or the total of the files in a folder."""
+    path = Path(path)
+    return path.stat().st_size if path.is_file() else sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
 
 # ---------------------------------------------------------------- trained runs, for evaluate and predict

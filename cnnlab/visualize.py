@@ -168,7 +168,7 @@ def read_sample(run, image, invert, max_pixels):
 
 def first_held_out(run):
     """The first sample of the split `cnnlab evaluate` scores by default: test, or val where there is none."""
-    from cnnlab.evaluate import load_split
+    from cnnlab.held_out import load_split
 
     try:
         held_out = load_split(run, None)

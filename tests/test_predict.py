@@ -311,7 +311,7 @@ def test_an_npz_run_background_is_measured_on_its_training_images(tmp_path):
     from types import SimpleNamespace
 
     from cnnlab.config import config_from_text
-    from cnnlab.predict import training_background
+    from cnnlab.images import training_background
 
     path = tmp_path / "ink.npz"
     np.savez(path, x_train=np.full((5, 8, 8), 250, dtype=np.uint8), y_train=np.arange(5) % 2)
