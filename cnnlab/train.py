@@ -252,6 +252,9 @@ def sigterm_as_interrupt():
 
 
 def check_output_units(model, num_classes, config):
+    if len(model.output_shape) != 2:  # a Dense on feature maps keeps their height and width: the loss fails mid-training
+        raise ConfigError(config.model.layers[-1].path, f"the model outputs shape {tuple(model.output_shape)}, not one vector per image; "
+                          f"add Flatten or GlobalAveragePooling2D before the last layer")
     units = model.output_shape[-1]
     if config.compile.loss == "sparse_categorical_crossentropy" and units != num_classes:
         last = config.model.layers[-1].path
