@@ -33,6 +33,7 @@ MAX_BATCH_PARTS = 64
 MAX_BATCH_SIZE = 1_000_000
 MAX_DIM = 16_384
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,79}$")
+BACKBONE_POOLING = ("avg", "max")
 
 DEFAULTS = {
     "name": None,  # defaults to the YAML file's stem
@@ -46,7 +47,8 @@ DEFAULTS = {
         "rescale": 1 / 255,
         "test_split": 0.0,
     },
-    "model": {"input_shape": None, "layers": None},
+    # backbone: a keras.applications model without its top, between the input and `layers` (transfer learning)
+    "model": {"input_shape": None, "backbone": None, "layers": None},
     "compile": {
         "optimizer": {"name": "adam"},
         "loss": "sparse_categorical_crossentropy",
@@ -97,9 +99,20 @@ class LayerSpec:
 
 
 @dataclass(frozen=True)
+class BackboneConfig:
+    """`model.backbone`: a keras.applications constructor, called with include_top=False and these arguments."""
+
+    name: str  # e.g. MobileNetV2
+    weights: Optional[str]  # "imagenet", None (random) or the path of a weights file
+    trainable: bool  # False: frozen, and called in inference mode (BatchNormalization keeps its statistics)
+    kwargs: Mapping[str, Any]  # the constructor's other arguments: alpha, pooling, minimalistic, ...
+
+
+@dataclass(frozen=True)
 class ModelConfig:
     input_shape: tuple
     layers: tuple
+    backbone: Optional[BackboneConfig] = None
 
 
 @dataclass(frozen=True)
@@ -244,11 +257,14 @@ def resolve_config(user, default_name="experiment"):
         merged["name"] = default_name
     name = check_name(merged["name"], "name")
     seed = check_int(merged["seed"], "seed", minimum=0, maximum=2**32 - 1)
+    if merged["model"]["backbone"] is not None and "rescale" not in user.get("data", {}):
+        merged["data"]["rescale"] = 1.0  # a backbone scales the pixels itself: see check_backbone_data
     data = resolve_data(merged["data"])
     model = resolve_model(merged["model"])
     compile_ = resolve_compile(merged["compile"])
     train = resolve_train(merged["train"])
     distribution = resolve_distribution(merged["distribution"])
+    check_backbone_data(model, data)
     mixed_precision = merged["mixed_precision"]
     if not isinstance(mixed_precision, bool):
         raise ConfigError("mixed_precision", f"expected true or false, received {short_repr(mixed_precision)}")
@@ -256,6 +272,9 @@ def resolve_config(user, default_name="experiment"):
     merged["compile"]["optimizer"] = {"name": compile_.optimizer.name, **compile_.optimizer.kwargs}
     merged["compile"]["metrics"] = list(compile_.metrics)
     merged["model"]["layers"] = [{spec.type: dict(spec.kwargs)} for spec in model.layers]
+    if model.backbone is not None:
+        backbone = model.backbone
+        merged["model"]["backbone"] = {"name": backbone.name, "weights": backbone.weights, "trainable": backbone.trainable, **backbone.kwargs}
     merged["train"]["callbacks"] = {k: (dict(v) if v is not None else None) for k, v in train.callbacks.items()}
     return ExperimentConfig(name=name, seed=seed, data=data, model=model, compile=compile_, train=train,
                             distribution=distribution, mixed_precision=mixed_precision, raw=merged)
@@ -321,7 +340,46 @@ def resolve_model(m):
     layers = m["layers"]
     if not isinstance(layers, list) or not layers:
         raise ConfigError("model.layers", f"expected a non-empty list of layers such as [{{Flatten: {{}}}}, {{Dense: {{units: 10}}}}], received {type_name(layers)}")
-    return ModelConfig(input_shape=input_shape, layers=tuple(parse_layer(item, i) for i, item in enumerate(layers)))
+    backbone = parse_backbone(m["backbone"], input_shape)
+    return ModelConfig(input_shape=input_shape, layers=tuple(parse_layer(item, i) for i, item in enumerate(layers)), backbone=backbone)
+
+
+def parse_backbone(value, input_shape):
+    """`{name: MobileNetV2, weights: imagenet, alpha: 0.35, pooling: avg, trainable: false}`, or just the name.
+
+    Whether the name and the other arguments exist is keras.applications' business
+    (registry.py); here: the shape of the entry, and what cnnlab itself reads.
+    """
+    if value is None:
+        return None
+    path = "model.backbone"
+    if isinstance(value, str):
+        value = {"name": value}
+    if not isinstance(value, dict) or not isinstance(value.get("name"), str):
+        raise ConfigError(path, f"expected a keras.applications model such as {{name: MobileNetV2, weights: imagenet, pooling: avg}}, received {short_repr(value)}")
+    for key in value:
+        if not isinstance(key, str) or not key.isidentifier():
+            raise ConfigError(path, f"expected keyword argument names, received {short_repr(key)}")
+    weights = value.get("weights", "imagenet")  # Keras' own default
+    if weights is not None and (not isinstance(weights, str) or not weights):
+        raise ConfigError(f"{path}.weights", f"expected imagenet, null (random weights) or the path of a weights file, received {short_repr(weights)}")
+    trainable = value.get("trainable", False)
+    if not isinstance(trainable, bool):
+        raise ConfigError(f"{path}.trainable", f"expected true or false, received {short_repr(trainable)}")
+    if value.get("pooling") is not None:
+        check_choice(value["pooling"], f"{path}.pooling", BACKBONE_POOLING)
+    if len(input_shape) != 3 or input_shape[2] != 3:
+        raise ConfigError("model.input_shape", f"a keras.applications backbone takes RGB images: expected [height, width, 3] "
+                          f"(with data.color_mode: rgb), received {list(input_shape)}")
+    kwargs = {key: v for key, v in value.items() if key not in ("name", "weights", "trainable")}
+    return BackboneConfig(name=value["name"], weights=weights, trainable=trainable, kwargs=kwargs)
+
+
+def check_backbone_data(model, data):
+    """A backbone takes pixels 0..255: its family's preprocess_input is part of the model, so the data must not be scaled first."""
+    if model.backbone is not None and data.rescale != 1:
+        raise ConfigError("data.rescale", f"must be 1 with model.backbone: the model scales the pixels 0..255 itself, with "
+                          f"{model.backbone.name}'s preprocess_input; remove data.rescale or set it to 1, received {data.rescale:g}")
 
 
 def parse_layer(item, index):

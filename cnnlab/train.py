@@ -253,8 +253,9 @@ def sigterm_as_interrupt():
 
 def check_output_units(model, num_classes, config):
     if len(model.output_shape) != 2:  # a Dense on feature maps keeps their height and width: the loss fails mid-training
+        hint = "model.backbone.pooling: avg, or " if config.model.backbone is not None else ""
         raise ConfigError(config.model.layers[-1].path, f"the model outputs shape {tuple(model.output_shape)}, not one vector per image; "
-                          f"add Flatten or GlobalAveragePooling2D before the last layer")
+                          f"add {hint}Flatten or GlobalAveragePooling2D before the last layer")
     units = model.output_shape[-1]
     if config.compile.loss == "sparse_categorical_crossentropy" and units != num_classes:
         last = config.model.layers[-1].path
