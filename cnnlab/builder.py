@@ -164,7 +164,19 @@ def validate(config):
     model = build_model(config)
     compile_model(model, config)
     check_callback_kwargs(config)
+    check_fine_tune(model, config)
     return model
+
+
+def check_fine_tune(model, config):
+    """train.fine_tune can unfreeze at most every layer of the backbone."""
+    fine_tune = config.train.fine_tune
+    if fine_tune is None:
+        return
+    count = len(find_backbone(model).layers)
+    if fine_tune.unfreeze > count:
+        raise ConfigError("train.fine_tune.unfreeze", f"{config.model.backbone.name} has {count} layers; expected at most {count}, "
+                          f"received {fine_tune.unfreeze}")
 
 
 def count_params(model):

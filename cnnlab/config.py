@@ -9,7 +9,7 @@ import copy
 import math
 import re
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Mapping, Optional
 
@@ -34,6 +34,7 @@ MAX_BATCH_SIZE = 1_000_000
 MAX_DIM = 16_384
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,79}$")
 BACKBONE_POOLING = ("avg", "max")
+FINE_TUNE_KEYS = ("unfreeze", "epochs", "learning_rate")
 
 DEFAULTS = {
     "name": None,  # defaults to the YAML file's stem
@@ -63,6 +64,8 @@ DEFAULTS = {
         # so that re-running that file reproduces the run on any machine (cnnlab/loop.py)
         "batch_parts": "auto",
         "steps_per_execution": "auto",
+        # a second phase after the first: unfreeze the backbone's top layers, train on at a lower learning rate
+        "fine_tune": None,
         "callbacks": {
             "checkpoint": {"monitor": "val_loss", "save_best_only": True},
             "early_stopping": {"monitor": "val_loss", "patience": 3, "restore_best_weights": True},
@@ -129,6 +132,15 @@ class CompileConfig:
 
 
 @dataclass(frozen=True)
+class FineTuneConfig:
+    """`train.fine_tune`: the second phase of transfer learning, after the first has ended."""
+
+    unfreeze: int  # the backbone's top layers made trainable (BatchNormalization layers stay frozen)
+    epochs: int  # epochs of the second phase, numbered on from the last epoch of the first
+    learning_rate: float  # replaces compile.optimizer.learning_rate in the second phase
+
+
+@dataclass(frozen=True)
 class TrainConfig:
     epochs: int
     batch_size: int
@@ -137,6 +149,7 @@ class TrainConfig:
     callbacks: Mapping[str, Optional[Mapping[str, Any]]]  # a disabled callback maps to None
     batch_parts: Any = AUTO  # "auto" or the number of parts each training batch is split into
     steps_per_execution: Any = AUTO  # "auto" or the training steps per compiled call, as in Keras' compile()
+    fine_tune: Optional[FineTuneConfig] = None
 
 
 @dataclass(frozen=True)
@@ -265,6 +278,7 @@ def resolve_config(user, default_name="experiment"):
     train = resolve_train(merged["train"])
     distribution = resolve_distribution(merged["distribution"])
     check_backbone_data(model, data)
+    check_fine_tune(train, model, distribution)
     mixed_precision = merged["mixed_precision"]
     if not isinstance(mixed_precision, bool):
         raise ConfigError("mixed_precision", f"expected true or false, received {short_repr(mixed_precision)}")
@@ -275,6 +289,8 @@ def resolve_config(user, default_name="experiment"):
     if model.backbone is not None:
         backbone = model.backbone
         merged["model"]["backbone"] = {"name": backbone.name, "weights": backbone.weights, "trainable": backbone.trainable, **backbone.kwargs}
+    if train.fine_tune is not None:
+        merged["train"]["fine_tune"] = asdict(train.fine_tune)
     merged["train"]["callbacks"] = {k: (dict(v) if v is not None else None) for k, v in train.callbacks.items()}
     return ExperimentConfig(name=name, seed=seed, data=data, model=model, compile=compile_, train=train,
                             distribution=distribution, mixed_precision=mixed_precision, raw=merged)
@@ -382,6 +398,19 @@ def check_backbone_data(model, data):
                           f"{model.backbone.name}'s preprocess_input; remove data.rescale or set it to 1, received {data.rescale:g}")
 
 
+def check_fine_tune(train, model, distribution):
+    """The second phase unfreezes part of a backbone that the first phase kept frozen, on cnnlab's own loop."""
+    if train.fine_tune is None:
+        return
+    if model.backbone is None:
+        raise ConfigError("train.fine_tune", "needs model.backbone: it unfreezes the top layers of the backbone")
+    if model.backbone.trainable:
+        raise ConfigError("train.fine_tune", "needs model.backbone.trainable: false: the first phase trains the head on the frozen "
+                          "backbone, the second unfreezes its top layers")
+    if distribution.strategy != "default":
+        raise ConfigError("train.fine_tune", f"runs on one device only (distribution.strategy default), received strategy {distribution.strategy}")
+
+
 def parse_layer(item, index):
     """A layer is `Name` or `{Name: {kwarg: value, ...}}`, Name being a Keras layer class."""
     path = f"model.layers[{index}]"
@@ -436,8 +465,28 @@ def resolve_train(t):
     callbacks = resolve_callbacks(t["callbacks"])
     parts = check_auto_or_int(t["batch_parts"], "train.batch_parts", maximum=min(MAX_BATCH_PARTS, batch_size))
     steps = check_auto_or_int(t["steps_per_execution"], "train.steps_per_execution", maximum=MAX_BATCH_SIZE)
+    fine_tune = resolve_fine_tune(t["fine_tune"])
     return TrainConfig(epochs=epochs, batch_size=batch_size, validation_split=split, shuffle=shuffle, callbacks=callbacks,
-                       batch_parts=parts, steps_per_execution=steps)
+                       batch_parts=parts, steps_per_execution=steps, fine_tune=fine_tune)
+
+
+def resolve_fine_tune(value):
+    """`{unfreeze: 30, epochs: 10, learning_rate: 1.0e-5}`: all three, since none has a default that suits every backbone."""
+    path = "train.fine_tune"
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise ConfigError(path, f"expected {{unfreeze: N, epochs: N, learning_rate: X}} or null, received {short_repr(value)}")
+    for key in value:
+        if key not in FINE_TUNE_KEYS:
+            raise ConfigError(f"{path}.{key}" if isinstance(key, str) else path,
+                              f"unknown key{suggest(key, FINE_TUNE_KEYS)}; valid keys here: {', '.join(FINE_TUNE_KEYS)}")
+    missing = [key for key in FINE_TUNE_KEYS if key not in value]
+    if missing:
+        raise ConfigError(path, f"missing {', '.join(missing)}; expected {{unfreeze: N, epochs: N, learning_rate: X}}")
+    return FineTuneConfig(unfreeze=check_int(value["unfreeze"], f"{path}.unfreeze", minimum=1, maximum=MAX_BATCH_SIZE),
+                          epochs=check_int(value["epochs"], f"{path}.epochs", minimum=1, maximum=MAX_EPOCHS),
+                          learning_rate=check_number(value["learning_rate"], f"{path}.learning_rate", minimum=0, exclusive=True))
 
 
 def check_auto_or_int(value, path, maximum):

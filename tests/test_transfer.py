@@ -1,7 +1,10 @@
-"""Transfer learning: a keras.applications backbone (model.backbone) under a head.
+"""Transfer learning: a keras.applications backbone (model.backbone) under a head, and fine-tuning (train.fine_tune).
 
 No ImageNet weights here (no network): the backbones have random weights, or weights
 that a test writes itself, under the exact file name Keras would download or at a path.
+A random backbone's features all but vanish in inference mode (its BatchNormalization
+statistics are 0 and 1), so the tests that train read a MobileNet whose statistics were
+measured on the test photos: random convolutions whose features differ from photo to photo.
 """
 
 import json
@@ -11,12 +14,15 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cnnlab import builder, runs
-from cnnlab.config import config_from_text
+from cnnlab import builder, callbacks, runs
+from cnnlab.config import config_from_text, load_config
 from cnnlab.errors import ConfigError
 from conftest import assert_one_line_error, run_cli
 
 SIZE = 32  # the smallest input keras.applications' MobileNets take
+BACKBONE = dict(name="MobileNet", alpha=0.25, pooling="avg")  # 87 layers: the quickest keras.applications model to trace
+FIRST_LR, FINE_TUNE_LR = 1.0e-3, 1.0e-5
+UNFREEZE = 7  # MobileNet's top layers: conv_dw_13, conv_pw_13, each with its BatchNormalization and ReLU, and the pooling
 
 CONFIG = """\
 name: transfer
@@ -36,7 +42,7 @@ train:
 {fine_tune}"""
 
 
-def config_text(photos, backbone, epochs=2, fine_tune=""):
+def config_text(photos, backbone, epochs=2, fine_tune=f"  fine_tune: {{unfreeze: {UNFREEZE}, epochs: 2, learning_rate: 1.0e-5}}\n"):
     return CONFIG.format(photos=photos, backbone=backbone, epochs=epochs, fine_tune=fine_tune)
 
 
@@ -61,6 +67,44 @@ def read_photos(folder):
     return np.stack([np.asarray(Image.open(path)) for path in sorted(folder.glob("*/*.png"))]).astype("float32")
 
 
+@pytest.fixture(scope="module")
+def backbone_file(photos, tmp_path_factory):
+    """A MobileNet weights file: random convolutions, BatchNormalization statistics measured on the photos.
+
+    With momentum 0, one pass in training mode sets each BatchNormalization layer's moving
+    statistics to those of its input on the photos.
+    """
+    path = tmp_path_factory.mktemp("weights") / "mobilenet.weights.h5"
+    keras.utils.set_random_seed(0)
+    model = keras.applications.MobileNet(input_shape=(SIZE, SIZE, 3), include_top=False, weights=None, pooling="avg", alpha=0.25)
+    norms = [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
+    for layer in norms:
+        layer.momentum = 0.0
+    model(keras.applications.mobilenet.preprocess_input(read_photos(photos)), training=True)
+    model.save_weights(path)
+    return path
+
+
+class Record(keras.callbacks.Callback):
+    """What each epoch left in the model: its trainable weights, and the backbone's top, bottom and a BatchNormalization layer."""
+
+    def __init__(self):
+        super().__init__()
+        self.epochs = []
+
+    def on_epoch_end(self, epoch, logs=None):
+        backbone = builder.find_backbone(self.model)
+        self.epochs.append({
+            "trainable": sorted(weight.path for weight in self.model.trainable_weights),
+            **{name: [np.array(w) for w in backbone.get_layer(name).get_weights()] for name in ("conv1", "conv_pw_13", "conv_pw_13_bn")},
+        })
+
+
+def with_extra_callbacks(monkeypatch, *extra):
+    make = callbacks.make_callbacks
+    monkeypatch.setattr(callbacks, "make_callbacks", lambda *args: make(*args) + list(extra))
+
+
 def train(root, text):
     root.mkdir(exist_ok=True)
     (root / "config.yaml").write_text(text)
@@ -70,6 +114,18 @@ def train(root, text):
 def only_run(root):
     (run_dir,) = (root / "runs").iterdir()
     return run_dir
+
+
+@pytest.fixture(scope="module")
+def fine_tuned(photos, backbone_file, tmp_path_factory):
+    """2 epochs on the frozen backbone, then 2 of fine-tuning its top layers; returns (run folder, Record)."""
+    record = Record()
+    root = tmp_path_factory.mktemp("fine_tuned")
+    with pytest.MonkeyPatch.context() as patch:
+        with_extra_callbacks(patch, record)
+        result = train(root, config_text(photos, {**BACKBONE, "weights": str(backbone_file)}))
+    assert result.exit_code == 0, result.output
+    return only_run(root), record
 
 
 # ---------------------------------------------------------------- the config
@@ -116,6 +172,20 @@ def test_the_pixels_stay_0_to_255_for_a_backbone(photos):
     with pytest.raises(ConfigError) as error:
         config_from_text(scaled)
     assert str(error.value).startswith("data.rescale: must be 1 with model.backbone: the model scales the pixels 0..255 itself")
+
+
+@pytest.mark.parametrize("backbone, fine_tune, expected", [
+    (None, "  fine_tune: {unfreeze: 7, epochs: 2, learning_rate: 1.0e-5}\n", "train.fine_tune: needs model.backbone"),
+    ("{name: MobileNet, weights: null, trainable: true}", "  fine_tune: {unfreeze: 6, epochs: 2, learning_rate: 1.0e-5}\n",
+     "train.fine_tune: needs model.backbone.trainable: false"),
+    ("{name: MobileNet, weights: null}", "  fine_tune: {unfreeze: 6, epochs: 2}\n", "train.fine_tune: missing learning_rate"),
+    ("{name: MobileNet, weights: null, alpha: 0.25, pooling: avg}", "  fine_tune: {unfreeze: 88, epochs: 2, learning_rate: 1.0e-5}\n",
+     "train.fine_tune.unfreeze: MobileNet has 87 layers; expected at most 87, received 88"),
+])
+def test_fine_tune_is_checked_before_training(write_config, photos, backbone, fine_tune, expected):
+    result = check(write_config, config_text(photos, backbone or "null", fine_tune=fine_tune))
+    assert_one_line_error(result, "")
+    assert f"config.yaml: {expected}" in result.output
 
 
 # ---------------------------------------------------------------- preprocess_input inside the model
@@ -225,3 +295,90 @@ def test_a_backbone_with_random_weights_trains_and_its_run_evaluates_and_predict
     predicted = run_cli("predict", image, "--run", run_dir)
     assert predicted.exit_code == 0, predicted.output
     assert f"{image}: " in predicted.output
+
+
+def test_fine_tuning_continues_the_history_at_the_lower_learning_rate(fine_tuned):
+    run_dir, _ = fine_tuned
+    history = runs.read_history(run_dir / "history.csv")
+    assert history["epoch"] == [1, 2, 3, 4]
+    assert history["phase"] == [1, 1, 2, 2]
+    np.testing.assert_allclose(history["learning_rate"], [FIRST_LR, FIRST_LR, FINE_TUNE_LR, FINE_TUNE_LR], rtol=1e-6)
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["fine_tune_first_epoch"] == 3 and metrics["epochs_run"] == 4 and metrics["epochs_planned"] == 4
+    assert runs.read_status(run_dir).state == "completed"
+    assert not (run_dir / runs.BACKUP_DIR).exists() and not (run_dir / runs.RESUME_DIR).exists()
+
+
+def test_fine_tuning_trains_the_backbones_top_layers_and_keeps_batch_normalization_frozen(fine_tuned, backbone_file):
+    _, record = fine_tuned
+    head = ["dense/bias", "dense/kernel"]
+    assert [epoch["trainable"] for epoch in record.epochs] == [head, head] + 2 * [sorted(head + ["conv_dw_13/kernel", "conv_pw_13/kernel"])]
+    start = keras.applications.MobileNet(input_shape=(SIZE, SIZE, 3), include_top=False, weights=str(backbone_file), pooling="avg", alpha=0.25)
+
+    def unchanged(name, epochs):
+        return all(all(np.array_equal(a, b) for a, b in zip(record.epochs[e][name], start.get_layer(name).get_weights())) for e in epochs)
+
+    assert unchanged("conv_pw_13", [0, 1])  # frozen in the first phase
+    assert not unchanged("conv_pw_13", [2]) and not unchanged("conv_pw_13", [3])  # trained in the second
+    assert unchanged("conv1", range(4))  # below the unfrozen top: frozen throughout
+    assert unchanged("conv_pw_13_bn", range(4))  # gamma, beta and the moving statistics: inference mode, not trained
+
+
+def test_the_saved_model_applies_preprocess_input_itself(fine_tuned, photos):
+    run_dir, _ = fine_tuned
+    model = runs.load_model(run_dir / runs.MODEL)  # safe mode: the file needs no custom code
+    pixels = read_photos(photos)[:4]
+    preprocess = keras.Model(model.input, model.get_layer("mobilenet_preprocess_input").output)
+    np.testing.assert_allclose(preprocess.predict(pixels, verbose=0), keras.applications.mobilenet.preprocess_input(pixels.copy()), atol=1e-5)
+    assert load_config(run_dir / "config.yaml").model.backbone.trainable is False
+
+
+class CtrlCAfter(keras.callbacks.Callback):
+    """Ctrl-C at the end of epoch `epoch` (1-based), after the run's own callbacks wrote that epoch."""
+
+    def __init__(self, epoch):
+        super().__init__()
+        self.epoch = epoch
+
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch + 1 == self.epoch:
+            raise KeyboardInterrupt
+
+
+class CtrlCWhenFineTuningBegins(keras.callbacks.Callback):
+    """Ctrl-C as the second phase's training begins: its start saved, none of its epochs done."""
+
+    calls = 0
+
+    def on_train_begin(self, logs=None):
+        self.calls += 1
+        if self.calls == 2:
+            raise KeyboardInterrupt
+
+
+def comparable(run_dir):
+    history = runs.read_history(run_dir / runs.HISTORY)
+    history.pop("time_s")
+    metrics = json.loads((run_dir / runs.METRICS).read_text())
+    return history, {key: metrics[key] for key in ("epochs_run", "best_epoch", "best", "test", "fine_tune_first_epoch")}
+
+
+@pytest.mark.parametrize("interruption", [lambda: CtrlCAfter(2), CtrlCWhenFineTuningBegins, lambda: CtrlCAfter(3)],
+                         ids=["after-the-first-phase", "as-fine-tuning-begins", "after-epoch-3"])
+def test_a_fine_tuning_run_resumed_after_ctrl_c_ends_as_the_uninterrupted_run(fine_tuned, photos, backbone_file, tmp_path, monkeypatch,
+                                                                              interruption):
+    expected_history, expected_metrics = comparable(fine_tuned[0])
+    with monkeypatch.context() as patch:
+        with_extra_callbacks(patch, interruption())
+        result = train(tmp_path, config_text(photos, {**BACKBONE, "weights": str(backbone_file)}))
+    assert result.exit_code == 130, result.output
+    run_dir = only_run(tmp_path)
+    assert runs.read_status(run_dir).state == "interrupted"
+    resumed = run_cli("train", "--resume", run_dir, "-q")
+    assert resumed.exit_code == 0, resumed.output
+
+    history, metrics = comparable(run_dir)
+    assert history.keys() == expected_history.keys()
+    for key in expected_history:
+        np.testing.assert_allclose(history[key], expected_history[key], rtol=1e-5, atol=1e-6, err_msg=key)
+    assert json.dumps(metrics) == json.dumps(expected_metrics)
