@@ -17,7 +17,7 @@ from PIL import Image
 from cnnlab import builder, callbacks, runs
 from cnnlab.config import config_from_text, load_config
 from cnnlab.errors import ConfigError
-from conftest import assert_one_line_error, run_cli
+from conftest import CONFIGS, assert_one_line_error, run_cli
 
 SIZE = 32  # the smallest input keras.applications' MobileNets take
 BACKBONE = dict(name="MobileNet", alpha=0.25, pooling="avg")  # 87 layers: the quickest keras.applications model to trace
@@ -270,10 +270,34 @@ def test_missing_imagenet_weights_offline_name_the_file_and_where_it_goes(photos
     assert f"in {home / 'models'}, or set model.backbone.weights to a weights file, or to null for random weights" in line
 
 
+def test_a_cached_file_that_does_not_fit_the_backbone_is_one_line(photos, write_config, tmp_path, monkeypatch):
+    home = tmp_path / "keras"
+    monkeypatch.setenv("KERAS_HOME", str(home))
+    (home / "models").mkdir(parents=True)
+    other = keras.applications.MobileNetV2(input_shape=(96, 96, 3), alpha=0.5, include_top=False, weights=None)  # alpha 0.5, not 0.35
+    other.save(home / "models" / CACHED_NAME)
+    text = config_text(photos, CACHED_BACKBONE.replace("WEIGHTS", "imagenet"), fine_tune="").replace("[32, 32", "[96, 96")
+    result = check(write_config, text)
+    assert_one_line_error(result, f"{tmp_path / 'config.yaml'}: model.backbone.weights: cannot load {home / 'models' / CACHED_NAME} "
+                                  "into MobileNetV2: Shape mismatch")
+
+
 def test_a_missing_weights_file_is_one_line(photos, write_config, tmp_path):
     missing = tmp_path / "nowhere.weights.h5"
     result = check(write_config, config_text(photos, f"{{name: MobileNet, alpha: 0.25, weights: {missing}}}", fine_tune=""))
     assert_one_line_error(result, f"{tmp_path / 'config.yaml'}: model.backbone.weights: file not found: {missing}; expected imagenet")
+
+
+def test_the_shipped_config_builds_and_needs_the_imagenet_file(tmp_path, monkeypatch):
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path))
+    config = CONFIGS / "photos_mobilenet.yaml"
+    result = run_cli("check", config, "--set", "model.backbone.weights=null")
+    assert result.exit_code == 0, result.output
+    assert result.output.strip().endswith(f"{config}: OK, 2,260,546 parameters")
+    assert "Trainable params: 2,562" in result.output  # the head: the backbone is frozen
+    result = run_cli("check", config)
+    assert_one_line_error(result, f"{config}: model.backbone.weights: ImageNet weights of MobileNetV2 not found: "
+                                  f"{tmp_path / 'models' / 'mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_160_no_top.h5'} is missing")
 
 
 # ---------------------------------------------------------------- training
@@ -295,6 +319,34 @@ def test_a_backbone_with_random_weights_trains_and_its_run_evaluates_and_predict
     predicted = run_cli("predict", image, "--run", run_dir)
     assert predicted.exit_code == 0, predicted.output
     assert f"{image}: " in predicted.output
+
+
+def test_a_trainable_backbone_trains_with_its_batch_normalization_in_training_mode(photos):
+    config = config_from_text(config_text(photos, "{name: MobileNet, alpha: 0.25, pooling: avg, weights: null, trainable: true}", fine_tune=""))
+    model = builder.validate(config)
+    backbone = builder.find_backbone(model)
+    assert len(model.trainable_weights) > 2  # the backbone's as well as the head's
+    norm = backbone.get_layer("conv1_bn")
+    before = np.array(norm.moving_mean)
+    model.train_on_batch(read_photos(photos)[:8], np.arange(8) % 2)
+    assert not np.array_equal(np.array(norm.moving_mean), before)
+
+
+def test_only_a_first_phase_that_ended_as_planned_is_followed_by_fine_tuning(tmp_path):
+    from cnnlab import fine_tune
+    from cnnlab.callbacks import ResumedEarlyStopping
+
+    model = keras.Sequential([keras.Input((1,)), keras.layers.Dense(1)])
+    early_stopping = ResumedEarlyStopping([], tmp_path, monitor="val_loss", patience=1)
+    early_stopping.set_model(model)
+    early_stopping.on_train_begin()
+    model.stop_training = False
+    assert fine_tune.first_phase_ended(model, [early_stopping])  # its epochs ran out
+    model.stop_training = True  # stopped by something else: TerminateOnNaN, a sweep's pruner
+    assert not fine_tune.first_phase_ended(model, [early_stopping])
+    early_stopping.on_epoch_end(0, {"val_loss": 1.0})
+    early_stopping.on_epoch_end(1, {"val_loss": 2.0})  # no better for `patience` epochs: early stopping stops
+    assert early_stopping.stopped_epoch == 1 and fine_tune.first_phase_ended(model, [early_stopping])
 
 
 def test_fine_tuning_continues_the_history_at_the_lower_learning_rate(fine_tuned):
