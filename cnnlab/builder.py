@@ -1,9 +1,9 @@
-"""Config → compiled `keras.Model`. Pure: builds objects, touches no files."""
+"""Config → compiled `keras.Model`. Pure: builds objects, and reads no file but a backbone's weights."""
 
 import inspect
 import re
 
-from cnnlab import registry
+from cnnlab import backbones, keras_compat, registry
 from cnnlab.errors import ConfigError, one_line
 
 ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*m")
@@ -21,6 +21,8 @@ def build_model(config):
 
     inputs = keras.Input(shape=config.model.input_shape, name="image")
     x = inputs
+    if config.model.backbone is not None:
+        x = apply_backbone(x, config.model.backbone, config.model.input_shape)
     for spec, name in zip(config.model.layers, layer_names(config.model.layers)):
         layer = make_layer(spec, name)
         x = call_layer(layer, x, spec)
@@ -28,6 +30,46 @@ def build_model(config):
         return keras.Model(inputs, x, name=config.name)
     except Exception as exc:  # e.g. two layers given the same `name`
         raise ConfigError("model.layers", keras_message(exc)) from None
+
+
+def apply_backbone(x, backbone, input_shape):
+    """The backbone stage: the family's preprocess_input as layers, then the keras.applications model without its top.
+
+    A frozen backbone is called with training=False, as the Keras transfer-learning guide
+    does: its BatchNormalization layers then stay in inference mode, keeping the statistics
+    they came with, also once fine-tuning makes some of its layers trainable. A trainable
+    backbone (trainable: true) is called like any layer, its BatchNormalization training too.
+    """
+    constructor = registry.backbone_constructor(backbone)
+    x = backbones.apply_preprocess_input(x, constructor)
+    model = make_backbone(constructor, backbone, input_shape)
+    model.trainable = backbone.trainable
+    return model(x) if backbone.trainable else model(x, training=False)
+
+
+def make_backbone(constructor, backbone, input_shape):
+    """Calls the keras.applications constructor, its weights loaded; any failure is one line at the config path it concerns."""
+    weights = backbones.weights_argument(backbone)
+    cached = backbones.CachedWeights(backbone.name)
+    try:
+        with keras_compat.applications_get_file(cached):
+            return constructor(include_top=False, weights=weights, input_shape=tuple(input_shape), **backbone.kwargs)
+    except ConfigError:
+        raise
+    except Exception as exc:
+        message = keras_message(exc)
+        path = backbones.error_path(backbone, message)
+        loaded = cached.file or (weights if weights != backbones.IMAGENET else None)
+        if path == "model.backbone" and loaded:
+            path, message = backbones.WEIGHTS_PATH, f"cannot load {loaded} into {backbone.name}: {message}"
+        raise ConfigError(path, message) from None
+
+
+def find_backbone(model):
+    """The keras.applications model inside a model built with model.backbone, or None."""
+    import keras
+
+    return next((layer for layer in model.layers if isinstance(layer, keras.Model)), None)
 
 
 def layer_names(specs):
@@ -122,7 +164,19 @@ def validate(config):
     model = build_model(config)
     compile_model(model, config)
     check_callback_kwargs(config)
+    check_fine_tune(model, config)
     return model
+
+
+def check_fine_tune(model, config):
+    """train.fine_tune can unfreeze at most every layer of the backbone."""
+    fine_tune = config.train.fine_tune
+    if fine_tune is None:
+        return
+    count = len(find_backbone(model).layers)
+    if fine_tune.unfreeze > count:
+        raise ConfigError("train.fine_tune.unfreeze", f"{config.model.backbone.name} has {count} layers; expected at most {count}, "
+                          f"received {fine_tune.unfreeze}")
 
 
 def count_params(model):

@@ -19,11 +19,17 @@ from cnnlab import keras_compat, runs
 from cnnlab.metric_names import maximized
 
 
-def make_callbacks(config, run_dir, past_rows):
+def make_callbacks(config, run_dir, past_rows, phase=None, first_epoch=1):
     """Keras' own callbacks, configured from the config, writing into the run folder.
 
     Order matters for a kill between two of them: history is written first and the
     backup last, so a resume never finds an epoch in the backup that history lacks.
+
+    With train.fine_tune, `phase` (1 or 2) is written into each history row, and the
+    phase began at `first_epoch`: early stopping and ReduceLROnPlateau count from there,
+    as a second `fit` would, while the checkpoint keeps the best of every past epoch.
+    The first phase keeps its backup when it ends: the second deletes it once it has
+    saved the weights it starts from (cnnlab/fine_tune.py).
     """
     cbs = config.train.callbacks
     monitor, mode = monitor_of(config)
@@ -31,19 +37,21 @@ def make_callbacks(config, run_dir, past_rows):
     best_epoch = best_epoch_of(history_of(past_rows), monitor, mode)
     if best_epoch:  # a resumed run must not overwrite best.keras with a worse model
         checkpoint_kwargs["initial_value_threshold"] = past_rows[best_epoch - 1][monitor]
+    phase_rows = [row for row in past_rows if row["epoch"] >= first_epoch]
     staged = run_dir / runs.CHECKPOINT_DIR / runs.MODEL
-    callbacks = [EpochLog(run_dir / runs.HISTORY, past_rows),
+    callbacks = [EpochLog(run_dir / runs.HISTORY, past_rows, phase),
                  keras.callbacks.ModelCheckpoint(str(staged), **checkpoint_kwargs),
                  PublishCheckpoint(staged, run_dir / runs.MODEL),
                  keras.callbacks.TerminateOnNaN()]
     if cbs["early_stopping"] is not None:
-        callbacks.append(ResumedEarlyStopping(past_rows, run_dir / runs.RESUME_DIR, **cbs["early_stopping"]))
+        callbacks.append(ResumedEarlyStopping(phase_rows, run_dir / runs.RESUME_DIR, **cbs["early_stopping"]))
     if cbs["reduce_lr"] is not None:
-        callbacks.append(ResumedReduceLROnPlateau(past_rows, **cbs["reduce_lr"]))
+        callbacks.append(ResumedReduceLROnPlateau(phase_rows, **cbs["reduce_lr"]))
     if cbs["tensorboard"] is not None:
         callbacks.append(keras.callbacks.TensorBoard(log_dir=str(run_dir / runs.TENSORBOARD), **cbs["tensorboard"]))
     callbacks.append(RandomState(run_dir / runs.RESUME_DIR / runs.RANDOM_STATE, len(past_rows)))
-    callbacks.append(keras.callbacks.BackupAndRestore(str(run_dir / runs.BACKUP_DIR), double_checkpoint=True))
+    callbacks.append(keras.callbacks.BackupAndRestore(str(run_dir / runs.BACKUP_DIR), double_checkpoint=True,
+                                                      delete_checkpoint=phase != 1))
     return callbacks
 
 
@@ -54,7 +62,7 @@ def monitor_of(config):
 
 def history_of(rows):
     """Epoch rows → {column: [values]} as Keras' History has it (without the epoch and time columns)."""
-    keys = [key for key in (rows[0] if rows else {}) if key not in ("epoch", "time_s")]
+    keys = [key for key in (rows[0] if rows else {}) if key not in ("epoch", "time_s", "phase")]
     return {key: [row.get(key, math.nan) for row in rows] for key in keys}
 
 
@@ -80,13 +88,14 @@ class EpochLog(keras.callbacks.Callback):
     """Rewrites history.csv atomically after every epoch, so an interruption leaves whole rows only.
 
     Each row holds the epoch's learning rate as well, the one the epoch trained with:
-    a resumed ReduceLROnPlateau replays its decisions with it.
+    a resumed ReduceLROnPlateau replays its decisions with it; and with fine-tuning, its phase.
     """
 
-    def __init__(self, path, past_rows):
+    def __init__(self, path, past_rows, phase=None):
         super().__init__()
         self.path = path
         self.rows = list(past_rows)
+        self.phase = phase
         self.started = None
 
     def on_epoch_begin(self, epoch, logs=None):
@@ -95,6 +104,8 @@ class EpochLog(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         row = {"epoch": epoch + 1, **{key: float(value) for key, value in (logs or {}).items()}}
         row.setdefault("learning_rate", learning_rate(self.model))
+        if self.phase is not None:
+            row["phase"] = self.phase
         row["time_s"] = round(time.perf_counter() - self.started, 3)
         self.rows.append(row)
         runs.write_history(self.path, self.rows)

@@ -9,7 +9,7 @@ import copy
 import math
 import re
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Mapping, Optional
 
@@ -33,6 +33,8 @@ MAX_BATCH_PARTS = 64
 MAX_BATCH_SIZE = 1_000_000
 MAX_DIM = 16_384
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,79}$")
+BACKBONE_POOLING = ("avg", "max")
+FINE_TUNE_KEYS = ("unfreeze", "epochs", "learning_rate")
 
 DEFAULTS = {
     "name": None,  # defaults to the YAML file's stem
@@ -46,7 +48,8 @@ DEFAULTS = {
         "rescale": 1 / 255,
         "test_split": 0.0,
     },
-    "model": {"input_shape": None, "layers": None},
+    # backbone: a keras.applications model without its top, between the input and `layers` (transfer learning)
+    "model": {"input_shape": None, "backbone": None, "layers": None},
     "compile": {
         "optimizer": {"name": "adam"},
         "loss": "sparse_categorical_crossentropy",
@@ -61,6 +64,8 @@ DEFAULTS = {
         # so that re-running that file reproduces the run on any machine (cnnlab/loop.py)
         "batch_parts": "auto",
         "steps_per_execution": "auto",
+        # a second phase after the first: unfreeze the backbone's top layers, train on at a lower learning rate
+        "fine_tune": None,
         "callbacks": {
             "checkpoint": {"monitor": "val_loss", "save_best_only": True},
             "early_stopping": {"monitor": "val_loss", "patience": 3, "restore_best_weights": True},
@@ -97,9 +102,20 @@ class LayerSpec:
 
 
 @dataclass(frozen=True)
+class BackboneConfig:
+    """`model.backbone`: a keras.applications constructor, called with include_top=False and these arguments."""
+
+    name: str  # e.g. MobileNetV2
+    weights: Optional[str]  # "imagenet", None (random) or the path of a weights file
+    trainable: bool  # False: frozen, and called in inference mode (BatchNormalization keeps its statistics)
+    kwargs: Mapping[str, Any]  # the constructor's other arguments: alpha, pooling, minimalistic, ...
+
+
+@dataclass(frozen=True)
 class ModelConfig:
     input_shape: tuple
     layers: tuple
+    backbone: Optional[BackboneConfig] = None
 
 
 @dataclass(frozen=True)
@@ -116,6 +132,15 @@ class CompileConfig:
 
 
 @dataclass(frozen=True)
+class FineTuneConfig:
+    """`train.fine_tune`: the second phase of transfer learning, after the first has ended."""
+
+    unfreeze: int  # the backbone's top layers made trainable (BatchNormalization layers stay frozen)
+    epochs: int  # epochs of the second phase, numbered on from the last epoch of the first
+    learning_rate: float  # replaces compile.optimizer.learning_rate in the second phase
+
+
+@dataclass(frozen=True)
 class TrainConfig:
     epochs: int
     batch_size: int
@@ -124,6 +149,7 @@ class TrainConfig:
     callbacks: Mapping[str, Optional[Mapping[str, Any]]]  # a disabled callback maps to None
     batch_parts: Any = AUTO  # "auto" or the number of parts each training batch is split into
     steps_per_execution: Any = AUTO  # "auto" or the training steps per compiled call, as in Keras' compile()
+    fine_tune: Optional[FineTuneConfig] = None
 
 
 @dataclass(frozen=True)
@@ -244,11 +270,15 @@ def resolve_config(user, default_name="experiment"):
         merged["name"] = default_name
     name = check_name(merged["name"], "name")
     seed = check_int(merged["seed"], "seed", minimum=0, maximum=2**32 - 1)
+    if merged["model"]["backbone"] is not None and "rescale" not in user.get("data", {}):
+        merged["data"]["rescale"] = 1.0  # a backbone scales the pixels itself: see check_backbone_data
     data = resolve_data(merged["data"])
     model = resolve_model(merged["model"])
     compile_ = resolve_compile(merged["compile"])
     train = resolve_train(merged["train"])
     distribution = resolve_distribution(merged["distribution"])
+    check_backbone_data(model, data)
+    check_fine_tune(train, model, distribution)
     mixed_precision = merged["mixed_precision"]
     if not isinstance(mixed_precision, bool):
         raise ConfigError("mixed_precision", f"expected true or false, received {short_repr(mixed_precision)}")
@@ -256,6 +286,11 @@ def resolve_config(user, default_name="experiment"):
     merged["compile"]["optimizer"] = {"name": compile_.optimizer.name, **compile_.optimizer.kwargs}
     merged["compile"]["metrics"] = list(compile_.metrics)
     merged["model"]["layers"] = [{spec.type: dict(spec.kwargs)} for spec in model.layers]
+    if model.backbone is not None:
+        backbone = model.backbone
+        merged["model"]["backbone"] = {"name": backbone.name, "weights": backbone.weights, "trainable": backbone.trainable, **backbone.kwargs}
+    if train.fine_tune is not None:
+        merged["train"]["fine_tune"] = asdict(train.fine_tune)
     merged["train"]["callbacks"] = {k: (dict(v) if v is not None else None) for k, v in train.callbacks.items()}
     return ExperimentConfig(name=name, seed=seed, data=data, model=model, compile=compile_, train=train,
                             distribution=distribution, mixed_precision=mixed_precision, raw=merged)
@@ -321,7 +356,59 @@ def resolve_model(m):
     layers = m["layers"]
     if not isinstance(layers, list) or not layers:
         raise ConfigError("model.layers", f"expected a non-empty list of layers such as [{{Flatten: {{}}}}, {{Dense: {{units: 10}}}}], received {type_name(layers)}")
-    return ModelConfig(input_shape=input_shape, layers=tuple(parse_layer(item, i) for i, item in enumerate(layers)))
+    backbone = parse_backbone(m["backbone"], input_shape)
+    return ModelConfig(input_shape=input_shape, layers=tuple(parse_layer(item, i) for i, item in enumerate(layers)), backbone=backbone)
+
+
+def parse_backbone(value, input_shape):
+    """`{name: MobileNetV2, weights: imagenet, alpha: 0.35, pooling: avg, trainable: false}`, or just the name.
+
+    Whether the name and the other arguments exist is keras.applications' business
+    (registry.py); here: the shape of the entry, and what cnnlab itself reads.
+    """
+    if value is None:
+        return None
+    path = "model.backbone"
+    if isinstance(value, str):
+        value = {"name": value}
+    if not isinstance(value, dict) or not isinstance(value.get("name"), str):
+        raise ConfigError(path, f"expected a keras.applications model such as {{name: MobileNetV2, weights: imagenet, pooling: avg}}, received {short_repr(value)}")
+    for key in value:
+        if not isinstance(key, str) or not key.isidentifier():
+            raise ConfigError(path, f"expected keyword argument names, received {short_repr(key)}")
+    weights = value.get("weights", "imagenet")  # Keras' own default
+    if weights is not None and (not isinstance(weights, str) or not weights):
+        raise ConfigError(f"{path}.weights", f"expected imagenet, null (random weights) or the path of a weights file, received {short_repr(weights)}")
+    trainable = value.get("trainable", False)
+    if not isinstance(trainable, bool):
+        raise ConfigError(f"{path}.trainable", f"expected true or false, received {short_repr(trainable)}")
+    if value.get("pooling") is not None:
+        check_choice(value["pooling"], f"{path}.pooling", BACKBONE_POOLING)
+    if len(input_shape) != 3 or input_shape[2] != 3:
+        raise ConfigError("model.input_shape", f"a keras.applications backbone takes RGB images: expected [height, width, 3] "
+                          f"(with data.color_mode: rgb), received {list(input_shape)}")
+    kwargs = {key: v for key, v in value.items() if key not in ("name", "weights", "trainable")}
+    return BackboneConfig(name=value["name"], weights=weights, trainable=trainable, kwargs=kwargs)
+
+
+def check_backbone_data(model, data):
+    """A backbone takes pixels 0..255: its family's preprocess_input is part of the model, so the data must not be scaled first."""
+    if model.backbone is not None and data.rescale != 1:
+        raise ConfigError("data.rescale", f"must be 1 with model.backbone: the model scales the pixels 0..255 itself, with "
+                          f"{model.backbone.name}'s preprocess_input; remove data.rescale or set it to 1, received {data.rescale:g}")
+
+
+def check_fine_tune(train, model, distribution):
+    """The second phase unfreezes part of a backbone that the first phase kept frozen, on cnnlab's own loop."""
+    if train.fine_tune is None:
+        return
+    if model.backbone is None:
+        raise ConfigError("train.fine_tune", "needs model.backbone: it unfreezes the top layers of the backbone")
+    if model.backbone.trainable:
+        raise ConfigError("train.fine_tune", "needs model.backbone.trainable: false: the first phase trains the head on the frozen "
+                          "backbone, the second unfreezes its top layers")
+    if distribution.strategy != "default":
+        raise ConfigError("train.fine_tune", f"runs on one device only (distribution.strategy default), received strategy {distribution.strategy}")
 
 
 def parse_layer(item, index):
@@ -378,8 +465,28 @@ def resolve_train(t):
     callbacks = resolve_callbacks(t["callbacks"])
     parts = check_auto_or_int(t["batch_parts"], "train.batch_parts", maximum=min(MAX_BATCH_PARTS, batch_size))
     steps = check_auto_or_int(t["steps_per_execution"], "train.steps_per_execution", maximum=MAX_BATCH_SIZE)
+    fine_tune = resolve_fine_tune(t["fine_tune"])
     return TrainConfig(epochs=epochs, batch_size=batch_size, validation_split=split, shuffle=shuffle, callbacks=callbacks,
-                       batch_parts=parts, steps_per_execution=steps)
+                       batch_parts=parts, steps_per_execution=steps, fine_tune=fine_tune)
+
+
+def resolve_fine_tune(value):
+    """`{unfreeze: 30, epochs: 10, learning_rate: 1.0e-5}`: all three, since none has a default that suits every backbone."""
+    path = "train.fine_tune"
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise ConfigError(path, f"expected {{unfreeze: N, epochs: N, learning_rate: X}} or null, received {short_repr(value)}")
+    for key in value:
+        if key not in FINE_TUNE_KEYS:
+            raise ConfigError(f"{path}.{key}" if isinstance(key, str) else path,
+                              f"unknown key{suggest(key, FINE_TUNE_KEYS)}; valid keys here: {', '.join(FINE_TUNE_KEYS)}")
+    missing = [key for key in FINE_TUNE_KEYS if key not in value]
+    if missing:
+        raise ConfigError(path, f"missing {', '.join(missing)}; expected {{unfreeze: N, epochs: N, learning_rate: X}}")
+    return FineTuneConfig(unfreeze=check_int(value["unfreeze"], f"{path}.unfreeze", minimum=1, maximum=MAX_BATCH_SIZE),
+                          epochs=check_int(value["epochs"], f"{path}.epochs", minimum=1, maximum=MAX_EPOCHS),
+                          learning_rate=check_number(value["learning_rate"], f"{path}.learning_rate", minimum=0, exclusive=True))
 
 
 def check_auto_or_int(value, path, maximum):

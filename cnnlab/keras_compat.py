@@ -8,6 +8,8 @@ The versions these were last checked on are the floors in pyproject.toml.
 This module imports no TensorFlow at the top: runs.py reads its file names.
 """
 
+from contextlib import contextmanager
+
 # Keras' BackupAndRestore writes these into its backup folder (with double_checkpoint, a
 # `.bkp` copy of each); cnnlab reads the epoch from the first and repairs a pair cut off by a kill.
 BACKUP_METADATA = "training_metadata.json"  # {"epoch": completed epochs, "batch": ...}
@@ -88,3 +90,24 @@ def reduce_scalar_logs_across_workers():
 
     reduce_per_replica.cnnlab_patched = True
     trainer.reduce_per_replica = reduce_per_replica
+
+
+@contextmanager
+def applications_get_file(get_file):
+    """Routes keras.applications' weight downloads through `get_file(original, fname, origin, **kwargs)` while it is open.
+
+    Every keras.applications constructor given `weights="imagenet"` fetches its file with
+    `keras.src.utils.file_utils.get_file(file_name, url, cache_subdir="models", ...)`,
+    looked up on that module at the call; the file name depends on the family and its
+    arguments (alpha, input size). Answering the call is how cnnlab learns the exact name,
+    loads a copy already in the Keras cache without the network, and refuses to download
+    offline, with one line naming the file.
+    """
+    from keras.src.utils import file_utils
+
+    original = file_utils.get_file
+    file_utils.get_file = lambda fname=None, origin=None, **kwargs: get_file(original, fname, origin, **kwargs)
+    try:
+        yield
+    finally:
+        file_utils.get_file = original

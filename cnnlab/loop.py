@@ -161,6 +161,9 @@ def forward_flops(model):
     (2 × kernel size × output positions) and one operation per output value of the others."""
     total = 0
     for layer in model.layers:
+        if isinstance(layer, keras.Model):  # a backbone (model.backbone): counted by its own layers
+            total += forward_flops(layer)
+            continue
         shape = layer.output.shape[1:] if hasattr(layer, "output") else ()
         positions = math.prod(dim or 1 for dim in shape[:-1]) if len(shape) > 1 else 1
         kernel = getattr(layer, "kernel", None)
@@ -209,7 +212,7 @@ def resolve_batch_parts(config):
         return batch_parts(config)
     if wanted > 1 and not splits_alike(config):
         raise ConfigError("train.batch_parts", "can be more than 1 only on one device (distribution.strategy default) for models whose "
-                          "layers all treat images independently (no BatchNormalization or activity_regularizer); "
+                          "layers all treat images independently (no BatchNormalization, activity_regularizer or model.backbone); "
                           f"set it to 1 or auto, received {wanted}")
     return wanted
 
@@ -218,7 +221,8 @@ def splits_alike(config):
     """Whether a batch split into parts gives the whole batch's update: see PER_IMAGE_LAYERS."""
     per_image = all(layer.type in PER_IMAGE_LAYERS and layer.kwargs.get("activity_regularizer") is None
                     for layer in config.model.layers)
-    return per_image and config.distribution.strategy == "default"
+    # a backbone keeps whole batches: most have BatchNormalization, and none is checked layer by layer here
+    return per_image and config.model.backbone is None and config.distribution.strategy == "default"
 
 
 def share_cores(parts):

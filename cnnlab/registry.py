@@ -19,6 +19,16 @@ REFUSED_LAYERS = {"Lambda", "Layer", "InputLayer", "InputSpec", "TFSMLayer", "Wr
 # Callback keyword arguments that cnnlab decides itself (file locations inside the run folder).
 RESERVED_CALLBACK_ARGS = {"checkpoint": {"filepath"}, "tensorboard": {"log_dir"}}
 
+# Arguments of keras.applications constructors that cnnlab sets itself, and why.
+RESERVED_BACKBONE_ARGS = {
+    "include_top": "is always false: the head is model.layers",
+    "classes": "belongs to the top that cnnlab leaves out: the last layer of model.layers gives the classes",
+    "classifier_activation": "belongs to the top that cnnlab leaves out: give the last layer of model.layers its activation",
+    "input_shape": "comes from model.input_shape",
+    "input_tensor": "is the model's input, made by cnnlab from model.input_shape",
+    "include_preprocessing": "is always true: the family's own preprocessing is part of the model",
+}
+
 OPTIMIZER_ALIASES = {"sgd": "SGD", "rmsprop": "RMSprop", "adamw": "AdamW", "adam": "Adam", "nadam": "Nadam",
                      "adagrad": "Adagrad", "adadelta": "Adadelta", "adamax": "Adamax", "ftrl": "Ftrl",
                      "lion": "Lion", "lamb": "Lamb", "adafactor": "Adafactor"}
@@ -46,6 +56,15 @@ def optimizer_classes():
 
 
 @lru_cache(maxsize=None)
+def backbone_constructors():
+    """keras.applications' public model constructors by name: MobileNetV2, EfficientNetB0, ResNet50, ..."""
+    import keras
+
+    return {name: fn for name in dir(keras.applications) if name[:1].isupper()
+            for fn in [getattr(keras.applications, name)] if callable(fn)}
+
+
+@lru_cache(maxsize=None)
 def loss_names():
     import keras
 
@@ -69,14 +88,14 @@ def callback_classes():
             "reduce_lr": cb.ReduceLROnPlateau, "tensorboard": cb.TensorBoard}
 
 
-def lookup(name, table, path, what):
-    """The entry for `name`, or a ConfigError listing the valid names and the closest one."""
+def lookup(name, table, path, what, limit=30):
+    """The entry for `name`, or a ConfigError listing the valid names (all of them up to `limit`) and the closest one."""
     if isinstance(name, str) and name in table:
         return table[name]
     if isinstance(name, str) and "." in name:
         raise ConfigError(path, f"{what} must be named by its Keras name, not a Python path; received {name!r}")
     refused = " Lambda layers and custom objects are not allowed in configs." if name in REFUSED_LAYERS else ""
-    raise ConfigError(path, f"unknown {what} {name!r}.{refused} {valid_names_hint(str(name), table)}")
+    raise ConfigError(path, f"unknown {what} {name!r}.{refused} {valid_names_hint(str(name), table, limit)}")
 
 
 def valid_names_hint(name, table, limit=30):
@@ -103,7 +122,11 @@ def check_kwargs(cls, kwargs, path, reserved=()):
 
 @lru_cache(maxsize=None)
 def accepted_params(cls):
-    """Named parameters of `cls.__init__` and of the base classes its `**kwargs` reach (e.g. Layer's `name`, `dtype`)."""
+    """Named parameters of `cls.__init__` and of the base classes its `**kwargs` reach (e.g. Layer's `name`, `dtype`);
+    of a function (keras.applications' constructors), its own."""
+    if not inspect.isclass(cls):
+        params = inspect.signature(cls).parameters.values()
+        return frozenset(p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY))
     names = set()
     for klass in cls.__mro__:
         init = klass.__dict__.get("__init__")
@@ -121,6 +144,21 @@ def layer_class(spec):
     cls = lookup(spec.type, layer_classes(), index_path, "Keras layer")
     check_kwargs(cls, spec.kwargs, spec.path)
     return cls
+
+
+def backbone_constructor(backbone):
+    """The keras.applications constructor named by `model.backbone`, its arguments checked against its signature."""
+    table = backbone_constructors()
+    fn = lookup(backbone.name, table, "model.backbone.name", "keras.applications model", limit=len(table))
+    valid = sorted((accepted_params(fn) - set(RESERVED_BACKBONE_ARGS)) | {"name", "trainable"})
+    for key in backbone.kwargs:
+        if key in RESERVED_BACKBONE_ARGS:
+            raise ConfigError(f"model.backbone.{key}", f"{RESERVED_BACKBONE_ARGS[key]}; remove it here")
+        if key not in valid:
+            close = difflib.get_close_matches(key, valid, n=1, cutoff=0.6)
+            hint = f" (did you mean {close[0]}?)" if close else ""
+            raise ConfigError(f"model.backbone.{key}", f"unknown argument of keras.applications.{backbone.name}{hint}; valid arguments: {', '.join(valid)}")
+    return fn
 
 
 def optimizer_class(opt_config):

@@ -49,6 +49,7 @@ EXPORT_STAGING = ".staging-"  # prefix of the hidden folder an export is built a
 CHECKPOINT_DIR = ".checkpoint"  # ModelCheckpoint writes here; best.keras is published from it atomically
 RESUME_DIR = ".resume"  # what a resume needs besides Keras' backup: best weights, random layers' state; kept while a run trains
 RANDOM_STATE = "random_state.json"  # in RESUME_DIR: {completed epochs: the random generators' states then}
+FINE_TUNE_START = "fine_tune_start.npz"  # in RESUME_DIR: the weights fine-tuning (train.fine_tune) starts from, and its first epoch
 LOCK = ".lock"  # held by the process that trains the run; holds its PID
 BACKUP_DIR = "backup"  # Keras' BackupAndRestore state (weights, optimizer, epoch) while a run is unfinished
 
@@ -141,14 +142,14 @@ def read_history_rows(path):
 
 
 def read_history(path):
-    """history.csv as {column: [values]}, epochs as ints."""
+    """history.csv as {column: [values]}, epochs (and fine-tuning's phases) as ints."""
     try:
         with open(path, newline="", encoding="utf-8") as f:
             rows = list(csv.DictReader(f))
     except OSError as exc:
         raise RunError(f"cannot read {path}: {exc.strerror or exc}") from None
     columns = rows[0].keys() if rows else []
-    return {key: [int(row[key]) if key == "epoch" else float(row[key]) for row in rows] for key in columns}
+    return {key: [int(row[key]) if key in ("epoch", "phase") else float(row[key]) for row in rows] for key in columns}
 
 
 def copy_file(source, target):

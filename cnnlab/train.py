@@ -20,7 +20,7 @@ from contextlib import contextmanager
 
 import keras
 
-from cnnlab import __version__, builder, callbacks, data, distribute, loop, plots, runs
+from cnnlab import __version__, builder, callbacks, data, distribute, fine_tune, loop, plots, runs
 from cnnlab.callbacks import best_epoch_of, history_of, monitor_of
 from cnnlab.config import load_config, with_train_values
 from cnnlab.cores import usable_cores
@@ -102,7 +102,7 @@ def resume(run_dir, verbose=1):
         runs.write_history(run_dir / runs.HISTORY, past_rows)
         runs.set_status(run_dir, runs.RUNNING)
         if verbose:
-            print(f"Resuming {run_dir} after epoch {len(past_rows)} of {config.train.epochs}", flush=True)
+            print(f"Resuming {run_dir} after epoch {len(past_rows)} of {planned_epochs(config)}", flush=True)
         return fit_into(run_dir, config, model, splits, prep, past_rows=past_rows, verbose=verbose, strategy=strategy)
 
 
@@ -112,8 +112,16 @@ def check_resumable(run_dir):
 
 
 def resumed_rows(run_dir):
-    """history.csv cut back to the epochs Keras' BackupAndRestore holds, so every epoch appears once."""
+    """history.csv cut back to the epochs Keras' BackupAndRestore holds, so every epoch appears once.
+
+    Once fine-tuning has begun, a backup of no epoch of it is the first phase's, and the
+    second phase starts again from the weights it saved (cnnlab/fine_tune.py).
+    """
     done = runs.backup_epoch(run_dir)
+    start = fine_tune.saved_start(run_dir)
+    if start is not None and done < start.first_epoch:
+        fine_tune.drop_first_phase_backup(run_dir)
+        done = start.first_epoch - 1
     history_path = run_dir / runs.HISTORY
     return runs.read_history_rows(history_path)[:done] if history_path.exists() else []
 
@@ -181,21 +189,24 @@ def fit_into(run_dir, config, model, splits, prep, past_rows, verbose, strategy=
     if verbose:
         print(f"Run folder: {run_dir}\nData: {splits.description}: {len(splits.x_train)} train, "
               f"{len(splits.x_val)} validation, {0 if splits.x_test is None else len(splits.x_test)} test images", flush=True)
-    run_callbacks = callbacks.make_callbacks(config, run_dir, past_rows) + list(extra_callbacks)
-    log = run_callbacks[0]
+    logs = []  # the EpochLog of each phase trained here: the last one holds every epoch's row
+
+    def callbacks_for(rows, phase=None, first_epoch=1):
+        made = callbacks.make_callbacks(config, run_dir, rows, phase, first_epoch) + list(extra_callbacks)
+        logs.append(made[0])
+        return made
+
     with sigterm_as_interrupt():
         try:
             if strategy is None:
-                loop.fit(model, (splits.x_train, splits.y_train), (splits.x_val, splits.y_val), prep,
-                         batch_size=config.train.batch_size, epochs=config.train.epochs, callbacks=run_callbacks,
-                         verbose=verbose, shuffle=config.train.shuffle, seed=config.seed, initial_epoch=len(past_rows),
-                         parts=config.train.batch_parts, steps_per_execution=config.train.steps_per_execution)
+                fit_on_device(model, config, splits, prep, run_dir, past_rows, verbose, callbacks_for)
             else:
+                run_callbacks = callbacks_for(past_rows)
                 with distribute.watch_steps(strategy, run_dir, lambda reason: give_up_run(run_dir, chief, reason)) as watchdog:
                     model.fit(train_ds, validation_data=val_ds, epochs=config.train.epochs, callbacks=run_callbacks + watchdog,
                               verbose=verbose, shuffle=False)  # tf.data already reshuffles every epoch, seeded
         except KeyboardInterrupt:
-            interrupted(run_dir, config, log.rows)
+            interrupted(run_dir, config, logs[-1].rows if logs else past_rows)
         except CnnlabError as exc:  # e.g. a write into the run folder failed (disk full)
             runs.set_status(run_dir, runs.FAILED, str(exc))
             raise
@@ -203,8 +214,45 @@ def fit_into(run_dir, config, model, splits, prep, past_rows, verbose, strategy=
             reason = failure_reason(exc)
             runs.set_status(run_dir, runs.FAILED, reason)
             raise RunError(f"training failed in {run_dir}: {reason}") from None
-    metrics = finish_run(run_dir, config, log.rows, splits, prep)
+    metrics = finish_run(run_dir, config, logs[-1].rows, splits, prep)
     return TrainResult(run_dir=run_dir, metrics=metrics, chief=chief)
+
+
+def fit_on_device(model, config, splits, prep, run_dir, past_rows, verbose, callbacks_for):
+    """cnnlab's loop; with train.fine_tune, the first phase and then the second (cnnlab/fine_tune.py).
+
+    `callbacks_for(rows, phase, first_epoch)` makes each phase's callbacks, the epochs in `rows` already done.
+    """
+    def fit(rows, epochs, phase=None, first_epoch=1):
+        run_callbacks = callbacks_for(rows, phase, first_epoch)
+        loop.fit(model, (splits.x_train, splits.y_train), (splits.x_val, splits.y_val), prep,
+                 batch_size=config.train.batch_size, epochs=epochs, callbacks=run_callbacks,
+                 verbose=verbose, shuffle=config.train.shuffle, seed=config.seed, initial_epoch=len(rows),
+                 parts=config.train.batch_parts, steps_per_execution=config.train.steps_per_execution)
+        return run_callbacks
+
+    if config.train.fine_tune is None:
+        fit(past_rows, config.train.epochs)
+        return
+    start = fine_tune.saved_start(run_dir)
+    rows = past_rows
+    if start is None:  # the first phase has yet to end (a resumed one may have no epoch left, only its ending)
+        first_phase = fit(past_rows, config.train.epochs, phase=1)
+        rows = first_phase[0].rows
+        if not fine_tune.first_phase_ended(model, first_phase) or first_nan_epoch(history_of(rows)) is not None:
+            return
+        start = fine_tune.save_start(run_dir, model, first_epoch=len(rows) + 1)
+    else:  # resumed after the second phase had begun: from the weights it began with (its backup, if any, comes on top)
+        model.set_weights(start.weights)
+    backbone = fine_tune.unfreeze(model, config)
+    if verbose:
+        print(fine_tune.describe(model, backbone, config, start.first_epoch), flush=True)
+    fit(rows, start.first_epoch - 1 + config.train.fine_tune.epochs, phase=2, first_epoch=start.first_epoch)
+
+
+def planned_epochs(config):
+    """The most epochs the run can have: the first phase's, and fine-tuning's after them."""
+    return config.train.epochs + (config.train.fine_tune.epochs if config.train.fine_tune else 0)
 
 
 def give_up_run(run_dir, chief, reason):
@@ -220,8 +268,8 @@ def interrupted(run_dir, config, rows):
     done = len(rows)
     history = history_of(rows)
     write_plots(run_dir, history, best_epoch_of(history, *monitor_of(config)), config.name)
-    runs.set_status(run_dir, runs.INTERRUPTED, f"after epoch {done} of {config.train.epochs}")
-    raise TrainingInterrupted(f"training interrupted after epoch {done} of {config.train.epochs}; "
+    runs.set_status(run_dir, runs.INTERRUPTED, f"after epoch {done} of {planned_epochs(config)}")
+    raise TrainingInterrupted(f"training interrupted after epoch {done} of {planned_epochs(config)}; "
                               f"resume with: cnnlab train --resume {run_dir}") from None
 
 
@@ -252,6 +300,10 @@ def sigterm_as_interrupt():
 
 
 def check_output_units(model, num_classes, config):
+    if len(model.output_shape) != 2:  # a Dense on feature maps keeps their height and width: the loss fails mid-training
+        hint = "model.backbone.pooling: avg, or " if config.model.backbone is not None else ""
+        raise ConfigError(config.model.layers[-1].path, f"the model outputs shape {tuple(model.output_shape)}, not one vector per image; "
+                          f"add {hint}Flatten or GlobalAveragePooling2D before the last layer")
     units = model.output_shape[-1]
     if config.compile.loss == "sparse_categorical_crossentropy" and units != num_classes:
         last = config.model.layers[-1].path
@@ -278,7 +330,7 @@ def finish_run(run_dir, config, rows, splits, prep):
     best_epoch = best_epoch_of(history, monitor, mode)
     metrics = {
         "epochs_run": epochs_run,
-        "epochs_planned": config.train.epochs,
+        "epochs_planned": planned_epochs(config),
         "monitor": monitor,
         "best_epoch": best_epoch,
         "best": {key: history[key][best_epoch - 1] for key in history if key.startswith("val_")} if best_epoch else {},
@@ -290,6 +342,8 @@ def finish_run(run_dir, config, rows, splits, prep):
         "num_val": len(splits.x_val),
         "num_test": 0 if splits.x_test is None else len(splits.x_test),
     }
+    if config.train.fine_tune is not None:  # where the second phase began (None where it never did)
+        metrics["fine_tune_first_epoch"] = next((row["epoch"] for row in rows if row.get("phase") == 2), None)
     model_path = run_dir / runs.MODEL
     if splits.x_test is not None and model_path.exists():
         best_model = keras.models.load_model(model_path)
@@ -297,7 +351,8 @@ def finish_run(run_dir, config, rows, splits, prep):
         metrics["test"] = {key: float(value) for key, value in best_model.evaluate(test_ds, verbose=0, return_dict=True).items()}
     runs.write_json(run_dir / runs.METRICS, metrics)
     write_plots(run_dir, history, best_epoch, config.name)
-    for leftover in (runs.CHECKPOINT_DIR, runs.RESUME_DIR):  # best.keras is published; these were only for resuming
+    # best.keras is published; these were only for resuming (the backup of a first phase not followed by a second too)
+    for leftover in (runs.CHECKPOINT_DIR, runs.RESUME_DIR, runs.BACKUP_DIR):
         shutil.rmtree(run_dir / leftover, ignore_errors=True)
 
     nan_epoch = first_nan_epoch(history)

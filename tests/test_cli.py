@@ -121,6 +121,14 @@ def test_train_rejects_an_output_layer_that_does_not_match_the_classes(write_con
     assert_one_line_error(result, f"{path}: model.layers[3].Dense: the model outputs 3 values but the data has 10 classes")
 
 
+def test_train_rejects_an_output_that_is_not_one_vector_per_image(write_config, tmp_path):
+    path = write_config(TINY_DIGITS.replace("    - Flatten: {}\n", ""))  # Dense on the pooled feature maps
+    result = run("train", path, "--runs-dir", tmp_path / "runs")
+    assert_one_line_error(result, f"{path}: model.layers[2].Dense: the model outputs shape (None, 4, 4, 10), not one vector per image; "
+                                  "add Flatten or GlobalAveragePooling2D before the last layer", exact=True)
+    assert not (tmp_path / "runs").exists()
+
+
 def test_train_with_a_missing_dataset_names_every_place_looked(write_config, tmp_path, monkeypatch):
     monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
     monkeypatch.setenv("HOME", str(tmp_path / "home"))

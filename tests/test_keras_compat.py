@@ -112,3 +112,24 @@ def test_the_random_layers_generator_states_are_found_and_are_not_among_the_weig
         f"{VERSIONS}: drawing a Dropout mask no longer advances the generator state cnnlab saves")
     assert not any(state.path in {weight.path for weight in model.weights} for state in states), (
         f"{VERSIONS}: the generator states are now weights; BackupAndRestore may save them itself (callbacks.RandomState could go)")
+
+
+def test_keras_applications_ask_file_utils_get_file_for_their_imagenet_weights():
+    asked = []
+
+    class Asked(Exception):
+        pass
+
+    def get_file(original, fname, origin, **kwargs):
+        asked.append((fname, origin, kwargs.get("cache_subdir")))
+        raise Asked
+
+    with keras_compat.applications_get_file(get_file), pytest.raises(Asked):
+        keras.applications.MobileNetV2(input_shape=(96, 96, 3), alpha=0.35, include_top=False, weights="imagenet")
+    name = "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_0.35_96_no_top.h5"
+    assert asked == [(name, f"https://storage.googleapis.com/tensorflow/keras-applications/mobilenet_v2/{name}", "models")], (
+        f"{VERSIONS}: keras.applications no longer fetch their weights through keras.src.utils.file_utils.get_file(name, url, "
+        f"cache_subdir='models'); backbones.CachedWeights cannot find them in the Keras cache or name the missing file: {asked}")
+    from keras.src.utils import file_utils
+
+    assert file_utils.get_file.__module__ == "keras.src.utils.file_utils", "applications_get_file must put Keras' own get_file back"
