@@ -46,7 +46,8 @@ DEFAULTS = {
         "rescale": 1 / 255,
         "test_split": 0.0,
     },
-    "model": {"input_shape": None, "layers": None},
+    # augmentation: Keras' random preprocessing layers, applied to the input in training only (registry.AUGMENTATION_LAYERS)
+    "model": {"input_shape": None, "augmentation": None, "layers": None},
     "compile": {
         "optimizer": {"name": "adam"},
         "loss": "sparse_categorical_crossentropy",
@@ -100,6 +101,7 @@ class LayerSpec:
 class ModelConfig:
     input_shape: tuple
     layers: tuple
+    augmentation: tuple = ()  # LayerSpecs of model.augmentation, applied before `layers`; empty: none
 
 
 @dataclass(frozen=True)
@@ -256,6 +258,7 @@ def resolve_config(user, default_name="experiment"):
     merged["compile"]["optimizer"] = {"name": compile_.optimizer.name, **compile_.optimizer.kwargs}
     merged["compile"]["metrics"] = list(compile_.metrics)
     merged["model"]["layers"] = [{spec.type: dict(spec.kwargs)} for spec in model.layers]
+    merged["model"]["augmentation"] = [{spec.type: dict(spec.kwargs)} for spec in model.augmentation] or None
     merged["train"]["callbacks"] = {k: (dict(v) if v is not None else None) for k, v in train.callbacks.items()}
     return ExperimentConfig(name=name, seed=seed, data=data, model=model, compile=compile_, train=train,
                             distribution=distribution, mixed_precision=mixed_precision, raw=merged)
@@ -321,12 +324,27 @@ def resolve_model(m):
     layers = m["layers"]
     if not isinstance(layers, list) or not layers:
         raise ConfigError("model.layers", f"expected a non-empty list of layers such as [{{Flatten: {{}}}}, {{Dense: {{units: 10}}}}], received {type_name(layers)}")
-    return ModelConfig(input_shape=input_shape, layers=tuple(parse_layer(item, i) for i, item in enumerate(layers)))
+    return ModelConfig(input_shape=input_shape, layers=tuple(parse_layer(item, i) for i, item in enumerate(layers)),
+                       augmentation=resolve_augmentation(m["augmentation"]))
 
 
-def parse_layer(item, index):
+def resolve_augmentation(augmentation):
+    """model.augmentation: null (none) or a list of layers written as in model.layers.
+
+    Which classes may stand there (Keras' random preprocessing layers) is checked with
+    the other Keras names, in registry.py, so this module stays free of TensorFlow.
+    """
+    if augmentation is None:
+        return ()
+    if not isinstance(augmentation, list):
+        raise ConfigError("model.augmentation", "expected a list of Keras random preprocessing layers such as "
+                          f"[{{RandomFlip: {{mode: horizontal}}}}, {{RandomRotation: {{factor: 0.1}}}}], or null; received {type_name(augmentation)} {short_repr(augmentation)}")
+    return tuple(parse_layer(item, i, section="model.augmentation") for i, item in enumerate(augmentation))
+
+
+def parse_layer(item, index, section="model.layers"):
     """A layer is `Name` or `{Name: {kwarg: value, ...}}`, Name being a Keras layer class."""
-    path = f"model.layers[{index}]"
+    path = f"{section}[{index}]"
     if isinstance(item, str):
         return LayerSpec(type=item, kwargs={}, path=f"{path}.{item}")
     if not isinstance(item, dict) or len(item) != 1:
