@@ -20,10 +20,14 @@ def build_model(config):
     import keras
 
     inputs = keras.Input(shape=config.model.input_shape, name="image")
+    augmentation, layers = config.model.augmentation, config.model.layers
+    names = layer_names(augmentation + layers)  # one numbering, so a class in both lists gets two names
     x = inputs
+    for spec, name in zip(augmentation, names):
+        x = call_layer(make_augmentation_layer(spec, name, config.data.rescale), x, spec)
     if config.model.backbone is not None:
         x = apply_backbone(x, config.model.backbone, config.model.input_shape)
-    for spec, name in zip(config.model.layers, layer_names(config.model.layers)):
+    for spec, name in zip(layers, names[len(augmentation):]):
         layer = make_layer(spec, name)
         x = call_layer(layer, x, spec)
     try:
@@ -95,12 +99,26 @@ def snake_case(class_name):
 
 
 def make_layer(spec, name):
-    cls = registry.layer_class(spec)
-    check_sizes(spec.kwargs, spec.path)
+    return construct(registry.layer_class(spec), spec, name, spec.kwargs)
+
+
+def make_augmentation_layer(spec, name, rescale):
+    """A model.augmentation layer. Its `value_range`, where it has one, defaults to the range the pixels
+    reach the model in, 0 to 255 × data.rescale, instead of Keras' 0 to 255: at 0..1, RandomBrightness
+    with Keras' default would add up to `factor` × 255 to every pixel."""
+    cls = registry.augmentation_class(spec)
+    kwargs = dict(spec.kwargs)
+    if "value_range" in registry.accepted_params(cls) and "value_range" not in kwargs:
+        kwargs["value_range"] = (0.0, 255.0 * rescale)
+    return construct(cls, spec, name, kwargs)
+
+
+def construct(cls, spec, name, kwargs):
+    check_sizes(kwargs, spec.path)
     try:
-        return cls(**{"name": name, **spec.kwargs})
+        return cls(**{"name": name, **kwargs})
     except Exception as exc:  # any failure to construct from config values is the config's fault
-        raise ConfigError(narrow_path(spec.path, spec.kwargs, exc), keras_message(exc)) from None
+        raise ConfigError(narrow_path(spec.path, kwargs, exc), keras_message(exc)) from None
 
 
 def call_layer(layer, x, spec):

@@ -48,8 +48,9 @@ DEFAULTS = {
         "rescale": 1 / 255,
         "test_split": 0.0,
     },
-    # backbone: a keras.applications model without its top, between the input and `layers` (transfer learning)
-    "model": {"input_shape": None, "backbone": None, "layers": None},
+    # augmentation: Keras' random preprocessing layers, applied to the input in training only (registry.AUGMENTATION_LAYERS);
+    # backbone: a keras.applications model without its top, between the augmentation and `layers` (transfer learning)
+    "model": {"input_shape": None, "augmentation": None, "backbone": None, "layers": None},
     "compile": {
         "optimizer": {"name": "adam"},
         "loss": "sparse_categorical_crossentropy",
@@ -116,6 +117,7 @@ class ModelConfig:
     input_shape: tuple
     layers: tuple
     backbone: Optional[BackboneConfig] = None
+    augmentation: tuple = ()  # LayerSpecs of model.augmentation, applied before `layers`; empty: none
 
 
 @dataclass(frozen=True)
@@ -286,6 +288,7 @@ def resolve_config(user, default_name="experiment"):
     merged["compile"]["optimizer"] = {"name": compile_.optimizer.name, **compile_.optimizer.kwargs}
     merged["compile"]["metrics"] = list(compile_.metrics)
     merged["model"]["layers"] = [{spec.type: dict(spec.kwargs)} for spec in model.layers]
+    merged["model"]["augmentation"] = [{spec.type: dict(spec.kwargs)} for spec in model.augmentation] or None
     if model.backbone is not None:
         backbone = model.backbone
         merged["model"]["backbone"] = {"name": backbone.name, "weights": backbone.weights, "trainable": backbone.trainable, **backbone.kwargs}
@@ -357,7 +360,8 @@ def resolve_model(m):
     if not isinstance(layers, list) or not layers:
         raise ConfigError("model.layers", f"expected a non-empty list of layers such as [{{Flatten: {{}}}}, {{Dense: {{units: 10}}}}], received {type_name(layers)}")
     backbone = parse_backbone(m["backbone"], input_shape)
-    return ModelConfig(input_shape=input_shape, layers=tuple(parse_layer(item, i) for i, item in enumerate(layers)), backbone=backbone)
+    return ModelConfig(input_shape=input_shape, layers=tuple(parse_layer(item, i) for i, item in enumerate(layers)),
+                       augmentation=resolve_augmentation(m["augmentation"]), backbone=backbone)
 
 
 def parse_backbone(value, input_shape):
@@ -411,9 +415,23 @@ def check_fine_tune(train, model, distribution):
         raise ConfigError("train.fine_tune", f"runs on one device only (distribution.strategy default), received strategy {distribution.strategy}")
 
 
-def parse_layer(item, index):
+def resolve_augmentation(augmentation):
+    """model.augmentation: null (none) or a list of layers written as in model.layers.
+
+    Which classes may stand there (Keras' random preprocessing layers) is checked with
+    the other Keras names, in registry.py, so this module stays free of TensorFlow.
+    """
+    if augmentation is None:
+        return ()
+    if not isinstance(augmentation, list):
+        raise ConfigError("model.augmentation", "expected a list of Keras random preprocessing layers such as "
+                          f"[{{RandomFlip: {{mode: horizontal}}}}, {{RandomRotation: {{factor: 0.1}}}}], or null; received {type_name(augmentation)} {short_repr(augmentation)}")
+    return tuple(parse_layer(item, i, section="model.augmentation") for i, item in enumerate(augmentation))
+
+
+def parse_layer(item, index, section="model.layers"):
     """A layer is `Name` or `{Name: {kwarg: value, ...}}`, Name being a Keras layer class."""
-    path = f"model.layers[{index}]"
+    path = f"{section}[{index}]"
     if isinstance(item, str):
         return LayerSpec(type=item, kwargs={}, path=f"{path}.{item}")
     if not isinstance(item, dict) or len(item) != 1:

@@ -121,9 +121,12 @@ def expand(parts, node):
     return node
 
 
+LAYER_LISTS = (("model", "layers"), ("model", "augmentation"))
+
+
 def is_layer(parts):
-    """Whether `parts` names one entry of `model.layers`, a one-key mapping whose key is the layer's class."""
-    return len(parts) == 3 and parts[:2] == ("model", "layers") and isinstance(parts[2], int)
+    """Whether `parts` names one entry of `model.layers` or `model.augmentation`, a one-key mapping whose key is the layer's class."""
+    return len(parts) == 3 and parts[:2] in LAYER_LISTS and isinstance(parts[2], int)
 
 
 def can_create(parts, node, key):

@@ -11,10 +11,22 @@ import difflib
 import inspect
 from functools import lru_cache
 
-from cnnlab.errors import ConfigError
+from cnnlab.errors import ConfigError, short_repr
 
 # Layers that execute user-supplied Python or exist only as base classes.
 REFUSED_LAYERS = {"Lambda", "Layer", "InputLayer", "InputSpec", "TFSMLayer", "Wrapper", "RNN"}
+
+# What model.augmentation may hold: Keras' random image preprocessing layers that change each image on its
+# own in training and pass it through unchanged otherwise (evaluate, predict), keeping its shape.
+# Left out: RandomCrop (crops at inference too), MixUp and CutMix (they mix images whose labels the model
+# never sees), and the deterministic ones (Resizing, AutoContrast, Equalization, ...). tests/test_photos.py
+# checks that every one of these is the identity at inference.
+AUGMENTATION_LAYERS = (
+    "RandomFlip", "RandomRotation", "RandomZoom", "RandomTranslation", "RandomShear", "RandomPerspective",
+    "RandomElasticTransform", "RandomContrast", "RandomBrightness", "RandomSaturation", "RandomHue",
+    "RandomColorJitter", "RandomColorDegeneration", "RandomGrayscale", "RandomSharpness", "RandomGaussianBlur",
+    "RandomInvert", "RandomPosterization", "RandomErasing", "Solarization", "RandAugment", "AugMix",
+)
 
 # Callback keyword arguments that cnnlab decides itself (file locations inside the run folder).
 RESERVED_CALLBACK_ARGS = {"checkpoint": {"filepath"}, "tensorboard": {"log_dir"}}
@@ -159,6 +171,23 @@ def backbone_constructor(backbone):
             hint = f" (did you mean {close[0]}?)" if close else ""
             raise ConfigError(f"model.backbone.{key}", f"unknown argument of keras.applications.{backbone.name}{hint}; valid arguments: {', '.join(valid)}")
     return fn
+
+
+def augmentation_class(spec):
+    """A model.augmentation entry's class: one of AUGMENTATION_LAYERS that this Keras has, its arguments checked."""
+    index_path = spec.path[: -len(spec.type) - 1]
+    allowed = augmentation_classes()
+    if spec.type not in allowed:
+        elsewhere = " (put it in model.layers)" if spec.type in layer_classes() else ""
+        raise ConfigError(index_path, f"{short_repr(spec.type)} cannot be an augmentation layer{elsewhere}: model.augmentation takes "
+                          f"Keras' random preprocessing layers, which act in training only. {valid_names_hint(str(spec.type), allowed)}")
+    check_kwargs(allowed[spec.type], spec.kwargs, spec.path)
+    return allowed[spec.type]
+
+
+@lru_cache(maxsize=None)
+def augmentation_classes():
+    return {name: layer_classes()[name] for name in AUGMENTATION_LAYERS if name in layer_classes()}
 
 
 def optimizer_class(opt_config):

@@ -36,7 +36,7 @@ LOSS_PLOT = "loss.png"
 ACCURACY_PLOT = "accuracy.png"
 TENSORBOARD = "tensorboard"
 EVAL_DIR = "eval"  # written by `cnnlab evaluate`, beside what train wrote and never over it
-VISUALIZE_DIR = "visualize"  # written by `cnnlab visualize`: filters_<layer>.png, feature_maps_<layer>.png, ...
+VISUALIZE_DIR = "visualize"  # written by `cnnlab visualize`: filters_<layer>.png, feature_maps_<layer>.png, augmentation.png, ...
 ARCHITECTURE_PNG = "architecture.png"  # keras.utils.plot_model, when pydot and Graphviz are installed
 ARCHITECTURE_TXT = "architecture.txt"  # the same information as text otherwise
 VISUALIZE_INDEX = "index.html"
@@ -46,6 +46,7 @@ EXPORT_RECORD = "export.json"  # in the export folder: what each exported file i
 EXPORT_FILES = {"savedmodel": "saved_model", "tflite": "model.tflite", "tflite-dynamic": "model_dynamic.tflite",
                 "tflite-int8": "model_int8.tflite"}
 EXPORT_STAGING = ".staging-"  # prefix of the hidden folder an export is built and checked in before it is published
+AUGMENTATION_PNG = "augmentation.png"  # training images as model.augmentation changes them: what the network sees
 CHECKPOINT_DIR = ".checkpoint"  # ModelCheckpoint writes here; best.keras is published from it atomically
 RESUME_DIR = ".resume"  # what a resume needs besides Keras' backup: best weights, random layers' state; kept while a run trains
 RANDOM_STATE = "random_state.json"  # in RESUME_DIR: {completed epochs: the random generators' states then}
@@ -309,6 +310,10 @@ def filters_path(run_dir, layer_name):
 
 def feature_maps_path(run_dir, layer_name):
     return Path(run_dir) / VISUALIZE_DIR / f"feature_maps_{safe_file_part(layer_name)}.png"
+
+
+def augmentation_path(run_dir):
+    return Path(run_dir) / VISUALIZE_DIR / AUGMENTATION_PNG
 
 
 def safe_file_part(name):

@@ -7,6 +7,11 @@ Without an image the first held-out sample is used, re-made as `cnnlab evaluate`
 Everything goes to <run>/visualize/; file names depend only on layer names, so drawing
 again replaces the pictures of the same layers.
 
+A model with `model.augmentation` gets augmentation.png too: the first training images,
+each beside a few draws of its random layers in training mode, which is what the network
+trains on. The random layers have no feature maps (they pass images through unchanged
+outside training), so the feature maps start after them.
+
 Which tile a filter grid shows:
 - a Conv2D whose kernels have one input channel (the first layer of a grayscale model):
   each kernel itself;
@@ -38,6 +43,8 @@ CONV_TYPES = ("Conv2D", "SeparableConv2D", "DepthwiseConv2D", "Conv2DTranspose")
 ACTIVATION_TYPES = ("Activation", "ReLU", "LeakyReLU", "PReLU", "ELU", "Softmax")
 POOLING_TYPES = ("MaxPooling2D", "AveragePooling2D")
 FEATURE_MAP_TYPES = CONV_TYPES + ACTIVATION_TYPES + POOLING_TYPES
+AUGMENTED_IMAGES = 4  # training images in augmentation.png, one row each
+AUGMENTED_DRAWS = 5  # augmented versions of each, beside the image itself
 DIAGRAM_HINT = "pip install 'cnnlab[diagram]' (pydot) and apt-get install graphviz"
 
 
@@ -56,6 +63,7 @@ class Visualization:
     model_input: np.ndarray  # float32 (H, W, C): the sample after the run's preprocessing
     filters: dict = field(default_factory=dict)  # layer name → tiles (filters, kh, kw) or (filters, kh, kw, 3)
     feature_maps: dict = field(default_factory=dict)  # layer name → that layer's output (h, w, channels) for the sample
+    augmentation: list = field(default_factory=list)  # names of the random layers drawn in augmentation.png
     written: list = field(default_factory=list)  # Paths, in the order written
     notes: list = field(default_factory=list)  # one line each, for people
 
@@ -91,6 +99,8 @@ def visualize_run(run_dir, image=None, layer=None, max_maps=DEFAULT_MAX_MAPS, ht
     if not map_layers:
         result.notes.append(f"no layer with image-shaped output ({', '.join(FEATURE_MAP_TYPES)}): nothing to draw for feature maps")
 
+    if layer is None:
+        draw_augmentation(result, run)
     write_architecture(result, model)
     if html_index:
         write_index(result, run)
@@ -228,6 +238,69 @@ def format_shape(shape):
     return "(" + ", ".join("None" if v is None else str(v) for v in shape) + ")"
 
 
+# ---------------------------------------------------------------- what augmentation makes of the training images
+
+
+def augmentation_layers(model):
+    """The model's random preprocessing layers (model.augmentation), in the order they act."""
+    from cnnlab.registry import AUGMENTATION_LAYERS
+
+    return [layer for layer in model.layers if type(layer).__name__ in AUGMENTATION_LAYERS]
+
+
+def draw_augmentation(result, run):
+    """augmentation.png, for a model with random preprocessing layers; a note where its training images cannot be read."""
+    layers = augmentation_layers(run.model)
+    if not layers:
+        return
+    try:
+        images, labels = first_training_images(run)
+    except DataError as exc:
+        result.notes.append(f"no {runs.AUGMENTATION_PNG}: the training images cannot be read ({exc})")
+        return
+    prep = preprocessing_from_record(run.preprocessing)
+    draws = augmented(layers, np.asarray(preprocess_images(images, prep)), AUGMENTED_DRAWS, run.config.seed)
+    tiles, captions = [], []
+    for image, label, image_draws in zip(images, labels, draws):
+        tiles += [image] + [to_pixels(draw, prep.rescale) for draw in image_draws]
+        captions += [f"{run.class_names[int(label)]}: as stored"] + [f"draw {i + 1}" for i in range(len(image_draws))]
+    names = ", ".join(layer.name for layer in layers)
+    title = f"What the network trains on: training images through {names} (training mode)"
+    save(result, plots.plot_image_grid(tiles, captions, title=title, columns=AUGMENTED_DRAWS + 1), runs.augmentation_path(run.path))
+    result.augmentation = [layer.name for layer in layers]
+
+
+def first_training_images(run):
+    """The first AUGMENTED_IMAGES images of the run's training split, re-made as training made it, with their labels."""
+    from cnnlab.data import load_dataset
+
+    config = run.config
+    splits = load_dataset(config.data, config.train.validation_split, config.seed)
+    return splits.x_train[:AUGMENTED_IMAGES], splits.y_train[:AUGMENTED_IMAGES]
+
+
+def augmented(layers, model_inputs, draws, seed):
+    """(images, draws, H, W, C): `draws` versions of each preprocessed image through the random layers in training mode.
+
+    All go through as one batch, so each version gets draws of its own, as the images of
+    a training batch do. The generators start from `seed` here, whatever state the saved
+    model left them in, so drawing again gives the same picture.
+    """
+    import keras
+
+    for i, variable in enumerate(v for layer in layers for v in keras_compat.random_states(layer)):
+        variable.assign(np.array([seed, i], dtype=variable.dtype))
+    x = np.repeat(model_inputs, draws, axis=0)
+    for layer in layers:
+        x = layer(x, training=True)
+    return keras.ops.convert_to_numpy(x).reshape(len(model_inputs), draws, *model_inputs.shape[1:])
+
+
+def to_pixels(model_input, rescale):
+    """A model input back to uint8 pixels for display (what the data's rescale undid)."""
+    return np.clip(np.round(model_input / rescale), 0, 255).astype(np.uint8)
+
+
 # ---------------------------------------------------------------- the layer diagram
 
 
@@ -303,6 +376,9 @@ def write_index(result, run):
         parts.append(f"<img src=\"{e(png.name)}\" alt=\"layer diagram\">")
     elif txt in result.written:
         parts.append(f"<pre>{e(txt.read_text(encoding='utf-8'))}</pre>")
+    augmentation = folder / runs.AUGMENTATION_PNG
+    if augmentation in result.written:
+        parts.append(f"<h2>Augmentation</h2>\n<img src=\"{e(augmentation.name)}\" alt=\"augmented training images\">")
     for heading, prefix in (("Filters", "filters_"), ("Feature maps", "feature_maps_")):
         pictures = [path for path in result.written if path.name.startswith(prefix)]
         parts.append(f"<h2>{heading}</h2>")
@@ -343,6 +419,9 @@ def format_result(result):
         lines.append(f"Filters: {', '.join(result.filters)}")
     if result.feature_maps:
         lines.append(f"Feature maps: {', '.join(result.feature_maps)}")
+    if result.augmentation:
+        lines.append(f"Augmentation: {', '.join(result.augmentation)} ({runs.AUGMENTATION_PNG}: "
+                     f"{AUGMENTED_IMAGES} training images, {AUGMENTED_DRAWS} draws each)")
     lines += [f"Note: {note}" for note in result.notes]
     lines.append(f"Wrote {result.folder}/: {', '.join(path.name for path in result.written)}")
     return "\n".join(lines)

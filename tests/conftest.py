@@ -63,6 +63,30 @@ def train_run(root, text):
     return run_dir
 
 
+def write_photo_folder(root, per_class=12, size=16, seed=0):
+    """Two classes of small RGB "photos": a bar across (`across`) or down (`down`) the image, in a random colour
+    and place on a noisy background of another colour, saved as PNG under root/<class>/."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    for name in ("across", "down"):
+        (root / name).mkdir(parents=True)
+        for i in range(per_class):
+            image = rng.integers(0, 256, 3) * 0.5 + rng.normal(0, 20, (size, size, 3))
+            at = rng.integers(2, size - 4)
+            bar = (slice(at, at + 3), slice(None)) if name == "across" else (slice(None), slice(at, at + 3))
+            image[bar] = rng.integers(128, 256, 3)
+            Image.fromarray(np.clip(image, 0, 255).astype(np.uint8)).save(root / name / f"{i}.png")
+    return root
+
+
+@pytest.fixture
+def image_folder(tmp_path):
+    """A folder of two class sub-folders of 16x16 RGB PNG photos made for the test (write_photo_folder)."""
+    return write_photo_folder(tmp_path / "photos")
+
+
 @pytest.fixture
 def write_config(tmp_path):
     """Writes YAML text to a file in tmp_path and returns its path."""

@@ -67,6 +67,8 @@ WRONG_VALUES = [
     (["model", "layers", 0, "Conv2D", "filters"], st.one_of(bad_layer_size, st.dictionaries(text, text, min_size=1, max_size=2))),
     (["model", "layers", 0, "Conv2D", "kernel_size"], st.one_of(st.integers(max_value=0), st.integers(min_value=10**6), text.filter(lambda t: not t.strip().isdigit()), st.lists(st.integers(max_value=0), min_size=2, max_size=2))),
     (["model", "layers", 3, "Dense", "units"], bad_layer_size),
+    (["model", "augmentation"], st.one_of(text, st.integers(), st.lists(st.integers(), min_size=1),
+                                          st.lists(st.sampled_from(["Dense", "Flatten", "RandomCrop", "MixUp", "Lambda"]), min_size=1))),
     (["data", "source"], st.one_of(text.filter(lambda t: t not in SOURCES), st.integers(), st.lists(text))),
     (["data", "path"], st.one_of(st.integers(), st.lists(text, min_size=1), st.builds(deep, st.integers(10, 300)))),
     (["data", "rescale"], st.one_of(st.floats(max_value=0), text, st.lists(st.floats()))),
@@ -83,7 +85,7 @@ WRONG_VALUES = [
 
 SECTIONS_WITH_FIXED_KEYS = [[], ["data"], ["model"], ["compile"], ["train"], ["train", "callbacks"], ["distribution"]]
 VALID_KEYS = {"name", "seed", "data", "model", "compile", "train", "source", "path", "image_size", "pad_to", "color_mode", "rescale",
-              "test_split", "input_shape", "layers", "optimizer", "loss", "metrics", "epochs", "batch_size", "validation_split",
+              "test_split", "input_shape", "layers", "augmentation", "optimizer", "loss", "metrics", "epochs", "batch_size", "validation_split",
               "shuffle", "callbacks", "checkpoint", "early_stopping", "reduce_lr", "tensorboard", "distribution", "mixed_precision",
               "strategy", "devices", "scale_learning_rate", "sweep"}
 

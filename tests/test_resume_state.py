@@ -124,3 +124,19 @@ def test_restore_best_weights_after_a_resume_restores_the_best_epoch_of_the_whol
     for restored, saved in zip(WeightsAtEnd.weights, best):
         np.testing.assert_array_equal(restored, saved)
     assert not (run_dir / runs.RESUME_DIR).exists()
+
+
+AUGMENTATION = "  augmentation:\n    - RandomFlip: {mode: horizontal}\n    - RandomTranslation: {height_factor: 0.2, width_factor: 0.2}\n  layers:\n"
+
+
+def test_a_run_with_augmentation_resumed_after_ctrl_c_draws_the_augmentation_of_the_uninterrupted_run(tmp_path, monkeypatch):
+    text = WATCHED.replace("MONITOR", "val_loss").replace("MODE", "min").replace("epochs: 14", "epochs: 6").replace("  layers:\n", AUGMENTATION)
+    whole = tmp_path / "whole"
+    assert train(whole, text).exit_code == 0
+    expected_history, expected_metrics = comparable(only_run(whole))
+
+    run_dir = train_interrupted_and_resumed(tmp_path / "resumed", text, monkeypatch, 3)
+    history, metrics = comparable(run_dir)
+    for key in expected_history:
+        np.testing.assert_allclose(history[key], expected_history[key], rtol=1e-5, atol=1e-6, err_msg=key)
+    assert json.dumps(metrics) == json.dumps(expected_metrics)
