@@ -49,8 +49,8 @@ def select(wanted):
                                f"start a new process with --backend {wanted} (or {ENV_VAR}={wanted})")
         return wanted
     if importlib.util.find_spec(DISTRIBUTIONS[wanted]) is None:
-        raise BackendError(f"backend {wanted}: {DISTRIBUTIONS[wanted]} is not installed; "
-                           f"install it with pip install -e \".[{wanted}]\"")
+        how = "pip install tensorflow" if wanted == "tensorflow" else f"pip install -e \".[{wanted}]\" (in cnnlab's folder)"
+        raise BackendError(f"backend {wanted}: {DISTRIBUTIONS[wanted]} is not installed; install it with {how}")
     os.environ[ENV_VAR] = wanted
     return wanted
 
