@@ -23,7 +23,8 @@ INSTALLED = [name for name in backend.BACKENDS if importlib.util.find_spec(name)
 OTHERS = [name for name in INSTALLED if name != HERE]
 WITHOUT_TENSORFLOW = REPO / "tests" / "without_tensorflow"  # its sitecustomize.py hides TensorFlow from a subprocess
 LEARNS = TINY_DIGITS.replace("  epochs: 2", "  epochs: 8").replace("  batch_size: 64", "  batch_size: 32").replace(
-    "    - Flatten: {}\n", "    - Flatten: {}\n    - Dropout: {rate: 0.1}\n")
+    "    - Flatten: {}\n", "    - Flatten: {}\n    - Dropout: {rate: 0.1}\n").replace(
+    "model:", "compile:\n  optimizer: {name: adam, learning_rate: 0.01}\nmodel:")
 
 
 def cnnlab(backend_name, *args, hide_tensorflow=False, env=None):
@@ -58,7 +59,7 @@ def test_the_run_records_its_backend_and_trains_to_the_band(trained_here):
     env = json.loads((run_dir / runs.ENV).read_text())
     assert env["backend"] == HERE and env[HERE] == backend.version(HERE)
     metrics = json.loads((run_dir / runs.METRICS).read_text())
-    assert metrics["test"]["accuracy"] > 0.8, metrics  # 8 epochs of a 4-filter CNN; TensorFlow, JAX and PyTorch all pass 0.85
+    assert metrics["test"]["accuracy"] > 0.8, metrics  # 8 epochs of a 4-filter CNN at learning rate 0.01
 
 
 @pytest.mark.parametrize("other", OTHERS)
