@@ -1,15 +1,18 @@
 """The `cnnlab` command: parses arguments, calls the library, turns CnnlabError into one line.
 
-TensorFlow is imported inside the commands that need it, so `cnnlab --help`
+Keras and its backend are imported inside the commands that need them, once
+`--backend` is read (Keras takes its backend when first imported), so `cnnlab --help`
 answers at once.
 """
 
+import os
 import sys
 from pathlib import Path
 
 import click
 
 from cnnlab import __version__
+from cnnlab.backend import BACKENDS
 from cnnlab.errors import CnnlabError
 
 
@@ -26,17 +29,31 @@ class CnnlabGroup(click.Group):
             ctx.exit(exc.exit_code)
 
 
-class TensorFlowCommand(click.Command):
-    """A command that needs TensorFlow, which is started without its start-up log lines once the arguments are parsed.
+class BackendCommand(click.Command):
+    """A command that runs a model: its Keras backend is chosen, then started, once the arguments are parsed.
 
-    Here rather than in each command, so that every one of them is quiet alike; after
-    parsing, so that --help and usage errors never wait for it.
+    Here rather than in each command, so that every one of them chooses alike (--backend, else
+    $KERAS_BACKEND, else tensorflow; `train --resume` the run's own) and TensorFlow starts
+    without its start-up log lines; after parsing, so that --help and usage errors never wait for it.
     """
 
-    def invoke(self, ctx):
-        from cnnlab.quiet import import_tensorflow
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.params.append(click.Option(
+            ["--backend"], type=click.Choice(BACKENDS), expose_value=False,
+            callback=lambda ctx, param, value: ctx.meta.__setitem__("backend", value),
+            help="Keras backend to run on (default: $KERAS_BACKEND, else tensorflow; train --resume: the run's own)."))
 
-        import_tensorflow(show_logs=ctx.find_root().params.get("debug", False))
+    def invoke(self, ctx):
+        from cnnlab import backend
+
+        wanted = ctx.meta.get("backend")
+        if wanted is None and ctx.params.get("resume_dir") and self.name == "train" and not os.environ.get(backend.ENV_VAR):
+            from cnnlab.runs import read_backend
+
+            wanted = read_backend(ctx.params["resume_dir"])
+        backend.select(wanted)
+        backend.start(show_logs=ctx.find_root().params.get("debug", False))
         return super().invoke(ctx)
 
 
@@ -86,7 +103,7 @@ def overrides_from(epochs, batch_size, seed, name, sets):
     return overrides + list(sets)
 
 
-@main.command(cls=TensorFlowCommand)
+@main.command(cls=BackendCommand)
 @click.argument("config_path", metavar="CONFIG", type=click.Path(dir_okay=False))
 @set_option
 def check(config_path, sets):
@@ -115,7 +132,7 @@ def sweep_space(config):
     return parse_space(to_plain(config.raw))
 
 
-@main.command(cls=TensorFlowCommand)
+@main.command(cls=BackendCommand)
 @click.argument("config_path", metavar="CONFIG", required=False, type=click.Path(dir_okay=False))
 @config_options
 @click.option("--runs-dir", default="runs", show_default=True, type=click.Path(file_okay=False),
@@ -168,7 +185,7 @@ def format_result(result):
     return "\n".join(lines)
 
 
-@main.command("compare-optimizers", cls=TensorFlowCommand)
+@main.command("compare-optimizers", cls=BackendCommand)
 @click.argument("config_path", metavar="CONFIG", type=click.Path(dir_okay=False))
 @click.option("-o", "--optimizer", "optimizers", multiple=True, metavar="SPEC",
               help="An optimizer to compare: NAME or NAME:KEY=VALUE,... such as sgd:learning_rate=0.05,momentum=0.9 "
@@ -206,7 +223,7 @@ def compare_optimizers(config_path, optimizers, epochs, batch_size, seed, name, 
     click.echo(f"Comparison: {result.compare_dir}")
 
 
-@main.command(cls=TensorFlowCommand)
+@main.command(cls=BackendCommand)
 @click.argument("config_path", metavar="CONFIG", required=False, type=click.Path(dir_okay=False))
 @click.option("--param", "params", multiple=True, metavar="PATH=SPACE",
               help="Add or override one entry of the config's sweep.params, e.g. "
@@ -261,7 +278,7 @@ def config_user_dict(config):
     return to_plain(config.raw)
 
 
-@main.command(cls=TensorFlowCommand)
+@main.command(cls=BackendCommand)
 @click.argument("run_dir", metavar="RUN_DIR", type=click.Path(file_okay=False))
 @click.option("--split", type=click.Choice(["test", "val"]),
               help="Held-out split of the run's data to score (default: test, or val where the data has no test split).")
@@ -288,7 +305,7 @@ def evaluate(run_dir, split, data_path, as_json):
         click.echo(format_report(evaluation))
 
 
-@main.command(cls=TensorFlowCommand)
+@main.command(cls=BackendCommand)
 @click.argument("images", metavar="IMAGE [IMAGE|DIR]...", nargs=-1, required=True)
 @click.option("--run", "run_dir", metavar="RUN_DIR", type=click.Path(file_okay=False),
               help="Run folder whose best model predicts (default: the newest completed run under --runs-dir).")
@@ -350,7 +367,7 @@ def predict(ctx, images, run_dir, model_path, runs_dir, top_k, invert, max_pixel
         ctx.exit(2)
 
 
-@main.command(cls=TensorFlowCommand)
+@main.command(cls=BackendCommand)
 @click.argument("run_dir", metavar="RUN_DIR", type=click.Path(file_okay=False))
 @click.option("-f", "--format", "formats", multiple=True, required=True, metavar="FORMAT",
               help="savedmodel, tflite (float32), tflite-dynamic (dynamic-range quantised), tflite-int8 (full integer), "
@@ -375,7 +392,7 @@ def export(ctx, run_dir, formats, output):
     click.echo(format_result(result))
 
 
-@main.command(cls=TensorFlowCommand)
+@main.command(cls=BackendCommand)
 @click.argument("run_dir", metavar="RUN_DIR", type=click.Path(file_okay=False))
 @click.argument("image", metavar="[IMAGE]", required=False, type=click.Path())
 @click.option("--layer", metavar="NAME", help="Draw only this layer (conv2d, max_pooling2d_1, ...; see model_summary.txt).")

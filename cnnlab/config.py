@@ -22,7 +22,8 @@ SOURCES = ("digits", "fashion_mnist", "mnist", "image_folder", "npz")
 SOURCES_NEEDING_PATH = ("image_folder", "npz")
 COLOR_MODES = ("grayscale", "rgb")
 CALLBACK_NAMES = ("checkpoint", "early_stopping", "reduce_lr", "tensorboard")
-STRATEGIES = ("default", "one_device", "mirrored", "multi_worker")
+STRATEGIES = ("default", "one_device", "mirrored", "multi_worker", "data_parallel")  # the last is keras.distribution, on JAX
+PRECISION_POLICIES = ("mixed_float16", "mixed_bfloat16")  # mixed_precision: true means mixed_float16
 LR_SCALING = ("none", "linear")
 # The `sweep:` section's keys; what they mean is checked by space.py, which `train` never calls
 SWEEP_KEYS = ("metric", "direction", "trials", "sampler", "pruner", "seed", "params")
@@ -170,7 +171,7 @@ class ExperimentConfig:
     compile: CompileConfig
     train: TrainConfig
     distribution: DistributionConfig
-    mixed_precision: bool
+    mixed_precision: Any  # False, or the Keras dtype policy: mixed_float16 or mixed_bfloat16
     raw: Mapping[str, Any]  # the resolved config as plain data, written to the run folder
 
     def to_yaml(self):
@@ -281,9 +282,7 @@ def resolve_config(user, default_name="experiment"):
     distribution = resolve_distribution(merged["distribution"])
     check_backbone_data(model, data)
     check_fine_tune(train, model, distribution)
-    mixed_precision = merged["mixed_precision"]
-    if not isinstance(mixed_precision, bool):
-        raise ConfigError("mixed_precision", f"expected true or false, received {short_repr(mixed_precision)}")
+    mixed_precision = resolve_mixed_precision(merged["mixed_precision"])
     merged["distribution"]["devices"] = list(distribution.devices) if distribution.devices else None
     merged["compile"]["optimizer"] = {"name": compile_.optimizer.name, **compile_.optimizer.kwargs}
     merged["compile"]["metrics"] = list(compile_.metrics)
@@ -514,6 +513,15 @@ def check_auto_or_int(value, path, maximum):
     if isinstance(value, bool) or not isinstance(value, int):
         raise ConfigError(path, f"expected auto or a positive int, received {short_repr(value)}")
     return check_int(value, path, minimum=1, maximum=maximum)
+
+
+def resolve_mixed_precision(value):
+    """False, or the Keras dtype policy to build the model under; `true` is mixed_float16, as before the policy could be named."""
+    if value is True:
+        return "mixed_float16"
+    if value is False or value in PRECISION_POLICIES:
+        return value
+    raise ConfigError("mixed_precision", f"expected true, false, {' or '.join(PRECISION_POLICIES)}, received {short_repr(value)}")
 
 
 def resolve_distribution(d):

@@ -329,10 +329,18 @@ def read_maybe_gzipped(path):
 
 
 def load_image_folder(data):
-    """A folder of class sub-folders, read by Keras at data.image_size (default 256x256) in data.color_mode."""
+    """A folder of class sub-folders, read at data.image_size (default 256x256) in data.color_mode.
+
+    Under TensorFlow by Keras' own loader (tf.data); on JAX and PyTorch, which that loader
+    does not serve, by Pillow and the same bilinear resize (`read_image_folder_with_pillow`).
+    """
     folder = Path(data.path).expanduser()
     check_image_folder(folder)
     image_size = tuple(data.image_size or DEFAULT_IMAGE_SIZE)
+    from cnnlab import backend
+
+    if not backend.is_tensorflow():
+        return read_image_folder_with_pillow(folder, image_size, data.color_mode)
     try:
         import keras
 
@@ -362,6 +370,48 @@ def load_image_folder(data):
     return SourceArrays(x, y, None, None, class_names, description)
 
 
+def read_image_folder_with_pillow(folder, image_size, color_mode):
+    """What Keras' image_dataset_from_directory gives (class folders in sorted order, files sorted within each, every
+    image resized bilinearly without antialiasing, no cropping), read with Pillow and keras.ops."""
+    from keras import ops
+
+    class_dirs = [p for p in sorted(folder.iterdir()) if p.is_dir() and not p.name.startswith(".")]
+    xs, ys = [], []
+    for label, class_dir in enumerate(class_dirs):
+        for path in image_files(class_dir):
+            pixels = decode_with_pillow(path, color_mode)
+            if pixels is None:
+                raise DataError(f"{path}: cannot decode this image; expected a valid {', '.join(IMAGE_EXTENSIONS)} file")
+            if pixels.shape[:2] != image_size:
+                resized = ops.image.resize(pixels.astype(np.float32), image_size, interpolation="bilinear", antialias=False)
+                pixels = np.clip(np.round(ops.convert_to_numpy(resized)), 0, 255).astype(np.uint8)
+            xs.append(pixels)
+            ys.append(label)
+    h, w = image_size
+    class_names = tuple(d.name for d in class_dirs)
+    description = f"image_folder: {len(ys)} images in {len(class_names)} class folders under {folder}, loaded at {h}x{w}"
+    return SourceArrays(np.stack(xs), np.asarray(ys, dtype=np.int32), None, None, class_names, description)
+
+
+def image_files(folder):
+    """The image files under `folder`, at any depth, sorted by path."""
+    return sorted(Path(root) / name for root, _, files in os.walk(folder) for name in files
+                  if name.lower().endswith(IMAGE_EXTENSIONS))
+
+
+def decode_with_pillow(path, color_mode):
+    """uint8 (H, W, 1 or 3) pixels of one image file in `color_mode`, or None where Pillow cannot decode it."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as image:
+            image.load()
+            pixels = np.asarray(image.convert("L" if color_mode == "grayscale" else "RGB"))
+    except Exception:  # Pillow reports bad files with many error types; any of them means this file
+        return None
+    return pixels[..., np.newaxis] if pixels.ndim == 2 else pixels
+
+
 def check_image_folder(folder):
     """Says what is wrong with the folder before Keras does, in terms of the folder the user named."""
     expected = "a folder of class sub-folders holding images, e.g. cats/1.png, dogs/2.jpg"
@@ -382,17 +432,11 @@ def check_image_folder(folder):
 
 
 def find_undecodable_image(folder):
-    """The first image file TensorFlow cannot decode, so the error can name it; TF's own message does not."""
-    import tensorflow as tf
-
+    """The first image file Pillow cannot decode, so the error can name it; TensorFlow's own message does not."""
     for root, _, files in sorted(os.walk(folder)):
         for name in sorted(files):
-            if not name.lower().endswith(IMAGE_EXTENSIONS):
-                continue
             path = Path(root) / name
-            try:
-                tf.io.decode_image(tf.io.read_file(str(path)), expand_animations=False)
-            except Exception:  # any failure means this is the file to report
+            if name.lower().endswith(IMAGE_EXTENSIONS) and decode_with_pillow(path, "rgb") is None:
                 return path
     return None
 

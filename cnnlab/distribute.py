@@ -263,18 +263,27 @@ def scale_learning_rate(model, distribution, strategy):
 
 
 @contextmanager
-def precision_policy(mixed_precision):
-    """mixed_float16 while the model is built, when asked for; needs a GPU (on a CPU it would only be slower)."""
+def precision_policy(mixed_precision, as_written=None):
+    """The config's mixed-precision policy while the model is built, when the devices here compute in it.
+
+    mixed_float16 needs a GPU (on a CPU it would only be slower); mixed_bfloat16 a GPU or a
+    CPU with bfloat16 instructions. Otherwise it is refused with one line, on every backend.
+    `as_written` is how the config says it (true or the policy's name), for that line.
+    """
     if not mixed_precision:
         yield
         return
     import keras
-    import tensorflow as tf
 
-    if not tf.config.list_physical_devices("GPU"):
-        raise ConfigError("mixed_precision", "true needs a GPU and none is visible; set mixed_precision: false to train in float32 on the CPU")
+    from cnnlab import backend
+
+    if not backend.gpu_count() and not (mixed_precision == "mixed_bfloat16" and backend.cpu_has_bfloat16()):
+        need = "a GPU" if mixed_precision == "mixed_float16" else \
+            f"a GPU or a CPU with bfloat16 instructions ({', '.join(backend.BFLOAT16_CPU_FLAGS)})"
+        raise ConfigError("mixed_precision", f"{as_written or mixed_precision} needs {need} and none is visible; "
+                          "set mixed_precision: false to train in float32 on the CPU")
     previous = keras.config.dtype_policy()
-    keras.config.set_dtype_policy("mixed_float16")
+    keras.config.set_dtype_policy(mixed_precision)
     try:
         yield
     finally:

@@ -111,3 +111,17 @@ def applications_get_file(get_file):
         yield
     finally:
         file_utils.get_file = original
+
+
+def keep_tensorflow_unstarted():
+    """On JAX and PyTorch, stops Keras from importing TensorFlow merely because it is installed.
+
+    Keras' `set_random_seed` (and a few other helpers) ask its lazy `tensorflow` module
+    whether TensorFlow is `available`, which imports it: seconds of start-up and its log
+    lines in a process that never computes with it. Answered "no" here, those checks skip
+    TensorFlow; a feature that really uses it (TensorBoard's summaries) still imports it.
+    """
+    from keras.src.utils import module_utils
+
+    if module_utils.tensorflow.module is None:
+        module_utils.tensorflow._available = False

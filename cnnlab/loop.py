@@ -233,14 +233,11 @@ def share_cores(parts):
     where TensorFlow would otherwise take every core the affinity allows. TensorFlow
     fixes its threads when it starts: this must run before the first operation. In a
     process where TensorFlow already runs (tests, a notebook) it leaves the threads as
-    they are; the split batches then train to the same weights, slower.
+    they are; the split batches then train to the same weights, slower. (backend.share_cores does it.)
     """
-    budget = usable_cores()
-    try:
-        tf.config.threading.set_intra_op_parallelism_threads(max(1, budget // parts))
-        tf.config.threading.set_inter_op_parallelism_threads(max(budget, parts))
-    except RuntimeError:
-        pass
+    from cnnlab import backend
+
+    backend.share_cores(usable_cores(), parts)
 
 
 def train_step_on_parts(model, parts):

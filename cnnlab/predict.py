@@ -211,10 +211,10 @@ def resize_to(pixels, size, antialias):
     """Bilinear resize of one uint8 image to `size`, rounded back to uint8 as the image-folder loader does."""
     if pixels.shape[:2] == tuple(size):
         return pixels
-    import tensorflow as tf
+    from keras import ops
 
-    resized = tf.image.resize(pixels, size, method="bilinear", antialias=antialias).numpy()
-    return np.clip(np.round(resized), 0, 255).astype(np.uint8)
+    resized = ops.image.resize(pixels.astype(np.float32), tuple(size), interpolation="bilinear", antialias=antialias)
+    return np.clip(np.round(ops.convert_to_numpy(resized)), 0, 255).astype(np.uint8)
 
 
 # ---------------------------------------------------------------- light-on-dark or dark-on-light

@@ -1,9 +1,11 @@
 """The one preprocessing path from uint8 images to model inputs, shared by train, evaluate and predict.
 
 Images stay uint8 in memory (a quarter of float32, an eighth of float64) and are
-cast, resized, padded and scaled per batch inside `tf.data`, so the arithmetic
-that training saw is exactly what evaluation and prediction repeat: it is
-defined by the run's resolved `data` section and nothing else.
+cast, resized, padded and scaled per batch, so the arithmetic that training saw is
+exactly what evaluation and prediction repeat: it is defined by the run's resolved
+`data` section and nothing else. `preprocess_images` is written in `keras.ops`, so the
+one function serves every backend: inside TensorFlow's compiled loop and `tf.data`, and
+in the `keras.utils.PyDataset` that feeds JAX and PyTorch.
 """
 
 from dataclasses import dataclass
@@ -63,18 +65,41 @@ def check_input_shape(prep, image_shape, input_shape):
 
 
 def preprocess_images(images, prep):
-    """uint8 (N, H, W, C) tensor → float32 model input: resize, pad, scale."""
-    import tensorflow as tf
+    """uint8 (N, H, W, C) images → float32 model input of the backend: resize (bilinear), pad (zeros, centred), scale.
 
-    x = tf.cast(images, tf.float32)
+    The padding is split as tf.image.resize_with_crop_or_pad splits it, the odd pixel
+    at the bottom and right, so runs trained before this was written in keras.ops are
+    preprocessed as they were.
+    """
+    from keras import ops
+
+    x = ops.cast(images, "float32")
     if prep.image_size and tuple(x.shape[1:3]) != tuple(prep.image_size):
-        x = tf.image.resize(x, prep.image_size)
+        x = ops.image.resize(x, tuple(prep.image_size), interpolation="bilinear", antialias=False)
     if prep.pad_to and tuple(x.shape[1:3]) != tuple(prep.pad_to):
-        x = tf.image.resize_with_crop_or_pad(x, prep.pad_to[0], prep.pad_to[1])
+        (height, width), (target_height, target_width) = x.shape[1:3], prep.pad_to
+        top, left = (target_height - height) // 2, (target_width - width) // 2
+        x = ops.pad(x, [[0, 0], [top, target_height - height - top], [left, target_width - width - left], [0, 0]])
     return x * prep.rescale
 
 
 def make_dataset(x, y, prep, batch_size, shuffle=False, seed=None):
+    """Batches of (model input, label) from uint8 arrays: `tf.data` under TensorFlow, a `PyDataset` on JAX and PyTorch.
+
+    Both shuffle by the seed, afresh each epoch, each in its own way (tf.data's buffer
+    shuffle, a NumPy permutation per epoch), so a backend's runs are reproducible and a
+    resumed run sees the orders of the uninterrupted one.
+    """
+    from cnnlab import backend
+
+    if backend.is_tensorflow():
+        return make_tf_dataset(x, y, prep, batch_size, shuffle, seed)
+    from cnnlab.batches import ArrayBatches
+
+    return ArrayBatches(x, y, prep, batch_size, seed=seed if shuffle else None)
+
+
+def make_tf_dataset(x, y, prep, batch_size, shuffle=False, seed=None):
     """A batched, prefetched `tf.data.Dataset` of (model input, label) from uint8 arrays."""
     import tensorflow as tf
 

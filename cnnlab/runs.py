@@ -258,6 +258,18 @@ def read_json(path):
         raise RunError(f"cannot read {path}: {exc}") from None
 
 
+def read_backend(run_dir, default="tensorflow"):
+    """The Keras backend a run trained on, from env.json; runs from before cnnlab had backends trained on TensorFlow.
+
+    `default` where the run has no readable env.json (None for `cnnlab runs`, which shows that as unknown).
+    """
+    try:
+        env = read_json(Path(run_dir) / ENV)
+    except RunError:
+        return default
+    return env.get("backend", "tensorflow") if isinstance(env, dict) else default
+
+
 def set_status(run_dir, state, reason=""):
     """`status` holds the state on its first line and, for failures, the reason on the second."""
     write_text(Path(run_dir) / STATUS, f"{state}\n{reason}\n" if reason else f"{state}\n")
@@ -530,7 +542,8 @@ def summarize_run(run_dir):
     """
     run_dir = Path(run_dir)
     status = read_status(run_dir)
-    row = {"name": run_dir.name, "path": str(run_dir), "config": None, "status": status.state, "reason": status.reason or None,
+    row = {"name": run_dir.name, "path": str(run_dir), "config": None, "backend": read_backend(run_dir, default=None),
+           "status": status.state, "reason": status.reason or None,
            "started": started_at(run_dir)[0].isoformat(), "epochs": None, "best_epoch": None, "best_val_accuracy": None,
            "test_accuracy": None, "test_accuracy_from": None, "wall_time_s": None}
     problems = [] if status.state != "unknown" else [status.reason]
@@ -589,7 +602,7 @@ def as_number(value):
     return value if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) else None
 
 
-RUNS_TABLE = ((Column("RUN"), "name"), (Column("CONFIG"), "config"), (Column("STATUS"), "status"),
+RUNS_TABLE = ((Column("RUN"), "name"), (Column("CONFIG"), "config"), (Column("BACKEND"), "backend"), (Column("STATUS"), "status"),
               (Column("EPOCHS", RIGHT), "epochs"), (Column("BEST", RIGHT), "best_epoch"),
               (Column("BEST VAL ACC", RIGHT), "best_val_accuracy"), (Column("TEST ACC", RIGHT), "test_accuracy"),
               (Column("WALL TIME", RIGHT), "wall_time_s"))

@@ -20,7 +20,7 @@ from contextlib import contextmanager
 
 import keras
 
-from cnnlab import __version__, builder, callbacks, data, distribute, fine_tune, loop, plots, runs
+from cnnlab import __version__, backend, builder, callbacks, data, distribute, fine_tune, keras_fit, plots, runs
 from cnnlab.callbacks import best_epoch_of, history_of, monitor_of
 from cnnlab.config import load_config, with_train_values
 from cnnlab.cores import usable_cores
@@ -62,10 +62,19 @@ def set_up(config):
     The threads come first: TensorFlow fixes them at its first operation. The returned
     config holds `train.batch_parts` and `train.steps_per_execution` as numbers, which the
     run writes into its config.yaml, so that file (and a resume) trains the same way.
+    On JAX and PyTorch (Keras' `fit`, cnnlab/keras_fit.py) both are 1 unless configured.
     """
-    parts = loop.resolve_batch_parts(config)
-    loop.share_cores(parts)
-    strategy = distribute.make_strategy(config.distribution)
+    keras_fit.check_supported(config, backend.name())
+    if backend.is_tensorflow():
+        from cnnlab import loop  # TensorFlow's own loop: imported only where TensorFlow is the backend
+
+        parts = loop.resolve_batch_parts(config)
+    else:
+        parts = 1
+    backend.share_cores(usable_cores(), parts)
+    strategy = distribute.make_strategy(config.distribution) if backend.is_tensorflow() else None
+    if config.distribution.strategy == "data_parallel":
+        keras_fit.data_parallel()
     model, splits, prep = prepare(config, strategy)
     steps = resolve_steps(config, model, len(splits.x_train))
     return with_train_values(config, batch_parts=parts, steps_per_execution=steps), strategy, model, splits, prep
@@ -76,8 +85,10 @@ def resolve_steps(config, model, num_train):
     one batch a call under a tf.distribute strategy, Keras' default for `fit`)."""
     if config.train.steps_per_execution != "auto":
         return config.train.steps_per_execution
-    if config.distribution.strategy != "default":
+    if config.distribution.strategy != "default" or not backend.is_tensorflow():
         return 1
+    from cnnlab import loop
+
     return loop.steps_per_execution(model, config.train.batch_size, math.ceil(num_train / config.train.batch_size))
 
 
@@ -109,6 +120,10 @@ def resume(run_dir, verbose=1):
 def check_resumable(run_dir):
     if runs.read_status(run_dir).state == runs.COMPLETED:
         raise RunError(f"{run_dir} has already completed; nothing to resume")
+    recorded = runs.read_backend(run_dir)
+    if recorded != backend.name():  # each backend orders the epochs its own way (tf.data's shuffle, NumPy's permutation)
+        raise RunError(f"{run_dir} trained on {recorded}, not {backend.name()}; resume it on the same backend: "
+                       f"cnnlab train --resume {run_dir} --backend {recorded}")
 
 
 def resumed_rows(run_dir):
@@ -136,8 +151,9 @@ def prepare(config, strategy=None):
     splits = data.load_dataset(config.data, config.train.validation_split, config.seed)
     prep = preprocessing_for(config.data)
     check_input_shape(prep, splits.x_train.shape[1:], config.model.input_shape)
-    check_global_batch(config, distribute.num_replicas(strategy))
-    with distribute.precision_policy(config.mixed_precision), distribute.scope(strategy):
+    check_global_batch(config, distribute.num_replicas(strategy) * keras_fit.replicas(config))
+    as_written = "true" if config.raw.get("mixed_precision") is True else None
+    with distribute.precision_policy(config.mixed_precision, as_written), distribute.scope(strategy):
         model = builder.validate(output_in_float32(config) if config.mixed_precision else config)
         distribute.scale_learning_rate(model, config.distribution, strategy)
     check_output_units(model, len(splits.class_names), config)
@@ -176,15 +192,16 @@ def fit_as_worker(config, model, splits, prep, strategy, past_rows, verbose, bac
 
 
 def fit_into(run_dir, config, model, splits, prep, past_rows, verbose, strategy=None, chief=True, extra_callbacks=()):
-    """Trains with the run's callbacks (cnnlab's loop on one device, `fit` under a strategy);
-    Ctrl-C or SIGTERM leave a consistent, resumable folder."""
+    """Trains with the run's callbacks (on TensorFlow cnnlab's loop on one device, `fit` under a strategy;
+    Keras' `fit` on JAX and PyTorch); Ctrl-C or SIGTERM leave a consistent, resumable folder."""
     if strategy is not None:  # train.batch_size is the global batch: the strategy splits each one across replicas
         train_ds = distribute.shard_by_data(make_dataset(splits.x_train, splits.y_train, prep, config.train.batch_size,
                                                          shuffle=config.train.shuffle, seed=config.seed))
         val_ds = distribute.shard_by_data(make_dataset(splits.x_val, splits.y_val, prep, config.train.batch_size))
         distribute.build_without_peeking(model, train_ds, strategy)
-    if verbose and strategy is not None:
-        print(f"Strategy: {config.distribution.strategy}, {distribute.num_replicas(strategy)} replicas, "
+    replicas = distribute.num_replicas(strategy) * keras_fit.replicas(config)
+    if verbose and (strategy is not None or replicas > 1):
+        print(f"Strategy: {config.distribution.strategy}, {replicas} replicas, "
               f"global batch {config.train.batch_size}" + ("" if chief else "; this worker's files are temporary"), flush=True)
     if verbose:
         print(f"Run folder: {run_dir}\nData: {splits.description}: {len(splits.x_train)} train, "
@@ -219,16 +236,23 @@ def fit_into(run_dir, config, model, splits, prep, past_rows, verbose, strategy=
 
 
 def fit_on_device(model, config, splits, prep, run_dir, past_rows, verbose, callbacks_for):
-    """cnnlab's loop; with train.fine_tune, the first phase and then the second (cnnlab/fine_tune.py).
+    """cnnlab's loop on TensorFlow, Keras' `fit` on JAX and PyTorch (keras_fit.py); with train.fine_tune, the first
+    phase and then the second (cnnlab/fine_tune.py).
 
     `callbacks_for(rows, phase, first_epoch)` makes each phase's callbacks, the epochs in `rows` already done.
     """
     def fit(rows, epochs, phase=None, first_epoch=1):
         run_callbacks = callbacks_for(rows, phase, first_epoch)
-        loop.fit(model, (splits.x_train, splits.y_train), (splits.x_val, splits.y_val), prep,
-                 batch_size=config.train.batch_size, epochs=epochs, callbacks=run_callbacks,
-                 verbose=verbose, shuffle=config.train.shuffle, seed=config.seed, initial_epoch=len(rows),
-                 parts=config.train.batch_parts, steps_per_execution=config.train.steps_per_execution)
+        shared = dict(batch_size=config.train.batch_size, epochs=epochs, callbacks=run_callbacks, verbose=verbose,
+                      shuffle=config.train.shuffle, seed=config.seed, initial_epoch=len(rows))
+        train, val = (splits.x_train, splits.y_train), (splits.x_val, splits.y_val)
+        if backend.is_tensorflow():
+            from cnnlab import loop  # TensorFlow's own: imported only where TensorFlow is the backend
+
+            loop.fit(model, train, val, prep, parts=config.train.batch_parts,
+                     steps_per_execution=config.train.steps_per_execution, **shared)
+        else:
+            keras_fit.fit(model, train, val, prep, replicas=keras_fit.replicas(config), **shared)
         return run_callbacks
 
     if config.train.fine_tune is None:
@@ -383,26 +407,28 @@ def write_plots(run_dir, history, best_epoch, name):
 def environment(config, strategy=None):
     """Versions and devices, so a result can be traced to the software that produced it."""
     import numpy
-    import tensorflow as tf
 
+    name = backend.name()
     return {
         "cnnlab": __version__,
         "python": sys.version.split()[0],
-        "tensorflow": tf.__version__,
+        "backend": name,  # Keras' backend; the next key is its version
+        name: backend.version(name),
         "keras": keras.__version__,
         "numpy": numpy.__version__,
         "platform": platform.platform(),
-        "devices": [device.name for device in tf.config.list_physical_devices()],
+        "devices": backend.devices(),
         "seed": config.seed,
         "git_commit": git_commit(),
         "command": " ".join([Path(sys.argv[0]).name] + sys.argv[1:]),
         "cpu_count": os.cpu_count(),
         "cores": usable_cores(),  # the process's budget (affinity, CNNLAB_CORES), from which batch_parts: auto was chosen
-        "distribution": {"strategy": config.distribution.strategy, "replicas": distribute.num_replicas(strategy),
+        "distribution": {"strategy": config.distribution.strategy,
+                         "replicas": distribute.num_replicas(strategy) * keras_fit.replicas(config),
                          "mixed_precision": config.mixed_precision},
         "batch_parts": config.train.batch_parts,  # see cnnlab/loop.py; config.yaml records them too
         "steps_per_execution": config.train.steps_per_execution,
-        "threads_per_op": tf.config.threading.get_intra_op_parallelism_threads() or "TensorFlow's default",
+        "threads_per_op": backend.threads_per_op(),
     }
 
 

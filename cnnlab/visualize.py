@@ -212,7 +212,7 @@ def feature_maps(model, inputs, names):
     probe = keras.Model(model.inputs[0], [model.get_layer(name).output for name in names])  # one input: check_model_fits
     outputs = probe(inputs, training=False)
     outputs = outputs if isinstance(outputs, (list, tuple)) else [outputs]
-    return {name: np.asarray(output)[0] for name, output in zip(names, outputs)}
+    return {name: keras.ops.convert_to_numpy(output)[0] for name, output in zip(names, outputs)}
 
 
 def filters_title(layer, rgb):

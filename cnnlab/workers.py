@@ -1,12 +1,12 @@
 """Worker processes started once, each with an equal share of the cores: used by compare and sweep alike.
 
 A worker is a spawned process that takes its share of the core budget (`cores.give_cores`),
-starts TensorFlow without its start-up log lines (`quiet.import_tensorflow`), imports the
-job function by its "module:function" name and then runs one job after another, each sent
-through a pipe, until it is sent None. The share, TensorFlow and the function come first,
-before any job is unpickled, so that no module a job or its function imports can start
-TensorFlow loudly or outside the share; this module itself imports neither TensorFlow nor
-any module that would.
+starts Keras on the parent's backend (`backend.start`: TensorFlow without its start-up log
+lines), imports the job function by its "module:function" name and then runs one job after
+another, each sent through a pipe, until it is sent None. The share, the backend and the
+function come first, before any job is unpickled, so that no module a job or its function
+imports can start TensorFlow loudly or outside the share; this module itself imports neither
+Keras nor any module that would.
 
 The pool knows nothing of what a job is or what its function returns, only that both
 pickle. Where a job has no result of its own (its worker died, or its function raised),
@@ -284,13 +284,15 @@ def worker_loop(conn, share, run):
 
 
 def init_worker(share):
-    """Makes `share` cores the worker's whole budget, then starts TensorFlow in it without its start-up lines.
+    """Makes `share` cores the worker's whole budget, then starts Keras on the parent's backend in it (TensorFlow
+    without its start-up lines).
 
-    `train` turns that budget into TensorFlow's threads and batch split (`loop.share_cores`,
-    `loop.batch_parts`), so a worker's jobs stay inside their share instead of each taking
-    the machine's cores. TensorFlow starts here once, not in each job.
+    `train` turns that budget into the backend's threads and, on TensorFlow, the batch split
+    (`backend.share_cores`, `loop.batch_parts`), so a worker's jobs stay inside their share
+    instead of each taking the machine's cores. The backend starts here once, not in each
+    job; the worker inherits $KERAS_BACKEND, which the parent's --backend set.
     """
-    from cnnlab.quiet import import_tensorflow
+    from cnnlab import backend
 
     give_cores(share)
-    import_tensorflow()
+    backend.start()

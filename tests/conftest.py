@@ -11,6 +11,17 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("CNNLAB_OFFLINE", "1")  # tests never download
 
 REPO = Path(__file__).resolve().parent.parent
+BACKEND = os.environ.get("KERAS_BACKEND") or "tensorflow"  # what this pytest process runs on (README, "Run the tests")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked tensorflow_only (cnnlab's own TensorFlow loop, tf.distribute, tf.data) are skipped on JAX and PyTorch."""
+    if BACKEND == "tensorflow":
+        return
+    skip = pytest.mark.skip(reason=f"TensorFlow's own; this run's Keras backend is {BACKEND}")
+    for item in items:
+        if "tensorflow_only" in item.keywords:
+            item.add_marker(skip)
 CONFIGS = REPO / "configs"
 
 TINY_DIGITS = """\

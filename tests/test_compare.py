@@ -212,6 +212,7 @@ def test_parallel_jobs_complete_every_run(parallel):
     assert all(runs.read_status(p).state == "completed" for p in compare_dir.iterdir() if p.is_dir())
 
 
+@pytest.mark.tensorflow_only  # split batches and threads per operation are cnnlab's TensorFlow loop
 def test_each_worker_keeps_its_split_and_threads_within_its_share_of_the_cores(parallel, tiny_path):
     compare_dir, _ = parallel
     share = max(1, usable_cores() // 2)  # two jobs: one core each on a 2-core machine

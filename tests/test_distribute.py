@@ -39,8 +39,8 @@ def test_mirrored_devices_are_kept():
 def test_unknown_strategy_lists_the_valid_ones():
     with pytest.raises(ConfigError) as error:
         config_with("distribution: {strategy: mirored}\n")
-    assert str(error.value) == ("distribution.strategy: expected one of default, one_device, mirrored, multi_worker "
-                                "(did you mean mirrored?), received 'mirored'")
+    assert str(error.value) == ("distribution.strategy: expected one of default, one_device, mirrored, multi_worker, "
+                                "data_parallel (did you mean mirrored?), received 'mirored'")
 
 
 def test_devices_are_for_mirrored_only():
@@ -55,10 +55,12 @@ def test_a_malformed_device_names_its_index():
     assert str(error.value) == "distribution.devices[1]: expected a device name such as GPU:0 or CPU:1, received 'graphics'"
 
 
-def test_mixed_precision_must_be_a_boolean():
+def test_mixed_precision_is_a_boolean_or_a_policy():
     with pytest.raises(ConfigError) as error:
         config_with("mixed_precision: fp16\n")
-    assert str(error.value) == "mixed_precision: expected true or false, received 'fp16'"
+    assert str(error.value) == "mixed_precision: expected true, false, mixed_float16 or mixed_bfloat16, received 'fp16'"
+    assert config_with("mixed_precision: true\n").mixed_precision == "mixed_float16"
+    assert config_with("mixed_precision: mixed_bfloat16\n").mixed_precision == "mixed_bfloat16"
 
 
 def test_unknown_distribution_key_is_refused():

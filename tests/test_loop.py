@@ -19,6 +19,8 @@ from conftest import REPO, TINY_DIGITS
 
 WITH_DROPOUT = TINY_DIGITS.replace("    - Flatten: {}\n", "    - Flatten: {}\n    - Dropout: {rate: 0.3}\n")
 
+pytestmark = pytest.mark.tensorflow_only  # cnnlab/loop.py is the TensorFlow loop; JAX and PyTorch use fit
+
 
 def train_with_loop(write_config, text, size=None, **fit_arguments):
     """Seeds and builds the config's model, trains it with cnnlab's loop on its first `size` training

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from cnnlab import callbacks, runs
-from conftest import TINY_DIGITS, run_cli
+from conftest import BACKEND, TINY_DIGITS, run_cli
 
 WATCHED = TINY_DIGITS.replace("  epochs: 2", "  epochs: 14").replace("  batch_size: 64", "  batch_size: 32").replace(
     "model:", "compile:\n  optimizer: {name: adam, learning_rate: 0.01}\nmodel:") + """\
@@ -102,7 +102,9 @@ def test_a_run_resumed_after_ctrl_c_ends_exactly_as_the_uninterrupted_run(tmp_pa
     for key in expected_history:
         np.testing.assert_allclose(history[key], expected_history[key], rtol=1e-5, atol=1e-6, err_msg=key)
     assert json.dumps(metrics) == json.dumps(expected_metrics)
-    if monitor == "val_accuracy":  # the test shows little unless the interruption falls amid the callbacks' counting
+    # the test shows little unless the interruption falls amid the callbacks' counting, as it does on TensorFlow's
+    # numbers (other backends' trajectories differ in rounding, and stopped_at was chosen on TensorFlow's)
+    if monitor == "val_accuracy" and BACKEND == "tensorflow":
         rates = expected_history["learning_rate"]
         assert rates[stopped_at] < rates[stopped_at - 1] and rates[stopped_at + 1] < rates[stopped_at], rates
         assert stopped_at < metrics["epochs_run"] < 14, "early stopping should end the run after the resume"

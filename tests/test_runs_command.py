@@ -18,7 +18,7 @@ def metrics(val_accuracy=0.9, test_accuracy=0.85, epochs=3, best=2, wall=12.34):
 def make_run(tmp_path):
     """Writes the small files of a run folder under tmp_path/runs, as train leaves them."""
 
-    def make(name, config="tiny", status="completed\n", metrics_data=None, model=True):
+    def make(name, config="tiny", status="completed\n", metrics_data=None, model=True, backend="tensorflow"):
         run_dir = tmp_path / "runs" / name
         run_dir.mkdir(parents=True)
         (run_dir / "config.yaml").write_text(f"name: {config}\nseed: 1\n")
@@ -27,23 +27,32 @@ def make_run(tmp_path):
             (run_dir / "metrics.json").write_text(json.dumps(metrics_data))
         if model:
             (run_dir / "best.keras").write_bytes(b"PK")
+        if backend is not None:
+            (run_dir / "env.json").write_text(json.dumps({"backend": backend}))
         return run_dir
 
     return make
 
 
 def test_the_table_lists_runs_newest_first(make_run, tmp_path):
-    make_run("tiny-20260101-120000", metrics_data=metrics(val_accuracy=0.5, test_accuracy=None))
-    make_run("tiny-20260101-120000-2", metrics_data=metrics(val_accuracy=0.75))
-    make_run("digits_cnn-20260102-090000", config="digits_cnn", metrics_data=metrics())
+    make_run("tiny-20260101-120000", metrics_data=metrics(val_accuracy=0.5, test_accuracy=None), backend=None)
+    make_run("tiny-20260101-120000-2", metrics_data=metrics(val_accuracy=0.75), backend="torch")
+    make_run("digits_cnn-20260102-090000", config="digits_cnn", metrics_data=metrics(), backend="jax")
     result = run("runs", "--runs-dir", tmp_path / "runs")
     assert result.exit_code == 0, result.output
     assert result.output.splitlines() == [
-        "RUN                         CONFIG      STATUS     EPOCHS  BEST  BEST VAL ACC  TEST ACC  WALL TIME",
-        "digits_cnn-20260102-090000  digits_cnn  completed       3     2        0.9000    0.8500     12.3 s",
-        "tiny-20260101-120000-2      tiny        completed       3     2        0.7500    0.8500     12.3 s",
-        "tiny-20260101-120000        tiny        completed       3     2        0.5000         -     12.3 s",
+        "RUN                         CONFIG      BACKEND  STATUS     EPOCHS  BEST  BEST VAL ACC  TEST ACC  WALL TIME",
+        "digits_cnn-20260102-090000  digits_cnn  jax      completed       3     2        0.9000    0.8500     12.3 s",
+        "tiny-20260101-120000-2      tiny        torch    completed       3     2        0.7500    0.8500     12.3 s",
+        "tiny-20260101-120000        tiny        -        completed       3     2        0.5000         -     12.3 s",
     ]
+
+
+def test_a_run_from_before_backends_trained_on_tensorflow(make_run, tmp_path):
+    run_dir = make_run("tiny-20260101-120000", metrics_data=metrics(), backend=None)
+    (run_dir / "env.json").write_text(json.dumps({"keras": "3.15.1"}))
+    result = run("runs", "--runs-dir", tmp_path / "runs", "--json")
+    assert json.loads(result.output)[0]["backend"] == "tensorflow"
 
 
 def test_json_gives_every_field(make_run, tmp_path):
@@ -51,7 +60,7 @@ def test_json_gives_every_field(make_run, tmp_path):
     result = run("runs", "--runs-dir", tmp_path / "runs", "--json")
     assert result.exit_code == 0, result.output
     assert json.loads(result.output) == [{
-        "name": "tiny-20260101-120000", "path": str(run_dir), "config": "tiny", "status": "completed", "reason": None,
+        "name": "tiny-20260101-120000", "path": str(run_dir), "config": "tiny", "backend": "tensorflow", "status": "completed", "reason": None,
         "started": "2026-01-01T12:00:00", "epochs": 3, "best_epoch": 2, "best_val_accuracy": 0.9,
         "test_accuracy": 0.85, "test_accuracy_from": "metrics.json", "wall_time_s": 12.34,
     }]
@@ -89,7 +98,7 @@ def test_a_broken_run_is_shown_as_broken_with_the_reason(make_run, tmp_path):
     result = run("runs", "--runs-dir", tmp_path / "runs")
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
-    assert lines[2].split()[:3] == ["tiny-20260101-120000", "tiny", "broken"]
+    assert lines[2].split()[:4] == ["tiny-20260101-120000", "tiny", "tensorflow", "broken"]
     assert lines[3].startswith(f"tiny-20260101-120000: broken: cannot read {run_dir / 'metrics.json'}: ")
 
 
@@ -104,8 +113,8 @@ def test_running_and_failed_runs_show_their_state(make_run, tmp_path):
     make_run("tiny-20260101-130000", status="running\n", model=False)
     result = run("runs", "--runs-dir", tmp_path / "runs")
     lines = result.output.splitlines()
-    assert lines[1].split() == ["tiny-20260101-130000", "tiny", "running", "-", "-", "-", "-", "-"]
-    assert lines[2].split() == ["tiny-20260101-120000", "tiny", "failed", "-", "-", "-", "-", "-"]
+    assert lines[1].split() == ["tiny-20260101-130000", "tiny", "tensorflow", "running", "-", "-", "-", "-", "-"]
+    assert lines[2].split() == ["tiny-20260101-120000", "tiny", "tensorflow", "failed", "-", "-", "-", "-", "-"]
     assert lines[3] == "tiny-20260101-120000: failed: loss became NaN at epoch 1; try a smaller learning rate"
 
 

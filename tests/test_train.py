@@ -95,7 +95,7 @@ def test_run_description_files(digits_run):
     run_dir, _ = digits_run
     assert json.loads((run_dir / "class_names.json").read_text()) == [str(i) for i in range(10)]
     env = json.loads((run_dir / "env.json").read_text())
-    assert env["seed"] == 42 and env["tensorflow"] and env["keras"].startswith("3.")
+    assert env["seed"] == 42 and env[env["backend"]] and env["keras"].startswith("3.")
     assert "Total params: 85,066" in (run_dir / "model_summary.txt").read_text()
     prep = json.loads((run_dir / "preprocessing.json").read_text())
     assert prep["image_shape"] == [8, 8, 1] and prep["model_input_shape"] == [8, 8, 1]
