@@ -57,6 +57,18 @@ class BackendCommand(click.Command):
         return super().invoke(ctx)
 
 
+class TensorFlowCommand(click.Command):
+    """A command whose feature is TensorFlow's own (SavedModel, TensorFlow Lite): it runs on TensorFlow whatever
+    $KERAS_BACKEND says, on a run trained on any backend (a .keras file loads on every one)."""
+
+    def invoke(self, ctx):
+        from cnnlab import backend
+
+        backend.select("tensorflow")
+        backend.start(show_logs=ctx.find_root().params.get("debug", False))
+        return super().invoke(ctx)
+
+
 @click.group(cls=CnnlabGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="cnnlab")
 @click.option("--debug", is_flag=True, help="Show Python tracebacks instead of one-line errors, and TensorFlow's start-up log lines.")
@@ -367,7 +379,7 @@ def predict(ctx, images, run_dir, model_path, runs_dir, top_k, invert, max_pixel
         ctx.exit(2)
 
 
-@main.command(cls=BackendCommand)
+@main.command(cls=TensorFlowCommand)
 @click.argument("run_dir", metavar="RUN_DIR", type=click.Path(file_okay=False))
 @click.option("-f", "--format", "formats", multiple=True, required=True, metavar="FORMAT",
               help="savedmodel, tflite (float32), tflite-dynamic (dynamic-range quantised), tflite-int8 (full integer), "
@@ -384,6 +396,7 @@ def export(ctx, run_dir, formats, output):
     float formats must agree on at least 99.5% of them; quantised ones report their accuracy
     change. export.json records each file's format, size, input, output and check.
     Nothing is written unless every requested format passes. cnnlab predict --model FILE runs them.
+    Runs on TensorFlow, whose formats these are, whichever backend trained RUN_DIR.
     """
     from cnnlab.export import export_run, format_result
 

@@ -83,6 +83,20 @@ def test_a_run_trained_here_evaluates_predicts_and_visualizes_on_another_backend
     assert (run_dir / "visualize" / "filters_conv2d.png").is_file()
 
 
+@pytest.mark.skipif("tensorflow" not in INSTALLED, reason="SavedModel and TensorFlow Lite are TensorFlow's formats")
+def test_a_run_trained_here_exports_on_tensorflow_whatever_keras_backend_says(trained_here, tmp_path):
+    run_dir, png = trained_here
+    other = next(name for name in INSTALLED if name != "tensorflow") if len(INSTALLED) > 1 else "tensorflow"
+    exported = cnnlab(other, "export", run_dir, "--format", "tflite", "--output", tmp_path / "export")
+    assert exported.returncode == 0, exported.stderr
+    record = json.loads((tmp_path / "export" / "export.json").read_text())
+    assert record["formats"]["tflite"]["check"]["top1_agreement"] >= 0.995
+
+    predicted = cnnlab(other, "predict", png, "--model", tmp_path / "export" / "model.tflite", "--json")
+    assert predicted.returncode == 0, predicted.stderr
+    assert json.loads(predicted.stdout)["predictions"][0]["top"][0]["class"] == "0"
+
+
 def test_a_run_resumes_only_on_its_own_backend(tmp_path):
     from cnnlab.errors import RunError
     from cnnlab.train import resume
