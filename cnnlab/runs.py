@@ -162,21 +162,26 @@ def copy_file(source, target):
 def backup_epoch(run_dir):
     """Completed epochs held by the run's BackupAndRestore state; 0 when it has none (killed in epoch 1).
 
-    A kill while Keras writes its state can leave the newest metadata cut off; Keras
-    keeps the previous weights and metadata as `.bkp` copies (double_checkpoint), so
-    this falls back to that pair, putting it in place where Keras will look for it.
+    Keras saves an epoch in four steps, in place: the weights, then the metadata, are
+    copied to `.bkp` (double_checkpoint), then the new weights and the new metadata are
+    written. A kill or Ctrl-C inside the last two can leave the newest metadata cut off,
+    or the newest weights cut off beside metadata that still names the epoch before, the
+    epoch the `.bkp` pair already holds whole. Either way this puts that `.bkp` pair in
+    place where Keras will look for it.
     """
     backup = Path(run_dir) / BACKUP_DIR
     latest = backup / BACKUP_METADATA
     previous = backup / f"{BACKUP_METADATA}.bkp"
+    weights = backup / BACKUP_WEIGHTS
     epoch = read_backup_metadata(latest)
     if epoch is not None:
+        if epoch == read_backup_metadata(previous) and Path(f"{weights}.bkp").is_file():
+            copy_file(Path(f"{weights}.bkp"), weights)  # stopped while writing this epoch's successor's weights
         return epoch
     epoch = read_backup_metadata(previous)
     if epoch is None:
         shutil.rmtree(backup, ignore_errors=True)  # nothing usable: start the run's epochs again
         return 0
-    weights = backup / BACKUP_WEIGHTS
     copy_file(Path(f"{weights}.bkp"), weights)
     copy_file(previous, latest)
     return epoch

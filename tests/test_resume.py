@@ -155,6 +155,28 @@ def test_a_backup_cut_off_by_a_kill_falls_back_to_the_previous_pair(tmp_path):
     assert json.loads((backup / "training_metadata.json").read_text())["epoch"] == 4
 
 
+def test_weights_cut_off_by_a_kill_fall_back_to_the_previous_pair(tmp_path):
+    backup = tmp_path / runs.BACKUP_DIR
+    backup.mkdir()
+    (backup / "training_metadata.json").write_text('{"epoch": 4, "batch": 0}')  # epoch 5's not yet written
+    (backup / "training_metadata.json.bkp").write_text('{"epoch": 4, "batch": 0}')
+    (backup / "latest.weights.h5").write_bytes(b"epoch 5 wei")  # killed while Keras wrote them
+    (backup / "latest.weights.h5.bkp").write_bytes(b"epoch 4 weights")
+    assert runs.backup_epoch(tmp_path) == 4
+    assert (backup / "latest.weights.h5").read_bytes() == b"epoch 4 weights"
+
+
+def test_a_whole_backup_is_left_as_it_is(tmp_path):
+    backup = tmp_path / runs.BACKUP_DIR
+    backup.mkdir()
+    (backup / "training_metadata.json").write_text('{"epoch": 5, "batch": 0}')
+    (backup / "training_metadata.json.bkp").write_text('{"epoch": 4, "batch": 0}')
+    (backup / "latest.weights.h5").write_bytes(b"epoch 5 weights")
+    (backup / "latest.weights.h5.bkp").write_bytes(b"epoch 4 weights")
+    assert runs.backup_epoch(tmp_path) == 5
+    assert (backup / "latest.weights.h5").read_bytes() == b"epoch 5 weights"
+
+
 def test_an_unusable_backup_restarts_the_epochs(tmp_path):
     backup = tmp_path / runs.BACKUP_DIR
     backup.mkdir()
