@@ -20,7 +20,7 @@ epochs after the first, from history.csv).
 Accuracy: each config trained as shipped (its epochs and early stopping) for every
 seed of `--seeds`, then scored on the held-out folder.
 
-    python bench/photos_bench.py [--per-class 200] [--seeds 42 43 44] [--only recipe|seed|both] [--skip-speed] [--skip-accuracy]
+    python bench/photos_bench.py [--per-class 200] [--seeds 42 43 44] [--data-seed 1] [--only recipe|seed|both] [--skip-speed] [--skip-accuracy]
 """
 
 import argparse
@@ -151,6 +151,7 @@ def main():
     parser.add_argument("--speed-epochs-seed", type=int, default=2)
     parser.add_argument("--skip-speed", action="store_true")
     parser.add_argument("--skip-accuracy", action="store_true")
+    parser.add_argument("--data-seed", type=int, default=1, help="draws the training photos; the held-out ones use the next seed")
     parser.add_argument("--keep", type=Path, help="make the photo folders here, or use those already there (default: a temporary folder)")
     parser.add_argument("--set", dest="sets", action="append", default=[], help="extra --set for the recipe (to try a setting)")
     args = parser.parse_args()
@@ -159,8 +160,8 @@ def main():
     where = args.keep or Path(scratch.name)
     folder, held_out = where / "photos", where / "held_out"
     if not folder.exists():
-        make_photo_folder(folder, args.per_class, "train", seed=1)
-        make_photo_folder(held_out, args.held_out_per_class, "test", seed=2)
+        make_photo_folder(folder, args.per_class, "train", seed=args.data_seed)
+        make_photo_folder(held_out, args.held_out_per_class, "test", seed=args.data_seed + 1)
     runs_dir = Path(scratch.name) / "runs"
     runs_dir.mkdir()
     configs = {"recipe": (RECIPE, [f"--set={s}" for s in args.sets]), "seed": (SEED_NET, [])}

@@ -222,6 +222,13 @@ def test_visualize_draws_the_augmented_training_images_and_no_feature_maps_of_th
         assert picture.size[0] > 600 and np.asarray(picture.convert("L"), dtype=float).var() > 0
 
 
+def test_feature_maps_are_those_of_the_same_weights_without_augmentation(trained_photos):
+    result = visualize.visualize_run(trained_photos, layer="re_lu")
+    plain = without_augmentation(trained_photos)
+    expected = keras.Model(plain.input, plain.get_layer("re_lu").output)(result.model_input[np.newaxis])
+    np.testing.assert_allclose(result.feature_maps["re_lu"], np.asarray(expected)[0], rtol=1e-5, atol=1e-6)
+
+
 def test_the_augmented_draws_differ_from_the_image_and_repeat_with_the_seed(trained_photos):
     model = keras.models.load_model(trained_photos / runs.MODEL)
     layers = visualize.augmentation_layers(model)
