@@ -137,6 +137,7 @@ def train_one_epoch(config, model, splits, prep):
     return model.get_weights()
 
 
+@pytest.mark.tensorflow_only  # cnnlab's own loop
 def test_the_loop_trains_on_augmented_images(write_config):
     config = load_config(write_config(AUGMENTED_DIGITS))
     augmented, splits, prep = prepare(config)
@@ -148,6 +149,7 @@ def test_the_loop_trains_on_augmented_images(write_config):
     assert not all(np.allclose(a, b) for a, b in zip(after_augmented, after_plain))
 
 
+@pytest.mark.tensorflow_only  # cnnlab's own loop
 def test_the_loop_draws_the_same_augmentation_as_keras_fit(write_config):
     config = load_config(write_config(AUGMENTED_DIGITS))
     ours, splits, prep = prepare(config)
