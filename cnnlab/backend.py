@@ -165,3 +165,26 @@ def cpu_has_bfloat16(cpuinfo="/proc/cpuinfo"):
     except OSError:
         return False
     return any(flag in flags for flag in BFLOAT16_CPU_FLAGS)
+
+
+def global_random_state():
+    """The state of the backend's global random generator where Keras draws from it, as JSON data; None elsewhere.
+
+    On PyTorch, Keras draws the masks of a Dropout layer without a seed from torch's global
+    generator (`torch.nn.functional.dropout`), so a resumed run needs that state back to
+    draw the masks the uninterrupted run drew. TensorFlow and JAX draw from the layers' own
+    seed generators, which are model variables.
+    """
+    if name() != "torch":
+        return None
+    import torch
+
+    return torch.get_rng_state().tolist()
+
+
+def set_global_random_state(state):
+    if name() != "torch" or state is None:
+        return
+    import torch
+
+    torch.set_rng_state(torch.tensor(state, dtype=torch.uint8))

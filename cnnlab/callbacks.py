@@ -15,7 +15,7 @@ from pathlib import Path
 
 import keras
 
-from cnnlab import keras_compat, runs
+from cnnlab import backend, keras_compat, runs
 from cnnlab.metric_names import maximized
 
 
@@ -227,17 +227,25 @@ class RandomState(keras.callbacks.Callback):
 
     def on_train_begin(self, logs=None):
         saved = self.saved().get(str(self.resumed_epoch)) if self.resumed_epoch else None
+        if isinstance(saved, list):  # written before the global generator's state was kept too
+            saved = {"variables": saved}
+        if saved is None:
+            return
         variables = keras_compat.random_states(self.model)
-        if saved is not None and len(saved) == len(variables):
-            for variable, state in zip(variables, saved):
+        if len(saved.get("variables", [])) == len(variables):
+            for variable, state in zip(variables, saved["variables"]):
                 variable.assign(keras.ops.convert_to_tensor(state, dtype=variable.dtype))
+        if saved.get("global") is not None:
+            backend.set_global_random_state(saved["global"])
 
     def on_epoch_end(self, epoch, logs=None):
         variables = keras_compat.random_states(self.model)
         if not variables:
             return
         kept = {key: value for key, value in self.saved().items() if key == str(epoch)}
-        kept[str(epoch + 1)] = [keras.ops.convert_to_numpy(variable).tolist() for variable in variables]
+        # PyTorch's Keras draws an unseeded layer's Dropout masks from torch's global generator, not the layer's own
+        kept[str(epoch + 1)] = {"variables": [keras.ops.convert_to_numpy(variable).tolist() for variable in variables],
+                                "global": backend.global_random_state()}
         self.path.parent.mkdir(exist_ok=True)
         runs.write_json(self.path, kept)
 

@@ -51,7 +51,7 @@ def evaluate_run(run_dir, split=None, data_path=None, warn=None):
         warn(unfinished_warning(run.path, status))
     prep = preprocessing_from_record(run.preprocessing)
     dataset = make_dataset(held_out.images, held_out.labels, prep, run.config.train.batch_size)
-    if not run.model.compiled:  # a model saved without its compile state still needs a loss to report
+    if not run.model.compiled:  # runs.load_model leaves the compile state out: the run's config gives loss and metrics
         from cnnlab.builder import compile_model
 
         compile_model(run.model, run.config)

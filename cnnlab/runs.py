@@ -466,11 +466,17 @@ def read_preprocessing(path):
 
 
 def load_model(path):
-    """keras.models.load_model with its safe mode on: a .keras file cannot run arbitrary code."""
+    """keras.models.load_model with its safe mode on (a .keras file cannot run arbitrary code), without its compile state.
+
+    A trained model is only ever run here: evaluate compiles it from the run's config.
+    The compile state could not travel anyway: Keras on PyTorch saves its optimizer as
+    `keras.src.backend.torch.optimizers...`, which another backend would import, PyTorch
+    with it (a crash in one process with TensorFlow), or fail to find where it is absent.
+    """
     import keras
 
     try:
-        return keras.models.load_model(path)
+        return keras.models.load_model(path, compile=False)
     except Exception as exc:  # zip, HDF5 and deserialisation failures all come as different types
         lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
         raise RunError(f"{path}: cannot load the model: {lines[0] if lines else type(exc).__name__}") from None
