@@ -18,6 +18,7 @@ from cnnlab import builder, callbacks, runs
 from cnnlab.config import config_from_text, load_config
 from cnnlab.errors import ConfigError
 from conftest import CONFIGS, assert_one_line_error, run_cli
+from test_resume_state import CtrlCAfter  # one Ctrl-C at a chosen epoch, for every resume test
 
 SIZE = 32  # the smallest input keras.applications' MobileNets take
 BACKBONE = dict(name="MobileNet", alpha=0.25, pooling="avg")  # 87 layers: the quickest keras.applications model to trace
@@ -383,18 +384,6 @@ def test_the_saved_model_applies_preprocess_input_itself(fine_tuned, photos):
     preprocess = keras.Model(model.input, model.get_layer("mobilenet_preprocess_input").output)
     np.testing.assert_allclose(preprocess.predict(pixels, verbose=0), keras.applications.mobilenet.preprocess_input(pixels.copy()), atol=1e-5)
     assert load_config(run_dir / "config.yaml").model.backbone.trainable is False
-
-
-class CtrlCAfter(keras.callbacks.Callback):
-    """Ctrl-C at the end of epoch `epoch` (1-based), after the run's own callbacks wrote that epoch."""
-
-    def __init__(self, epoch):
-        super().__init__()
-        self.epoch = epoch
-
-    def on_epoch_end(self, epoch, logs=None):
-        if epoch + 1 == self.epoch:
-            raise KeyboardInterrupt
 
 
 class CtrlCWhenFineTuningBegins(keras.callbacks.Callback):
