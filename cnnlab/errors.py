@@ -28,6 +28,12 @@ class ConfigError(CnnlabError):
         return one_line(f"{prefix}{where}{self.message}")
 
 
+def first_line(exc):
+    """A library's error by its first non-blank line, as one line: TensorFlow, TFLite and SQLAlchemy add pages of context."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return one_line(lines[0]) if lines else type(exc).__name__
+
+
 def one_line(message):
     """An error's text as one line, whatever a hostile config or a library's multi-line message put into it.
 

@@ -21,7 +21,7 @@ from typing import Optional
 import numpy as np
 
 from cnnlab import runs
-from cnnlab.errors import ExportError, closest, one_line
+from cnnlab.errors import ExportError, closest, first_line
 from cnnlab.held_out import load_split
 from cnnlab.images import run_image_spec
 from cnnlab.inference import INPUT_NAME, OUTPUT_NAME, SavedModelRunner, TFLiteRunner, keras_probabilities, predict_in_batches
@@ -295,9 +295,6 @@ def check_export(run, fmt, runner, held_out, reference, keras_accuracy):
     }
 
 
-def first_line(exc):
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    return one_line(lines[0]) if lines else type(exc).__name__
 
 
 # ---------------------------------------------------------------- output

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from cnnlab import runs
-from cnnlab.errors import RunError, one_line
+from cnnlab.errors import RunError, first_line, one_line
 from cnnlab.images import ImageSpec
 
 INPUT_NAME = "images"  # the exported models' one input: uint8 (batch, height, width, channels)
@@ -232,6 +232,3 @@ def tflite_interpreter(path, threads, which=None):
         raise RunError(f"{path}: cannot load as a TensorFlow Lite model: {first_line(exc)}") from None
 
 
-def first_line(exc):
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    return one_line(lines[0]) if lines else type(exc).__name__

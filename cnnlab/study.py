@@ -16,7 +16,7 @@ import yaml
 
 from cnnlab import space as spaces
 from cnnlab.config import to_plain
-from cnnlab.errors import CnnlabError, ConfigError, one_line
+from cnnlab.errors import CnnlabError, ConfigError, first_line
 from cnnlab.paths import first_difference
 
 SCHEMA_ATTEMPTS = 3  # tries to open a database whose tables another process is creating
@@ -195,9 +195,6 @@ def redact(url):
     return f"{scheme}://{user}:***@{host}"
 
 
-def first_line(exc):
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    return one_line(lines[0] if lines else type(exc).__name__)
 
 
 def labels(param):
