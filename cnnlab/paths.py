@@ -181,3 +181,24 @@ def first_difference(a, b, path=()):
                 return found
         return None
     return None if a == b else format_path(path)
+
+
+def flatten(value, path=()):
+    """A config as {path: value}, one entry per setting, paths as `format_path` writes them.
+
+    Mappings are walked key by key and lists of mappings (the layers) entry by entry, so
+    `model.layers[0].Conv2D.filters` is a path of its own; a list of plain values
+    (`kernel_size: [3, 3]`) and an empty mapping (`tensorboard: {}`) are one value each.
+    This is how runs are lined up setting by setting: TensorBoard's HParams, MLflow's
+    params, `cnnlab runs --plot`.
+    """
+    if isinstance(value, dict) and value:
+        items = value.items()
+    elif isinstance(value, (list, tuple)) and any(isinstance(v, (dict, list, tuple)) for v in value):
+        items = enumerate(value)
+    else:
+        return {format_path(path): value}
+    flat = {}
+    for key, child in items:
+        flat.update(flatten(child, (*path, key)))
+    return flat

@@ -4,7 +4,7 @@ import pytest
 import yaml
 
 from cnnlab.errors import ConfigError
-from cnnlab.paths import first_difference, format_path, get_value, has_path, parse_path, set_value
+from cnnlab.paths import first_difference, flatten, format_path, get_value, has_path, parse_path, set_value
 
 from conftest import TINY_DIGITS
 
@@ -142,3 +142,13 @@ def test_first_difference_names_the_changed_value_by_its_path():
     assert first_difference({"sweep": {"x.y[0]": [1]}}, {"sweep": {"x.y[0]": [2]}}) == "sweep.x.y[0]"
     assert first_difference(a, {**a, "seed": 1}) == "seed"  # a key only one side has
     assert first_difference(1, 2) == ""  # the values themselves differ
+
+
+def test_flatten_gives_one_path_per_setting_that_reads_back_with_get_value():
+    config = {"model": {"layers": [{"Conv2D": {"filters": 8, "kernel_size": [3, 3]}}, {"Flatten": {}}]},
+              "train": {"epochs": 2, "callbacks": {"tensorboard": {}, "reduce_lr": None}}}
+    flat = flatten(config)
+    assert flat == {"model.layers[0].Conv2D.filters": 8, "model.layers[0].Conv2D.kernel_size": [3, 3],
+                    "model.layers[1].Flatten": {}, "train.epochs": 2,
+                    "train.callbacks.tensorboard": {}, "train.callbacks.reduce_lr": None}
+    assert all(get_value(config, path) == value for path, value in flat.items())
