@@ -15,7 +15,7 @@ from pathlib import Path
 
 import keras
 
-from cnnlab import backend, keras_compat, runs
+from cnnlab import backend, keras_compat, runs, tensorboard_logs
 from cnnlab.metric_names import maximized
 
 
@@ -48,7 +48,7 @@ def make_callbacks(config, run_dir, past_rows, phase=None, first_epoch=1):
     if cbs["reduce_lr"] is not None:
         callbacks.append(ResumedReduceLROnPlateau(phase_rows, **cbs["reduce_lr"]))
     if cbs["tensorboard"] is not None:
-        callbacks.append(keras.callbacks.TensorBoard(log_dir=str(run_dir / runs.TENSORBOARD), **cbs["tensorboard"]))
+        callbacks.append(tensorboard_logs.make_callback(config, run_dir, first_epoch=len(past_rows)))
     callbacks.append(RandomState(run_dir / runs.RESUME_DIR / runs.RANDOM_STATE, len(past_rows)))
     callbacks.append(keras.callbacks.BackupAndRestore(str(run_dir / runs.BACKUP_DIR), double_checkpoint=True,
                                                       delete_checkpoint=phase != 1))

@@ -20,7 +20,7 @@ from contextlib import contextmanager
 
 import keras
 
-from cnnlab import __version__, backend, builder, callbacks, data, distribute, fine_tune, keras_fit, plots, runs
+from cnnlab import __version__, backend, builder, callbacks, data, distribute, fine_tune, keras_fit, plots, runs, tensorboard_logs
 from cnnlab.callbacks import best_epoch_of, history_of, monitor_of
 from cnnlab.config import load_config, with_train_values
 from cnnlab.cores import usable_cores
@@ -82,10 +82,12 @@ def set_up(config):
 
 def resolve_steps(config, model, num_train):
     """train.steps_per_execution as a number (`auto`: from the model's size, see loop.steps_per_execution;
-    one batch a call under a tf.distribute strategy, Keras' default for `fit`)."""
+    one batch a call under a tf.distribute strategy, Keras' default for `fit`, and where TensorBoard logs
+    batch-level steps: Keras' `update_freq` counts calls, which are then batches, as its documentation says)."""
     if config.train.steps_per_execution != "auto":
         return config.train.steps_per_execution
-    if config.distribution.strategy != "default" or not backend.is_tensorflow():
+    if (config.distribution.strategy != "default" or not backend.is_tensorflow()
+            or tensorboard_logs.batch_level(config.train.callbacks["tensorboard"])):
         return 1
     from cnnlab import loop
 
@@ -207,10 +209,12 @@ def fit_into(run_dir, config, model, splits, prep, past_rows, verbose, strategy=
         print(f"Run folder: {run_dir}\nData: {splits.description}: {len(splits.x_train)} train, "
               f"{len(splits.x_val)} validation, {0 if splits.x_test is None else len(splits.x_test)} test images", flush=True)
     logs = []  # the EpochLog of each phase trained here: the last one holds every epoch's row
+    boards = []  # TensorBoard callbacks, whose event files an interruption leaves open
 
     def callbacks_for(rows, phase=None, first_epoch=1):
         made = callbacks.make_callbacks(config, run_dir, rows, phase, first_epoch) + list(extra_callbacks)
         logs.append(made[0])
+        boards.extend(callback for callback in made if isinstance(callback, tensorboard_logs.RunTensorBoard))
         return made
 
     with sigterm_as_interrupt():
@@ -231,6 +235,9 @@ def fit_into(run_dir, config, model, splits, prep, past_rows, verbose, strategy=
             reason = failure_reason(exc)
             runs.set_status(run_dir, runs.FAILED, reason)
             raise RunError(f"training failed in {run_dir}: {reason}") from None
+        finally:
+            for board in boards:
+                board.close()
     metrics = finish_run(run_dir, config, logs[-1].rows, splits, prep)
     return TrainResult(run_dir=run_dir, metrics=metrics, chief=chief)
 
@@ -375,6 +382,8 @@ def finish_run(run_dir, config, rows, splits, prep):
         metrics["test"] = {key: float(value) for key, value in best_model.evaluate(test_ds, verbose=0, return_dict=True).items()}
     runs.write_json(run_dir / runs.METRICS, metrics)
     write_plots(run_dir, history, best_epoch, config.name)
+    if tensorboard_logs.has_logs(config):
+        tensorboard_logs.write_results(tensorboard_logs.log_dir_of(run_dir), metrics)
     # best.keras is published; these were only for resuming (the backup of a first phase not followed by a second too)
     for leftover in (runs.CHECKPOINT_DIR, runs.RESUME_DIR, runs.BACKUP_DIR):
         shutil.rmtree(run_dir / leftover, ignore_errors=True)
