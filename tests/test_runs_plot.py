@@ -108,6 +108,8 @@ def test_a_run_inside_a_comparison_beside_a_plain_run(lab, comparison, tmp_path)
     assert rows["SETTING"] == [child, a.name]
     assert rows["compile.optimizer.name"] == ["sgd", "adam"]
     assert rows["train.epochs"] == ["1", "2"]
+    assert rows["compile.optimizer.learning_rate"] == ["-", "0.001"]  # the comparison's sgd runs at Keras' default
+    assert rows["train.steps_per_execution"][0].isdigit()  # the comparison's auto, as the number it became
     assert Image.open(tmp_path / "mixed.png").format == "PNG"
 
 
@@ -199,6 +201,18 @@ def test_a_comparison_folder_is_not_one_run(lab, comparison, tmp_path):
     result = run_cli("runs", "--runs-dir", runs_dir, "--plot", comparison.name, a, "-o", tmp_path / "fig.png")
     assert_one_line_error(result, f"{comparison.name}: a comparison folder, not one run; name its runs as cnnlab runs "
                                   f"--all lists them ({comparison.name}/RUN)", exact=True)
+    assert not (tmp_path / "fig.png").exists()
+
+
+def test_a_sweep_folder_is_not_one_run(lab, tmp_path):
+    _, a, _ = lab
+    sweep = tmp_path / "sweep-tiny-20260101-120000"
+    shutil.copytree(a, sweep / "trials" / "trial-0-20260101-120001")
+    shutil.copy(a / "config.yaml", sweep / "config.yaml")  # a sweep folder has a config.yaml, as a run has
+    (sweep / "sweep.json").write_text("{}")
+    result = run_cli("runs", "--runs-dir", tmp_path, "--plot", sweep.name, "-o", tmp_path / "fig.png")
+    assert_one_line_error(result, f"{sweep.name}: a sweep folder, not one run; name its runs as cnnlab runs "
+                                  f"--all lists them ({sweep.name}/RUN)", exact=True)
     assert not (tmp_path / "fig.png").exists()
 
 
