@@ -8,7 +8,6 @@ weights of early stopping, from files kept in the run folder while it trains.
 """
 
 import json
-import math
 import os
 import time
 from pathlib import Path
@@ -16,7 +15,7 @@ from pathlib import Path
 import keras
 
 from cnnlab import backend, keras_compat, runs, tensorboard_logs
-from cnnlab.metric_names import maximized
+from cnnlab.best_epoch import best_epoch_of, history_of, monitor_of
 
 
 def make_callbacks(config, run_dir, past_rows, phase=None, first_epoch=1):
@@ -53,31 +52,6 @@ def make_callbacks(config, run_dir, past_rows, phase=None, first_epoch=1):
     callbacks.append(keras.callbacks.BackupAndRestore(str(run_dir / runs.BACKUP_DIR), double_checkpoint=True,
                                                       delete_checkpoint=phase != 1))
     return callbacks
-
-
-def monitor_of(config):
-    checkpoint = config.train.callbacks["checkpoint"]
-    return checkpoint.get("monitor", "val_loss"), checkpoint.get("mode", "auto")
-
-
-def history_of(rows):
-    """Epoch rows → {column: [values]} as Keras' History has it (without the epoch and time columns)."""
-    keys = [key for key in (rows[0] if rows else {}) if key not in ("epoch", "time_s", "phase")]
-    return {key: [row.get(key, math.nan) for row in rows] for key in keys}
-
-
-def best_epoch_of(history, monitor, mode="auto"):
-    """1-based epoch with the best `monitor` value, as Keras' 'auto' mode judges it; None if never logged."""
-    values = history.get(monitor)
-    if not values:
-        return None
-    maximize = mode == "max" or (mode == "auto" and maximized(monitor))
-    finite = [(v, i) for i, v in enumerate(values) if v is not None and math.isfinite(v)]
-    if not finite:
-        return None
-    # the first epoch reaching the best value, as Keras keeps the first best
-    _, index = max(finite, key=lambda pair: (pair[0], -pair[1])) if maximize else min(finite)
-    return index + 1
 
 
 def learning_rate(model):

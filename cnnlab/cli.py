@@ -428,18 +428,29 @@ def visualize(run_dir, image, layer, max_maps, html_index, invert):
 
 
 @main.command("runs")
+@click.argument("plot_runs", metavar="[RUN]...", nargs=-1)
 @click.option("--runs-dir", default="runs", show_default=True, type=click.Path(file_okay=False), help="Folder of run folders.")
 @click.option("--all", "show_all", is_flag=True, help="Also list the runs inside sweeps (their trials) and comparisons.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document instead of the tables.")
-def list_runs(runs_dir, show_all, as_json):
+@click.option("--plot", is_flag=True, help="Draw the RUNs' curves in one figure, with the settings that differ between them.")
+@click.option("-o", "--output", metavar="FILE",
+              help="The PNG --plot writes (default: <runs-dir>/runs-plot.png).")
+def list_runs(plot_runs, runs_dir, show_all, as_json, plot, output):
     """List the runs under --runs-dir, newest first, with their status and scores, then its sweeps and comparisons.
 
     Test accuracy is from eval/test.json where the run was evaluated, else from training's
     metrics.json. A sweep's best is its best completed trial by the sweep's metric; a
     comparison's, its best validation accuracy. Folders that are neither are skipped; a
     damaged run is shown as broken.
+
+    With --plot, draws RUN... (run folders, or names as --all lists them, such as
+    compare-NAME-TIME/RUN) instead: loss and each metric by epoch, validation solid and
+    training dashed, each run's best epoch marked, and the settings that differ.
     """
     import json
+
+    if plot or plot_runs or output is not None:
+        return plot_chosen_runs(plot, plot_runs, runs_dir, output, show_all, as_json)
 
     from cnnlab.runs import find_groups, find_runs, format_groups_table, format_runs_table, runs_in_group, summarize_group, summarize_run
 
@@ -456,6 +467,19 @@ def list_runs(runs_dir, show_all, as_json):
     click.echo(format_runs_table(rows) if rows else f"No runs in {runs_dir}.")
     if group_rows:
         click.echo("\n" + format_groups_table(group_rows))
+
+
+def plot_chosen_runs(plot, names, runs_dir, output, show_all, as_json):
+    """`cnnlab runs --plot RUN...`; the listing's own flags are refused rather than silently ignored."""
+    from cnnlab.runs_plot import format_result, plot_runs
+
+    if not plot:
+        raise CnnlabError("RUN and --output are for --plot: cnnlab runs --plot RUN [RUN...] (cnnlab runs alone lists every run)")
+    if show_all or as_json:
+        raise CnnlabError(f"--plot draws the RUNs it is given, as a figure; leave out {'--all' if show_all else '--json'}")
+    if not names:
+        raise CnnlabError("--plot needs at least one RUN: a run folder, or a name as cnnlab runs --all lists it")
+    click.echo(format_result(plot_runs(names, runs_dir, output=output)))
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ def accuracy_key(mapping, prefix=""):
 def maximized(name):
     """Whether a logged value is better higher: accuracies, AUCs and F-measures, as Keras' monitor mode "auto" judges them.
 
-    One rule for the checkpoint's best epoch (callbacks.best_epoch_of) and a sweep's default
+    One rule for the checkpoint's best epoch (best_epoch.best_epoch_of) and a sweep's default
     direction (space.default_direction); anything else, losses and errors, is minimized.
     """
     base = name.removeprefix("val_").lower()
