@@ -187,7 +187,9 @@ def draw_runs(plotted, metrics, differing):
     from cnnlab.plots import plt
 
     table_height = 0.22 * (len(differing) + 1) + 0.3 if differing else 0
-    fig = plt.figure(figsize=(max(6.4, 5.2 * len(metrics)), 4.4 + table_height), dpi=100, layout="constrained")
+    labels = [run.label for run in plotted]
+    width = max(6.4, 5.2 * len(metrics), table_width(labels, differing), 0.075 * sum(len(label) + 6 for label in labels[:3]))
+    fig = plt.figure(figsize=(width, 4.4 + table_height), dpi=100, layout="constrained")
     panels_fig, table_fig = fig.subfigures(2, 1, height_ratios=[4.4, table_height or 0.01])
     axes = panels_fig.subplots(1, len(metrics), squeeze=False)[0]
     colours = plt.get_cmap(COLOURS)
@@ -227,6 +229,15 @@ def draw_run(ax, run, metric, colour):
                     markeredgecolor="black", linestyle="none", zorder=3)
     if 2 in history.get("phase", []):
         ax.axvline(epochs[history["phase"].index(2)] - 0.5, color=colour, linestyle=":", linewidth=1)
+
+
+def table_width(labels, differing, inches_per_character=0.07):
+    """Inches the settings table needs at font size 8, so that the figure is made wide enough to hold it whole."""
+    if not differing:
+        return 0
+    columns = [[label] + [shorten(setting_cell(values[i])) for _, values in differing] for i, label in enumerate(labels)]
+    characters = max(len(path) for path, _ in differing) + sum(max(len(cell) for cell in column) for column in columns)
+    return inches_per_character * characters + 0.25 * (len(labels) + 1)
 
 
 def draw_settings_table(ax, labels, differing):
