@@ -676,6 +676,14 @@ def is_group(path):
     return any((Path(path) / plan).is_file() for plan in GROUP_PLANS.values())
 
 
+def group_of(run_dir):
+    """The sweep or comparison folder a run folder is in (a sweep's trials are in its trials/), or None."""
+    parent = Path(run_dir).parent
+    if parent.name == SWEEP_TRIALS_DIR and is_group(parent.parent):
+        return parent.parent
+    return parent if is_group(parent) else None
+
+
 def runs_in_group(folder, kind):
     """The run folders a sweep or a comparison holds, newest first."""
     inside = Path(folder) / SWEEP_TRIALS_DIR if kind == "sweep" else Path(folder)

@@ -86,10 +86,8 @@ def run_at(path):
 
 def run_label(run_dir):
     """The run's name in the legend and the table: its folder, or group/child for a run inside a sweep or comparison."""
-    parent = run_dir.parent
-    if parent.name == runs.SWEEP_TRIALS_DIR and runs.is_group(parent.parent):
-        return f"{parent.parent.name}/{run_dir.name}"
-    return f"{parent.name}/{run_dir.name}" if runs.is_group(parent) else run_dir.name
+    group = runs.group_of(run_dir)
+    return run_dir.name if group is None else f"{group.name}/{run_dir.name}"
 
 
 def load_plotted_run(run_dir, label):

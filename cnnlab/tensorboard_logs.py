@@ -158,9 +158,12 @@ def write_records(path, records):
 
 
 def trial_name(run_dir):
-    """How the HParams dashboard names the run: its folder, under its sweep or comparison where it is in one."""
-    run_dir = Path(run_dir)
-    return f"{run_dir.parent.name}/{run_dir.name}" if runs.is_group(run_dir.parent) else run_dir.name
+    """How the HParams dashboard names the run: its folder, and its sweep's or comparison's where it is in one.
+
+    The run's own name comes first: the dashboard's narrow Trial ID column shows the start of it.
+    """
+    group = runs.group_of(run_dir)
+    return Path(run_dir).name if group is None else f"{Path(run_dir).name} in {group.name}"
 
 
 def hparams_of(config):

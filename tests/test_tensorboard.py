@@ -231,11 +231,11 @@ def test_the_hparams_dashboard_lists_a_comparisons_runs_with_their_settings_and_
         "colParams": [], "startIndex": 0, "sliceSize": 10})["sessionGroups"]
     by_trial = {group["name"]: group for group in groups}
     children = sorted(path.name for path in compare_dir.iterdir() if runs.is_run_dir(path))
-    assert sorted(by_trial) == [f"{compare_dir.name}/{child}" for child in children]
+    assert sorted(by_trial) == [f"{child} in {compare_dir.name}" for child in children]
     optimizers = {group["hparams"]["compile.optimizer.name"] for group in groups}
     assert optimizers == {"adam", "sgd"}
     for name, group in by_trial.items():
-        metrics_json = json.loads((compare_dir / name.split("/")[1] / runs.METRICS).read_text())
+        metrics_json = json.loads((compare_dir / name.split(" in ")[0] / runs.METRICS).read_text())
         values = {(value["name"]["group"], value["name"]["tag"]): value["value"] for value in group["metricValues"]}
         assert values[("", "test/accuracy")] == pytest.approx(metrics_json["test"]["accuracy"], rel=1e-6)
         assert values[("validation", "epoch_accuracy")] == pytest.approx(metrics_json["final"]["val_accuracy"], rel=1e-6)
@@ -245,8 +245,12 @@ def test_hparams_name_a_run_inside_its_group_and_write_settings_as_numbers_or_te
     group = tmp_path / "compare-x"
     group.mkdir()
     (group / "compare.json").write_text("{}")
-    assert tensorboard_logs.trial_name(group / "adam-s1") == "compare-x/adam-s1"
+    assert tensorboard_logs.trial_name(group / "adam-s1") == "adam-s1 in compare-x"
     assert tensorboard_logs.trial_name(tmp_path / "tiny-1") == "tiny-1"
+    sweep = tmp_path / "sweep-y"
+    (sweep / "trials").mkdir(parents=True)
+    (sweep / "sweep.json").write_text("{}")
+    assert tensorboard_logs.trial_name(sweep / "trials" / "trial-0003") == "trial-0003 in sweep-y"
 
     hparams = tensorboard_logs.hparams_of(load_config(write_config(TINY_DIGITS)))
     assert hparams["train.batch_size"] == 64 and hparams["train.shuffle"] is True
