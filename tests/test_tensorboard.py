@@ -1,6 +1,7 @@
 """A run's TensorBoard logs are those Keras' `fit` writes, continue across a resume, and line runs up in HParams."""
 
 import json
+import os
 import shutil
 import socket
 import subprocess
@@ -191,9 +192,12 @@ def tensorboard_server():
 
     def start(logdir):
         port = free_port()
+        # TensorBoard imports TensorFlow, which imports Keras: under KERAS_BACKEND=torch that brings PyTorch into the
+        # same process, which crashed it (README, "TensorBoard"); the logs are the same whichever backend wrote them
+        env = {key: value for key, value in os.environ.items() if key != "KERAS_BACKEND"}
         process = subprocess.Popen([sys.executable, "-m", "tensorboard.main", "--logdir", str(logdir), "--host", "127.0.0.1",
                                     "--port", str(port), "--load_fast", "false"],
-                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
         started.append(process)
         deadline = time.monotonic() + 90
         while time.monotonic() < deadline:
