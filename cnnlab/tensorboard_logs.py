@@ -38,6 +38,8 @@ class RunTensorBoard(keras.callbacks.TensorBoard):
 
     `steps_per_execution` is the run's: batch-level steps count compiled calls, as under `fit`.
     `session` is (trial name, {hparam: value}), written as the run's HParams when training begins.
+    Uses Keras' private parts of the callback (`_global_train_batch`, `_writers`, `_val_writer`,
+    `_pop_writer`, `_prev_summary_state`, `_close_writers`), all exercised by tests/test_tensorboard.py.
     """
 
     def __init__(self, first_epoch=0, steps_per_execution=1, session=None, **kwargs):
@@ -45,6 +47,7 @@ class RunTensorBoard(keras.callbacks.TensorBoard):
         self.first_epoch = first_epoch
         self.steps_per_execution = steps_per_execution
         self.session = session
+        self.epoch = first_epoch
         self.earlier_files = event_files(Path(self.log_dir))  # before this callback writes its own
 
     def on_train_begin(self, logs=None):
@@ -56,6 +59,22 @@ class RunTensorBoard(keras.callbacks.TensorBoard):
             write_session(Path(self.log_dir), *self.session)
         super().on_train_begin(logs)
         self._global_train_batch = calls
+
+    def on_epoch_begin(self, epoch, logs=None):
+        super().on_epoch_begin(epoch, logs)
+        self.epoch = epoch
+
+    def on_test_end(self, logs=None):
+        """Keras' `evaluation_*_vs_iterations`, numbered by the batches trained since the run began.
+
+        Keras numbers them by the optimizer's step count, which the new optimizer of a
+        fine-tuning phase starts again from 0; for one optimizer the two are the same.
+        """
+        step = (self.epoch + 1) * (self.params.get("steps") or 0)
+        with self._val_writer.as_default():
+            for name, value in (logs or {}).items():
+                self.summary.scalar(f"evaluation_{name}_vs_iterations", value, step=step)
+        self._pop_writer()
 
     def on_epoch_end(self, epoch, logs=None):
         """Keras' epoch summaries, flushed before the backup of the epoch is written (this callback comes

@@ -279,3 +279,31 @@ def test_a_resumed_run_writes_its_hparams_again_and_its_results_once(tmp_path, m
     assert other == {"_hparams_/session_start_info"}
     shutil.rmtree(run_dir / "tensorboard" / "train")  # a folder TensorBoard reads whatever else is there
     assert read_logs(run_dir / "tensorboard")[0].keys() == scalars.keys()
+
+
+def test_fine_tuning_continues_the_curves_of_the_first_phase(tmp_path, image_folder):
+    text = f"""\
+name: fine_tuned
+seed: 7
+data: {{source: image_folder, path: {image_folder}, color_mode: rgb, image_size: [32, 32], test_split: 0.25}}
+model:
+  input_shape: [32, 32, 3]
+  backbone: {{name: MobileNet, weights: null, alpha: 0.25, pooling: avg}}
+  layers:
+    - Dense: {{units: 2, activation: softmax}}
+train:
+  epochs: 2
+  batch_size: 8
+  callbacks: {{tensorboard: {{update_freq: 1}}, early_stopping: null}}
+  fine_tune: {{unfreeze: 10, epochs: 2, learning_rate: 1.0e-5}}
+"""
+    _, run_dir = train(tmp_path, text)
+    logs = all_logs(run_dir)
+    assert [step for step, _ in logs["train"]["epoch_loss"]] == [0, 1, 2, 3]
+    batches = -(-json.loads((run_dir / runs.METRICS).read_text())["num_train"] // 8)
+    assert [step for step, _ in logs["train"]["batch_loss"]] == list(range(1, 4 * batches + 1))
+    # the second phase's new optimizer counts its steps from 0 again; the curve does not
+    assert [step for step, _ in logs["validation"]["evaluation_loss_vs_iterations"]] == [batches * i for i in (1, 2, 3, 4)]
+    history = runs.read_history(run_dir / runs.HISTORY)
+    np.testing.assert_allclose([v for _, v in logs["train"]["epoch_learning_rate"]], history["learning_rate"], rtol=1e-6)
+    assert history["learning_rate"][-1] == pytest.approx(1e-5)
