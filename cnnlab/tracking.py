@@ -10,7 +10,6 @@ MLflow is imported inside the functions that use it: cnnlab without the `mlflow`
 never imports it, and a config that asks for it says how to install it.
 """
 
-import importlib.util
 import logging
 import os
 import re
@@ -39,8 +38,12 @@ UNLOGGED_FILES = (runs.BACKUP_DIR, runs.TRACKING)
 
 def check_installed(config):
     """A config that asks for MLflow without it installed fails before its run folder exists."""
-    if config.tracking.mlflow is not None and importlib.util.find_spec("mlflow") is None:
-        raise ConfigError("tracking.mlflow", 'needs MLflow, which is not installed: pip install -e ".[mlflow]"')
+    if config.tracking.mlflow is None:
+        return
+    try:
+        import mlflow  # noqa: F401
+    except ImportError:
+        raise ConfigError("tracking.mlflow", 'needs MLflow, which is not installed: pip install -e ".[mlflow]"') from None
 
 
 def store_uri(setting, run_dir):
