@@ -216,6 +216,23 @@ def test_each_run_of_a_comparison_is_an_mlflow_run_of_one_experiment_tagged_with
     assert {run.data.params["compile.optimizer.name"] for run in found} == {"sgd", "adam"}
 
 
+def test_the_trials_of_a_sweep_share_the_store_beside_the_runs(tmp_path):
+    config = tmp_path / "config.yaml"
+    config.write_text(TINY_DIGITS.replace("epochs: 2", "epochs: 1") + """\
+sweep:
+  trials: 1
+  params:
+    train.batch_size: {choice: [32, 64]}
+""")
+    result = run_cli("sweep", config, "--runs-dir", tmp_path / "runs", "--mlflow")
+    assert result.exit_code == 0, result.output
+    (sweep_dir,) = [path for path in (tmp_path / "runs").iterdir() if path.name.startswith("sweep-")]
+    assert not (sweep_dir / runs.MLFLOW_DB).exists()
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'runs' / runs.MLFLOW_DB}")
+    (run,) = client.search_runs([client.get_experiment_by_name("tiny").experiment_id])
+    assert run.info.run_name.startswith("tiny-trial000-") and run.data.tags["cnnlab.group"] == sweep_dir.name
+
+
 def test_mlflow_alone_keeps_the_store_beside_the_runs(tmp_path):
     result, run_dir = train_tracked(tmp_path, "--mlflow")
     assert result.exit_code == 0, result.output
