@@ -459,7 +459,8 @@ def track(run_dirs, mlflow):
 
     for run_dir in run_dirs:
         tracker = track_run(run_dir, uri=mlflow)
-        click.echo(f"{run_dir}: MLflow run {tracker.run_id} in experiment {tracker.experiment!r} at {tracker.shown_uri}")
+        done = " (already logged)" if tracker.already_logged else ""
+        click.echo(f"{run_dir}: MLflow run {tracker.run_id} in experiment {tracker.experiment!r} at {tracker.shown_uri}{done}")
 
 
 @main.command("runs")

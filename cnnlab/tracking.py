@@ -111,8 +111,11 @@ def track_run(run_dir, uri=None, warn=None):
         raise RunError(f"{run_dir}: is {status.state}, not finished; finish it first (cnnlab train --resume {run_dir})")
     config = load_config(run_dir / runs.CONFIG)
     check_installed(config)
-    uri = uri or read_record(run_dir).get("uri") or config.tracking.mlflow or True
-    tracker = Tracker(run_dir, config, warn, uri=uri)
+    record = read_record(run_dir)
+    tracker = Tracker(run_dir, config, warn, uri=uri or record.get("uri") or config.tracking.mlflow or True)
+    if record.get("status") == FINISHED and record.get("uri") == tracker.uri and record.get("run_id"):
+        tracker.run_id, tracker.already_logged = record["run_id"], True  # logging it again would repeat its model and metrics
+        return tracker
     tracker.start()
     tracker.log_new_epochs()
     tracker.end(FINISHED if status.state == runs.COMPLETED else FAILED)
@@ -151,6 +154,7 @@ class Tracker:
         self.run_id = None
         self.logged_epochs = 0  # epochs the MLflow run already has: a resume or `cnnlab track` logs only the others
         self.error = None
+        self.already_logged = False
         self.callbacks = [] if self.uri is None else [epoch_callback(self)]
 
     @property

@@ -180,6 +180,10 @@ def test_a_server_that_is_down_costs_a_line_not_the_run_and_track_logs_it_later(
     assert run.data.params["train.batch_size"] == "64"
     assert (tmp_path / "mlartifacts").is_dir()  # beside the database, not in the working directory
 
+    again = run_cli("track", run_dir, "--mlflow", store)
+    assert again.exit_code == 0 and again.output.strip().endswith("(already logged)"), again.output
+    assert history_of_metric(client, run.info.run_id, "loss") == list(enumerate(history["loss"]))
+
 
 def test_a_resumed_run_continues_its_mlflow_run_logging_each_epoch_once(tmp_path, monkeypatch):
     store = f"sqlite:///{tmp_path / 'mlflow.db'}"
