@@ -5,6 +5,7 @@ Keras and its backend are imported inside the commands that need them, once
 answers at once.
 """
 
+import json
 import os
 import sys
 from pathlib import Path
@@ -85,6 +86,7 @@ def main(debug):
     cnnlab export runs/RUN --format tflite    a run's model for phones (TFLite) or servers (SavedModel), checked
     cnnlab visualize runs/RUN bag.png         draw filters, feature maps and layers of a run
     cnnlab runs                               list the runs, newest first
+    cnnlab track runs/RUN --mlflow URI        log a finished run to MLflow
     """
 
 
@@ -106,12 +108,20 @@ def config_options(command):
     return command
 
 
-def overrides_from(epochs, batch_size, seed, name, sets):
+# --mlflow alone is the local store beside the runs, as `tracking.mlflow: true` in a config
+mlflow_option = click.option("--mlflow", metavar="URI", is_flag=False, flag_value="true",
+                             help="Log to MLflow (sets tracking.mlflow): a tracking URI such as sqlite:///runs/mlflow.db or "
+                                  "http://127.0.0.1:5000; --mlflow alone: RUNS_DIR/mlflow.db. Needs pip install -e \".[mlflow]\".")
+
+
+def overrides_from(epochs, batch_size, seed, name, sets, mlflow=None):
     """The named flags become `--set` overrides, so one code path validates them all."""
     named = [("train.epochs", epochs), ("train.batch_size", batch_size), ("seed", seed)]
     overrides = [f"{key}={value}" for key, value in named if value is not None]
     if name is not None:
         overrides.append(f"name={name!r}" if name else "name=")
+    if mlflow is not None:  # a URI as a JSON string, which YAML reads back unchanged whatever it holds
+        overrides.append("tracking.mlflow=true" if mlflow == "true" else f"tracking.mlflow={json.dumps(mlflow)}")
     return overrides + list(sets)
 
 
@@ -156,7 +166,8 @@ def sweep_space(config):
               help="tf.distribute strategy (sets distribution.strategy); multi_worker reads the cluster from TF_CONFIG.")
 @click.option("--workers", metavar="HOST:PORT,...", help="multi_worker: every worker's address, the chief first; becomes TF_CONFIG.")
 @click.option("--worker-index", type=click.IntRange(min=0), help="multi_worker: this worker's position in --workers (0 is the chief).")
-def train(config_path, epochs, batch_size, seed, name, sets, runs_dir, resume_dir, quiet, strategy, workers, worker_index):
+@mlflow_option
+def train(config_path, epochs, batch_size, seed, name, sets, runs_dir, resume_dir, quiet, strategy, workers, worker_index, mlflow):
     """Train the experiment in CONFIG into a new run folder under --runs-dir.
 
     Ctrl-C stops at once and leaves the run resumable: cnnlab train --resume RUN_DIR.
@@ -165,7 +176,7 @@ def train(config_path, epochs, batch_size, seed, name, sets, runs_dir, resume_di
     from cnnlab.distribute import environment_tf_config, tf_config_for
     from cnnlab.train import resume, train as train_run
 
-    overrides = overrides_from(epochs, batch_size, seed, name, sets)
+    overrides = overrides_from(epochs, batch_size, seed, name, sets, mlflow)
     if strategy is not None:
         overrides.append(f"distribution.strategy={strategy}")
     if (workers is None) != (worker_index is None):
@@ -183,6 +194,11 @@ def train(config_path, epochs, batch_size, seed, name, sets, runs_dir, resume_di
             with errors_naming(config_path):
                 result = train_run(config, runs_dir, verbose=0 if quiet else 1)
     click.echo(format_result(result))
+    if result.tracking_error:  # the run is whole; that it is not in MLflow is still a failure the exit code reports
+        from cnnlab.errors import TrackingError
+        from cnnlab.tracking import failure_message
+
+        raise TrackingError(failure_message(result.run_dir, result.tracking_error, mlflow if mlflow != "true" else None))
 
 
 def format_result(result):
@@ -211,7 +227,8 @@ def format_result(result):
               help="Folder that receives the comparison folder.")
 @click.option("--resume", "resume_dir", metavar="COMPARE_DIR", type=click.Path(file_okay=False),
               help="Finish the comparison in COMPARE_DIR: completed runs are kept, the others are trained again.")
-def compare_optimizers(config_path, optimizers, epochs, batch_size, seed, name, sets, repeats, jobs, runs_dir, resume_dir):
+@mlflow_option
+def compare_optimizers(config_path, optimizers, epochs, batch_size, seed, name, sets, repeats, jobs, runs_dir, resume_dir, mlflow):
     """Train CONFIG once per optimizer from the same initial weights and data order; report which does best.
 
     Writes runs/compare-NAME-TIMESTAMP/ with one run folder per optimizer and seed,
@@ -222,7 +239,7 @@ def compare_optimizers(config_path, optimizers, epochs, batch_size, seed, name, 
     from cnnlab.optimizer_specs import check_optimizer_specs, parse_optimizer_specs
     from cnnlab.config import errors_naming, load_config
 
-    config = load_config(config_path, overrides_from(epochs, batch_size, seed, name, sets))
+    config = load_config(config_path, overrides_from(epochs, batch_size, seed, name, sets, mlflow))
     specs = parse_optimizer_specs(optimizers)
     check_optimizer_specs(specs)  # here, so that an error names the --optimizer and not the config file
     with errors_naming(config_path):
@@ -252,7 +269,8 @@ def compare_optimizers(config_path, optimizers, epochs, batch_size, seed, name, 
                                                             "processes that give the same --storage and --study join one study.")
 @click.option("--resume", "resume_dir", metavar="SWEEP_DIR", type=click.Path(file_okay=False),
               help="Continue the sweep in SWEEP_DIR until its trials have finished.")
-def sweep(config_path, params, trials, epochs, batch_size, seed, name, sets, runs_dir, jobs, storage, study_name, resume_dir):
+@mlflow_option
+def sweep(config_path, params, trials, epochs, batch_size, seed, name, sets, runs_dir, jobs, storage, study_name, resume_dir, mlflow):
     """Search the values in CONFIG's sweep section with Optuna; every trial is an ordinary run folder.
 
     Writes runs/sweep-NAME-TIMESTAMP/: study.db, trials/ (one run folder per trial),
@@ -264,7 +282,7 @@ def sweep(config_path, params, trials, epochs, batch_size, seed, name, sets, run
     from cnnlab.sweep import SWEEP_CONFIG, run_sweep
     from cnnlab.runs import read_group_plan
 
-    overrides = overrides_from(epochs, batch_size, seed, name, sets)
+    overrides = overrides_from(epochs, batch_size, seed, name, sets, mlflow)
     if resume_dir is not None:
         if config_path or overrides or params or storage or study_name:
             raise click.UsageError("--resume continues with the sweep's own config, space and study; give only --trials or --jobs")
@@ -425,6 +443,24 @@ def visualize(run_dir, image, layer, max_maps, html_index, invert):
     from cnnlab.visualize import format_result, visualize_run
 
     click.echo(format_result(visualize_run(run_dir, image=image, layer=layer, max_maps=max_maps, html_index=html_index, invert=invert)))
+
+
+@main.command(cls=BackendCommand)
+@click.argument("run_dirs", metavar="RUN_DIR...", nargs=-1, required=True, type=click.Path(file_okay=False))
+@click.option("--mlflow", metavar="URI", help="Tracking URI to log to (default: the one the run tried, else its config's "
+                                                "tracking.mlflow, else RUNS_DIR/mlflow.db beside the run).")
+def track(run_dirs, mlflow):
+    """Log finished run folders to MLflow, as training does: params, every epoch, test metrics, files and model.
+
+    For runs trained without tracking, or whose tracking server could not be reached: a run
+    logged before continues its own MLflow run in the same store, with no epoch logged twice.
+    """
+    from cnnlab.tracking import track_run
+
+    for run_dir in run_dirs:
+        tracker = track_run(run_dir, uri=mlflow)
+        done = " (already logged)" if tracker.already_logged else ""
+        click.echo(f"{run_dir}: MLflow run {tracker.run_id} in experiment {tracker.experiment!r} at {tracker.shown_uri}{done}")
 
 
 @main.command("runs")

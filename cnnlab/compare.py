@@ -86,9 +86,13 @@ def job_config(config, spec, seed, run_name):
 
 
 def shared_settings(config):
-    """What every run of a comparison shares: the config less its name, seed and optimizer, as JSON data."""
+    """What every run of a comparison shares: the config less its name, seed and optimizer, as JSON data.
+
+    Where the runs are tracked (`tracking`) is no setting of their training, and comparisons made
+    before that section existed must still resume.
+    """
     raw = to_plain(config.raw)
-    for key in ("name", "seed"):
+    for key in ("name", "seed", "tracking"):
         raw.pop(key, None)
     raw["compile"].pop("optimizer", None)
     return json.loads(json.dumps(raw))

@@ -36,6 +36,8 @@ MAX_DIM = 16_384
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,79}$")
 BACKBONE_POOLING = ("avg", "max")
 FINE_TUNE_KEYS = ("unfreeze", "epochs", "learning_rate")
+# tracking.mlflow URIs are MLflow's (and SQLAlchemy's, as mysql+pymysql://); a scheme outside these is a typo caught at load
+TRACKING_SCHEMES = ("sqlite", "postgresql", "mysql", "mssql", "http", "https", "file", "databricks")
 
 DEFAULTS = {
     "name": None,  # defaults to the YAML file's stem
@@ -80,6 +82,9 @@ DEFAULTS = {
     "mixed_precision": False,
     # a search space for `cnnlab sweep` (space.py); `train` keeps it in the run's config.yaml and ignores it
     "sweep": None,
+    # MLflow (cnnlab/tracking.py): mlflow is null (off), true (runs/mlflow.db beside the runs) or a tracking URI;
+    # experiment null becomes the config's name when mlflow is on, so the runs of a sweep or comparison share one
+    "tracking": {"mlflow": None, "experiment": None},
 }
 
 
@@ -163,6 +168,14 @@ class DistributionConfig:
 
 
 @dataclass(frozen=True)
+class TrackingConfig:
+    """`tracking:`: where a run is logged besides its own folder."""
+
+    mlflow: Any  # None (off), True (the local store beside the runs, cnnlab/tracking.py) or a tracking URI
+    experiment: Optional[str]  # the MLflow experiment; the config's name where not given
+
+
+@dataclass(frozen=True)
 class ExperimentConfig:
     name: str
     seed: int
@@ -173,6 +186,7 @@ class ExperimentConfig:
     distribution: DistributionConfig
     mixed_precision: Any  # False, or the Keras dtype policy: mixed_float16 or mixed_bfloat16
     raw: Mapping[str, Any]  # the resolved config as plain data, written to the run folder
+    tracking: TrackingConfig = TrackingConfig(mlflow=None, experiment=None)
 
     def to_yaml(self):
         return yaml.safe_dump(to_plain(self.raw), sort_keys=False, allow_unicode=True)
@@ -283,6 +297,8 @@ def resolve_config(user, default_name="experiment"):
     check_backbone_data(model, data)
     check_fine_tune(train, model, distribution)
     mixed_precision = resolve_mixed_precision(merged["mixed_precision"])
+    tracking = resolve_tracking(merged["tracking"], name)
+    merged["tracking"] = asdict(tracking)
     merged["distribution"]["devices"] = list(distribution.devices) if distribution.devices else None
     merged["compile"]["optimizer"] = {"name": compile_.optimizer.name, **compile_.optimizer.kwargs}
     merged["compile"]["metrics"] = list(compile_.metrics)
@@ -295,7 +311,8 @@ def resolve_config(user, default_name="experiment"):
         merged["train"]["fine_tune"] = asdict(train.fine_tune)
     merged["train"]["callbacks"] = {k: (dict(v) if v is not None else None) for k, v in train.callbacks.items()}
     return ExperimentConfig(name=name, seed=seed, data=data, model=model, compile=compile_, train=train,
-                            distribution=distribution, mixed_precision=mixed_precision, raw=merged)
+                            distribution=distribution, mixed_precision=mixed_precision, raw=merged,
+                            tracking=tracking)
 
 
 def merge(defaults, user):
@@ -541,6 +558,30 @@ def resolve_distribution(d):
             raise ConfigError("distribution.devices", f"names a device twice: {short_repr(devices)}")
         devices = tuple(devices)
     return DistributionConfig(strategy=strategy, devices=devices, scale_learning_rate=scaling)
+
+
+def resolve_tracking(t, name):
+    """`tracking.mlflow`: null or false (off), true (the local store beside the runs) or a tracking URI with a known scheme."""
+    store = None if t["mlflow"] is False else t["mlflow"]
+    if store is not None and store is not True:
+        store = check_tracking_uri(store, "tracking.mlflow")
+    experiment = t["experiment"]
+    if experiment is not None and (not isinstance(experiment, str) or not experiment.strip() or not experiment.isprintable()):
+        raise ConfigError("tracking.experiment", f"expected an MLflow experiment name, or null for the config's name, received {short_repr(experiment)}")
+    if store is not None and experiment is None:
+        experiment = name  # resolved here, so that the runs a sweep or comparison derives from this config share it
+    return TrackingConfig(mlflow=store, experiment=experiment)
+
+
+def check_tracking_uri(value, path):
+    expected = "expected true, null or an MLflow tracking URI such as sqlite:///runs/mlflow.db or http://127.0.0.1:5000"
+    if not isinstance(value, str) or not value or not value.isprintable() or " " in value:
+        raise ConfigError(path, f"{expected}, received {type_name(value)} {short_repr(value)}")
+    scheme = value.partition(":")[0].split("+")[0].lower() if ":" in value else ""
+    if scheme not in TRACKING_SCHEMES:
+        raise ConfigError(path, f"{expected}; the scheme must be one of {', '.join(TRACKING_SCHEMES)}"
+                          f"{suggest(scheme, TRACKING_SCHEMES)}, received {short_repr(value)}")
+    return value
 
 
 def resolve_callbacks(cbs):

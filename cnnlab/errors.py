@@ -57,6 +57,10 @@ class ExportError(CnnlabError):
     """A model cannot be exported in a format, or its exported file does not predict what best.keras does."""
 
 
+class TrackingError(CnnlabError):
+    """MLflow could not be reached or written; the run folder itself is complete, and `cnnlab track` logs it later."""
+
+
 class TrainingInterrupted(CnnlabError):
     """Training stopped on Ctrl-C or SIGTERM; the run folder is marked interrupted."""
 

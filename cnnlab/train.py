@@ -20,7 +20,7 @@ from contextlib import contextmanager
 
 import keras
 
-from cnnlab import __version__, backend, builder, callbacks, data, distribute, fine_tune, keras_fit, plots, runs, tensorboard_logs
+from cnnlab import __version__, backend, builder, callbacks, data, distribute, fine_tune, keras_fit, plots, runs, tensorboard_logs, tracking
 from cnnlab.callbacks import best_epoch_of, history_of, monitor_of
 from cnnlab.config import load_config, with_train_values
 from cnnlab.cores import usable_cores
@@ -34,6 +34,7 @@ class TrainResult:
     run_dir: Path  # on a multi-worker worker other than the chief: its temporary folder, already removed
     metrics: dict
     chief: bool = True  # False on the workers that do not write the run folder
+    tracking_error: str | None = None  # the run is complete, but MLflow could not be reached or written (cnnlab/tracking.py)
 
 
 def train(config, runs_dir, verbose=1, initial_weights=None, extra_callbacks=()):
@@ -52,8 +53,10 @@ def train(config, runs_dir, verbose=1, initial_weights=None, extra_callbacks=())
     with runs.training_lock(run_dir):
         runs.set_status(run_dir, runs.RUNNING)
         write_run_description(run_dir, config, model, splits, prep, strategy)
-        return fit_into(run_dir, config, model, splits, prep, past_rows=[], verbose=verbose, strategy=strategy,
-                        extra_callbacks=extra_callbacks)
+        with tracking.tracked(run_dir, config) as tracker:
+            result = fit_into(run_dir, config, model, splits, prep, past_rows=[], verbose=verbose, strategy=strategy,
+                              extra_callbacks=[*extra_callbacks, *tracker.callbacks])
+        return replace(result, tracking_error=tracker.error)
 
 
 def set_up(config):
@@ -116,7 +119,10 @@ def resume(run_dir, verbose=1):
         runs.set_status(run_dir, runs.RUNNING)
         if verbose:
             print(f"Resuming {run_dir} after epoch {len(past_rows)} of {planned_epochs(config)}", flush=True)
-        return fit_into(run_dir, config, model, splits, prep, past_rows=past_rows, verbose=verbose, strategy=strategy)
+        with tracking.tracked(run_dir, config) as tracker:  # the MLflow run the run began, where it has one
+            result = fit_into(run_dir, config, model, splits, prep, past_rows=past_rows, verbose=verbose, strategy=strategy,
+                              extra_callbacks=tracker.callbacks)
+        return replace(result, tracking_error=tracker.error)
 
 
 def check_resumable(run_dir):
@@ -149,6 +155,7 @@ def prepare(config, strategy=None):
     With a tf.distribute `strategy` the model is built and compiled in its scope,
     so its variables are mirrored on every replica.
     """
+    tracking.check_installed(config)
     keras.utils.set_random_seed(config.seed)
     splits = data.load_dataset(config.data, config.train.validation_split, config.seed)
     prep = preprocessing_for(config.data)
