@@ -3,7 +3,7 @@
 import inspect
 import re
 
-from cnnlab import backbones, keras_compat, registry
+from cnnlab import backbones, backend, keras_compat, registry
 from cnnlab.errors import ConfigError, one_line
 
 ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*m")
@@ -145,13 +145,15 @@ def compile_model(model, config):
     """Compiles with the configured optimizer, loss and metrics, each checked by name first.
 
     A numeric train.steps_per_execution goes to Keras too, so that `fit` (under a
-    tf.distribute strategy) runs as many batches a call as cnnlab's own loop does.
+    tf.distribute strategy) runs as many batches a call as cnnlab's own loop does. Keras on
+    PyTorch takes only 1: a run trained elsewhere with more is evaluated there one batch a call.
     """
     steps = config.train.steps_per_execution
+    steps = steps if isinstance(steps, int) and backend.name() != "torch" else 1
     model.compile(optimizer=make_optimizer(config.compile.optimizer),
                   loss=registry.check_loss(config.compile.loss),
                   metrics=list(registry.check_metrics(config.compile.metrics)),
-                  steps_per_execution=steps if isinstance(steps, int) else 1)
+                  steps_per_execution=steps)
     return model
 
 

@@ -29,7 +29,7 @@ from cnnlab import runs
 from cnnlab.paths import flatten
 
 HPARAMS_FILE = "events.out.tfevents.cnnlab-hparams.v2"  # TensorBoard reads any file named *tfevents*
-LEFT_OUT = ("name", "sweep")  # the folder names the run; a sweep's search space is the same for every trial
+LEFT_OUT = ("name", "sweep", "tracking")  # the folder names the run; a sweep's search space is the same for every trial; where it is logged is no setting of it
 RESULT_GROUPS = ("best", "test")
 
 

@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from cnnlab import runs
-from cnnlab.callbacks import history_of
+from cnnlab.best_epoch import history_of
 from cnnlab.config import load_config, to_plain
 from cnnlab.errors import ConfigError, RunError, TrackingError, TrainingInterrupted, first_line, one_line
 from cnnlab.paths import flatten
@@ -58,17 +58,8 @@ def store_uri(setting, run_dir):
 
 
 def runs_root(run_dir):
-    group = group_dir(run_dir)
-    return (group or Path(run_dir)).parent
-
-
-def group_dir(run_dir):
-    """The sweep or comparison folder holding the run, if any (a sweep keeps its runs in trials/)."""
-    parent = Path(run_dir).resolve().parent
-    for folder in (parent, parent.parent):
-        if runs.is_group(folder):
-            return folder
-    return None
+    group = runs.group_of(Path(run_dir).resolve())
+    return (group or Path(run_dir).resolve()).parent
 
 
 def local_artifacts(uri):
@@ -206,7 +197,7 @@ class Tracker:
     def create(self, experiment_id):
         tags = {"cnnlab.run_dir": str(self.run_dir.resolve()), "cnnlab.backend": runs.read_backend(self.run_dir),
                 "cnnlab.config": self.config.name}
-        group = group_dir(self.run_dir)
+        group = runs.group_of(self.run_dir.resolve())
         if group is not None:
             tags["cnnlab.group"] = group.name
         run = self.client.create_run(experiment_id, run_name=self.run_dir.name, tags=tags)
