@@ -250,6 +250,10 @@ def compare_optimizers(config_path, optimizers, epochs, batch_size, seed, name, 
     if failed:
         click.echo(f"{failed} of {len(result.outcomes)} runs failed; their reasons are in the progress lines and {SUMMARY_MD}.")
     click.echo(f"Comparison: {result.compare_dir}")
+    if config.tracking.mlflow is not None:
+        from cnnlab.tracking import check_group_logged
+
+        check_group_logged(result.compare_dir, "compare")
 
 
 @main.command(cls=BackendCommand)
@@ -299,6 +303,10 @@ def sweep(config_path, params, trials, epochs, batch_size, seed, name, sets, run
     if result.best:
         click.echo(f"Best: trial {result.best['number']}, {space.metric} {result.best['value']:.4f}: {result.best['run_dir']}")
     click.echo(f"{result.finished} trials finished, {result.failed} failed. Sweep: {result.sweep_dir}")
+    if config.tracking.mlflow is not None:
+        from cnnlab.tracking import check_group_logged
+
+        check_group_logged(result.sweep_dir, "sweep")
 
 
 def config_user_dict(config):

@@ -121,6 +121,16 @@ def failure_message(run_dir, tracker_error, uri):
             + (f" --mlflow {uri}" if isinstance(uri, str) else ""))
 
 
+def check_group_logged(folder, kind):
+    """After a comparison or sweep: runs that MLflow could not log fail the command, as `cnnlab train` fails,
+    in one line that says they are complete and how to log them."""
+    unlogged = [run_dir for run_dir in runs.runs_in_group(folder, kind) if read_record(run_dir).get("error")]
+    if unlogged:
+        raise TrackingError(f"{len(unlogged)} of the runs in {folder} could not be logged "
+                            f"({read_record(unlogged[0])['error']}); they are complete: log them with "
+                            f"cnnlab track {' '.join(str(run_dir) for run_dir in unlogged)} --mlflow URI")
+
+
 def read_record(run_dir):
     path = Path(run_dir) / runs.TRACKING
     try:

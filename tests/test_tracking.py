@@ -220,6 +220,20 @@ def test_each_run_of_a_comparison_is_an_mlflow_run_of_one_experiment_tagged_with
     assert {run.data.params["compile.optimizer.name"] for run in found} == {"sgd", "adam"}
 
 
+def test_a_comparison_whose_server_is_down_trains_every_run_and_fails_naming_them(tmp_path):
+    config = tmp_path / "config.yaml"
+    config.write_text(TINY_DIGITS.replace("epochs: 2", "epochs: 1"))
+    down = f"http://127.0.0.1:{free_port()}"
+    result = run_cli("compare-optimizers", config, "-o", "sgd", "-o", "adam", "--runs-dir", tmp_path / "runs", "--mlflow", down)
+    assert result.exit_code == 2, result.output
+    (compare_dir,) = (tmp_path / "runs").iterdir()
+    children = runs.runs_in_group(compare_dir, "compare")
+    assert len(children) == 2 and all(runs.read_status(run_dir).state == runs.COMPLETED for run_dir in children)
+    last = result.output.strip().splitlines()[-1]
+    assert last.startswith(f"Error: 2 of the runs in {compare_dir} could not be logged (MLflow tracking at {down} failed")
+    assert all(str(run_dir) in last for run_dir in children) and "cnnlab track" in last
+
+
 def test_the_trials_of_a_sweep_share_the_store_beside_the_runs(tmp_path):
     config = tmp_path / "config.yaml"
     config.write_text(TINY_DIGITS.replace("epochs: 2", "epochs: 1") + """\
