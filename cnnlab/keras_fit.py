@@ -15,6 +15,9 @@ epoch's image order is drawn from (seed, epoch) (`batches.epoch_order`), so a re
 run sees the orders the uninterrupted one saw.
 """
 
+import signal
+from contextlib import contextmanager
+
 from cnnlab.config import AUTO
 from cnnlab.errors import ConfigError
 
@@ -80,12 +83,65 @@ def fit(model, train, val, prep, *, batch_size, epochs, callbacks, verbose, shuf
     train_batches = ArrayBatches(*train, prep, batch_size, seed=seed if shuffle else None, multiple_of=replicas)
     val_batches = ArrayBatches(*val, prep, 4 * batch_size, multiple_of=replicas)
     try:
-        history = model.fit(train_batches, validation_data=val_batches, epochs=epochs, initial_epoch=initial_epoch,
-                            callbacks=[EpochOrder(train_batches), *callbacks], verbose=verbose,
-                            shuffle=False)  # the order is the PyDataset's own; fit's would reorder its batches by NumPy's state
+        with interrupts_between_batches() as interrupt:
+            history = model.fit(train_batches, validation_data=val_batches, epochs=epochs, initial_epoch=initial_epoch,
+                                callbacks=[EpochOrder(train_batches), *callbacks, interrupt], verbose=verbose,
+                                shuffle=False)  # the order is the PyDataset's own; fit's would reorder its batches by NumPy's state
     finally:
         if replicas > 1:  # scoring the best model afterwards (and anything else in this process) runs on one device
             import keras
 
             keras.distribution.set_distribution(None)
     return {key: values[-1] for key, values in history.history.items() if values}
+
+
+class InterruptBetweenBatches:
+    """Ctrl-C and SIGTERM during `fit`, raised as KeyboardInterrupt where Keras can carry it: at the next batch's end.
+
+    On JAX, a KeyboardInterrupt raised by Python's signal handler at a random moment was
+    sometimes lost: raised inside a Python function that JAX's C++ calls, it vanished, and
+    the run went on to complete with exit code 0 (about one Ctrl-C in four in
+    tests/test_resume.py). So during `fit` the first signal is only recorded, and this
+    callback, the last of the run's, raises it once the batch (or epoch) in progress has
+    ended and every other callback has seen it. A second signal raises at once, for a step
+    that does not end.
+    """
+
+    def __init__(self):
+        import keras
+
+        self.pending = False
+        self.received = set()
+        self.callback = keras.callbacks.LambdaCallback(on_train_batch_end=self.check, on_test_batch_end=self.check,
+                                                       on_epoch_end=self.check)
+
+    def handle(self, signum, frame):
+        self.received.add(signum)
+        if self.pending:
+            raise KeyboardInterrupt
+        self.pending = True
+
+    def check(self, *args, **kwargs):
+        if self.pending:
+            raise KeyboardInterrupt
+
+
+@contextmanager
+def interrupts_between_batches():
+    """Yields the callback of an InterruptBetweenBatches whose handler takes SIGINT and SIGTERM inside the block.
+
+    Outside the main thread signals cannot be handled here; the callback then never raises.
+    After a SIGTERM, a later one is ignored, as train.sigterm_as_interrupt has it: it must not cut the clean-up short.
+    """
+    interrupt = InterruptBetweenBatches()
+    try:
+        previous = {signum: signal.signal(signum, interrupt.handle) for signum in (signal.SIGINT, signal.SIGTERM)}
+    except ValueError:  # not the main thread
+        yield interrupt.callback
+        return
+    try:
+        yield interrupt.callback
+    finally:
+        for signum, handler in previous.items():
+            ignore = signum == signal.SIGTERM and signum in interrupt.received
+            signal.signal(signum, signal.SIG_IGN if ignore else handler)
