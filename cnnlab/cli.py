@@ -86,6 +86,7 @@ def main(debug):
     cnnlab export runs/RUN --format tflite    a run's model for phones (TFLite) or servers (SavedModel), checked
     cnnlab visualize runs/RUN bag.png         draw filters, feature maps and layers of a run
     cnnlab runs                               list the runs, newest first
+    cnnlab runs --plot RUN RUN                curves of runs overlaid, with the settings that differ
     cnnlab track runs/RUN --mlflow URI        log a finished run to MLflow
     """
 
