@@ -1,6 +1,7 @@
 """Factories for tests: tiny configs and the paths of the shipped ones."""
 
 import os
+import socket
 from pathlib import Path
 from textwrap import dedent
 
@@ -42,6 +43,13 @@ train:
   batch_size: 64
   validation_split: 0.2
 """
+
+
+def free_port():
+    """A TCP port on 127.0.0.1 that nothing listens on now: for a server a test starts, or one that is down."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 def run_cli(*args):

@@ -10,12 +10,13 @@ import glob
 import os
 import pwd
 import shutil
-import socket
 import subprocess
 import tempfile
 from pathlib import Path
 
 import pytest
+
+from conftest import free_port
 
 USER, PASSWORD, DATABASE = "cnnlab", "sweep-secret", "sweeps"
 SERVER_OS_USER = "postgres"  # who runs the server when the tests run as root (Debian's package creates it)
@@ -31,12 +32,6 @@ def find_bin_dir():
         if (Path(candidate) / "initdb").is_file() and (Path(candidate) / "pg_ctl").is_file():
             return Path(candidate)
     return None
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def server_account():

@@ -1,7 +1,6 @@
 """The sweep's study opens in optuna-dashboard (the `dashboard` extra): a real server on a loopback port, read through its JSON API."""
 
 import json
-import socket
 import subprocess
 import sys
 import time
@@ -11,15 +10,10 @@ from pathlib import Path
 
 import pytest
 
+from conftest import free_port
 from test_sweep import SWEPT, only_sweep, sweep, trial_rows
 
 pytest.importorskip("optuna_dashboard", reason="optuna-dashboard is not installed (pip install -e \".[dashboard]\")")
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def get_json(url):
