@@ -464,12 +464,15 @@ def track(run_dirs, mlflow):
     For runs trained without tracking, or whose tracking server could not be reached: a run
     logged before continues its own MLflow run in the same store, with no epoch logged twice.
     """
+    from cnnlab.config import check_tracking_uri
     from cnnlab.tracking import track_run
 
+    if mlflow is not None:
+        check_tracking_uri(mlflow, "--mlflow")  # the same URIs as tracking.mlflow: it is written into the run's tracking.json
     for run_dir in run_dirs:
         tracker = track_run(run_dir, uri=mlflow)
         done = " (already logged)" if tracker.already_logged else ""
-        click.echo(f"{run_dir}: MLflow run {tracker.run_id} in experiment {tracker.experiment!r} at {tracker.shown_uri}{done}")
+        click.echo(f"{run_dir}: MLflow run {tracker.run_id} in experiment {tracker.experiment!r} at {tracker.uri}{done}")
 
 
 @main.command("runs")

@@ -12,6 +12,7 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Mapping, Optional
+from urllib.parse import urlsplit
 
 import yaml
 
@@ -581,6 +582,10 @@ def check_tracking_uri(value, path):
     if scheme not in TRACKING_SCHEMES:
         raise ConfigError(path, f"{expected}; the scheme must be one of {', '.join(TRACKING_SCHEMES)}"
                           f"{suggest(scheme, TRACKING_SCHEMES)}, received {short_repr(value)}")
+    if urlsplit(value).password is not None:  # config.yaml would keep it, in the run folder and in MLflow's artifacts
+        raise ConfigError(path, "holds a password, which every run folder's config.yaml would keep (and MLflow's artifacts "
+                          "with it); give it in the environment instead: MLFLOW_TRACKING_PASSWORD for a tracking server, "
+                          "PGPASSWORD for PostgreSQL")
     return value
 
 
@@ -650,6 +655,18 @@ def check_choice(value, path, choices):
     if value not in choices:
         raise ConfigError(path, f"expected one of {', '.join(choices)}{suggest(value, choices)}, received {short_repr(value)}")
     return value
+
+
+# In a config, but not settings of how its runs train: a sweep's search space, and where runs are logged.
+# HParams, MLflow's params and `runs --plot`'s table of differences leave them out.
+NOT_TRAINING = ("sweep", "tracking")
+
+
+def settings_of(config, leave_out=()):
+    """The resolved config as {path: value}, one entry per setting (paths.flatten), without NOT_TRAINING and `leave_out`."""
+    from cnnlab.paths import flatten
+
+    return flatten({key: value for key, value in to_plain(config.raw).items() if key not in (*NOT_TRAINING, *leave_out)})
 
 
 def to_plain(value):

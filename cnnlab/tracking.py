@@ -19,15 +19,12 @@ from pathlib import Path
 
 from cnnlab import runs
 from cnnlab.best_epoch import history_of
-from cnnlab.config import load_config, to_plain
+from cnnlab.config import load_config, settings_of
 from cnnlab.errors import ConfigError, RunError, TrackingError, TrainingInterrupted, first_line, one_line
-from cnnlab.paths import flatten
-from cnnlab.study import redact
 
 FINISHED, FAILED, KILLED = "FINISHED", "FAILED", "KILLED"  # MLflow's RunStatus names
 MODEL_NAME = "model"  # the logged Keras model's name in its run
 BATCH = 100  # MLflow's limit of params per log_batch request
-UNLOGGED_SECTIONS = ("sweep", "tracking")  # a search space and where the run is logged are no settings of its training
 # MLflow's HTTP client retries for about four minutes by default; a run must not stall that long per call.
 # A user's own values of these variables win.
 HTTP_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
@@ -159,10 +156,6 @@ class Tracker:
         self.callbacks = [] if self.uri is None else [epoch_callback(self)]
 
     @property
-    def shown_uri(self):
-        return redact(self.uri) if self.uri else None
-
-    @property
     def active(self):
         return self.uri is not None and self.error is None
 
@@ -174,7 +167,7 @@ class Tracker:
             try:
                 action()
             except Exception as exc:
-                self.error = one_line(f"MLflow tracking at {redact(self.uri)} failed: {what}: {first_line(exc)}")
+                self.error = one_line(f"MLflow tracking at {self.uri} failed: {what}: {first_line(exc)}")
                 self.warn(f"{self.error}; training goes on without it")
                 self.write_record()
 
@@ -244,10 +237,7 @@ class Tracker:
 
     def write_record(self, status=None):
         """tracking.json: where the run is logged (so a resume continues that MLflow run) or why it is not."""
-        record = {"uri": redact(self.uri) if self.uri else None, "experiment": self.experiment, "run_id": self.run_id,
-                  "status": status, "error": self.error}
-        if record["uri"] != self.uri:  # a password is never written; such a store is named again with --mlflow
-            record["uri"] = None
+        record = {"uri": self.uri, "experiment": self.experiment, "run_id": self.run_id, "status": status, "error": self.error}
         try:
             runs.write_json(self.run_dir / runs.TRACKING, record)
         except RunError as exc:
@@ -282,8 +272,7 @@ def log_metrics(client, run_id, metrics, step=0):
 def params_of(config):
     """The resolved config, one param per setting, named by its path: `model.layers.0.Conv2D.filters` for what error
     messages write `model.layers[0].Conv2D.filters`, as MLflow refuses brackets in a param's name."""
-    raw = {key: value for key, value in to_plain(config.raw).items() if key not in UNLOGGED_SECTIONS}
-    return {param_name(path): str(value) for path, value in flatten(raw).items()}
+    return {param_name(path): str(value) for path, value in settings_of(config).items()}
 
 
 def param_name(path):

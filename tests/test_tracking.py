@@ -6,7 +6,6 @@ port for a server that is down; nothing of Keras or MLflow is replaced.
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -20,7 +19,7 @@ mlflow = pytest.importorskip("mlflow", reason='MLflow is the optional extra: pip
 
 from cnnlab import runs  # noqa: E402
 from cnnlab.tracking import store_in_use  # noqa: E402
-from conftest import TINY_DIGITS, assert_one_line_error, run_cli  # noqa: E402
+from conftest import TINY_DIGITS, assert_one_line_error, free_port, run_cli  # noqa: E402
 from test_resume_state import CtrlCAfter, with_extra_callbacks  # noqa: E402
 
 
@@ -40,12 +39,6 @@ def run_id_of(run_dir):
 
 def history_of_metric(client, run_id, key):
     return [(m.step, m.value) for m in sorted(client.get_metric_history(run_id, key), key=lambda m: m.step)]
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -206,13 +199,19 @@ def test_a_resumed_run_continues_its_mlflow_run_logging_each_epoch_once(tmp_path
     assert len(client.search_runs([client.get_run(run_id).info.experiment_id])) == 1
 
 
-def test_each_run_of_a_comparison_is_an_mlflow_run_of_one_experiment_tagged_with_its_folder(tmp_path):
+def compare_tracked(tmp_path, uri):
+    """`cnnlab compare-optimizers` of sgd and adam, 1 epoch, with --mlflow URI: the result and the comparison's folder."""
     config = tmp_path / "config.yaml"
     config.write_text(TINY_DIGITS.replace("epochs: 2", "epochs: 1"))
-    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    result = run_cli("compare-optimizers", config, "-o", "sgd", "-o", "adam", "--runs-dir", tmp_path / "runs", "--mlflow", store)
-    assert result.exit_code == 0, result.output
+    result = run_cli("compare-optimizers", config, "-o", "sgd", "-o", "adam", "--runs-dir", tmp_path / "runs", "--mlflow", uri)
     (compare_dir,) = (tmp_path / "runs").iterdir()
+    return result, compare_dir
+
+
+def test_each_run_of_a_comparison_is_an_mlflow_run_of_one_experiment_tagged_with_its_folder(tmp_path):
+    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    result, compare_dir = compare_tracked(tmp_path, store)
+    assert result.exit_code == 0, result.output
     client = mlflow.MlflowClient(tracking_uri=store)
     found = client.search_runs([client.get_experiment_by_name("tiny").experiment_id])
     assert sorted(run.info.run_name.split("-s7-")[0] for run in found) == ["adam", "sgd"]
@@ -221,12 +220,9 @@ def test_each_run_of_a_comparison_is_an_mlflow_run_of_one_experiment_tagged_with
 
 
 def test_a_comparison_whose_server_is_down_trains_every_run_and_fails_naming_them(tmp_path):
-    config = tmp_path / "config.yaml"
-    config.write_text(TINY_DIGITS.replace("epochs: 2", "epochs: 1"))
     down = f"http://127.0.0.1:{free_port()}"
-    result = run_cli("compare-optimizers", config, "-o", "sgd", "-o", "adam", "--runs-dir", tmp_path / "runs", "--mlflow", down)
+    result, compare_dir = compare_tracked(tmp_path, down)
     assert result.exit_code == 2, result.output
-    (compare_dir,) = (tmp_path / "runs").iterdir()
     children = runs.runs_in_group(compare_dir, "compare")
     assert len(children) == 2 and all(runs.read_status(run_dir).state == runs.COMPLETED for run_dir in children)
     last = result.output.strip().splitlines()[-1]
@@ -267,6 +263,7 @@ def test_mlflow_alone_keeps_the_store_beside_the_runs(tmp_path):
     (["--set", "tracking.mlflow=3"], "tracking.mlflow: expected true, null or an MLflow tracking URI"),
     (["--set", "tracking.experiment=[a]"], "tracking.experiment: expected an MLflow experiment name"),
     (["--set", "tracking.mlfow=true"], "tracking.mlfow: unknown key (did you mean mlflow?)"),
+    (["--mlflow", "postgresql://cnnlab:secret@127.0.0.1/mlflow"], "tracking.mlflow: holds a password, which every run folder's"),
 ])
 def test_a_bad_tracking_setting_is_one_line(tmp_path, args, expected):
     result, run_dir = train_tracked(tmp_path, *args)
