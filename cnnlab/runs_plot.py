@@ -11,13 +11,14 @@ from pathlib import Path
 
 from cnnlab import runs
 from cnnlab.best_epoch import best_epoch_of, monitor_of
+from cnnlab.config import NOT_TRAINING
 from cnnlab.errors import RunError
 from cnnlab.paths import flatten
 from cnnlab.report import Column, format_table
 
 DEFAULT_OUTPUT = "runs-plot.png"  # under --runs-dir, which is git-ignored
 NOT_CURVES = ("epoch", "phase", "time_s", "learning_rate")  # history.csv's bookkeeping columns: no panel of their own
-LEFT_OUT = ("name", "sweep")  # top-level sections that differ between runs by construction, not by choice
+LEFT_OUT = ("name", *NOT_TRAINING)  # the run's name differs by construction; the others say nothing of how it trained
 MISSING = object()  # a setting one run's config has and another's lacks
 COLOURS = "tab10"
 
@@ -166,7 +167,7 @@ def format_result(result):
     if len(result.runs) > 1 and result.differing:
         lines += ["", "Settings that differ:", format_settings_table([run.label for run in result.runs], result.differing)]
     elif len(result.runs) > 1:
-        lines.append("The runs' settings are the same (their names and sweep sections aside).")
+        lines.append("The runs' settings are the same (their names, sweep and tracking sections aside).")
     return "\n".join(lines)
 
 

@@ -195,8 +195,6 @@ def redact(url):
     return f"{scheme}://{user}:***@{host}"
 
 
-
-
 def labels(param):
     """Choices as Optuna can store them: scalars as they are, anything else as its YAML text."""
     if param.kind != "choice":

@@ -26,10 +26,8 @@ from pathlib import Path
 import keras
 
 from cnnlab import runs
-from cnnlab.paths import flatten
 
 HPARAMS_FILE = "events.out.tfevents.cnnlab-hparams.v2"  # TensorBoard reads any file named *tfevents*
-LEFT_OUT = ("name", "sweep", "tracking")  # the folder names the run; a sweep's search space is the same for every trial; where it is logged is no setting of it
 RESULT_GROUPS = ("best", "test")
 
 
@@ -192,10 +190,9 @@ def hparams_of(config):
     column by column; the backend the run trained on is one more.
     """
     from cnnlab import backend
-    from cnnlab.config import to_plain
+    from cnnlab.config import settings_of
 
-    raw = {key: value for key, value in to_plain(config.raw).items() if key not in LEFT_OUT}
-    values = {path: hparam_value(value) for path, value in flatten(raw).items()}
+    values = {path: hparam_value(value) for path, value in settings_of(config, leave_out=("name",)).items()}
     values["backend"] = backend.name()
     return values
 

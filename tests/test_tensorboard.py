@@ -3,7 +3,6 @@
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -19,7 +18,7 @@ from tensorboard.util import tensor_util
 from cnnlab import callbacks, runs, tensorboard_logs
 from cnnlab.config import load_config
 from cnnlab.train import prepare
-from conftest import BACKEND, TINY_DIGITS, run_cli
+from conftest import BACKEND, TINY_DIGITS, free_port, run_cli
 from test_resume_state import CtrlCAfter
 
 # whole batches (a split batch draws the same update, rounded otherwise) and the order fit is given below
@@ -173,12 +172,6 @@ def test_trimming_keeps_what_came_before_the_resumed_epoch_and_each_kind_by_its_
     assert not path.exists(), "a file with nothing before the resumed epoch goes"
 
 
-def free_port():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def post_json(url, body):
     request = urllib.request.Request(url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"})
     with urllib.request.urlopen(request, timeout=30) as response:
@@ -307,3 +300,31 @@ train:
     history = runs.read_history(run_dir / runs.HISTORY)
     np.testing.assert_allclose([v for _, v in logs["train"]["epoch_learning_rate"]], history["learning_rate"], rtol=1e-6)
     assert history["learning_rate"][-1] == pytest.approx(1e-5)
+
+
+def test_each_trial_of_a_sweep_is_an_hparams_session_with_the_values_it_tried(tmp_path):
+    from tensorboard.plugins.hparams import metadata
+
+    text = config_with("{}", epochs=1) + """\
+sweep:
+  trials: 2
+  sampler: random
+  pruner: none
+  params:
+    model.layers[0].Conv2D.filters: {int: [2, 8], step: 2}
+"""
+    config = tmp_path / "config.yaml"
+    config.write_text(text)
+    result = run_cli("sweep", config, "--runs-dir", tmp_path / "runs")
+    assert result.exit_code == 0, result.output
+    (sweep_dir,) = (tmp_path / "runs").glob("sweep-*")
+    trials = runs.runs_in_group(sweep_dir, "sweep")
+    assert len(trials) == 2
+    for trial in trials:
+        accumulator = EventAccumulator(str(trial / "tensorboard"), size_guidance={"tensors": 0})
+        accumulator.Reload()
+        content = accumulator.SummaryMetadata(metadata.SESSION_START_INFO_TAG).plugin_data.content
+        session = metadata.parse_session_start_info_plugin_data(content)
+        assert session.group_name == f"{trial.name} in {sweep_dir.name}"
+        tried = yaml.safe_load((trial / runs.CONFIG).read_text())["model"]["layers"][0]["Conv2D"]["filters"]
+        assert session.hparams["model.layers[0].Conv2D.filters"].number_value == tried
