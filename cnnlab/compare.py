@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
-from cnnlab import builder, cores, runs, workers
+from cnnlab import builder, cores, runs, tracking, workers
 from cnnlab.compare_report import SUMMARY_MD, progress_line, write_report
 from cnnlab.config import resolve_config, to_plain
 from cnnlab.errors import CnnlabError, RunError, TrainingInterrupted, one_line
@@ -148,6 +148,7 @@ def compare_optimizers(config, specs, runs_dir, repeats=1, jobs=1, resume_dir=No
     for seed in seeds:
         ensure_initial_weights(job_config(config, first, seed, run_name_for(first, seed)), runs.compare_initial_weights(compare_dir, seed))
     runs.write_json(compare_dir / runs.COMPARE_PLAN, {**plan, "runs": []})
+    tracking.prepare_store(config, compare_dir)
 
     done = {job.run_name: completed_outcome(job) for job in jobs_list} if resume_dir else {}
     done = {name: outcome for name, outcome in done.items() if outcome is not None}

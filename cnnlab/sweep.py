@@ -23,7 +23,7 @@ from pathlib import Path
 
 import yaml
 
-from cnnlab import runs, space as spaces
+from cnnlab import runs, space as spaces, tracking
 from cnnlab.config import resolve_config, to_plain
 from cnnlab.errors import CnnlabError, ConfigError, RunError, TrainingInterrupted, one_line
 from cnnlab.study import (count_finished, fail_killed_trials, finished_states, import_optuna, make_storage, open_study,
@@ -60,6 +60,7 @@ def run_sweep(config, space, runs_dir, storage=None, study_name=None, resume_dir
             shutil.rmtree(sweep_dir, ignore_errors=True)
         raise
     fail_killed_trials(study)
+    tracking.prepare_store(config, sweep_dir)
     finished_before = count_finished(study)
     progress(f"Sweep: {sweep_dir} ({plan['study']} in {redact(plan['storage'])}); "
              f"{finished_before} of {space.trials} trials finished" + (f"; {jobs} worker processes" if jobs > 1 else ""))

@@ -43,15 +43,16 @@ def check_installed(config):
         raise ConfigError("tracking.mlflow", 'needs MLflow, which is not installed: pip install -e ".[mlflow]"') from None
 
 
-def store_uri(setting, run_dir):
+def store_uri(setting, runs_folder):
     """The tracking URI a run is logged to: `true` is the local store beside the runs, anything else as written.
 
-    "Beside the runs" is the folder the user gave as --runs-dir, also for the runs a sweep or a
-    comparison holds inside its own folder, so that they land in one store with the others.
+    "Beside the runs" is `runs_folder`, the folder the user gave as --runs-dir (`runs_root`), also
+    for the runs a sweep or a comparison holds inside its own folder, so that they land in one
+    store with the others.
     """
     if setting is not True:
         return setting
-    return f"sqlite:///{runs_root(run_dir).resolve() / runs.MLFLOW_DB}"
+    return f"sqlite:///{Path(runs_folder).resolve() / runs.MLFLOW_DB}"
 
 
 def runs_root(run_dir):
@@ -145,7 +146,7 @@ class Tracker:
         self.run_dir = Path(run_dir)
         self.config = config
         setting = uri if uri is not None else config.tracking.mlflow
-        self.uri = None if setting is None else store_uri(setting, run_dir)
+        self.uri = None if setting is None else store_uri(setting, runs_root(run_dir))
         self.experiment = config.tracking.experiment or config.name
         self.warn = warn or (lambda text: print(f"Warning: {text}", file=sys.stderr, flush=True))
         self.client = None
@@ -175,8 +176,7 @@ class Tracker:
         """Opens the MLflow run (the run's own from tracking.json in the same store, else a new one) and logs its params."""
         if self.uri is None:
             return
-        for name, value in HTTP_DEFAULTS.items():
-            os.environ.setdefault(name, value)
+        use_http_defaults()
         self.attempt(f"starting its run in experiment {self.experiment!r}", self.open)
 
     def open(self):
@@ -192,10 +192,7 @@ class Tracker:
         self.write_record()
 
     def experiment_id(self):
-        found = self.client.get_experiment_by_name(self.experiment)
-        if found is not None:
-            return found.experiment_id
-        return self.client.create_experiment(self.experiment, artifact_location=local_artifacts(self.uri))
+        return experiment_id(self.client, self.experiment, self.uri)
 
     def create(self, experiment_id):
         tags = {"cnnlab.run_dir": str(self.run_dir.resolve()), "cnnlab.backend": runs.read_backend(self.run_dir),
@@ -242,6 +239,39 @@ class Tracker:
             runs.write_json(self.run_dir / runs.TRACKING, record)
         except RunError as exc:
             self.warn(str(exc))
+
+
+def experiment_id(client, name, uri):
+    """The experiment's id in the store, made where it is not there yet (with its artifacts beside a local store)."""
+    found = client.get_experiment_by_name(name)
+    if found is not None:
+        return found.experiment_id
+    return client.create_experiment(name, artifact_location=local_artifacts(uri))
+
+
+def prepare_store(config, group_dir):
+    """Makes the store's tables and the experiment once, before a comparison's or sweep's runs start.
+
+    Its runs may start side by side (--jobs), and two processes making a new SQLite store's
+    tables at once failed ("duplicate column name"), as two making one experiment would. A
+    failure here is left to the runs: each says it in one line, and the command's end names them.
+    """
+    if config.tracking.mlflow is None:
+        return
+    from mlflow import MlflowClient
+
+    uri = store_uri(config.tracking.mlflow, Path(group_dir).resolve().parent)
+    use_http_defaults()
+    with quiet_mlflow():
+        try:
+            experiment_id(MlflowClient(tracking_uri=uri), config.tracking.experiment or config.name, uri)
+        except Exception:  # reported by every run that tries the store: see the docstring
+            pass
+
+
+def use_http_defaults():
+    for name, value in HTTP_DEFAULTS.items():
+        os.environ.setdefault(name, value)
 
 
 def epoch_callback(tracker):

@@ -199,18 +199,20 @@ def test_a_resumed_run_continues_its_mlflow_run_logging_each_epoch_once(tmp_path
     assert len(client.search_runs([client.get_run(run_id).info.experiment_id])) == 1
 
 
-def compare_tracked(tmp_path, uri):
+def compare_tracked(tmp_path, uri, *args):
     """`cnnlab compare-optimizers` of sgd and adam, 1 epoch, with --mlflow URI: the result and the comparison's folder."""
     config = tmp_path / "config.yaml"
     config.write_text(TINY_DIGITS.replace("epochs: 2", "epochs: 1"))
-    result = run_cli("compare-optimizers", config, "-o", "sgd", "-o", "adam", "--runs-dir", tmp_path / "runs", "--mlflow", uri)
+    result = run_cli("compare-optimizers", config, "-o", "sgd", "-o", "adam", "--runs-dir", tmp_path / "runs", "--mlflow", uri,
+                     *args)
     (compare_dir,) = (tmp_path / "runs").iterdir()
     return result, compare_dir
 
 
 def test_each_run_of_a_comparison_is_an_mlflow_run_of_one_experiment_tagged_with_its_folder(tmp_path):
+    # two worker processes on a new SQLite store: its tables and the experiment are made once, before they start
     store = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    result, compare_dir = compare_tracked(tmp_path, store)
+    result, compare_dir = compare_tracked(tmp_path, store, "--jobs", "2")
     assert result.exit_code == 0, result.output
     client = mlflow.MlflowClient(tracking_uri=store)
     found = client.search_runs([client.get_experiment_by_name("tiny").experiment_id])
