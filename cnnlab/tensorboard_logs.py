@@ -121,7 +121,7 @@ def kept_after_resume(event, first_epoch, calls, iterations):
     """Whether an event written before a `fit` that starts at `first_epoch` stays in the logs.
 
     Epoch-level summaries (epoch_*, histograms, images) are numbered by epoch, batch-level
-    ones (batch_*) by compiled call, and `evaluation_*_vs_iterations` by optimizer step;
+    ones (batch_*) by compiled call, and `evaluation_*_vs_iterations` by batches trained;
     each is kept up to where the new `fit` begins. The graph and the model's config are
     written again by the new callback, so the old ones go.
     """
