@@ -11,7 +11,7 @@ import difflib
 import inspect
 from functools import lru_cache
 
-from cnnlab.errors import ConfigError, short_repr
+from cnnlab.errors import ConfigError, short_repr, suggest
 
 # Layers that execute user-supplied Python or exist only as base classes.
 REFUSED_LAYERS = {"Lambda", "Layer", "InputLayer", "InputSpec", "TFSMLayer", "Wrapper", "RNN"}
@@ -27,6 +27,10 @@ AUGMENTATION_LAYERS = (
     "RandomColorJitter", "RandomColorDegeneration", "RandomGrayscale", "RandomSharpness", "RandomGaussianBlur",
     "RandomInvert", "RandomPosterization", "RandomErasing", "Solarization", "RandAugment", "AugMix",
 )
+
+# Augmentation arguments that Keras takes without checking, where a typo would quietly change training:
+# RandomFlip with any other mode flips nothing (Keras 3.15; its other layers refuse an unknown mode themselves).
+UNCHECKED_CHOICES = {"RandomFlip": {"mode": ("horizontal", "vertical", "horizontal_and_vertical")}}
 
 # Callback keyword arguments that cnnlab decides itself (file locations inside the run folder).
 RESERVED_CALLBACK_ARGS = {"checkpoint": {"filepath"}, "tensorboard": {"log_dir"}}
@@ -182,6 +186,11 @@ def augmentation_class(spec):
         raise ConfigError(index_path, f"{short_repr(spec.type)} cannot be an augmentation layer{elsewhere}: model.augmentation takes "
                           f"Keras' random preprocessing layers, which act in training only. {valid_names_hint(str(spec.type), allowed)}")
     check_kwargs(allowed[spec.type], spec.kwargs, spec.path)
+    for argument, choices in UNCHECKED_CHOICES.get(spec.type, {}).items():
+        value = spec.kwargs.get(argument, choices[0])
+        if value not in choices:
+            raise ConfigError(f"{spec.path}.{argument}", f"expected one of {', '.join(choices)}{suggest(str(value), choices)}, "
+                              f"received {short_repr(value)}; {spec.type} with any other {argument} would do nothing")
     return allowed[spec.type]
 
 

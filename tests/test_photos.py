@@ -97,6 +97,10 @@ def test_augmentation_must_be_a_list_of_layers():
     ("model.augmentation[0].RandomFlip.mod=vertical", "model.augmentation[0].RandomFlip.mod: unknown argument of RandomFlip (did you mean mode?)"),
     ("model.augmentation[1].RandomTranslation.fill_mode=mirror", "model.augmentation[1].RandomTranslation.fill_mode: Unknown `fill_mode` mirror"),
     ("model.augmentation[2].RandomFlip.mode=vertical", "model.augmentation[2].RandomFlip.mode: not in the config: model.augmentation has 2 entries, [0] to [1]"),
+    # Keras takes any RandomFlip mode and flips nothing for one it does not know
+    ("model.augmentation[0].RandomFlip.mode=horizontl", "model.augmentation[0].RandomFlip.mode: expected one of horizontal, vertical, "
+                                                        "horizontal_and_vertical (did you mean horizontal?), received 'horizontl'; "
+                                                        "RandomFlip with any other mode would do nothing"),
 ])
 def test_a_bad_augmentation_layer_is_one_line_at_its_path(write_config, override, expected):
     path = write_config(AUGMENTED_DIGITS)
