@@ -20,7 +20,7 @@ from typing import Optional
 
 import numpy as np
 
-from cnnlab.errors import DataError, one_line
+from cnnlab.errors import DataError, first_line, one_line
 
 FASHION_MNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
 DIGIT_CLASSES = tuple(str(i) for i in range(10))
@@ -606,9 +606,3 @@ def to_color_mode(x, color_mode):
 
 
 # ---------------------------------------------------------------- messages
-
-
-def first_line(exc):
-    """TensorFlow errors carry pages of context; the first line is the part a person needs."""
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    return lines[0] if lines else type(exc).__name__

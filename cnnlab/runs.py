@@ -18,7 +18,7 @@ from pathlib import Path
 
 import yaml
 
-from cnnlab.errors import ConfigError, RunError
+from cnnlab.errors import ConfigError, RunError, first_line
 from cnnlab.keras_compat import BACKUP_METADATA, BACKUP_WEIGHTS
 from cnnlab.metric_names import accuracy_key
 from cnnlab.report import RIGHT, Column, format_table
@@ -481,8 +481,7 @@ def load_model(path):
     try:
         return keras.models.load_model(path, compile=False)
     except Exception as exc:  # zip, HDF5 and deserialisation failures all come as different types
-        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-        raise RunError(f"{path}: cannot load the model: {lines[0] if lines else type(exc).__name__}") from None
+        raise RunError(f"{path}: cannot load the model: {first_line(exc)}") from None
 
 
 def check_model_fits(model, model_path, record, class_names):
