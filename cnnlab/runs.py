@@ -364,7 +364,8 @@ def export_staging(folder):
     made = not folder.exists()
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(dir=folder, prefix=EXPORT_STAGING))
+        remove_abandoned_staging(folder)
+        staging = Path(tempfile.mkdtemp(dir=folder, prefix=f"{EXPORT_STAGING}{os.getpid()}-"))
     except OSError as exc:
         raise RunError(f"cannot create {folder}: {exc.strerror or exc}") from None
     try:
@@ -376,6 +377,25 @@ def export_staging(folder):
                 folder.rmdir()  # only where it is empty: nothing was published
             except OSError:
                 pass
+
+
+def remove_abandoned_staging(folder):
+    """Removes the staging folders of exports whose process is gone: one killed mid-export (SIGKILL, a power cut)
+    could not remove its own. Each is named after its process (.staging-PID-…), so another export's is left alone."""
+    for path in Path(folder).glob(f"{EXPORT_STAGING}*"):
+        pid = path.name[len(EXPORT_STAGING):].split("-", 1)[0]
+        if pid.isdigit() and not process_alive(int(pid)):
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def process_alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    return True
 
 
 def publish(staged, target, staging):

@@ -5,7 +5,10 @@ compared with the run's best.keras on the same uint8 images.
 """
 
 import json
+import os
 import shutil
+import subprocess
+import sys
 import warnings
 
 import numpy as np
@@ -329,6 +332,20 @@ def test_output_puts_the_files_elsewhere_and_leaves_the_run_alone(tiny, tmp_path
     export(copy, "--format", "tflite", "--output", tmp_path / "phone")
     assert sorted(p.name for p in (tmp_path / "phone").iterdir()) == ["export.json", "model.tflite"]
     assert not (copy / "export").exists()
+
+
+def test_an_export_removes_what_a_killed_export_left_and_no_other_exports(tiny, tmp_path):
+    run_dir, _ = tiny
+    copy = shutil.copytree(run_dir, tmp_path / run_dir.name, ignore=shutil.ignore_patterns("export"))
+    finished = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    killed = copy / "export" / f".staging-{int(finished.stdout)}-abc"  # a process that is gone, as after a SIGKILL
+    running = copy / "export" / f".staging-{os.getpid()}-def"  # a process still at work
+    for folder in (killed, running):
+        folder.mkdir(parents=True)
+        (folder / "model.tflite").write_bytes(b"half")
+    export(copy, "--format", "tflite")
+    assert not killed.exists() and (running / "model.tflite").is_file()
+    assert sorted(p.name for p in (copy / "export").iterdir() if not p.name.startswith(".")) == ["export.json", "model.tflite"]
 
 
 def test_exporting_another_format_keeps_the_earlier_ones(tiny, tmp_path):
