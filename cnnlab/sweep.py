@@ -82,13 +82,20 @@ def run_sweep(config, space, runs_dir, storage=None, study_name=None, resume_dir
 
 
 def optimize(study, config, space, trials_dir, progress):
-    """This process's share of the study: trials until the study holds `space.trials` finished ones."""
+    """This process's share of the study: trials until the study holds `space.trials` finished ones.
+
+    Trials other processes are running count too: counting only finished ones, a worker that
+    ended its trial while another's last one was still running started one more, and a sweep
+    of 6 trials with --jobs 2 finished 7. A running trial that then fails does not count: the
+    process that ran it goes on.
+    """
     import optuna
+    from optuna.trial import TrialState
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         study.optimize(Objective(config, space, trials_dir, progress), catch=(CnnlabError,), callbacks=[
-            optuna.study.MaxTrialsCallback(space.trials, states=finished_states())])
+            optuna.study.MaxTrialsCallback(space.trials, states=(*finished_states(), TrialState.RUNNING))])
 
 
 def run_in_workers(sweep_dir, jobs, trials, progress):
