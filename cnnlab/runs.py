@@ -389,6 +389,7 @@ def remove_abandoned_staging(folder):
 
 
 def process_alive(pid):
+    """Whether a process of this machine is still there (a killed export's, a sweep trial's)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

@@ -6,7 +6,6 @@ study per search space), seeds its sampler per trial, and turns the sweep's para
 into Optuna's suggestions and back into config values.
 """
 
-import os
 import socket
 import time
 import warnings
@@ -14,7 +13,7 @@ from dataclasses import replace
 
 import yaml
 
-from cnnlab import space as spaces
+from cnnlab import runs, space as spaces
 from cnnlab.config import to_plain
 from cnnlab.errors import CnnlabError, ConfigError, first_line
 from cnnlab.paths import first_difference
@@ -34,18 +33,8 @@ def fail_killed_trials(study):
     host = socket.gethostname()
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         pid = trial.user_attrs.get("pid")
-        if trial.user_attrs.get("host") == host and isinstance(pid, int) and not process_alive(pid):
+        if trial.user_attrs.get("host") == host and isinstance(pid, int) and not runs.process_alive(pid):
             study.tell(trial.number, state=TrialState.FAIL, skip_if_finished=True)
-
-
-def process_alive(pid):
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def import_optuna():
