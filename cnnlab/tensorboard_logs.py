@@ -143,14 +143,14 @@ def trim_event_file(path, first_epoch, calls, iterations):
     """Rewrites an event file without the events a resumed `fit` writes again; removes it if none is left."""
     from tensorboard.compat.proto.event_pb2 import Event
 
-    records = read_records(path)
-    kept = [record for record in records if kept_after_resume(Event.FromString(record), first_epoch, calls, iterations)]
-    if len(kept) == len(records):
+    events = [(record, Event.FromString(record)) for record in read_records(path)]
+    kept = [(record, event) for record, event in events if kept_after_resume(event, first_epoch, calls, iterations)]
+    if len(kept) == len(events):
         return
-    if not any(Event.FromString(record).HasField("summary") for record in kept):
+    if not any(event.HasField("summary") for _, event in kept):
         path.unlink()
         return
-    write_records(path, kept)
+    write_records(path, [record for record, _ in kept])
 
 
 def read_records(path):
