@@ -143,36 +143,34 @@ def test_early_stopping_counter_and_best_carry_over_a_resume(tmp_path):
     assert model.stop_training  # the third epoch without improvement, counted across the resume
 
 
-def test_a_backup_cut_off_by_a_kill_falls_back_to_the_previous_pair(tmp_path):
-    backup = tmp_path / runs.BACKUP_DIR
+def write_backup(run_dir, metadata, weights):
+    """Keras' backup folder as a kill may leave it: `metadata` and `weights` are each (latest, .bkp) file contents."""
+    backup = run_dir / runs.BACKUP_DIR
     backup.mkdir()
-    (backup / "training_metadata.json").write_text('{"epo')  # killed while Keras wrote it
-    (backup / "training_metadata.json.bkp").write_text('{"epoch": 4, "batch": 0}')
-    (backup / "latest.weights.h5").write_bytes(b"epoch 5 weights")
-    (backup / "latest.weights.h5.bkp").write_bytes(b"epoch 4 weights")
+    for name, (latest, previous) in (("training_metadata.json", metadata), ("latest.weights.h5", weights)):
+        (backup / name).write_bytes(latest)
+        (backup / f"{name}.bkp").write_bytes(previous)
+    return backup
+
+
+def test_a_backup_cut_off_by_a_kill_falls_back_to_the_previous_pair(tmp_path):
+    backup = write_backup(tmp_path, (b'{"epo', b'{"epoch": 4, "batch": 0}'),  # killed while Keras wrote the metadata
+                          (b"epoch 5 weights", b"epoch 4 weights"))
     assert runs.backup_epoch(tmp_path) == 4
     assert (backup / "latest.weights.h5").read_bytes() == b"epoch 4 weights"  # the pair Keras will load matches
     assert json.loads((backup / "training_metadata.json").read_text())["epoch"] == 4
 
 
 def test_weights_cut_off_by_a_kill_fall_back_to_the_previous_pair(tmp_path):
-    backup = tmp_path / runs.BACKUP_DIR
-    backup.mkdir()
-    (backup / "training_metadata.json").write_text('{"epoch": 4, "batch": 0}')  # epoch 5's not yet written
-    (backup / "training_metadata.json.bkp").write_text('{"epoch": 4, "batch": 0}')
-    (backup / "latest.weights.h5").write_bytes(b"epoch 5 wei")  # killed while Keras wrote them
-    (backup / "latest.weights.h5.bkp").write_bytes(b"epoch 4 weights")
+    # epoch 5's metadata not yet written; killed while Keras wrote its weights
+    backup = write_backup(tmp_path, (b'{"epoch": 4, "batch": 0}', b'{"epoch": 4, "batch": 0}'), (b"epoch 5 wei", b"epoch 4 weights"))
     assert runs.backup_epoch(tmp_path) == 4
     assert (backup / "latest.weights.h5").read_bytes() == b"epoch 4 weights"
 
 
 def test_a_whole_backup_is_left_as_it_is(tmp_path):
-    backup = tmp_path / runs.BACKUP_DIR
-    backup.mkdir()
-    (backup / "training_metadata.json").write_text('{"epoch": 5, "batch": 0}')
-    (backup / "training_metadata.json.bkp").write_text('{"epoch": 4, "batch": 0}')
-    (backup / "latest.weights.h5").write_bytes(b"epoch 5 weights")
-    (backup / "latest.weights.h5.bkp").write_bytes(b"epoch 4 weights")
+    backup = write_backup(tmp_path, (b'{"epoch": 5, "batch": 0}', b'{"epoch": 4, "batch": 0}'),
+                          (b"epoch 5 weights", b"epoch 4 weights"))
     assert runs.backup_epoch(tmp_path) == 5
     assert (backup / "latest.weights.h5").read_bytes() == b"epoch 5 weights"
 
