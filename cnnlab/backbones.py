@@ -117,7 +117,7 @@ class CachedWeights:
                 original(fname, origin, cache_subdir=cache_subdir, cache_dir=str(keras_home()), **kwargs)
             except Exception as exc:  # network, disk and hash failures all come as different types
                 raise ConfigError(WEIGHTS_PATH, f"ImageNet weights of {self.backbone_name}: download of {origin} failed: "
-                                  f"{one_line(exc)}. To get them: {how}") from None
+                                  f"{one_line(exc)}. To get them: {how}") from exc
         self.file = path
         return str(path)
 

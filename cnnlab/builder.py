@@ -33,7 +33,7 @@ def build_model(config):
     try:
         return keras.Model(inputs, x, name=config.name)
     except Exception as exc:  # e.g. two layers given the same `name`
-        raise ConfigError("model.layers", keras_message(exc)) from None
+        raise ConfigError("model.layers", keras_message(exc)) from exc
 
 
 def apply_backbone(x, backbone, input_shape):
@@ -66,7 +66,7 @@ def make_backbone(constructor, backbone, input_shape):
         loaded = cached.file or (weights if weights != backbones.IMAGENET else None)
         if path == "model.backbone" and loaded:
             path, message = backbones.WEIGHTS_PATH, f"cannot load {loaded} into {backbone.name}: {message}"
-        raise ConfigError(path, message) from None
+        raise ConfigError(path, message) from exc
 
 
 def find_backbone(model):
@@ -118,14 +118,14 @@ def construct(cls, spec, name, kwargs):
     try:
         return cls(**{"name": name, **kwargs})
     except Exception as exc:  # any failure to construct from config values is the config's fault
-        raise ConfigError(narrow_path(spec.path, kwargs, exc), keras_message(exc)) from None
+        raise ConfigError(narrow_path(spec.path, kwargs, exc), keras_message(exc)) from exc
 
 
 def call_layer(layer, x, spec):
     try:
         return layer(x)
     except Exception as exc:
-        raise ConfigError(narrow_path(spec.path, spec.kwargs, exc), f"cannot take its input of shape {tuple(x.shape)}: {keras_message(exc)}") from None
+        raise ConfigError(narrow_path(spec.path, spec.kwargs, exc), f"cannot take its input of shape {tuple(x.shape)}: {keras_message(exc)}") from exc
 
 
 def check_sizes(kwargs, path):
@@ -162,7 +162,7 @@ def make_optimizer(opt_config):
     try:
         return cls(**floats_where_expected(cls, opt_config.kwargs))
     except Exception as exc:
-        raise ConfigError(narrow_path("compile.optimizer", opt_config.kwargs, exc), keras_message(exc)) from None
+        raise ConfigError(narrow_path("compile.optimizer", opt_config.kwargs, exc), keras_message(exc)) from exc
 
 
 def floats_where_expected(cls, kwargs):

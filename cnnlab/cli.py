@@ -18,14 +18,20 @@ from cnnlab.errors import CnnlabError
 
 
 class CnnlabGroup(click.Group):
-    """Turns every CnnlabError into `Error: <one line>` on stderr and its exit code, in one place."""
+    """Turns every CnnlabError into `Error: <one line>` on stderr and its exit code, in one place.
+
+    Under --debug the traceback comes first, with every error the one line was raised from
+    (the Keras, TensorFlow or file-system error behind it), then the same line and exit code.
+    """
 
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
         except CnnlabError as exc:
             if ctx.params.get("debug"):
-                raise
+                from cnnlab.errors import format_traceback
+
+                click.echo(format_traceback(exc).rstrip("\n"), err=True)
             click.echo(f"Error: {exc}", err=True)
             ctx.exit(exc.exit_code)
 

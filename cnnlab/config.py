@@ -215,7 +215,7 @@ def load_config(path, overrides=()):
     try:
         return config_from_text(text, overrides=overrides, default_name=path.stem)
     except ConfigError as exc:
-        raise exc.with_source(str(path)) from None
+        raise exc.with_source(str(path)) from exc.__cause__
 
 
 @contextmanager
@@ -225,7 +225,7 @@ def errors_naming(path):
         yield
     except ConfigError as exc:
         if exc.source is None:
-            raise exc.with_source(str(path)) from None
+            raise exc.with_source(str(path)) from exc.__cause__  # the Keras error behind it stays for --debug
         raise
 
 

@@ -133,7 +133,7 @@ def load_dataset(data, validation_split, seed):
         else:
             x_train, y_train, x_val, y_val = x, y, source.x_val, source.y_val
     except DataError as exc:
-        raise DataError(f"{source.description}: {exc}") from None
+        raise DataError(f"{source.description}: {exc}") from exc
     return DataSplits(x_train, y_train, x_val, y_val, x_test, y_test, source.class_names, source.description)
 
 
@@ -174,7 +174,7 @@ def split_train_val(x, y, fraction, seed):
         try:
             x_a, x_b, y_a, y_b = train_test_split(x, y, test_size=fraction, random_state=seed)
         except ValueError as exc:
-            raise DataError(f"cannot hold out {fraction:g} of {len(y)} samples: {one_line(exc)}") from None
+            raise DataError(f"cannot hold out {fraction:g} of {len(y)} samples: {one_line(exc)}") from exc
     return x_a, y_a, x_b, y_b
 
 
@@ -283,7 +283,7 @@ def download_named(dataset, looked):
 
         (x_train, y_train), (x_test, y_test) = getattr(keras.datasets, dataset.name).load_data()
     except Exception as exc:  # network, disk and hash failures all come as different types
-        raise DataError(f"{dataset.name} not found; looked in {places}; download with keras.datasets.{dataset.name}.load_data() failed: {one_line(exc)}. To get it: {dataset.how_to_get}") from None
+        raise DataError(f"{dataset.name} not found; looked in {places}; download with keras.datasets.{dataset.name}.load_data() failed: {one_line(exc)}. To get it: {dataset.how_to_get}") from exc
     arrays = {"x_train": x_train, "y_train": y_train, "x_test": x_test, "y_test": y_test}
     where = {key: f"keras.datasets.{dataset.name} download: {key}" for key in IDX_FILES}
     return finish_named(dataset, arrays, where, f"{dataset.name}: downloaded by keras.datasets.{dataset.name} into {keras_home() / 'datasets'}")
@@ -322,7 +322,7 @@ def read_maybe_gzipped(path):
         raw = Path(path).read_bytes()
         return gzip.decompress(raw) if raw[:2] == GZIP_MAGIC else raw
     except (OSError, EOFError, zlib.error) as exc:
-        raise DataError(f"{path}: cannot read this IDX file (expected gzip-compressed or raw IDX data): {one_line(exc)}") from None
+        raise DataError(f"{path}: cannot read this IDX file (expected gzip-compressed or raw IDX data): {one_line(exc)}") from exc
 
 
 # ---------------------------------------------------------------- image folders
@@ -362,8 +362,8 @@ def load_image_folder(data):
     except Exception as exc:  # TensorFlow reports undecodable images with its own error types
         bad = find_undecodable_image(folder)
         if bad is not None:
-            raise DataError(f"{bad}: cannot decode this image; expected a valid {', '.join(IMAGE_EXTENSIONS)} file") from None
-        raise DataError(f"{folder}: cannot read the images in this folder: {first_line(exc)}") from None
+            raise DataError(f"{bad}: cannot decode this image; expected a valid {', '.join(IMAGE_EXTENSIONS)} file") from exc
+        raise DataError(f"{folder}: cannot read the images in this folder: {first_line(exc)}") from exc
     x, y = np.concatenate(xs), np.concatenate(ys)
     h, w = image_size
     description = f"image_folder: {len(y)} images in {len(class_names)} class folders under {folder}, loaded at {h}x{w}"
@@ -423,7 +423,7 @@ def check_image_folder(folder):
         class_dirs = [p for p in sorted(folder.iterdir()) if p.is_dir() and not p.name.startswith(".")]
         count = sum(count_images(d) for d in class_dirs)
     except OSError as exc:
-        raise DataError(f"data.path {folder}: cannot list this folder: {one_line(exc)}") from None
+        raise DataError(f"data.path {folder}: cannot list this folder: {one_line(exc)}") from exc
     if not class_dirs:
         raise DataError(f"data.path {folder}: has no class sub-folders; expected {expected}")
     if count == 0:
@@ -493,7 +493,7 @@ def read_npz_arrays(path, required, optional):
                 raise DataError(f"{path}: missing {', '.join(missing)}; expected {expected}, found {', '.join(npz.files) or 'no arrays'}")
             return {key: npz[key] for key in required + tuple(optional) if key in npz.files}
     except NPZ_ERRORS as exc:
-        raise DataError(f"{path}: cannot read as {expected} (object arrays are refused): {one_line(exc)}") from None
+        raise DataError(f"{path}: cannot read as {expected} (object arrays are refused): {one_line(exc)}") from exc
 
 
 def check_is_zip(path, expected):
@@ -504,7 +504,7 @@ def check_is_zip(path, expected):
     except FileNotFoundError:
         raise DataError(f"{path}: not found; expected {expected}") from None
     except OSError as exc:
-        raise DataError(f"{path}: cannot read: {one_line(exc)}; expected {expected}") from None
+        raise DataError(f"{path}: cannot read: {one_line(exc)}; expected {expected}") from exc
     if head[:2] != ZIP_MAGIC:
         raise DataError(f"{path}: is not an .npz (zip) archive; expected {expected}")
 

@@ -103,7 +103,7 @@ def wait_for_workers(timeout_s=None):
         listener.bind(("" if host not in ("localhost", "127.0.0.1") else host, int(port)))
     except OSError as exc:
         listener.close()
-        raise ClusterError(f"cannot listen on this worker's address {me}: {exc.strerror or exc}") from None
+        raise ClusterError(f"cannot listen on this worker's address {me}: {exc.strerror or exc}") from exc
     listener.listen(16)
     listener.settimeout(0.1)
     done = threading.Event()
@@ -145,7 +145,7 @@ def wait_for(address, deadline, timeout_s, own=False):
             return
         except OSError as exc:
             if time.monotonic() >= deadline:
-                raise ClusterError(f"cannot reach {what} within {timeout_s:.0f} s ({exc.strerror or exc}); {hint}") from None
+                raise ClusterError(f"cannot reach {what} within {timeout_s:.0f} s ({exc.strerror or exc}); {hint}") from exc
             time.sleep(0.2)
 
 

@@ -1,6 +1,7 @@
 """One family of exceptions, so the CLI can turn every expected failure into one clean line, and the helpers that word them."""
 
 import difflib
+import traceback
 
 
 class CnnlabError(Exception):
@@ -19,8 +20,13 @@ class ConfigError(CnnlabError):
         super().__init__(str(self))
 
     def with_source(self, source):
-        """Returns the same error naming the YAML file, added where the file name is known."""
-        return ConfigError(self.path, self.message, source=source)
+        """Returns the same error naming the YAML file, added where the file name is known.
+
+        It keeps the original's cause and frames, so that --debug still shows the library error behind it.
+        """
+        named = ConfigError(self.path, self.message, source=source)
+        named.__cause__ = self.__cause__
+        return named.with_traceback(self.__traceback__)
 
     def __str__(self):
         where = f"{self.path}: " if self.path else ""
@@ -32,6 +38,11 @@ def first_line(exc):
     """A library's error by its first non-blank line, as one line: TensorFlow, TFLite and SQLAlchemy add pages of context."""
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
     return one_line(lines[0]) if lines else type(exc).__name__
+
+
+def format_traceback(exc):
+    """The whole traceback of `exc` with the errors it was raised from: what --debug and a failed trial's failure.txt show."""
+    return "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
 
 
 def one_line(message):

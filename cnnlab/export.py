@@ -213,7 +213,7 @@ def write_saved_model(run, path):
     try:
         archive.write_out(str(path), verbose=False)
     except Exception as exc:  # tracing and saving fail in many of TensorFlow's error types
-        raise ExportError(f"{run.path / runs.MODEL}: cannot be written as a SavedModel: {first_line(exc)}") from None
+        raise ExportError(f"{run.path / runs.MODEL}: cannot be written as a SavedModel: {first_line(exc)}") from exc
 
 
 def convert_to_tflite(run, saved_model, path, fmt, sample, show_logs):
@@ -238,7 +238,7 @@ def convert_to_tflite(run, saved_model, path, fmt, sample, show_logs):
         with tflite_logs_hidden(show=show_logs):
             content = converter.convert()
     except Exception as exc:  # the converter's ConverterError is not public API
-        raise ExportError(conversion_failure(run, fmt, exc)) from None
+        raise ExportError(conversion_failure(run, fmt, exc)) from exc
     runs.write_bytes(path, content)
     return f"tf.lite.TFLiteConverter.from_saved_model (TensorFlow {tf.__version__})"
 

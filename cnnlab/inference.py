@@ -121,7 +121,7 @@ def record_image_spec(record, record_path):
             raise ValueError("class_names")
     except (KeyError, TypeError, ValueError) as exc:
         raise RunError(f"{record_path}: expected the images (shape, color_mode, antialias) and class_names that cnnlab "
-                       f"export records; bad or missing {one_line(exc)}") from None
+                       f"export records; bad or missing {one_line(exc)}") from exc
     return spec, tuple(names)
 
 
@@ -137,7 +137,7 @@ class SavedModelRunner:
         try:
             self.function = tf.saved_model.load(str(path)).signatures["serving_default"]
         except Exception as exc:  # a damaged folder fails in several of TensorFlow's error types
-            raise RunError(f"{path}: cannot load as a SavedModel: {first_line(exc)}") from None
+            raise RunError(f"{path}: cannot load as a SavedModel: {first_line(exc)}") from exc
         self.name = f"tf.saved_model.load (TensorFlow {tf.__version__})"
 
     def __call__(self, images):
@@ -229,6 +229,6 @@ def tflite_interpreter(path, threads, which=None):
             warnings.simplefilter("ignore")  # TensorFlow's: "tf.lite.Interpreter is deprecated ..."
             return interpreter_class(model_path=str(path), num_threads=threads), name
     except (ValueError, RuntimeError) as exc:
-        raise RunError(f"{path}: cannot load as a TensorFlow Lite model: {first_line(exc)}") from None
+        raise RunError(f"{path}: cannot load as a TensorFlow Lite model: {first_line(exc)}") from exc
 
 

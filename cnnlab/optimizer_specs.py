@@ -111,4 +111,4 @@ def check_optimizer_specs(specs):
             key = exc.path[len("compile.optimizer."):] if exc.path and exc.path.startswith("compile.optimizer.") else ""
             key = "" if key == "name" else key
             presets = f", or the preset{'s' if len(PRESETS) > 1 else ''} {', '.join(PRESETS)}" if "Valid names" in exc.message else ""
-            raise ConfigError(f"--optimizer {spec.label}", (f"{key}: " if key else "") + exc.message + presets) from None
+            raise ConfigError(f"--optimizer {spec.label}", (f"{key}: " if key else "") + exc.message + presets) from exc

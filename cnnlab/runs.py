@@ -85,7 +85,7 @@ def create_run_dir(runs_dir, name, when=None):
     try:
         runs_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise RunError(f"cannot create the runs folder {runs_dir}: {exc.strerror or exc}") from None
+        raise RunError(f"cannot create the runs folder {runs_dir}: {exc.strerror or exc}") from exc
     for n in range(1, 10_000):
         candidate = runs_dir / (base if n == 1 else f"{base}-{n}")
         try:
@@ -94,7 +94,7 @@ def create_run_dir(runs_dir, name, when=None):
         except FileExistsError:
             continue
         except OSError as exc:
-            raise RunError(f"cannot create a run folder in {runs_dir}: {exc.strerror or exc}") from None
+            raise RunError(f"cannot create a run folder in {runs_dir}: {exc.strerror or exc}") from exc
     raise RunError(f"too many runs named {base} in {runs_dir}")
 
 
@@ -116,7 +116,7 @@ def atomic_file(path, mode="w"):
             Path(tmp).unlink(missing_ok=True)
             raise
     except OSError as exc:
-        raise RunError(f"cannot write {path}: {exc.strerror or exc}") from None
+        raise RunError(f"cannot write {path}: {exc.strerror or exc}") from exc
 
 
 def write_text(path, text):
@@ -151,7 +151,7 @@ def read_history(path):
         with open(path, newline="", encoding="utf-8") as f:
             rows = list(csv.DictReader(f))
     except OSError as exc:
-        raise RunError(f"cannot read {path}: {exc.strerror or exc}") from None
+        raise RunError(f"cannot read {path}: {exc.strerror or exc}") from exc
     columns = rows[0].keys() if rows else []
     return {key: [int(row[key]) if key in ("epoch", "phase") else float(row[key]) for row in rows] for key in columns}
 
@@ -224,7 +224,7 @@ def training_lock(run_dir):
     try:
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     except OSError as exc:
-        raise RunError(f"cannot create {path}: {exc.strerror or exc}") from None
+        raise RunError(f"cannot create {path}: {exc.strerror or exc}") from exc
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -263,7 +263,7 @@ def read_json(path):
     except FileNotFoundError:
         raise RunError(f"{path} is missing") from None
     except (OSError, ValueError) as exc:
-        raise RunError(f"cannot read {path}: {exc}") from None
+        raise RunError(f"cannot read {path}: {exc}") from exc
 
 
 def read_backend(run_dir, default="tensorflow"):
@@ -317,7 +317,7 @@ def create_subdir(run_dir, name):
     try:
         folder.mkdir(exist_ok=True)
     except OSError as exc:
-        raise RunError(f"cannot create {folder}: {exc.strerror or exc}") from None
+        raise RunError(f"cannot create {folder}: {exc.strerror or exc}") from exc
     return folder
 
 
@@ -367,7 +367,7 @@ def export_staging(folder):
         remove_abandoned_staging(folder)
         staging = Path(tempfile.mkdtemp(dir=folder, prefix=f"{EXPORT_STAGING}{os.getpid()}-"))
     except OSError as exc:
-        raise RunError(f"cannot create {folder}: {exc.strerror or exc}") from None
+        raise RunError(f"cannot create {folder}: {exc.strerror or exc}") from exc
     try:
         yield staging
     finally:
@@ -415,7 +415,7 @@ def publish(staged, target, staging):
             os.replace(target, Path(staging) / f"replaced-{target.name}")
         os.replace(staged, target)
     except OSError as exc:
-        raise RunError(f"cannot write {target}: {exc.strerror or exc}") from None
+        raise RunError(f"cannot write {target}: {exc.strerror or exc}") from exc
 
 
 def size_in_bytes(path):
@@ -485,7 +485,7 @@ def read_preprocessing(path):
             raise ValueError(f"image_shape {shape!r}")
         output_shape(preprocessing_from_record(record), shape)
     except (KeyError, TypeError, ValueError, ConfigError) as exc:
-        raise RunError(f"{path}: expected the image_shape, color_mode, image_size, pad_to and rescale that train records; bad or missing {exc}") from None
+        raise RunError(f"{path}: expected the image_shape, color_mode, image_size, pad_to and rescale that train records; bad or missing {exc}") from exc
     return record
 
 
@@ -502,7 +502,7 @@ def load_model(path):
     try:
         return keras.models.load_model(path, compile=False)
     except Exception as exc:  # zip, HDF5 and deserialisation failures all come as different types
-        raise RunError(f"{path}: cannot load the model: {first_line(exc)}") from None
+        raise RunError(f"{path}: cannot load the model: {first_line(exc)}") from exc
 
 
 def check_model_fits(model, model_path, record, class_names):
@@ -557,7 +557,7 @@ def find_runs(runs_dir):
     try:
         found = [p for p in runs_dir.iterdir() if not p.name.startswith(".") and is_run_dir(p) and not is_group(p)]
     except OSError as exc:
-        raise RunError(f"cannot list {runs_dir}: {exc.strerror or exc}") from None
+        raise RunError(f"cannot list {runs_dir}: {exc.strerror or exc}") from exc
     return sorted(found, key=lambda p: (*started_at(p), p.name), reverse=True)
 
 
@@ -619,7 +619,7 @@ def read_config_name(path):
     except FileNotFoundError:
         raise RunError(f"{path} is missing") from None
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
-        raise RunError(f"cannot read {path}: {' '.join(str(exc).split())}") from None
+        raise RunError(f"cannot read {path}: {' '.join(str(exc).split())}") from exc
     if not isinstance(data, dict) or not isinstance(data.get("name"), str):
         raise RunError(f"{path}: has no name")
     return data["name"]

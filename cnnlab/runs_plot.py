@@ -111,7 +111,7 @@ def read_curves(run_dir):
     try:
         history = runs.read_history(path)
     except (ValueError, TypeError, AttributeError) as exc:  # a hand-edited or cut-off file: values that are not numbers
-        raise RunError(f"cannot read {path}: {exc}") from None
+        raise RunError(f"cannot read {path}: {exc}") from exc
     if not history.get("epoch") or "loss" not in history:
         raise RunError(f"{path}: no epochs in it yet; a run has curves once it has trained an epoch")
     return history

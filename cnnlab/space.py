@@ -169,7 +169,7 @@ def parse_param_option(text):
         return path, yaml.safe_load(value)
     except yaml.YAMLError as exc:
         problem = getattr(exc, "problem", None) or one_line(exc)
-        raise ConfigError(f"--param {path}", f"SPACE is not valid YAML ({problem}), received {value!r}") from None
+        raise ConfigError(f"--param {path}", f"SPACE is not valid YAML ({problem}), received {value!r}") from exc
 
 
 # ---------------------------------------------------------------- one parameter
@@ -283,7 +283,7 @@ def check_keeps_config_valid(label, param, user):
         try:
             resolve_config(apply_values(user, {param.path: value}))
         except ConfigError as exc:
-            raise ConfigError(label, f"{what} makes the config invalid: {exc}") from None
+            raise ConfigError(label, f"{what} makes the config invalid: {exc}") from exc
 
 
 def check_no_overlap(params, labels):

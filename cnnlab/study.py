@@ -107,7 +107,7 @@ def make_storage(url):
             error = exc
         except (sqlalchemy.exc.SQLAlchemyError, ImportError, ValueError) as exc:
             error = exc
-        raise CnnlabError(f"--storage {redact(url)}: cannot open the study database: {first_line(error)}") from None
+        raise CnnlabError(f"--storage {redact(url)}: cannot open the study database: {first_line(error)}") from error
 
 
 def make_sampler(space):

@@ -241,7 +241,7 @@ def fit_into(run_dir, config, model, splits, prep, past_rows, verbose, strategy=
         except Exception as exc:  # a Keras failure mid-fit: record it, then report it as one line
             reason = failure_reason(exc)
             runs.set_status(run_dir, runs.FAILED, reason)
-            raise RunError(f"training failed in {run_dir}: {reason}") from None
+            raise RunError(f"training failed in {run_dir}: {reason}") from exc
         finally:
             for board in boards:
                 board.close()

@@ -183,7 +183,7 @@ def first_held_out(run):
     try:
         held_out = load_split(run, None)
     except DataError as exc:
-        raise DataError(f"{exc}; give an IMAGE to visualize with instead") from None
+        raise DataError(f"{exc}; give an IMAGE to visualize with instead") from exc
     if not len(held_out.images):
         raise DataError(f"{held_out.description}: is empty; give an IMAGE to visualize with instead")
     class_name = run.class_names[int(held_out.labels[0])]

@@ -47,8 +47,22 @@ def test_check_missing_config_file(tmp_path):
 def test_debug_shows_the_traceback(write_config):
     path = write_config(TINY_DIGITS.replace("Conv2D", "Conv2d", 1))
     result = run("--debug", "check", path)
-    assert result.exit_code != 0
-    assert result.exception is not None and "unknown Keras layer" in str(result.exception)
+    assert result.exit_code == 2
+    assert result.stderr.startswith("Traceback (most recent call last):")
+    assert result.stderr.splitlines()[-1].startswith(f"Error: {path}: model.layers[0]: unknown Keras layer 'Conv2d'. Closest: Conv2D")
+
+
+def test_debug_shows_the_keras_error_behind_a_one_line_error(write_config):
+    path = write_config(TINY_DIGITS.replace("padding: same", "padding: bogus"))
+    line = (f"Error: {path}: model.layers[0].Conv2D.padding: The `padding` argument must be a list/tuple or one of "
+            "{'valid', 'same'}. Received: bogus")
+    plain = run("check", path)
+    assert plain.exit_code == 2 and plain.stderr.splitlines() == [line]
+    debug = run("--debug", "check", path)
+    assert debug.exit_code == 2
+    keras_part, _, cnnlab_part = debug.stderr.partition("The above exception was the direct cause of the following exception:")
+    assert "keras/src/layers/convolutional/" in keras_part and "ValueError: The `padding` argument must be" in keras_part
+    assert 'cnnlab/builder.py", line' in cnnlab_part and debug.stderr.splitlines()[-1] == line
 
 
 def test_set_overrides_the_config_and_is_validated(write_config):
