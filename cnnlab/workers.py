@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass
 
 from cnnlab.cores import give_cores, usable_cores
-from cnnlab.errors import one_line
+from cnnlab.errors import format_traceback, one_line
 
 WORKER_GRACE_S = 10  # Ctrl-C reaches the workers themselves; give them this long before passing it on as SIGTERM
 WORKER_STOP_S = 120  # then this long to finish their job (train writes its status) before they are killed
@@ -30,6 +30,7 @@ class Failure:
 
     reason: str  # one line
     interrupted: bool = False  # the function was stopped by Ctrl-C or SIGTERM rather than failing
+    traceback: str = ""  # the function's traceback, formatted in the worker (an exception's frames do not pickle)
 
 
 def function_name(run):
@@ -59,7 +60,7 @@ def call(function, job):
     except KeyboardInterrupt as exc:
         return Failure("stopped by the user", interrupted=True), exc
     except Exception as exc:
-        return Failure(f"{type(exc).__name__}: {one_line(exc)}"), None
+        return Failure(f"{type(exc).__name__}: {one_line(exc)}", traceback=format_traceback(exc)), None
 
 
 def run_jobs(jobs, run, processes=1, stop=None, cores=None):

@@ -76,6 +76,9 @@ def test_a_worker_killed_mid_job_fails_that_job_and_a_new_worker_takes_the_next(
 def test_a_job_that_raises_is_a_failure_and_the_others_complete():
     results = list(workers.run_jobs([{"n": 0}, {"n": 1}], "workers_jobs:fail", processes=2))
     assert sorted(result.reason for _, result in results) == [f"ValueError: job {n} cannot be done" for n in (0, 1)]
+    for job, result in results:  # formatted in the worker, whose frames do not cross the pipe
+        assert result.traceback.startswith("Traceback (most recent call last):")
+        assert 'workers_jobs.py", line' in result.traceback and f"ValueError: job {job['n']} cannot be done" in result.traceback
 
 
 def test_one_process_runs_the_jobs_here_one_after_another():
