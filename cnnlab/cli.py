@@ -36,6 +36,14 @@ class CnnlabGroup(click.Group):
             ctx.exit(exc.exit_code)
 
 
+def traceback_printer(ctx):
+    """Where a sweep's or comparison's failed runs print their tracebacks: stderr under --debug, nowhere otherwise
+    (they are in each run's failure.txt either way)."""
+    if not ctx.find_root().params.get("debug"):
+        return None
+    return lambda text: click.echo(text.rstrip("\n"), err=True)
+
+
 class BackendCommand(click.Command):
     """A command that runs a model: its Keras backend is chosen, then started, once the arguments are parsed.
 
@@ -305,7 +313,7 @@ def sweep(config_path, params, trials, epochs, batch_size, seed, name, sets, run
     with errors_naming(config_path):
         space = parse_space(config_user_dict(config), params, trials=trials)
         result = run_sweep(config, space, runs_dir, storage=storage, study_name=study_name, resume_dir=resume_dir,
-                           jobs=jobs, progress=click.echo)
+                           jobs=jobs, progress=click.echo, show_traceback=traceback_printer(click.get_current_context()))
     click.echo("\n" + result.table + "\n")
     if result.best:
         click.echo(f"Best: trial {result.best['number']}, {space.metric} {result.best['value']:.4f}: {result.best['run_dir']}")

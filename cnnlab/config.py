@@ -27,7 +27,7 @@ STRATEGIES = ("default", "one_device", "mirrored", "multi_worker", "data_paralle
 PRECISION_POLICIES = ("mixed_float16", "mixed_bfloat16")  # mixed_precision: true means mixed_float16
 LR_SCALING = ("none", "linear")
 # The `sweep:` section's keys; what they mean is checked by space.py, which `train` never calls
-SWEEP_KEYS = ("metric", "direction", "trials", "sampler", "pruner", "seed", "params")
+SWEEP_KEYS = ("metric", "direction", "trials", "sampler", "pruner", "seed", "max_failures", "params")
 DEVICE_PATTERN = re.compile(r"^/?(?:job:[A-Za-z0-9_]+/(?:replica:\d+/)?(?:task:\d+/)?)?(?:device:)?(CPU|GPU|TPU):\d+$", re.IGNORECASE)
 AUTO = "auto"
 MAX_EPOCHS = 100_000

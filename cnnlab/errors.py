@@ -2,6 +2,7 @@
 
 import difflib
 import traceback
+from collections import Counter
 
 
 class CnnlabError(Exception):
@@ -43,6 +44,17 @@ def first_line(exc):
 def format_traceback(exc):
     """The whole traceback of `exc` with the errors it was raised from: what --debug and a failed trial's failure.txt show."""
     return "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+
+
+def most_common(reasons):
+    """(reason, count) of the reason most failures share, the first seen on a tie; (None, 0) for none.
+
+    Named in the one line that ends a sweep or comparison whose runs failed, so that it says what to fix first.
+    """
+    counts = Counter(reason for reason in reasons if reason)
+    if not counts:
+        return None, 0
+    return counts.most_common(1)[0]
 
 
 def one_line(message):

@@ -53,6 +53,7 @@ RANDOM_STATE = "random_state.json"  # in RESUME_DIR: {completed epochs: the rand
 FINE_TUNE_START = "fine_tune_start.npz"  # in RESUME_DIR: the weights fine-tuning (train.fine_tune) starts from, and its first epoch
 LOCK = ".lock"  # held by the process that trains the run; holds its PID
 BACKUP_DIR = "backup"  # Keras' BackupAndRestore state (weights, optimizer, epoch) while a run is unfinished
+FAILURE_LOG = "failure.txt"  # a failed sweep trial's or comparison run's traceback: what --debug would have printed
 TRACKING = "tracking.json"  # the MLflow run this run is logged to (cnnlab/tracking.py), so a resume continues it
 MLFLOW_DB = "mlflow.db"  # tracking.mlflow: true: the MLflow store beside the run folders, and its artifacts
 MLFLOW_ARTIFACTS = "mlartifacts"

@@ -6,6 +6,8 @@ study per search space), seeds its sampler per trial, and turns the sweep's para
 into Optuna's suggestions and back into config values.
 """
 
+import logging
+import re
 import socket
 import time
 import warnings
@@ -18,6 +20,9 @@ from cnnlab.config import to_plain
 from cnnlab.errors import CnnlabError, ConfigError, first_line
 from cnnlab.paths import first_difference
 
+FAILED_TRIAL_LINE = re.compile(r"Trial \d+ failed")  # Optuna's warning, with a traceback, for each failed trial
+SURPLUS = "surplus"  # user attribute of a trial that found the sweep's trials all taken when it started (claim_slot)
+FAILED = "failed"  # user attribute of a trial that failed for a reason of its own (not killed, not interrupted, not surplus)
 SCHEMA_ATTEMPTS = 3  # tries to open a database whose tables another process is creating
 HEARTBEAT_S, GRACE_S = 10, 30  # a trial whose process stops beating for 30 s is marked failed by the next that looks
 
@@ -43,7 +48,15 @@ def import_optuna():
     except ImportError:
         raise CnnlabError("cnnlab sweep needs Optuna: pip install optuna (it comes with pip install -e .)") from None
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    for handler in logging.getLogger("optuna").handlers:  # Optuna's own handler, which optuna.logging configures
+        handler.addFilter(not_a_failed_trial)  # the same filter once, however often this runs
     return optuna
+
+
+def not_a_failed_trial(record):
+    """Drops Optuna's `[W ...] Trial N failed ...` line and its traceback: the sweep prints its own one line per
+    trial and keeps the traceback in the trial's failure.txt. Optuna's other warnings still reach the terminal."""
+    return not FAILED_TRIAL_LINE.match(record.getMessage())
 
 
 def finished_states():
@@ -55,6 +68,47 @@ def finished_states():
 def count_finished(study):
     """Completed and pruned trials: what `trials` counts."""
     return len(study.get_trials(deepcopy=False, states=finished_states()))
+
+
+def slot_holders(study):
+    """Trials that hold one of the sweep's `trials` slots: finished, or running and not found surplus."""
+    from optuna.trial import TrialState
+
+    states = (*finished_states(), TrialState.RUNNING)
+    return [trial for trial in study.get_trials(deepcopy=False, states=states) if not trial.user_attrs.get(SURPLUS)]
+
+
+def claim_slot(study, number, trials):
+    """Whether trial `number` may train: fewer than `trials` trials numbered before it hold a slot.
+
+    Optuna numbers trials in the order the storage creates them, so of two processes that
+    start a trial at the same instant, the later-numbered one sees the other and gives way
+    (marked SURPLUS, never trained): a study never finishes more than `trials` trials. One
+    before it that is still running counts, whether it goes on to finish or fail; where it
+    fails, its process goes on and the slot is taken again, so the sweep still ends with
+    exactly `trials`.
+    """
+    return sum(trial.number < number for trial in slot_holders(study)) < trials
+
+
+def failure_streak(trials, first=0):
+    """The longest run of trials in a row, by number from `first` on, that failed for a reason of their own.
+
+    A running trial breaks a run, so the answer only grows as trials end, and every process
+    of the study, whenever it asks, agrees on whether the sweep must stop. Trials that were
+    surplus, killed or interrupted neither break a run nor extend it: they are no verdict on
+    the config.
+    """
+    longest = current = 0
+    for trial in sorted(trials, key=lambda t: t.number):
+        if trial.number < first:
+            continue
+        state = trial.state.name
+        if state == "FAIL" and not trial.user_attrs.get(FAILED):
+            continue
+        current = current + 1 if state == "FAIL" else 0
+        longest = max(longest, current)
+    return longest
 
 
 def open_study(plan, space):

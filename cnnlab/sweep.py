@@ -16,6 +16,7 @@ import math
 import os
 import shutil
 import socket
+import sys
 import time
 import warnings
 from datetime import datetime
@@ -25,10 +26,10 @@ import yaml
 
 from cnnlab import runs, space as spaces, tracking
 from cnnlab.config import resolve_config, to_plain
-from cnnlab.errors import CnnlabError, ConfigError, RunError, TrainingInterrupted, one_line
-from cnnlab.study import (count_finished, fail_killed_trials, finished_states, import_optuna, make_storage, open_study,
-                          redact, suggest)
-from cnnlab.sweep_report import short_value, write_report
+from cnnlab.errors import CnnlabError, ConfigError, RunError, TrainingInterrupted, format_traceback, most_common, one_line
+from cnnlab.study import (FAILED, SURPLUS, claim_slot, count_finished, fail_killed_trials, failure_streak, import_optuna,
+                          make_storage, open_study, redact, slot_holders, suggest)
+from cnnlab.sweep_report import SUMMARY_MD, short_value, write_report
 
 SWEEP_PLAN = runs.SWEEP_PLAN  # what the sweep is: storage, study name, where its trials' runs go
 SWEEP_CONFIG = runs.CONFIG  # the base config with its resolved sweep section, as the sweep started
@@ -36,18 +37,26 @@ STUDY_DB = "study.db"
 TRIALS_DIR = runs.SWEEP_TRIALS_DIR
 
 
-def run_sweep(config, space, runs_dir, storage=None, study_name=None, resume_dir=None, jobs=1, progress=None):
+def run_sweep(config, space, runs_dir, storage=None, study_name=None, resume_dir=None, jobs=1, progress=None,
+              show_traceback=None):
     """Runs trials until `space.trials` have finished (completed or pruned), then writes the report.
 
-    `jobs` > 1 runs that many worker processes on this machine, each started once with an
-    equal share of the cores, all on the one study. A resumed sweep (`resume_dir`) reopens
-    its own study and continues where it stopped; trials left running by a killed process
-    of this machine are marked failed and not counted (other machines' by Optuna's
-    heartbeat). Ctrl-C marks the running trials failed, writes the report of what finished
-    and raises TrainingInterrupted with the command that resumes.
+    Whatever `cnnlab check` and `train` can know before a first trial (the config, its model,
+    the data and its shape, the core budget) is checked before the sweep folder or its
+    database is made. `jobs` > 1 runs that many worker processes on this machine, each
+    started once with an equal share of the cores, all on the one study. A resumed sweep
+    (`resume_dir`) reopens its own study and continues where it stopped; trials left running
+    by a killed process of this machine are marked failed and not counted (other machines'
+    by Optuna's heartbeat). Ctrl-C marks the running trials failed, writes the report of what
+    finished and raises TrainingInterrupted with the command that resumes.
+
+    After `space.max_failures` failed trials in a row, or when every trial of the study failed,
+    the report is written and RunError names the reason most of them share. A failed trial's
+    traceback is in its failure.txt; `show_traceback` (--debug) is also given each one.
     """
     import_optuna()
     progress = progress or (lambda line: None)
+    check_before_training(config)
     if storage is not None and resume_dir is None:
         make_storage(storage)  # an unreachable database stops here, before a sweep folder exists
         if study_name is not None:
@@ -62,58 +71,106 @@ def run_sweep(config, space, runs_dir, storage=None, study_name=None, resume_dir
     fail_killed_trials(study)
     tracking.prepare_store(config, sweep_dir)
     finished_before = count_finished(study)
+    first = len(study.get_trials(deepcopy=False))  # failures in a row are counted from here: a resume starts afresh
     progress(f"Sweep: {sweep_dir} ({plan['study']} in {redact(plan['storage'])}); "
              f"{finished_before} of {space.trials} trials finished" + (f"; {jobs} worker processes" if jobs > 1 else ""))
     try:
         if finished_before < space.trials:
             if jobs > 1:
-                run_in_workers(sweep_dir, jobs, space.trials, progress)
+                run_in_workers(sweep_dir, jobs, space.trials, first, progress, show_traceback)
             else:
-                optimize(study, config, space, Path(plan["runs_dir"]), progress)
+                optimize(study, config, space, Path(plan["runs_dir"]), progress, first, show_traceback)
     except KeyboardInterrupt:
         write_report(sweep_dir, study, space, config)
         raise TrainingInterrupted(f"sweep interrupted after {count_finished(study)} of {space.trials} finished trials; "
                                   f"resume with: cnnlab sweep --resume {sweep_dir}") from None
     result = write_report(sweep_dir, study, space, config)
-    if not result.best:
-        reasons = sorted({t.user_attrs.get("reason", "") for t in study.trials if t.state.name == "FAIL"} - {""})
-        raise RunError(f"every trial of the sweep in {sweep_dir} failed: {'; '.join(reasons) or 'see trials.csv'}")
+    check_ended_well(study, space, sweep_dir, first, result)
     return result
 
 
-def optimize(study, config, space, trials_dir, progress):
-    """This process's share of the study: trials until the study holds `space.trials` finished ones.
+def check_before_training(config):
+    """What would fail every trial alike, found before the sweep folder exists: the core budget, and everything
+    `train` checks before its run folder (the config's model built and compiled, the data read, and the two fitted
+    together), on the config's own values."""
+    from cnnlab import cores
+    from cnnlab.train import prepare
+
+    cores.usable_cores()
+    prepare(config)
+
+
+def check_ended_well(study, space, sweep_dir, first, result):
+    """RunError where the sweep stopped for its failures: too many in a row, or no trial that completed."""
+    trials = study.get_trials(deepcopy=False)
+    failed = [trial for trial in trials if is_failure(trial)]
+    reason, count = most_common(trial.user_attrs.get("reason") for trial in failed)
+    because = f"; {count} of {len(failed)} failed trials with: {reason}" if reason else ""
+    report = sweep_dir / SUMMARY_MD
+    streak = failure_streak(trials, first)
+    if space.max_failures is not None and streak >= space.max_failures and result.finished < space.trials:
+        raise RunError(f"the sweep in {sweep_dir} stopped after {streak} failed trials in a row "
+                       f"(sweep.max_failures: {space.max_failures}; report in {report}){because}")
+    if not result.best:
+        raise RunError(f"every trial of the sweep in {sweep_dir} failed (report in {report}){because}")
+
+
+def is_failure(trial):
+    """A trial that failed for a reason of its own, which the report and the last line name."""
+    return trial.state.name == "FAIL" and bool(trial.user_attrs.get(FAILED))
+
+
+def optimize(study, config, space, trials_dir, progress, first=0, show_traceback=None):
+    """This process's share of the study: trials until the study holds `space.trials` finished ones, or until
+    `space.max_failures` trials in a row (from trial `first` on, whichever process ran them) have failed.
 
     Trials other processes are running count too: counting only finished ones, a worker that
-    ended its trial while another's last one was still running started one more, and a sweep
-    of 6 trials with --jobs 2 finished 7. A running trial that then fails does not count: the
-    process that ran it goes on.
+    ended its trial while another's last one was still running started one more. A running
+    trial that then fails does not count: the process that ran it goes on. Two processes that
+    start a trial at the same instant are told apart by the trial's claim (study.claim_slot).
     """
     import optuna
-    from optuna.trial import TrialState
 
+    def done(study):
+        if len(slot_holders(study)) >= space.trials:
+            return True
+        return space.max_failures is not None and failure_streak(study.get_trials(deepcopy=False), first) >= space.max_failures
+
+    def stop_when_done(study, trial):
+        if done(study):
+            study.stop()
+
+    if done(study):  # a study already done, or already failing, starts no trial here
+        return
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        study.optimize(Objective(config, space, trials_dir, progress), catch=(CnnlabError,), callbacks=[
-            optuna.study.MaxTrialsCallback(space.trials, states=(*finished_states(), TrialState.RUNNING))])
+        study.optimize(Objective(config, space, trials_dir, progress, show_traceback), catch=(CnnlabError,),
+                       callbacks=[stop_when_done])
 
 
-def run_in_workers(sweep_dir, jobs, trials, progress):
+def run_in_workers(sweep_dir, jobs, trials, first, progress, show_traceback=None):
     """`jobs` worker processes (cnnlab/workers.py), each running `sweep_worker` on the sweep's own study."""
     from cnnlab.workers import Failure, Pool
 
     with Pool(jobs, run="cnnlab.sweep:sweep_worker") as pool:
         for index in range(jobs):
-            pool.submit({"sweep_dir": str(sweep_dir), "worker": index + 1, "trials": trials})
+            pool.submit({"sweep_dir": str(sweep_dir), "worker": index + 1, "trials": trials, "first": first,
+                         "debug": show_traceback is not None})
         for job, result in pool.results():
             if isinstance(result, Failure):
                 if result.interrupted:
                     raise KeyboardInterrupt
                 progress(f"worker {job['worker']}: {result.reason}")
+                if show_traceback is not None and result.traceback:
+                    show_traceback(result.traceback)
 
 
 def sweep_worker(job):
-    """A worker process's body: the sweep's config, space and study from its folder, then trials until enough finished."""
+    """A worker process's body: the sweep's config, space and study from its folder, then trials until enough finished.
+
+    Its progress lines, and under --debug the traceback of each trial that fails, go to its own stdout
+    and stderr, which are the terminal's.
+    """
     from cnnlab.config import load_config
 
     import_optuna()
@@ -126,7 +183,11 @@ def sweep_worker(job):
     def progress(line):
         print(f"[worker {job['worker']}] {line}", flush=True)
 
-    optimize(study, config, space, Path(plan["runs_dir"]), progress)
+    def show_traceback(text):
+        print(text.rstrip("\n"), file=sys.stderr, flush=True)
+
+    optimize(study, config, space, Path(plan["runs_dir"]), progress, job.get("first", 0),
+             show_traceback if job.get("debug") else None)
     return {"worker": job["worker"]}
 
 
@@ -169,35 +230,45 @@ def sweep_section(space):
                 spec["log"] = True
         params[param.path] = spec
     return {"metric": space.metric, "direction": space.direction, "trials": space.trials, "sampler": space.sampler,
-            "pruner": space.pruner, "seed": space.seed, "params": params}
+            "pruner": space.pruner, "seed": space.seed, "max_failures": space.max_failures, "params": params}
 
 
 # ---------------------------------------------------------------- one trial
 
 
 class Objective:
-    """Trains one trial's config into its own run folder and returns its best value of the sweep's metric."""
+    """Trains one trial's config into its own run folder and returns its best value of the sweep's metric.
 
-    def __init__(self, config, space, trials_dir, progress):
+    A trial that cannot train is failed with a one-line reason (trials.csv, summary.md, the
+    progress line) and its traceback in failure.txt, in its run folder or, where training never
+    made one, beside where it would be; nothing of it reaches the terminal but that progress
+    line, and under --debug (`show_traceback`) the traceback.
+    """
+
+    def __init__(self, config, space, trials_dir, progress, show_traceback=None):
         self.config = config
         self.space = space
         self.trials_dir = Path(trials_dir)
         self.progress = progress
+        self.show_traceback = show_traceback
 
     def __call__(self, trial):
         import optuna
 
         from cnnlab.train import train
 
-        values = {param.path: suggest(trial, param) for param in self.space.params}
-        name = f"{self.config.name}-trial{trial.number:03d}"
         trial.set_user_attr("host", socket.gethostname())
         trial.set_user_attr("pid", os.getpid())
+        if not claim_slot(trial.study, trial.number, self.space.trials):
+            trial.set_user_attr(SURPLUS, True)
+            raise TrialSurplus(f"trial {trial.number} started when the sweep's {self.space.trials} trials were all taken")
+        values = {param.path: suggest(trial, param) for param in self.space.params}
+        name = f"{self.config.name}-trial{trial.number:03d}"
         started = time.perf_counter()
         try:
             trial_config = resolve_config(spaces.apply_values(to_plain(self.config.raw), values) | {"name": name})
         except ConfigError as exc:
-            return self.failed(trial, f"the sampled config does not build: {exc}")
+            return self.failed(trial, name, f"the sampled config does not build: {exc}", exc)
         reporter = make_reporter(trial, self.space.metric)
         try:
             result = train(trial_config, self.trials_dir, verbose=0, extra_callbacks=[reporter])
@@ -205,16 +276,20 @@ class Objective:
             self.record_run(trial, name)
             trial.set_user_attr("reason", "interrupted")
             raise KeyboardInterrupt from None
-        except CnnlabError as exc:
-            self.record_run(trial, name)
-            return self.failed(trial, str(exc))
+        except Exception as exc:  # a CnnlabError, or anything Keras raises outside fit: the sweep goes on
+            run_dir = self.record_run(trial, name)
+            status = runs.read_status(run_dir) if run_dir is not None else None
+            # the run's status says why without the run folder's path, so that trials failing alike read alike
+            reason = status.reason if status is not None and status.state == runs.FAILED and status.reason else str(exc)
+            return self.failed(trial, name, reason, exc, run_dir)
         trial.set_user_attr("run_dir", str(Path(result.run_dir).resolve()))
         trial.set_user_attr("epochs", result.metrics["epochs_run"])
         history = runs.read_history(Path(result.run_dir) / runs.HISTORY)
         value = best_value(history, self.space.metric, self.space.direction)
         seconds = time.perf_counter() - started
-        if value is None:  # a NaN loss from the first epoch on, say
-            return self.failed(trial, f"sweep.metric {self.space.metric} has no finite value in {result.run_dir}")
+        if value is None:  # a metric that is NaN in every epoch while the loss is not, say
+            return self.failed(trial, name, f"sweep.metric {self.space.metric} has no finite value in any epoch", None,
+                               Path(result.run_dir))
         if reporter.pruned_at is not None:
             trial.set_user_attr("pruned_at_epoch", reporter.pruned_at)
             runs.set_status(result.run_dir, runs.COMPLETED, f"pruned by the sweep after epoch {reporter.pruned_at}")
@@ -226,19 +301,38 @@ class Objective:
         return value
 
     def record_run(self, trial, name):
+        """The run folder `train` made for this trial, recorded in the study; None where it made none."""
         found = sorted(self.trials_dir.glob(f"{name}-*")) if self.trials_dir.is_dir() else []
-        if found:
-            trial.set_user_attr("run_dir", str(found[-1].resolve()))
+        found = [path for path in found if path.is_dir()]
+        if not found:
+            return None
+        trial.set_user_attr("run_dir", str(found[-1].resolve()))
+        return found[-1]
 
-    def failed(self, trial, reason):
+    def failed(self, trial, name, reason, exc=None, run_dir=None):
         """A trial that cannot train is recorded as failed with its one-line reason; the sweep goes on."""
-        trial.set_user_attr("reason", one_line(reason))
-        self.progress(f"trial {trial.number}: failed: {one_line(reason)}")
+        reason = one_line(reason)
+        trial.set_user_attr("reason", reason)
+        trial.set_user_attr(FAILED, True)
+        details = format_traceback(exc) if exc is not None else ""
+        log = (run_dir / runs.FAILURE_LOG) if run_dir is not None else self.trials_dir / f"{name}-{runs.FAILURE_LOG}"
+        try:
+            runs.write_text(log, f"trial {trial.number} failed: {reason}\nvalues: {dict(trial.params)}\n\n{details}")
+            trial.set_user_attr("failure_log", str(log.resolve()))
+        except RunError:
+            pass  # the reason is in the study; a full disk must not stop the sweep from recording it
+        self.progress(f"trial {trial.number}: failed: {reason}")
+        if self.show_traceback is not None and details:
+            self.show_traceback(details)
         raise TrialFailed(reason)
 
 
 class TrialFailed(CnnlabError):
     """Raised inside the objective so that Optuna records the trial as failed and goes on."""
+
+
+class TrialSurplus(CnnlabError):
+    """Raised inside the objective of a trial that found every slot taken; it trains nothing and counts for nothing."""
 
 
 def make_reporter(trial, metric):

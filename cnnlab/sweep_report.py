@@ -13,8 +13,9 @@ import yaml
 
 from cnnlab import runs
 from cnnlab.config import to_plain
+from cnnlab.errors import most_common
 from cnnlab.report import RIGHT, Column, format_table
-from cnnlab.study import is_scalar, labels
+from cnnlab.study import FAILED, SURPLUS, is_scalar, labels
 
 TRIALS_CSV = runs.SWEEP_TRIALS_CSV
 SUMMARY_MD = "summary.md"
@@ -39,8 +40,11 @@ def short_value(value):
 
 
 def write_report(sweep_dir, study, space, config):
-    """trials.csv, summary.md, best.yaml and the plots, from the study as it is now."""
-    trials = study.get_trials(deepcopy=False)
+    """trials.csv, summary.md, best.yaml and the plots, from the study as it is now.
+
+    Surplus trials (study.claim_slot: started when every slot was taken, never trained) are left out.
+    """
+    trials = [trial for trial in study.get_trials(deepcopy=False) if not trial.user_attrs.get(SURPLUS)]
     write_trials_csv(sweep_dir / TRIALS_CSV, trials, space)
     completed = [t for t in trials if t.state.name == "COMPLETE"]
     best = {}
@@ -71,7 +75,7 @@ def trial_values(trial, space):
     return values
 
 
-TRIAL_COLUMNS = ("number", "state", "value", "epochs", "pruned_at_epoch", "seconds", "run_dir", "host", "reason")
+TRIAL_COLUMNS = ("number", "state", "value", "epochs", "pruned_at_epoch", "seconds", "run_dir", "host", "reason", "failure_log")
 
 
 def write_trials_csv(path, trials, space):
@@ -82,7 +86,7 @@ def write_trials_csv(path, trials, space):
         for trial in trials:
             row = {"number": trial.number, "state": trial.state.name.lower(), "value": trial.value,
                    "seconds": round(trial.duration.total_seconds(), 1) if trial.duration else None,
-                   **{key: trial.user_attrs.get(key) for key in ("epochs", "pruned_at_epoch", "run_dir", "host", "reason")}}
+                   **{key: trial.user_attrs.get(key) for key in ("epochs", "pruned_at_epoch", "run_dir", "host", "reason", "failure_log")}}
             for param in space.params:
                 if param.path in trial.params:
                     row[param.path] = trial.params[param.path]
@@ -128,7 +132,12 @@ def summary_markdown(config, space, study, trials, best, importances, table):
         lines += [f"- `{path}`: {value:.3f}" for path, value in importances.items()] + [""]
     failed = [t for t in trials if t.state.name == "FAIL"]
     if failed:
-        lines += ["## Failed trials", ""] + [f"- trial {t.number}: {t.user_attrs.get('reason', 'no reason recorded (killed?)')}" for t in failed] + [""]
+        reason, count = most_common(t.user_attrs.get("reason") for t in failed if t.user_attrs.get(FAILED))
+        lines += ["## Failed trials", ""]
+        if reason:
+            lines += [f"Most common reason ({count} of {len(failed)}): {reason}. Each trial's traceback is in the "
+                      "failure.txt named in trials.csv.", ""]
+        lines += [f"- trial {t.number}: {t.user_attrs.get('reason', 'no reason recorded (killed?)')}" for t in failed] + [""]
     return "\n".join(lines)
 
 
