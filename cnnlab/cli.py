@@ -259,7 +259,8 @@ def compare_optimizers(config_path, optimizers, epochs, batch_size, seed, name, 
     check_optimizer_specs(specs)  # here, so that an error names the --optimizer and not the config file
     with errors_naming(config_path):
         result = run_comparison(config, specs, runs_dir, repeats=repeats, jobs=jobs, resume_dir=resume_dir,
-                                progress=click.echo, source=config_path)
+                                progress=click.echo, source=config_path,
+                                show_traceback=traceback_printer(click.get_current_context()))
     failed = sum(outcome.state != "completed" for outcome in result.outcomes)
     click.echo("\n" + result.table + "\n")
     if failed:

@@ -29,7 +29,7 @@ from typing import Any, Optional
 from cnnlab import builder, cores, runs, tracking, workers
 from cnnlab.compare_report import SUMMARY_MD, progress_line, write_report
 from cnnlab.config import resolve_config, to_plain
-from cnnlab.errors import CnnlabError, RunError, TrainingInterrupted, one_line
+from cnnlab.errors import CnnlabError, RunError, TrainingInterrupted, format_traceback, most_common, one_line
 from cnnlab.optimizer_specs import check_optimizer_specs
 from cnnlab.paths import first_difference
 
@@ -124,11 +124,13 @@ def check_before_training(config):
 # ---------------------------------------------------------------- running a comparison
 
 
-def compare_optimizers(config, specs, runs_dir, repeats=1, jobs=1, resume_dir=None, progress=None, source=None):
+def compare_optimizers(config, specs, runs_dir, repeats=1, jobs=1, resume_dir=None, progress=None, source=None,
+                       show_traceback=None):
     """Trains `config` with each optimizer in `specs` for `repeats` seeds and writes the report.
 
-    A run that fails (a NaN loss, a Keras error) is recorded and the others go on; only
-    when every run fails is that an error. With `resume_dir`, runs already completed there
+    A run that fails (a NaN loss, a Keras error) is recorded, its traceback in its failure.txt
+    (and given to `show_traceback`, --debug, where there is one), and the others go on; only
+    when every run fails is that an error, naming the reason most of them share. With `resume_dir`, runs already completed there
     are kept and the rest are (re)done; the shared settings must be the ones it was made with.
     `jobs` > 1 trains that many runs at once in separate processes. `progress` receives one
     line per finished run. Returns a ComparisonResult.
@@ -164,9 +166,11 @@ def compare_optimizers(config, specs, runs_dir, repeats=1, jobs=1, resume_dir=No
     interrupted = False
     try:
         with sigterm_as_interrupt():
-            for outcome in run_jobs(pending, jobs):
+            for outcome, trace in run_jobs(pending, jobs):
                 outcomes[outcome.run_name] = outcome
                 progress(progress_line(counter.next(), outcome))
+                if trace and show_traceback is not None:
+                    show_traceback(trace)
                 interrupted = interrupted or outcome.state == INTERRUPTED
     except KeyboardInterrupt:
         interrupted = True  # report what finished, then say how to finish the rest
@@ -176,7 +180,9 @@ def compare_optimizers(config, specs, runs_dir, repeats=1, jobs=1, resume_dir=No
     if interrupted or len(ordered) < len(jobs_list):
         raise TrainingInterrupted(f"comparison interrupted; finish it by running the same command with --resume {compare_dir}")
     if not any(o.state == COMPLETED for o in ordered):
-        raise RunError(f"every run of the comparison failed; see {compare_dir / SUMMARY_MD}")
+        reason, count = most_common(o.reason for o in ordered)
+        because = f"; {count} of {len(ordered)} with: {reason}" if reason else ""
+        raise RunError(f"every run of the comparison failed; see {compare_dir / SUMMARY_MD}{because}")
     return ComparisonResult(compare_dir=compare_dir, rows=rows, outcomes=ordered, table=table)
 
 
@@ -264,23 +270,26 @@ def load_outcome(label, seed, run_name, state, run_dir, reason="", skipped=False
 
 
 def run_jobs(jobs_list, jobs):
-    """Yields an Outcome per job as it finishes: in this process one after another, or in `jobs` worker processes.
+    """Yields (Outcome, traceback or "") per job as it finishes: in this process one after another, or in `jobs`
+    worker processes.
 
     An interrupted run (Ctrl-C, or SIGTERM to a worker) starts no further one.
     """
     for job, result in workers.run_jobs(jobs_list, run_job, jobs, stop=lambda result: plain_result(result)["state"] == INTERRUPTED):
-        yield outcome_of(job, result)
+        yield outcome_of(job, result), plain_result(result).get("traceback", "")
 
 
 def run_job(job):
-    """Trains one job and returns {state, run_dir, reason}; never raises, so one failure cannot stop the others.
+    """Trains one job and returns {state, run_dir, reason, traceback}; never raises, so one failure cannot stop the others.
 
-    Returns plain data: ConfigError cannot cross a process boundary (it does not unpickle).
+    Returns plain data: ConfigError cannot cross a process boundary (it does not unpickle), and
+    neither do an exception's frames, so a failure's traceback comes back as text (and is kept
+    in the run's failure.txt).
     """
     from cnnlab.train import train
 
     before = set(run_dirs_named(job.compare_dir, job.run_name))
-    run_dir, state, reason = None, COMPLETED, ""
+    run_dir, state, reason, trace = None, COMPLETED, "", ""
     try:
         with warnings.catch_warnings():
             # the initial weights hold no optimizer state, by design: every optimizer starts fresh
@@ -289,9 +298,9 @@ def run_job(job):
     except (TrainingInterrupted, KeyboardInterrupt):
         state, reason = INTERRUPTED, "stopped by the user"
     except CnnlabError as exc:
-        state, reason = FAILED, one_line(exc)
+        state, reason, trace = FAILED, one_line(exc), format_traceback(exc)
     except Exception as exc:  # anything Keras raises outside fit (train reports fit's own failures)
-        state, reason = FAILED, builder.keras_message(exc)
+        state, reason, trace = FAILED, builder.keras_message(exc), format_traceback(exc)
     if run_dir is None:
         made = [path for path in run_dirs_named(job.compare_dir, job.run_name) if path not in before]
         run_dir = made[-1] if made else None
@@ -302,14 +311,26 @@ def run_job(job):
             runs.copy_file(job.initial_weights, run_dir / RUN_INITIAL_WEIGHTS)
         except RunError as exc:
             if state == COMPLETED:
-                state, reason = FAILED, one_line(exc)
-    return {"state": state, "run_dir": None if run_dir is None else str(run_dir), "reason": reason}
+                state, reason, trace = FAILED, one_line(exc), format_traceback(exc)
+    if trace:
+        keep_traceback(run_dir / runs.FAILURE_LOG if run_dir else job.compare_dir / f"{job.run_name}-{runs.FAILURE_LOG}",
+                       reason, trace)
+    return {"state": state, "run_dir": None if run_dir is None else str(run_dir), "reason": reason, "traceback": trace}
+
+
+def keep_traceback(path, reason, trace):
+    """A failed run's traceback in its folder, where --debug is not there to print it; a full disk loses only this file."""
+    try:
+        runs.write_text(path, f"{reason}\n\n{trace}")
+    except RunError:
+        pass
 
 
 def plain_result(result):
     """run_job's result, or the same for the Failure the pool hands back where its worker died."""
     if isinstance(result, workers.Failure):
-        return {"state": INTERRUPTED if result.interrupted else FAILED, "run_dir": None, "reason": result.reason}
+        return {"state": INTERRUPTED if result.interrupted else FAILED, "run_dir": None, "reason": result.reason,
+                "traceback": result.traceback}
     return result
 
 

@@ -262,7 +262,8 @@ def test_a_comparison_whose_every_run_fails_is_an_error(tiny_path, tmp_path):
     result = compare(tiny_path, tmp_path, "-o", FAILING)
     assert result.exit_code == 2, result.output
     compare_dir = only_dir(tmp_path)
-    assert result.output.strip().splitlines()[-1] == f"Error: every run of the comparison failed; see {compare_dir / 'summary.md'}"
+    assert result.output.strip().splitlines()[-1] == (f"Error: every run of the comparison failed; see {compare_dir / 'summary.md'}; "
+                                                      "1 of 1 with: loss became NaN at epoch 1; try a smaller learning rate")
     assert read_summary(compare_dir)[0]["runs_failed"] == "1"
 
 

@@ -1,4 +1,4 @@
-"""Sweeps that can only fail end, in one line; a failed trial's traceback goes to its folder.
+"""Sweeps and comparisons that can only fail end, in one line; a failed trial's traceback goes to its folder, or under --debug to stderr.
 
 The sweeps run as a user's shell runs them, in a fresh process whose stdout and stderr are
 read whole (worker processes' included), with the default TPE sampler, and with a hang
@@ -15,8 +15,10 @@ from pathlib import Path
 
 import optuna
 import pytest
+from click.testing import CliRunner
 
 from cnnlab import runs
+from cnnlab.cli import main
 from cnnlab.study import SURPLUS, claim_slot, failure_streak
 from conftest import REPO, TINY_DIGITS
 
@@ -197,3 +199,35 @@ def test_a_failure_streak_is_broken_by_a_success_or_a_running_trial_and_not_by_a
     assert failure_streak(trials) == 2  # 0-1, and 3 and 6 (4 was surplus, 5 killed), not 8 after the running 7
     assert failure_streak(trials, first=2) == 2
     assert failure_streak(trials, first=7) == 1
+
+
+# ---------------------------------------------------------------- compare-optimizers
+
+
+def compare(tiny, runs_dir, *args):
+    return CliRunner().invoke(main, ["compare-optimizers", str(tiny), "--runs-dir", str(runs_dir), "--epochs", "1",
+                                     *map(str, args)])
+
+
+def test_a_comparison_whose_every_candidate_fails_ends_in_one_line_naming_the_common_reason(tmp_path):
+    tiny = write(tmp_path / "tiny.yaml", TINY_DIGITS)
+    result = compare(tiny, tmp_path / "runs", "-o", "sgd:learning_rate=1e30", "-o", "sgd:learning_rate=1e29")
+    (compare_dir,) = (tmp_path / "runs").iterdir()
+    assert result.exit_code == 2, result.output
+    assert result.stderr.splitlines() == [
+        f"Error: every run of the comparison failed; see {compare_dir / 'summary.md'}; 2 of 2 with: {NAN}"]
+    assert_nothing_but_cnnlab_lines(result.output)
+    for run_dir in (path for path in compare_dir.iterdir() if path.is_dir()):
+        assert "in finish_run" in (run_dir / runs.FAILURE_LOG).read_text()
+
+
+def test_debug_prints_the_tracebacks_of_failed_runs_sent_back_by_their_workers(tmp_path):
+    tiny = write(tmp_path / "tiny.yaml", TINY_DIGITS)
+    code, out, err = cnnlab("--debug", "compare-optimizers", tiny, "--runs-dir", tmp_path / "runs", "--epochs", "1",
+                            "-o", "sgd:learning_rate=1e30", "-o", "sgd:learning_rate=1e29", "--jobs", "2")
+    assert code == 2, out + err
+    tracebacks = err.split("Traceback (most recent call last):")[1:]
+    assert len(tracebacks) == 3  # one per worker's run, then the comparison's own error
+    for trace in tracebacks[:2]:
+        assert "in run_job" in trace and "in finish_run" in trace and "RunError: training failed in" in trace
+    assert err.splitlines()[-1].startswith("Error: every run of the comparison failed")
