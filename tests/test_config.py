@@ -176,7 +176,7 @@ def test_the_sweep_section_defaults_to_null():
 
 def test_an_unknown_sweep_key_is_named_with_the_valid_ones():
     assert error_for(TINY_DIGITS + "sweep: {trails: 4}\n") == (
-        "sweep.trails: unknown key (did you mean trials?); valid keys here: metric, direction, trials, sampler, pruner, seed, params")
+        "sweep.trails: unknown key (did you mean trials?); valid keys here: metric, direction, trials, sampler, pruner, seed, max_failures, params")
 
 
 def test_a_sweep_section_must_be_a_mapping():

@@ -77,6 +77,12 @@ def test_null_settings_take_their_defaults_and_a_null_pruner_turns_pruning_off()
     assert (space.metric, space.direction, space.trials, space.sampler, space.seed, space.pruner) == ("val_loss", "minimize", 20, "tpe", 7, "none")
 
 
+def test_failures_in_a_row_stop_a_sweep_after_10_unless_the_section_says_otherwise():
+    assert parse_space(user_config()).max_failures == 10
+    assert parse_space(user_config(max_failures=3)).max_failures == 3
+    assert parse_space(user_config(max_failures=None)).max_failures is None  # never: only --trials ends it
+
+
 def test_choices_can_be_whole_optimizers_and_layer_lists():
     layers_a = [{"Flatten": {}}, {"Dense": {"units": 10, "activation": "softmax"}}]
     layers_b = [{"Conv2D": {"filters": 2, "kernel_size": 3}}, "Flatten", {"Dense": {"units": 10, "activation": "softmax"}}]
@@ -244,7 +250,9 @@ def test_a_bad_param_is_one_line_naming_its_path(params, expected):
     ({"trials": "many"}, "sweep.trials: expected an integer, received a string 'many'"),
     ({"seed": -1}, "sweep.seed: expected an integer >= 0, received -1"),
     ({"metric": "val_acc"}, "sweep.metric: expected a value the runs log: one of loss, accuracy, val_loss, val_accuracy (did you mean val_accuracy?), received 'val_acc'"),
-    ({"trails": 20}, "sweep.trails: unknown key (did you mean trials?); valid keys here: metric, direction, trials, sampler, pruner, seed, params"),
+    ({"trails": 20}, "sweep.trails: unknown key (did you mean trials?); valid keys here: metric, direction, trials, sampler, pruner, seed, max_failures, params"),
+    ({"max_failures": 0}, "sweep.max_failures: expected an integer >= 1, received 0"),
+    ({"max_failures": True}, "sweep.max_failures: expected an integer, received a boolean True"),
 ])
 def test_a_bad_setting_is_one_line_naming_its_key(settings, expected):
     assert error_for(user_config(**settings)) == expected

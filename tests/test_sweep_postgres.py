@@ -43,7 +43,7 @@ def test_two_machines_join_one_study_each_trial_a_run_folder_on_the_machine_that
 
     study = optuna.load_study(storage=postgres_url, study_name=STUDY)
     finished = study.get_trials(states=(optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED))
-    assert len(finished) >= 4
+    assert len(finished) == 4  # a trial that starts when all 4 are taken gives way (study.claim_slot)
     trained_on = {}  # machine -> its trials' numbers
     for trial in finished:
         run_dir = Path(trial.user_attrs["run_dir"])
