@@ -86,7 +86,9 @@ class TensorFlowCommand(click.Command):
 
 @click.group(cls=CnnlabGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="cnnlab")
-@click.option("--debug", is_flag=True, help="Show Python tracebacks instead of one-line errors, and TensorFlow's start-up log lines.")
+@click.option("--debug", is_flag=True, help="Show the Python traceback (the library error behind it included) before a one-line "
+                                             "error, each failed sweep trial's or comparison run's traceback, and TensorFlow's "
+                                             "start-up log lines.")
 def main(debug):
     """cnnlab: convolutional-network experiments described in YAML, trained with Keras.
 
