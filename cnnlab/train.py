@@ -24,6 +24,7 @@ from cnnlab import __version__, backend, builder, callbacks, data, distribute, f
 from cnnlab.callbacks import best_epoch_of, history_of, monitor_of
 from cnnlab.config import load_config, with_train_values
 from cnnlab.cores import usable_cores
+from cnnlab.credentials import redact_command
 from cnnlab.errors import CnnlabError, ConfigError, RunError, TrainingInterrupted, short_repr
 from cnnlab.metric_names import accuracy_key
 from cnnlab.preprocess import check_input_shape, make_dataset, preprocessing_for, preprocessing_record
@@ -436,7 +437,7 @@ def environment(config, strategy=None):
         "devices": backend.devices(),
         "seed": config.seed,
         "git_commit": git_commit(),
-        "command": " ".join([Path(sys.argv[0]).name] + sys.argv[1:]),
+        "command": redact_command([Path(sys.argv[0]).name] + sys.argv[1:]),  # a --storage URL's password is not kept
         "cpu_count": os.cpu_count(),
         "cores": usable_cores(),  # the process's budget (affinity, CNNLAB_CORES), from which batch_parts: auto was chosen
         "distribution": {"strategy": config.distribution.strategy,
