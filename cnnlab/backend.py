@@ -15,7 +15,7 @@ import os
 import sys
 from importlib import metadata
 
-from cnnlab.errors import CnnlabError
+from cnnlab.errors import CnnlabError, short_repr
 
 BACKENDS = ("tensorflow", "jax", "torch")
 DEFAULT = "tensorflow"
@@ -35,7 +35,7 @@ def requested(option=None):
     wanted = option or os.environ.get(ENV_VAR) or DEFAULT
     if wanted not in BACKENDS:
         where = "--backend" if option else ENV_VAR
-        raise BackendError(f"{where}: expected one of {', '.join(BACKENDS)}, received {wanted!r}")
+        raise BackendError(f"{where}: expected one of {', '.join(BACKENDS)}, received {short_repr(wanted)}")
     return wanted
 
 

@@ -14,6 +14,7 @@ import click
 
 from cnnlab import __version__
 from cnnlab.backend import BACKENDS
+from cnnlab.credentials import redact
 from cnnlab.errors import CnnlabError
 
 
@@ -31,8 +32,8 @@ class CnnlabGroup(click.Group):
             if ctx.params.get("debug"):
                 from cnnlab.errors import format_traceback
 
-                click.echo(format_traceback(exc).rstrip("\n"), err=True)
-            click.echo(f"Error: {exc}", err=True)
+                click.echo(redact(format_traceback(exc).rstrip("\n")), err=True)
+            click.echo(f"Error: {redact(str(exc))}", err=True)  # a database URL's password, wherever a library put it
             ctx.exit(exc.exit_code)
 
 
@@ -286,7 +287,9 @@ def compare_optimizers(config_path, optimizers, epochs, batch_size, seed, name, 
 @click.option("--jobs", type=click.IntRange(min=1), default=1, show_default=True,
               help="Worker processes on this machine, each started once with an equal share of the cores, on one study.")
 @click.option("--storage", metavar="URL", help="Keep the study in this database (any URL Optuna takes, e.g. "
-                                               "postgresql://user:pass@host/db) instead of the sweep folder's study.db.")
+                                               "postgresql://user@host/db) instead of the sweep folder's study.db; "
+                                               "default: $CNNLAB_STORAGE. Its password is never written: give it in "
+                                               "$CNNLAB_STORAGE (the full URL), PGPASSWORD or ~/.pgpass.")
 @click.option("--study", "study_name", metavar="NAME", help="The study's name in --storage (default: the sweep folder's name); "
                                                             "processes that give the same --storage and --study join one study.")
 @click.option("--resume", "resume_dir", metavar="SWEEP_DIR", type=click.Path(file_okay=False),

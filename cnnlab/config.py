@@ -18,6 +18,7 @@ import yaml
 
 from cnnlab.errors import ConfigError, one_line, short_repr, suggest, type_name
 from cnnlab.paths import parse_path, set_value
+from cnnlab.yaml_load import load_yaml
 
 SOURCES = ("digits", "fashion_mnist", "mnist", "image_folder", "npz")
 SOURCES_NEEDING_PATH = ("image_folder", "npz")
@@ -240,9 +241,9 @@ def config_from_text(text, overrides=(), default_name="experiment"):
 
 
 def parse_yaml(text):
-    """Safe YAML only: Python object tags are refused by `safe_load` itself."""
+    """Safe YAML only: Python object tags are refused by `safe_load` itself, alias bombs by `load_yaml`."""
     try:
-        data = yaml.safe_load(text)
+        data = load_yaml(text)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
@@ -262,10 +263,10 @@ def parse_override(text):
     """Splits `train.epochs=3` into (("train", "epochs"), 3); the key is a path as in error messages, the value is read as YAML."""
     key, sep, value = text.partition("=")
     if not sep or not key.strip():
-        raise ConfigError("--set", f"expected KEY=VALUE such as train.epochs=3, received {text!r}")
+        raise ConfigError("--set", f"expected KEY=VALUE such as train.epochs=3, received {short_repr(text)}")
     parts = parse_path(key.strip(), where="--set")
     try:
-        parsed = yaml.safe_load(value) if value.strip() else None
+        parsed = load_yaml(value, where="--set", at=parts) if value.strip() else None
     except yaml.YAMLError:
         parsed = value
     return parts, parsed
@@ -355,7 +356,7 @@ def resolve_data(d):
     source = check_choice(d["source"], "data.source", SOURCES)
     path = d["path"]
     if path is not None and not isinstance(path, str):
-        raise ConfigError("data.path", f"expected a file or folder path, received {type_name(path)} {path!r}")
+        raise ConfigError("data.path", f"expected a file or folder path, received {type_name(path)} {short_repr(path)}")
     if path is None and source in SOURCES_NEEDING_PATH:
         raise ConfigError("data.path", f"is required for data.source {source} (a {'folder of class sub-folders' if source == 'image_folder' else '.npz file'})")
     image_size = check_optional_pair(d["image_size"], "data.image_size")
@@ -371,7 +372,7 @@ def resolve_model(m):
         raise ConfigError("model.input_shape", "is required: the shape of one input image, e.g. [28, 28, 1]")
     shape = m["input_shape"]
     if not isinstance(shape, list) or not 1 <= len(shape) <= 3:
-        raise ConfigError("model.input_shape", f"expected a list of 1 to 3 positive ints such as [28, 28, 1], received {shape!r}")
+        raise ConfigError("model.input_shape", f"expected a list of 1 to 3 positive ints such as [28, 28, 1], received {short_repr(shape)}")
     input_shape = tuple(check_int(v, f"model.input_shape[{i}]", minimum=1, maximum=MAX_DIM) for i, v in enumerate(shape))
     layers = m["layers"]
     if not isinstance(layers, list) or not layers:
@@ -625,9 +626,9 @@ def check_int(value, path, minimum=None, maximum=None):
     if isinstance(value, bool) or not isinstance(value, int):
         raise ConfigError(path, f"expected an integer, received {type_name(value)} {short_repr(value)}")
     if minimum is not None and value < minimum:
-        raise ConfigError(path, f"expected an integer >= {minimum}, received {value}")
+        raise ConfigError(path, f"expected an integer >= {minimum}, received {short_repr(value)}")
     if maximum is not None and value > maximum:
-        raise ConfigError(path, f"expected an integer <= {maximum}, received {value}")
+        raise ConfigError(path, f"expected an integer <= {maximum}, received {short_repr(value)}")
     return value
 
 
@@ -635,9 +636,9 @@ def check_number(value, path, minimum=None, maximum=None, exclusive=False):
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         raise ConfigError(path, f"expected a number, received {type_name(value)} {short_repr(value)}")
     if minimum is not None and (value < minimum or (exclusive and value == minimum)):
-        raise ConfigError(path, f"expected a number {'>' if exclusive else '>='} {minimum}, received {value}")
+        raise ConfigError(path, f"expected a number {'>' if exclusive else '>='} {minimum}, received {short_repr(value)}")
     if maximum is not None and value > maximum:
-        raise ConfigError(path, f"expected a number <= {maximum}, received {value}")
+        raise ConfigError(path, f"expected a number <= {maximum}, received {short_repr(value)}")
     return float(value)
 
 

@@ -13,7 +13,7 @@ This module imports no TensorFlow, so that a parent that only hands out shares s
 
 import os
 
-from cnnlab.errors import CnnlabError
+from cnnlab.errors import CnnlabError, short_repr
 
 CORES_VARIABLE = "CNNLAB_CORES"
 
@@ -27,7 +27,7 @@ def usable_cores():
     if not given.isdigit() or int(given) < 1:
         # not a ConfigError: that would name the config file, and the fix is in the environment
         raise CnnlabError(f"{CORES_VARIABLE}: expected a whole number of cores, at least 1 (unset it to use every core "
-                          f"the process may use); received {given!r}")
+                          f"the process may use); received {short_repr(given)}")
     return min(int(given), allowed)  # a share cannot hand out cores the affinity does not allow
 
 

@@ -20,7 +20,7 @@ from typing import Optional
 
 import numpy as np
 
-from cnnlab.errors import DataError, first_line, one_line
+from cnnlab.errors import DataError, first_line, one_line, short_repr
 
 FASHION_MNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
 DIGIT_CLASSES = tuple(str(i) for i in range(10))
@@ -147,7 +147,7 @@ def load_arrays(data):
         "npz": load_npz_source,
     }
     if data.source not in loaders:
-        raise DataError(f"data.source: expected one of {', '.join(loaders)}, received {data.source!r}")
+        raise DataError(f"data.source: expected one of {', '.join(loaders)}, received {short_repr(data.source)}")
     source = loaders[data.source](data)
 
     def in_mode(x):

@@ -14,7 +14,7 @@ import time
 from contextlib import contextmanager, nullcontext
 
 from cnnlab import keras_compat
-from cnnlab.errors import CnnlabError, ConfigError
+from cnnlab.errors import CnnlabError, ConfigError, short_repr
 
 TF_CONFIG = "TF_CONFIG"
 DEFAULT_CONNECT_TIMEOUT_S = 120.0
@@ -52,11 +52,11 @@ def tf_config_for(workers, index):
     """`host1:port,host2:port` and this worker's index → the TF_CONFIG JSON text TensorFlow reads."""
     addresses = [w.strip() for w in workers.split(",") if w.strip()] if isinstance(workers, str) else list(workers)
     if len(addresses) < 2:
-        raise ClusterError(f"--workers needs at least two host:port addresses separated by commas, received {workers!r}")
+        raise ClusterError(f"--workers needs at least two host:port addresses separated by commas, received {short_repr(workers)}")
     for address in addresses:
         host, sep, port = address.rpartition(":")
         if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-            raise ClusterError(f"--workers: expected host:port, received {address!r}")
+            raise ClusterError(f"--workers: expected host:port, received {short_repr(address)}")
     if index is None or not 0 <= index < len(addresses):
         raise ClusterError(f"--worker-index must be between 0 and {len(addresses) - 1} for {len(addresses)} workers, received {index}")
     return json.dumps({"cluster": {"worker": addresses}, "task": {"type": "worker", "index": index}})
@@ -202,7 +202,7 @@ def check_devices(devices):
     for i, device in enumerate(devices):
         key = device.split("device:")[-1].lstrip("/").upper()
         if key not in short:
-            raise ConfigError(f"distribution.devices[{i}]", f"no such device on this machine; visible: {', '.join(short)}, received {device!r}")
+            raise ConfigError(f"distribution.devices[{i}]", f"no such device on this machine; visible: {', '.join(short)}, received {short_repr(device)}")
         resolved.append(short[key])
     return resolved
 

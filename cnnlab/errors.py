@@ -109,6 +109,44 @@ def type_name(value):
 
 
 def short_repr(value, limit=60):
-    """Keeps error messages on one short line whatever the user wrote."""
-    text = " ".join(repr(value).split())
-    return text if len(text) <= limit else text[: limit - 3] + "..."
+    """A value as repr writes it, cut to `limit` characters, on one line: error messages stay short whatever the user wrote.
+
+    The text is built piece by piece and no further than the limit, so a value whose whole
+    repr would be gigabytes (a list that holds itself, or the same list a billion times over)
+    costs no more than a short one, and an int too long for Python to print is named, not printed.
+    """
+    pieces, length, cut = [], 0, False
+    for piece in repr_pieces(value, limit):
+        pieces.append(piece)
+        length += len(piece)
+        if length > limit:
+            cut = True
+            break
+    text = " ".join("".join(pieces).split())
+    return text if len(text) <= limit and not cut else text[: limit - 3] + "..."
+
+
+def repr_pieces(value, limit):
+    """repr(value) as a stream of short pieces, containers opened one item at a time."""
+    if isinstance(value, (list, tuple, dict, set, frozenset)) and type(value) in CONTAINER_BRACKETS and value:
+        opening, closing = CONTAINER_BRACKETS[type(value)]
+        yield opening
+        for i, item in enumerate(value.items() if isinstance(value, dict) else value):
+            if i:
+                yield ", "
+            if isinstance(value, dict):
+                yield from repr_pieces(item[0], limit)
+                yield ": "
+                item = item[1]
+            yield from repr_pieces(item, limit)
+        yield "," + closing if type(value) is tuple and len(value) == 1 else closing
+    elif isinstance(value, (str, bytes)):
+        yield repr(value[: limit + 1])
+    else:
+        try:
+            yield repr(value)
+        except ValueError:  # an int of more than 4,300 digits (sys.get_int_max_str_digits)
+            yield f"<{type_name(value)} too long to print>"
+
+
+CONTAINER_BRACKETS = {list: ("[", "]"), tuple: ("(", ")"), dict: ("{", "}"), set: ("{", "}"), frozenset: ("frozenset({", "})")}

@@ -21,7 +21,7 @@ from typing import Optional
 import numpy as np
 
 from cnnlab import runs
-from cnnlab.errors import ExportError, closest, first_line
+from cnnlab.errors import ExportError, closest, first_line, short_repr
 from cnnlab.held_out import load_split
 from cnnlab.images import run_image_spec
 from cnnlab.inference import INPUT_NAME, OUTPUT_NAME, SavedModelRunner, TFLiteRunner, keras_probabilities, predict_in_batches
@@ -73,8 +73,8 @@ def parse_formats(values):
             else:
                 near = closest(name, [*FORMATS, ALL])
                 hint = f" (did you mean {near}?)" if near else ""
-                raise ExportError(f"--format: unknown export format {name!r}{hint}; valid formats: {', '.join(FORMATS)}, "
-                                  f"or {ALL}. Received: format={value!r}")
+                raise ExportError(f"--format: unknown export format {short_repr(name)}{hint}; valid formats: {', '.join(FORMATS)}, "
+                                  f"or {ALL}. Received: format={short_repr(value)}")
     if not names:
         raise ExportError(f"--format: give at least one of {', '.join(FORMATS)}, or {ALL}")
     return [name for name in FORMATS if name in names]

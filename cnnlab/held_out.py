@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from cnnlab import data, runs
-from cnnlab.errors import DataError
+from cnnlab.errors import DataError, short_repr
 
 SPLITS = ("test", "val")
 
@@ -29,7 +29,7 @@ def load_split(run, split):
     has_test = splits.x_test is not None and len(splits.x_test) > 0
     split = split or ("test" if has_test else "val")
     if split not in SPLITS:
-        raise DataError(f"split: expected one of {', '.join(SPLITS)}, received {split!r}")
+        raise DataError(f"split: expected one of {', '.join(SPLITS)}, received {short_repr(split)}")
     if split == "test" and not has_test:
         raise DataError(f"{splits.description}: has no test split (data.test_split is 0 in {run.path / runs.CONFIG}); "
                         "use --split val, or --data PATH")

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from cnnlab import runs
-from cnnlab.errors import RunError, first_line, one_line
+from cnnlab.errors import RunError, first_line, one_line, short_repr
 from cnnlab.images import ImageSpec
 
 INPUT_NAME = "images"  # the exported models' one input: uint8 (batch, height, width, channels)
@@ -209,7 +209,7 @@ def tflite_interpreter(path, threads, which=None):
     still works in 2.21 but warns that it is deprecated, which is kept off the terminal.
     """
     if which not in (None, *INTERPRETERS):
-        raise RunError(f"interpreter: expected one of {', '.join(INTERPRETERS)}, received {which!r}")
+        raise RunError(f"interpreter: expected one of {', '.join(INTERPRETERS)}, received {short_repr(which)}")
     interpreter_class, name = None, None
     if which in (None, "litert"):
         try:

@@ -15,6 +15,7 @@ import yaml
 from cnnlab import builder
 from cnnlab.config import OptimizerConfig, short_repr
 from cnnlab.errors import ConfigError
+from cnnlab.yaml_load import load_yaml
 
 DEFAULT_OPTIMIZERS = ("sgd", "sgd+momentum", "rmsprop", "adam", "adamw", "nadam", "adagrad")
 # Named settings people ask for by name; a preset may take further keyword arguments after ':'.
@@ -75,7 +76,7 @@ def parse_optimizer_spec(text):
     for part in args.split(",") if sep else []:
         key, eq, value = part.partition("=")
         if not eq or not key.isidentifier() or not value:
-            raise ConfigError(where, f"expected {SPEC_SYNTAX}; cannot read {part!r}")
+            raise ConfigError(where, f"expected {SPEC_SYNTAX}; cannot read {short_repr(part)}")
         if key in kwargs:
             raise ConfigError(where, f"{key} is given twice")
         kwargs[key] = parse_value(value)
@@ -91,7 +92,7 @@ def parse_optimizer_spec(text):
 
 def parse_value(text):
     try:
-        value = yaml.safe_load(text)
+        value = load_yaml(text)
     except yaml.YAMLError:
         value = text
     if isinstance(value, str):

@@ -39,7 +39,7 @@ def parse_path(path, where=None):
         if path[pos] != ".":
             break
         pos += 1
-    raise ConfigError(where, f"expected a path such as {EXAMPLE}, received {path!r}")
+    raise ConfigError(where, f"expected a path such as {EXAMPLE}, received {short_repr(path)}")
 
 
 def format_path(parts):

@@ -16,7 +16,7 @@ from typing import Optional
 import numpy as np
 
 from cnnlab import data, runs
-from cnnlab.errors import DataError, one_line
+from cnnlab.errors import DataError, one_line, short_repr
 from cnnlab.images import background_brightness, run_image_spec
 from cnnlab.inference import ExportedModel, class_probabilities
 from cnnlab.preprocess import preprocess_images, preprocessing_from_record
@@ -70,7 +70,7 @@ def predict_images(run, paths, invert="auto", max_pixels=DEFAULT_MAX_PIXELS, bat
     `run`: a TrainedRun (its best.keras) or an ExportedModel.
     """
     if invert not in INVERT_CHOICES:
-        raise DataError(f"invert: expected one of {', '.join(INVERT_CHOICES)}, received {invert!r}")
+        raise DataError(f"invert: expected one of {', '.join(INVERT_CHOICES)}, received {short_repr(invert)}")
     reader = ImageReader(run, invert, max_pixels)
     items = list(collect_images(paths))
     for start in range(0, len(items), batch_size):

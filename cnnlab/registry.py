@@ -109,9 +109,9 @@ def lookup(name, table, path, what, limit=30):
     if isinstance(name, str) and name in table:
         return table[name]
     if isinstance(name, str) and "." in name:
-        raise ConfigError(path, f"{what} must be named by its Keras name, not a Python path; received {name!r}")
+        raise ConfigError(path, f"{what} must be named by its Keras name, not a Python path; received {short_repr(name)}")
     refused = " Lambda layers and custom objects are not allowed in configs." if name in REFUSED_LAYERS else ""
-    raise ConfigError(path, f"unknown {what} {name!r}.{refused} {valid_names_hint(str(name), table, limit)}")
+    raise ConfigError(path, f"unknown {what} {short_repr(name)}.{refused} {valid_names_hint(str(name), table, limit)}")
 
 
 def valid_names_hint(name, table, limit=30):

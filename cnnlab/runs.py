@@ -22,6 +22,7 @@ from cnnlab.errors import ConfigError, RunError, first_line
 from cnnlab.keras_compat import BACKUP_METADATA, BACKUP_WEIGHTS
 from cnnlab.metric_names import accuracy_key
 from cnnlab.report import RIGHT, Column, format_table
+from cnnlab.yaml_load import load_yaml
 
 CONFIG = "config.yaml"
 SUMMARY = "model_summary.txt"
@@ -616,10 +617,10 @@ def summarize_run(run_dir):
 
 def read_config_name(path):
     try:
-        data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+        data = load_yaml(Path(path).read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise RunError(f"{path} is missing") from None
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+    except (OSError, UnicodeDecodeError, yaml.YAMLError, ConfigError) as exc:
         raise RunError(f"cannot read {path}: {' '.join(str(exc).split())}") from exc
     if not isinstance(data, dict) or not isinstance(data.get("name"), str):
         raise RunError(f"{path}: has no name")
@@ -734,10 +735,10 @@ def summarize_group(folder, kind):
 def best_of_sweep(folder):
     """The best completed trial of a sweep, by its own metric and direction (from its config.yaml and trials.csv)."""
     try:
-        section = (yaml.safe_load((folder / CONFIG).read_text(encoding="utf-8")) or {}).get("sweep") or {}
+        section = (load_yaml((folder / CONFIG).read_text(encoding="utf-8")) or {}).get("sweep") or {}
         with open(folder / SWEEP_TRIALS_CSV, newline="", encoding="utf-8") as f:
             rows = [row for row in csv.DictReader(f) if row.get("state") == "complete" and row.get("value")]
-    except (OSError, yaml.YAMLError, AttributeError):
+    except (OSError, yaml.YAMLError, ConfigError, AttributeError):
         return {}
     if not rows:
         return {"metric": section.get("metric", "value")}

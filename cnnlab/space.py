@@ -17,6 +17,7 @@ from cnnlab.config import check_choice, check_int, resolve_config, to_plain
 from cnnlab.errors import ConfigError, one_line, short_repr, suggest, type_name
 from cnnlab.metric_names import maximized
 from cnnlab.paths import format_path, get_value, has_path, parse_path, set_value
+from cnnlab.yaml_load import load_yaml
 
 KINDS = ("int", "float", "choice")
 SPACE_KEYS = KINDS + ("step", "log")
@@ -178,13 +179,13 @@ def parse_param_option(text):
     """`model.layers[4].Dense.units={int: [32, 256]}` → (canonical path, the space read as YAML)."""
     key, sep, value = text.partition("=")
     if not sep or not key.strip() or not value.strip():
-        raise ConfigError("--param", f"expected PATH=SPACE such as 'train.batch_size={{choice: [16, 32]}}', received {text!r}")
+        raise ConfigError("--param", f"expected PATH=SPACE such as 'train.batch_size={{choice: [16, 32]}}', received {short_repr(text)}")
     path = format_path(parse_path(key.strip(), where="--param"))
     try:
-        return path, yaml.safe_load(value)
+        return path, load_yaml(value, where="--param", at=parse_path(path))
     except yaml.YAMLError as exc:
         problem = getattr(exc, "problem", None) or one_line(exc)
-        raise ConfigError(f"--param {path}", f"SPACE is not valid YAML ({problem}), received {value!r}") from exc
+        raise ConfigError(f"--param {path}", f"SPACE is not valid YAML ({problem}), received {short_repr(value)}") from exc
 
 
 # ---------------------------------------------------------------- one parameter

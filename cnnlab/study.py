@@ -17,6 +17,7 @@ import yaml
 
 from cnnlab import runs, space as spaces
 from cnnlab.config import to_plain
+from cnnlab.credentials import redact
 from cnnlab.errors import CnnlabError, ConfigError, first_line
 from cnnlab.paths import first_difference
 
@@ -161,7 +162,7 @@ def make_storage(url):
             error = exc
         except (sqlalchemy.exc.SQLAlchemyError, ImportError, ValueError) as exc:
             error = exc
-        raise CnnlabError(f"--storage {redact(url)}: cannot open the study database: {first_line(error)}") from error
+        raise CnnlabError(f"--storage {redact(url)}: cannot open the study database: {redact(first_line(error))}") from error
 
 
 def make_sampler(space):
@@ -226,16 +227,6 @@ def space_record(space):
     """What must match for a second process to join a study: the parameters and the metric."""
     return {"metric": space.metric, "direction": space.direction,
             "params": {param.path: [param.kind, param.low, param.high, param.step, param.log, labels(param)] for param in space.params}}
-
-
-def redact(url):
-    """A storage URL without its password, for messages and files."""
-    scheme, sep, rest = url.partition("://")
-    if not sep or "@" not in rest:
-        return url
-    credentials, _, host = rest.rpartition("@")
-    user = credentials.split(":", 1)[0]
-    return f"{scheme}://{user}:***@{host}"
 
 
 def labels(param):

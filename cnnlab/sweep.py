@@ -26,6 +26,7 @@ import yaml
 
 from cnnlab import runs, space as spaces, tracking
 from cnnlab.config import resolve_config, to_plain
+from cnnlab.credentials import connect_url, storage_url
 from cnnlab.errors import CnnlabError, ConfigError, RunError, TrainingInterrupted, format_traceback, most_common, one_line
 from cnnlab.study import (FAILED, SURPLUS, claim_slot, count_finished, fail_killed_trials, failure_streak, import_optuna,
                           make_storage, open_study, redact, slot_holders, suggest)
@@ -57,13 +58,16 @@ def run_sweep(config, space, runs_dir, storage=None, study_name=None, resume_dir
     import_optuna()
     progress = progress or (lambda line: None)
     check_before_training(config)
+    if resume_dir is None:
+        storage = storage_url(storage)  # --storage, else $CNNLAB_STORAGE, its password completed from the environment
     if storage is not None and resume_dir is None:
         make_storage(storage)  # an unreachable database stops here, before a sweep folder exists
         if study_name is not None:
             open_study({"storage": storage, "study": study_name}, space)  # and so does a study of another space
     sweep_dir, plan = open_sweep(config, space, runs_dir, storage, study_name, resume_dir)
+    url = storage or connect_url(plan["storage"])  # sweep.json keeps no password: a resume finds it in the environment
     try:
-        study = open_study(plan, space)
+        study = open_study(dict(plan, storage=url), space)
     except CnnlabError:
         if resume_dir is None:  # a study that cannot be joined leaves no sweep folder behind
             shutil.rmtree(sweep_dir, ignore_errors=True)
@@ -77,7 +81,7 @@ def run_sweep(config, space, runs_dir, storage=None, study_name=None, resume_dir
     try:
         if finished_before < space.trials:
             if jobs > 1:
-                run_in_workers(sweep_dir, jobs, space.trials, first, progress, show_traceback)
+                run_in_workers(sweep_dir, jobs, space.trials, first, progress, url, show_traceback)
             else:
                 optimize(study, config, space, Path(plan["runs_dir"]), progress, first, show_traceback)
     except KeyboardInterrupt:
@@ -148,14 +152,17 @@ def optimize(study, config, space, trials_dir, progress, first=0, show_traceback
                        callbacks=[stop_when_done])
 
 
-def run_in_workers(sweep_dir, jobs, trials, first, progress, show_traceback=None):
-    """`jobs` worker processes (cnnlab/workers.py), each running `sweep_worker` on the sweep's own study."""
+def run_in_workers(sweep_dir, jobs, trials, first, progress, storage, show_traceback=None):
+    """`jobs` worker processes (cnnlab/workers.py), each running `sweep_worker` on the sweep's own study.
+
+    The storage URL goes with each job, through the worker's pipe: sweep.json holds it without its password.
+    """
     from cnnlab.workers import Failure, Pool
 
     with Pool(jobs, run="cnnlab.sweep:sweep_worker") as pool:
         for index in range(jobs):
             pool.submit({"sweep_dir": str(sweep_dir), "worker": index + 1, "trials": trials, "first": first,
-                         "debug": show_traceback is not None})
+                         "storage": storage, "debug": show_traceback is not None})
         for job, result in pool.results():
             if isinstance(result, Failure):
                 if result.interrupted:
@@ -175,7 +182,7 @@ def sweep_worker(job):
 
     import_optuna()
     sweep_dir = Path(job["sweep_dir"])
-    plan = runs.read_group_plan(sweep_dir, "sweep")
+    plan = dict(runs.read_group_plan(sweep_dir, "sweep"), storage=job["storage"])
     config = load_config(sweep_dir / SWEEP_CONFIG)
     space = spaces.parse_space(to_plain(config.raw), trials=job["trials"])
     study = open_study(plan, space)
@@ -203,7 +210,7 @@ def open_sweep(config, space, runs_dir, storage, study_name, resume_dir):
     plan = {
         "name": config.name,
         "study": study_name,
-        "storage": storage or f"sqlite:///{(sweep_dir / STUDY_DB).resolve()}",
+        "storage": redact(storage) if storage else f"sqlite:///{(sweep_dir / STUDY_DB).resolve()}",
         "shared": storage is not None,
         "runs_dir": str((sweep_dir / TRIALS_DIR).resolve()),
         "trials": space.trials,

@@ -24,7 +24,8 @@ from cnnlab import __version__, backend, builder, callbacks, data, distribute, f
 from cnnlab.callbacks import best_epoch_of, history_of, monitor_of
 from cnnlab.config import load_config, with_train_values
 from cnnlab.cores import usable_cores
-from cnnlab.errors import CnnlabError, ConfigError, RunError, TrainingInterrupted
+from cnnlab.credentials import redact_command
+from cnnlab.errors import CnnlabError, ConfigError, RunError, TrainingInterrupted, short_repr
 from cnnlab.metric_names import accuracy_key
 from cnnlab.preprocess import check_input_shape, make_dataset, preprocessing_for, preprocessing_record
 
@@ -400,8 +401,8 @@ def finish_run(run_dir, config, rows, splits, prep):
         runs.set_status(run_dir, runs.FAILED, f"loss became NaN at epoch {nan_epoch}; try a smaller learning rate")
         raise RunError(f"training failed in {run_dir}: loss became NaN at epoch {nan_epoch}; try a smaller compile.optimizer.learning_rate")
     if not model_path.exists():
-        runs.set_status(run_dir, runs.FAILED, f"no best model was saved: the checkpoint monitor {monitor!r} was never logged")
-        raise RunError(f"training failed in {run_dir}: train.callbacks.checkpoint.monitor {monitor!r} is not a logged metric; logged: {', '.join(history)}")
+        runs.set_status(run_dir, runs.FAILED, f"no best model was saved: the checkpoint monitor {short_repr(monitor)} was never logged")
+        raise RunError(f"training failed in {run_dir}: train.callbacks.checkpoint.monitor {short_repr(monitor)} is not a logged metric; logged: {', '.join(history)}")
     runs.set_status(run_dir, runs.COMPLETED)
     return metrics
 
@@ -436,7 +437,7 @@ def environment(config, strategy=None):
         "devices": backend.devices(),
         "seed": config.seed,
         "git_commit": git_commit(),
-        "command": " ".join([Path(sys.argv[0]).name] + sys.argv[1:]),
+        "command": redact_command([Path(sys.argv[0]).name] + sys.argv[1:]),  # a --storage URL's password is not kept
         "cpu_count": os.cpu_count(),
         "cores": usable_cores(),  # the process's budget (affinity, CNNLAB_CORES), from which batch_parts: auto was chosen
         "distribution": {"strategy": config.distribution.strategy,

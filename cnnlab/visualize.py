@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from cnnlab import keras_compat, plots, runs
-from cnnlab.errors import ConfigError, DataError
+from cnnlab.errors import ConfigError, DataError, short_repr
 from cnnlab.predict import DEFAULT_MAX_PIXELS, ImageProblem, ImageReader
 from cnnlab.preprocess import preprocess_images, preprocessing_from_record
 from cnnlab.report import RIGHT, Column, format_table
@@ -150,7 +150,7 @@ def choose_layers(model, name=None):
     if name not in names:
         close = difflib.get_close_matches(name, [layer.name for layer in drawable], n=1)
         hint = f" Did you mean {close[0]}?" if close else ""
-        raise ConfigError("--layer", f"no layer named {name!r} in this model.{hint} Layers with pictures: {valid}")
+        raise ConfigError("--layer", f"no layer named {short_repr(name)} in this model.{hint} Layers with pictures: {valid}")
     chosen = model.get_layer(name)
     if chosen not in drawable:
         raise ConfigError("--layer", f"{name} ({type(chosen).__name__}, output {format_shape(output_shape(chosen))}) "

@@ -47,8 +47,12 @@ def server_account():
 
 
 @contextlib.contextmanager
-def postgres_server():
-    """Yields postgresql://USER:PASSWORD@127.0.0.1:PORT/DATABASE of a new server; stops and removes it afterwards."""
+def postgres_server(password=PASSWORD):
+    """Yields postgresql://USER:PASSWORD@127.0.0.1:PORT/DATABASE of a new server; stops and removes it afterwards.
+
+    TCP logins need the password (scram-sha-256, from initdb --auth-host), so a client that
+    has none is refused as on a real server; `password` may be one a test searches files for.
+    """
     bin_dir = find_bin_dir()
     if bin_dir is None:
         pytest.skip("PostgreSQL's initdb/pg_ctl not found: apt-get install postgresql")
@@ -75,9 +79,9 @@ def postgres_server():
         run("pg_ctl", "-D", data, "-l", log, "-w", "-t", "30", "start", "-o",
             f"-p {port} -k {sockets} -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off -c full_page_writes=off")
         started = True
-        for sql in (f"CREATE ROLE {USER} LOGIN PASSWORD '{PASSWORD}'", f"CREATE DATABASE {DATABASE} OWNER {USER}"):
+        for sql in (f"CREATE ROLE {USER} LOGIN PASSWORD '{password}'", f"CREATE DATABASE {DATABASE} OWNER {USER}"):
             run("psql", "-h", sockets, "-p", str(port), "-U", "postgres", "-d", "postgres", "-v", "ON_ERROR_STOP=1", "-qc", sql)
-        yield f"postgresql://{USER}:{PASSWORD}@127.0.0.1:{port}/{DATABASE}"
+        yield f"postgresql://{USER}:{password}@127.0.0.1:{port}/{DATABASE}"
     finally:
         if started:
             run("pg_ctl", "-D", data, "-m", "immediate", "-w", "stop")
