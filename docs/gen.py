@@ -526,7 +526,7 @@ def render_mapping(mapping, prefix, indent, comments, lines, paths):
             render_mapping(value, path, indent + 2, comments, lines, paths)
         elif path in BLOCK_LISTS and isinstance(value, list):
             lines.append(commented(head, comments.get(path)))
-            lines.extend(" " * (indent + 2) + "- " + flow(item) for item in value)
+            lines.extend(" " * (indent + 2) + "- " + list_entry(item) for item in value)
         else:
             lines.append(commented(f"{head} {flow(value)}", comments.get(path)))
 
@@ -535,6 +535,14 @@ def commented(line, comment):
     if not comment:
         return line
     return f"{line:<{COMMENT_COLUMN - 1}} # {comment}" if len(line) < COMMENT_COLUMN - 1 else f"{line}  # {comment}"
+
+
+def list_entry(item):
+    """`Conv2D: {filters: 32}` rather than `{Conv2D: {filters: 32}}`, as configs write a layer."""
+    if isinstance(item, dict) and len(item) == 1:
+        (key, value), = item.items()
+        return f"{key}: {flow(value)}"
+    return flow(item)
 
 
 def flow(value):
@@ -600,7 +608,8 @@ def repository_layout(described):
     width = max(len(name) for name in described) + 2
     lines = [f"{name:<{width}}{text}" for name, text in described.items()]
     bench = sorted(path for path in (REPO / "bench").glob("*.py"))
-    lines += [f"  bench/{path.name:<{width + 6}}{first_docstring_line(path)}" for path in bench]
+    bench_width = max(len(path.name) for path in bench) + 2
+    lines += [f"  bench/{path.name:<{bench_width}}{first_docstring_line(path)}" for path in bench]
     out(fenced("\n".join(lines), "text"))
 
 
@@ -609,8 +618,11 @@ def export_io():
     import json
 
     record = json.loads((lab().path / "runs" / "digits_cnn-20261201-090000" / "export" / "export.json").read_text())
-    shown = {name: {"input": entry["input"], "output": entry["output"]} for name, entry in record["formats"].items()}
-    out(fenced(json.dumps(shown, indent=2), "json"))
+    lines = []
+    for name, entry in record["formats"].items():
+        lines += [f'  "{name}": {{', f'    "input": {json.dumps(entry["input"])},', f'    "output": {json.dumps(entry["output"])}', "  },"]
+    lines[-1] = "  }"
+    out(fenced("\n".join(["{", *lines, "}"]), "json"))
 
 
 def same_epochs(first, second, epochs):
