@@ -7,12 +7,14 @@ repository root:
 
     cog -r -I docs README.md docs/*.md
 
-How the outputs are made, so that they are the same on every machine and every run:
+How the outputs are made, so that generating them again gives the same pages:
 
 - Every command a page shows is one step of SESSION, a user's session in a fresh folder
   (the "lab": configs/ copied from the repository, runs/ inside it), run once, in order,
   through click's CliRunner in this process. A page names the steps it shows, so the run
-  folders it names are the ones the other pages name too.
+  folders it names are the ones the other pages name too. Steps name run folders by the
+  clock below (the first folder made is …-20261201-090000, the next …-090100, and so on),
+  so a new step goes at the end of SESSION, or the later folders' names change.
 - Training is tiny (digits_cnn for a few epochs) and on one core (CNNLAB_CORES=1, which
   also fixes train.batch_parts at 1), so the figures do not depend on the machine's cores.
 - Volatile parts are normalized: folder timestamps come from a clock that starts at
@@ -30,8 +32,8 @@ import shlex
 import shutil
 import sys
 import tempfile
-import textwrap
-from dataclasses import dataclass, field
+import traceback
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -90,7 +92,7 @@ class Lab:
     """The folder the session runs in, its outputs once run, and what prints instead of its absolute path."""
 
     def __init__(self):
-        self.root = Path(tempfile.mkdtemp(prefix="cnnlab-docs-"))
+        self.root = Path(tempfile.mkdtemp(prefix="cnnlab-docs-")).resolve()  # as cnnlab prints absolute paths
         atexit.register(shutil.rmtree, self.root, ignore_errors=True)
         self.home = self.root / SHOWN_HOME.strip("/")
         self.path = self.home / "lab"
@@ -210,7 +212,7 @@ def run_step(step, lab):
     with environment(env), interrupted_at(step.interrupt_at_epoch, lab.while_training):
         result = CliRunner().invoke(main, args, prog_name="cnnlab", terminal_width=WIDTH)
     if result.exit_code != step.exit_code:
-        detail = "".join(__import__("traceback").format_exception(*result.exc_info)) if result.exc_info else ""
+        detail = "".join(traceback.format_exception(*result.exc_info)) if result.exc_info else ""
         raise RuntimeError(f"docs/gen.py: step {step.name!r} ({step.command}) ended with exit code {result.exit_code}, "
                            f"not {step.exit_code}:\n{result.output}\n{detail}")
     return result.output
@@ -404,11 +406,6 @@ def show(*names, exit_code_of=None):
     out(fenced(transcript(*names, exit_code_of=exit_code_of), "console"))
 
 
-def show_tail(name, lines):
-    """The last `lines` lines of a step's output, under its command."""
-    step = STEPS[name]
-    tail = normalized(step, lab().outputs[name]).split("\n")[-lines:]
-    out(fenced("\n".join([f"$ {step.command}", "...", *tail]), "console"))
 
 
 def help(*command):
@@ -423,12 +420,6 @@ def help(*command):
     out(fenced(f"$ {' '.join(['cnnlab', *command, '--help'])}\n{result.output.rstrip()}", "console"))
 
 
-def run_path(name):
-    """The run folder a step made (its `Run: ...` line), as pages name it."""
-    for line in normalized(STEPS[name], lab().outputs[name]).split("\n"):
-        if line.startswith("Run: "):
-            return line.removeprefix("Run: ").split(" ")[0]
-    raise KeyError(f"step {name!r} printed no Run: line")
 
 
 # ---------------------------------------------------------------- listings of what commands write
