@@ -2,7 +2,7 @@
 
 Reads only a run's small files (history.csv, config.yaml), never Keras, so a figure of
 finished runs appears at once and runs still training can be drawn beside them. A run is
-named as `cnnlab runs --all` lists it (`compare-…/child`, `sweep-…/trial-…`) or by its path.
+named as `cnnlab runs --all` lists it (`compare-…/<run>`, `sweep-…/<name>-trial<NNN>-<timestamp>`) or by its path.
 """
 
 import json
@@ -75,7 +75,7 @@ def find_run(name, runs_dir):
 
 
 def run_at(path):
-    """`path` if it is a run folder; a sweep's trial named `sweep-…/trial-…`, as the listing shortens it, inside trials/."""
+    """`path` if it is a run folder; a sweep's trial named `sweep-…/<trial folder>`, as the listing shortens it, inside trials/."""
     if runs.is_run_dir(path):
         return path
     if path.parent.joinpath(runs.SWEEP_PLAN).is_file():
