@@ -1,0 +1,78 @@
+"""The times a run reports: `fit` with every callback in metrics.json, and the command's own from process start.
+
+Only orderings are asserted, never how long anything takes: the fit holds the epochs and
+what the callbacks do between them; the command holds the fit and everything before it.
+"""
+
+import json
+import re
+import subprocess
+import sys
+import time
+
+import keras
+import pytest
+
+from cnnlab import runs
+from cnnlab.config import load_config
+from cnnlab.train import train
+
+from conftest import run_cli
+
+ROUNDING = 0.001  # metrics.json rounds each time to 3 decimals
+
+
+class SlowAfterEachEpoch(keras.callbacks.Callback):
+    """Work after each epoch's end, as a checkpoint write or a tracker's upload is: outside the epoch, inside `fit`."""
+
+    def __init__(self, seconds):
+        super().__init__()
+        self.seconds = seconds
+        self.spent = 0.0
+
+    def on_epoch_end(self, epoch, logs=None):
+        started = time.perf_counter()
+        time.sleep(self.seconds)
+        self.spent += time.perf_counter() - started
+
+
+def test_fit_time_holds_the_epochs_and_every_callbacks_work(tiny_config, tmp_path):
+    slow = SlowAfterEachEpoch(0.3)
+    started = time.perf_counter()
+    result = train(load_config(tiny_config), tmp_path / "runs", verbose=0, extra_callbacks=[slow])
+    outside = time.perf_counter() - started
+    m = result.metrics
+    history = runs.read_history(result.run_dir / runs.HISTORY)
+    assert m["fit_epochs"] == m["epochs_run"] == 2
+    assert m["epoch_time_s"] == pytest.approx(sum(history["time_s"]), abs=ROUNDING)
+    assert m["epoch_time_s"] + slow.spent - 2 * ROUNDING <= m["fit_time_s"] <= outside
+    assert m["images_per_s"] == pytest.approx(m["num_train"] * 2 / m["fit_time_s"], rel=1e-3)
+    assert json.loads((result.run_dir / runs.METRICS).read_text()) == m
+    assert "wall_time_s" not in m
+
+
+def test_train_prints_the_fit_time_and_the_commands_wall_time(tiny_config, tmp_path):
+    result = run_cli("train", tiny_config, "--runs-dir", tmp_path / "runs", "-q")
+    assert result.exit_code == 0, result.output
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    m = json.loads((run_dir / runs.METRICS).read_text())
+    *_, training, command = result.output.splitlines()
+    assert training == f"Training time (fit, all callbacks): {m['fit_time_s']:.1f} s ({m['images_per_s']:.0f} images/s)"
+    assert re.fullmatch(r"Command wall time: \d+\.\d s", command), command
+    assert float(command.split()[-2]) >= float(training.split()[-4])
+    assert "Wall time" not in result.output
+
+
+def test_the_commands_wall_time_counts_from_process_start(tiny_config, tmp_path):
+    """The child sleeps before it imports cnnlab: only a clock that starts with the process counts that second."""
+    child = ("import sys, time; time.sleep(1); from cnnlab.cli import main; "
+             f"main(['train', {str(tiny_config)!r}, '--runs-dir', {str(tmp_path / 'runs')!r}, '-q'])")
+    started = time.perf_counter()
+    process = subprocess.run([sys.executable, "-c", child], capture_output=True, text=True, timeout=600)
+    outside = time.perf_counter() - started
+    assert process.returncode == 0, process.stderr
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    m = json.loads((run_dir / runs.METRICS).read_text())
+    command = float(re.search(r"^Command wall time: (\S+) s$", process.stdout, re.MULTILINE)[1])
+    assert 1 + m["fit_time_s"] - 0.05 <= command <= outside + 0.05  # printed to 0.1 s
+    assert m["epoch_time_s"] <= m["fit_time_s"] + 2 * ROUNDING
