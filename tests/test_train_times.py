@@ -76,3 +76,13 @@ def test_the_commands_wall_time_counts_from_process_start(tiny_config, tmp_path)
     command = float(re.search(r"^Command wall time: (\S+) s$", process.stdout, re.MULTILINE)[1])
     assert 1 + m["fit_time_s"] - 0.05 <= command <= outside + 0.05  # printed to 0.1 s
     assert m["epoch_time_s"] <= m["fit_time_s"] + 2 * ROUNDING
+
+
+def test_a_process_that_started_a_backend_exits_without_walking_its_objects():
+    """By the time exit gets past cnnlab's handler, every object is frozen: the final collections skip them
+    (seconds after TensorFlow, bench/startup.py). An atexit handler registered before runs after."""
+    child = ("import atexit, gc; atexit.register(lambda: print('frozen at exit:', gc.get_freeze_count() > 0)); "
+             "from cnnlab import backend; backend.select(None); backend.start()")
+    process = subprocess.run([sys.executable, "-c", child], capture_output=True, text=True, timeout=600)
+    assert process.returncode == 0, process.stderr
+    assert process.stdout.splitlines() == ["frozen at exit: True"]
