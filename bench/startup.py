@@ -4,7 +4,7 @@ Runs `cnnlab train CONFIG --epochs N -q` `--repeats` times, each in a fresh proc
 from outside (perf_counter around subprocess.run), and inside it times the stages of
 the command by wrapping cnnlab's own functions (no profiler, so no profiler overhead):
 interpreter start to cnnlab's CLI, importing TensorFlow and Keras, loading the data,
-building the model, the fit (of which the epochs, the rest being callbacks), scoring
+building the model, the fit (of which the epochs, and each of the run's callbacks), scoring
 the test split, plots, and exit (the outside time less the last stage's end). Then one
 more run under `python -X importtime` gives the import time by top-level package, and who
 imported it first (a package imported only by TensorFlow or Keras is not cnnlab's to cut).
@@ -37,8 +37,8 @@ STAGES = (
     ("run folder description", "cnnlab.train", "write_run_description"),
     ("fit (all callbacks)", "cnnlab.train", "fit_on_device"),
     ("score and record the run", "cnnlab.train", "finish_run"),
-    ("  load best.keras", "keras.models", "load_model"),
-    ("  plots", "cnnlab.train", "write_plots"),
+    ("  score: load best.keras", "keras.models", "load_model"),
+    ("  score: plots", "cnnlab.train", "write_plots"),
 )
 
 
@@ -80,15 +80,41 @@ def child(args):
     for label, module, name in STAGES[2:]:
         owner = importlib.import_module(module)
         setattr(owner, name, timed(label, getattr(owner, name)))
+    time_each_callback(seconds)
     try:
         cli.main(["train", args.config, "--epochs", str(args.epochs), "-q", "--runs-dir", args.runs_dir], standalone_mode=False)
     finally:
         (run_dir,) = Path(args.runs_dir).iterdir()
         history = [line.split(",") for line in (run_dir / "history.csv").read_text().splitlines()]
         column = history[0].index("time_s")
-        seconds["  of which epochs"] = sum(float(row[column]) for row in history[1:])
+        seconds["  fit: the epochs (history.csv time_s)"] = sum(float(row[column]) for row in history[1:])
         seconds["end of the command's work"] = max(ends)
         print(json.dumps(seconds), flush=True)
+
+
+def time_each_callback(seconds):
+    """Adds up, per callback class, the time its epoch and train hooks take (what the fit spends outside its epochs)."""
+    from cnnlab import callbacks
+
+    make = callbacks.make_callbacks
+
+    def timed_make(*args, **kwargs):
+        made = make(*args, **kwargs)
+        for callback in made:
+            for hook in ("on_train_begin", "on_epoch_begin", "on_epoch_end", "on_train_end"):
+                setattr(callback, hook, timed_hook(getattr(callback, hook), f"  fit: callback {type(callback).__name__}"))
+        return made
+
+    def timed_hook(function, label):
+        def wrapper(*args, **kwargs):
+            started = time.perf_counter()
+            try:
+                return function(*args, **kwargs)
+            finally:
+                seconds[label] += time.perf_counter() - started
+        return wrapper
+
+    callbacks.make_callbacks = timed_make
 
 
 def run_once(config, epochs):
@@ -133,6 +159,19 @@ def import_times(config, epochs):
     return by_package, importer
 
 
+def in_order(labels):
+    """The stages as they happen, each one's parts (`  fit: ...`, `  score: ...`) straight after it."""
+    parents = {"fit": "fit (all callbacks)", "score": "score and record the run"}
+    parts = [label for label in labels if label.startswith(" ")]
+    ordered = []
+    for label in labels:
+        if label.startswith(" "):
+            continue
+        ordered.append(label)
+        ordered += [part for part in parts if parents.get(part.strip().split(":")[0]) == label]
+    return ordered
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", default="configs/digits_cnn.yaml")
@@ -148,7 +187,7 @@ def main():
     print(f"cnnlab train {args.config} --epochs {args.epochs} -q: median of {args.repeats} fresh processes, {os.cpu_count()} CPUs\n")
     print("| stage | seconds (median) | runs |")
     print("|---|--:|---|")
-    for label in rounds[0]:
+    for label in in_order(dict.fromkeys(label for r in rounds for label in r)):
         values = [r.get(label, 0.0) for r in rounds]
         print(f"| {label} | {statistics.median(values):.2f} | {' / '.join(f'{v:.2f}' for v in values)} |")
 
