@@ -17,7 +17,8 @@ from cnnlab import runs
 from cnnlab.config import load_config
 from cnnlab.train import train
 
-from conftest import run_cli
+from conftest import TINY_DIGITS, run_cli
+from test_resume_state import CtrlCAfter, with_extra_callbacks
 
 ROUNDING = 0.001  # metrics.json rounds each time to 3 decimals
 
@@ -61,6 +62,23 @@ def test_train_prints_the_fit_time_and_the_commands_wall_time(tiny_config, tmp_p
     assert re.fullmatch(r"Command wall time: \d+\.\d s", command), command
     assert float(command.split()[-2]) >= float(training.split()[-4])
     assert "Wall time" not in result.output
+
+
+def test_a_resumed_run_reports_the_fit_of_its_last_session(tmp_path, monkeypatch):
+    config = tmp_path / "config.yaml"
+    config.write_text(TINY_DIGITS.replace("  epochs: 2", "  epochs: 3"))
+    with monkeypatch.context() as patch:
+        with_extra_callbacks(patch, CtrlCAfter(1))
+        assert run_cli("train", config, "--runs-dir", tmp_path / "runs", "-q").exit_code == 130
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    result = run_cli("train", "--resume", run_dir, "-q")
+    assert result.exit_code == 0, result.output
+    m = json.loads((run_dir / runs.METRICS).read_text())
+    assert (m["epochs_run"], m["fit_epochs"]) == (3, 2)
+    assert m["images_per_s"] == pytest.approx(m["num_train"] * 2 / m["fit_time_s"], rel=1e-3)
+    assert m["epoch_time_s"] == pytest.approx(sum(runs.read_history(run_dir / runs.HISTORY)["time_s"]), abs=ROUNDING)
+    assert (f"Training time (this session's fit, all callbacks): {m['fit_time_s']:.1f} s ({m['images_per_s']:.0f} images/s)"
+            in result.output.splitlines())
 
 
 def test_the_commands_wall_time_counts_from_process_start(tiny_config, tmp_path):
