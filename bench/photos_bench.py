@@ -138,7 +138,7 @@ def accuracy(config, folder, held_out, runs_dir, seed, extra):
     metrics = json.loads((run_dir / "metrics.json").read_text())
     scored = json.loads(cnnlab("evaluate", run_dir, "--data", held_out, "--json"))
     return {"held_out": scored["accuracy"], "own_test": metrics["test"]["accuracy"], "epochs": metrics["epochs_run"],
-            "best_epoch": metrics["best_epoch"], "wall_s": metrics["wall_time_s"], "images_per_s": metrics["images_per_s"]}
+            "best_epoch": metrics["best_epoch"], "fit_s": metrics["fit_time_s"], "images_per_s": metrics["images_per_s"]}
 
 
 def main():
@@ -188,7 +188,7 @@ def main():
                 result = accuracy(config, folder, held_out, runs_dir, seed, extra)
                 held.append(result["held_out"])
                 print(f"accuracy {config} seed {seed}: held out {result['held_out']:.4f}, own test split {result['own_test']:.4f}, "
-                      f"epochs {result['epochs']} (best {result['best_epoch']}), {result['wall_s']:.0f} s, "
+                      f"epochs {result['epochs']} (best {result['best_epoch']}), {result['fit_s']:.0f} s, "
                       f"{result['images_per_s']:.1f} images/s", flush=True)
             print(f"accuracy {config}: median held out {statistics.median(held):.4f} over seeds {' '.join(map(str, args.seeds))}", flush=True)
 

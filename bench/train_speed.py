@@ -1,4 +1,4 @@
-"""Training throughput of `cnnlab train` against the plain-Keras seed script, side by side in one run.
+"""Training speed of `cnnlab train` against the plain-Keras seed script, side by side in one run, timed two ways.
 
 Rounds alternate A (cnnlab) and B (bench/peers/seed000_keras.py), each in a fresh
 process, on the same data, model, batch size and epochs; round k seeds both sides with
@@ -6,11 +6,18 @@ process, on the same data, model, batch size and epochs; round k seeds both side
 validation accuracy moves by about half a point from seed to seed). Both sides validate
 on the same 12,000 images: the seed's own `train_test_split(..., test_size=0.2,
 random_state=42)`, which the bench writes once to an .npz with x_val, y_val for cnnlab
-(cnnlab's own split is stratified, so it would hold out other images). Reports per round
-images/s, the median ratio A/B, final validation accuracy, accuracy on the same 10,000
-test images, peak RSS (from wait4), and the
-fraction of the machine's float32 matmul rate (bench/machine_peak.py, measured in the
-same run) that training reaches: training FLOPs per image × images/s ÷ matmul FLOP/s.
+(cnnlab's own split is stratified, so it would hold out other images).
+
+Each round is timed two ways, the same way on both sides:
+- fit: the whole `fit`, every callback's work included (checkpoints, cnnlab's backups):
+  metrics.json's fit_time_s for A, the seed script's perf_counter around `model.fit` for B;
+  as images/s, training images × epochs ÷ that time;
+- process: the whole command, from start to exit (imports, data, model, fit, scoring the
+  same 10,000 test images, loss and accuracy plots), perf_counter around the child process.
+Both ratios are cnnlab's speed over plain Keras': above 1, cnnlab is faster. Also reports
+final validation accuracy, test accuracy, peak RSS (from wait4), and the fraction of the
+machine's float32 matmul rate (bench/machine_peak.py, measured in the same run) that the
+fit reaches: training FLOPs per image × images/s ÷ matmul FLOP/s.
 
     python bench/train_speed.py [--config configs/fashion_mnist_cnn.yaml] [--epochs 2] [--rounds 5]
 """
@@ -26,6 +33,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "CNNLAB_OFFLINE": "1"}
+# Runs the child, timed from outside it, and reports its seconds and peak RSS (RUSAGE_CHILDREN of this wrapper)
+WRAPPER = ("import json, resource, subprocess, sys, time; started = time.perf_counter(); p = subprocess.run(sys.argv[1:]); "
+           "seconds = time.perf_counter() - started; print(json.dumps({'rc': p.returncode, 'seconds': seconds, "
+           "'maxrss_mib': resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024}), file=sys.stderr)")
 
 
 def run_child(args):
@@ -36,31 +47,42 @@ def run_child(args):
 
 
 def run_measured(args):
-    """Runs a child through a tiny wrapper that reports the child's peak RSS (RUSAGE_CHILDREN of the wrapper)."""
-    wrapper = ("import os, resource, subprocess, sys, json; p = subprocess.run(sys.argv[1:]); "
-               "print(json.dumps({'rc': p.returncode, 'maxrss_mib': resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024}), file=sys.stderr)")
-    process = subprocess.run([sys.executable, "-c", wrapper, *map(str, args)], capture_output=True, text=True, env=ENV, cwd=ROOT)
+    """Runs a child process; returns its stdout, its seconds from start to exit, and its peak RSS in MiB."""
+    process = subprocess.run([sys.executable, "-c", WRAPPER, *map(str, args)], capture_output=True, text=True, env=ENV, cwd=ROOT)
     report = json.loads(process.stderr.strip().splitlines()[-1])
     if report["rc"] != 0:
         sys.exit(f"{' '.join(map(str, args))} failed:\n{process.stderr[-3000:]}")
-    return process.stdout, report["maxrss_mib"]
+    return process.stdout, report["seconds"], report["maxrss_mib"]
 
 
 def cnnlab_round(config, epochs, extra, seed):
     with tempfile.TemporaryDirectory() as runs_dir:
-        _, rss = run_measured([sys.executable, "-m", "cnnlab.cli", "train", config, "--epochs", epochs, "-q", "--runs-dir", runs_dir,
-                               f"--set=seed={seed}", *extra])
+        _, seconds, rss = run_measured([sys.executable, "-m", "cnnlab.cli", "train", config, "--epochs", epochs, "-q",
+                                        "--runs-dir", runs_dir, f"--set=seed={seed}", *extra])
         (run_dir,) = Path(runs_dir).iterdir()
         metrics = json.loads((run_dir / "metrics.json").read_text())
-    return {"images_per_s": metrics["images_per_s"], "final_val_accuracy": metrics["final"]["val_accuracy"],
+    return {"fit_s": metrics["fit_time_s"], "images_per_s": metrics["num_train"] * metrics["fit_epochs"] / metrics["fit_time_s"],
+            "process_s": seconds, "final_val_accuracy": metrics["final"]["val_accuracy"],
             "test_accuracy": metrics["test"]["accuracy"], "maxrss_mib": rss}
 
 
 def keras_round(epochs, data, seed):
-    stdout, rss = run_measured([sys.executable, "bench/peers/seed000_keras.py", "--epochs", epochs, "--data", data, "--seed", str(seed)])
+    with tempfile.TemporaryDirectory() as out:
+        stdout, seconds, rss = run_measured([sys.executable, "bench/peers/seed000_keras.py", "--epochs", epochs, "--data", data,
+                                             "--seed", str(seed), "--out", out])
     result = json.loads(stdout.strip().splitlines()[-1])
-    return {"images_per_s": result["images_per_s"], "final_val_accuracy": result["final_val_accuracy"],
-            "test_accuracy": result["test_accuracy"], "maxrss_mib": rss}
+    return {"fit_s": result["fit_seconds"], "images_per_s": result["images_per_s"], "process_s": seconds,
+            "final_val_accuracy": result["final_val_accuracy"], "test_accuracy": result["test_accuracy"], "maxrss_mib": rss}
+
+
+def fit_ratio(a, b):
+    """cnnlab's images/s in fit over plain Keras'."""
+    return a["images_per_s"] / b["images_per_s"]
+
+
+def process_ratio(a, b):
+    """How many times sooner cnnlab's whole command ends than the plain script's."""
+    return b["process_s"] / a["process_s"]
 
 
 def write_seed_split(data_folder, path):
@@ -127,23 +149,32 @@ def main():
         a = cnnlab_round(args.config, args.epochs, extra, seed)
         b = keras_round(args.epochs, args.data, seed)
         rows.append((a, b))
-        print(f"round {i + 1} (seed {seed}): cnnlab {a['images_per_s']:6.0f} images/s, val accuracy {a['final_val_accuracy']:.4f}   "
-              f"plain Keras {b['images_per_s']:6.0f} images/s, val accuracy {b['final_val_accuracy']:.4f}   "
-              f"ratio {a['images_per_s'] / b['images_per_s']:.2f}", flush=True)
+        print(f"round {i + 1} (seed {seed}): fit: cnnlab {a['fit_s']:5.1f} s ({a['images_per_s']:5.0f} images/s), "
+              f"plain Keras {b['fit_s']:5.1f} s ({b['images_per_s']:5.0f} images/s), ratio {fit_ratio(a, b):.2f};   "
+              f"process: cnnlab {a['process_s']:5.1f} s, plain Keras {b['process_s']:5.1f} s, ratio {process_ratio(a, b):.2f};   "
+              f"val accuracy {a['final_val_accuracy']:.4f} / {b['final_val_accuracy']:.4f}", flush=True)
 
     median = lambda key, side: statistics.median(r[side][key] for r in rows)
-    ratio = statistics.median(a["images_per_s"] / b["images_per_s"] for a, b in rows)
+    fit_ratios = [fit_ratio(a, b) for a, b in rows]
+    process_ratios = [process_ratio(a, b) for a, b in rows]
     a_ips, b_ips = median("images_per_s", 0), median("images_per_s", 1)
+    per_round = lambda ratios: " / ".join(f"{r:.2f}" for r in ratios)
     print()
-    print(f"{'':28}{'cnnlab':>12}{'plain Keras':>14}")
-    print(f"{'images/s (median)':28}{a_ips:12.0f}{b_ips:14.0f}")
-    print(f"{'ratio cnnlab / Keras':28}{ratio:12.2f}")
-    print(f"{'final val accuracy (median)':28}{median('final_val_accuracy', 0):12.4f}{median('final_val_accuracy', 1):14.4f}")
-    print(f"{'test accuracy (median)':28}{median('test_accuracy', 0):12.4f}{median('test_accuracy', 1):14.4f}")
-    print(f"{'peak RSS MiB (max)':28}{max(r[0]['maxrss_mib'] for r in rows):12.0f}{max(r[1]['maxrss_mib'] for r in rows):14.0f}")
-    print(f"{'fraction of matmul limit':28}{flops * a_ips / peak:12.1%}{flops * b_ips / peak:14.1%}")
+    print(f"{'':34}{'cnnlab':>12}{'plain Keras':>14}")
+    print(f"{'fit: seconds (median)':34}{median('fit_s', 0):12.1f}{median('fit_s', 1):14.1f}")
+    print(f"{'fit: images/s (median)':34}{a_ips:12.0f}{b_ips:14.0f}")
+    print(f"{'process: seconds (median)':34}{median('process_s', 0):12.1f}{median('process_s', 1):14.1f}")
+    print(f"{'final val accuracy (median)':34}{median('final_val_accuracy', 0):12.4f}{median('final_val_accuracy', 1):14.4f}")
+    print(f"{'test accuracy (median)':34}{median('test_accuracy', 0):12.4f}{median('test_accuracy', 1):14.4f}")
+    print(f"{'peak RSS MiB (max)':34}{max(r[0]['maxrss_mib'] for r in rows):12.0f}{max(r[1]['maxrss_mib'] for r in rows):14.0f}")
+    print(f"{'fit: fraction of matmul limit':34}{flops * a_ips / peak:12.1%}{flops * b_ips / peak:14.1%}")
+    print()
+    print(f"ratio cnnlab / plain Keras, fit to fit (images/s):      median {statistics.median(fit_ratios):.2f}  (rounds {per_round(fit_ratios)})")
+    print(f"ratio cnnlab / plain Keras, process to process (1/time): median {statistics.median(process_ratios):.2f}  "
+          f"(rounds {per_round(process_ratios)})")
     print(f"\ntraining FLOPs per image {flops / 1e6:.1f} M; float32 matmul {peak / 1e9:.0f} GFLOP/s; "
           f"{args.rounds} rounds of {args.epochs} epochs; {args.config}")
+    print("command: " + " ".join(["python", "bench/train_speed.py", *sys.argv[1:]]))
 
 
 if __name__ == "__main__":

@@ -10,6 +10,8 @@ only where it is the backend or where a feature is its own (tf.distribute, tf.da
 under TensorFlow), so a machine with only JAX or PyTorch runs every command.
 """
 
+import atexit
+import gc
 import importlib.util
 import os
 import sys
@@ -57,6 +59,7 @@ def select(wanted):
 
 def start(show_logs=False):
     """Imports Keras on the selected backend; TensorFlow without its start-up log lines unless `show_logs`."""
+    exit_quickly()
     if requested() == "tensorflow":
         from cnnlab.quiet import import_tensorflow
 
@@ -67,6 +70,18 @@ def start(show_logs=False):
         from cnnlab import keras_compat
 
         keras_compat.keep_tensorflow_unstarted()
+
+
+def exit_quickly():
+    """Lets a process that started a backend end without the garbage collector's last walk over its objects.
+
+    TensorFlow and Keras leave millions of them; at exit Python's final collections walk them
+    all, 1.5–4 s of a short `cnnlab train` on 2 cores (bench/startup.py). Frozen at exit, they
+    are freed with the process instead: atexit handlers still run, and so do the finalizers
+    of objects outside reference cycles (cnnlab closes its files and writers itself).
+    """
+    atexit.unregister(gc.freeze)  # once, however many commands a process runs
+    atexit.register(gc.freeze)
 
 
 def name():

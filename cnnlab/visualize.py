@@ -400,7 +400,7 @@ def metrics_section(run_dir):
     except runs.RunError:
         return []
     rows = [("epochs run", metrics.get("epochs_run")), ("best epoch", metrics.get("best_epoch")),
-            ("wall time (s)", metrics.get("wall_time_s"))]
+            ("training time (s)", runs.training_seconds(metrics))]
     for group in ("best", "test"):
         for key, value in sorted((metrics.get(group) or {}).items()):
             rows.append((f"{group} {key}", value))

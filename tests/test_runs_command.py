@@ -9,9 +9,10 @@ import pytest
 from conftest import run_cli as run
 
 
-def metrics(val_accuracy=0.9, test_accuracy=0.85, epochs=3, best=2, wall=12.34):
+def metrics(val_accuracy=0.9, test_accuracy=0.85, epochs=3, best=2, fit=12.34):
     return {"epochs_run": epochs, "best_epoch": best, "best": {"val_loss": 0.3, "val_accuracy": val_accuracy},
-            "test": None if test_accuracy is None else {"accuracy": test_accuracy, "loss": 0.4}, "wall_time_s": wall}
+            "test": None if test_accuracy is None else {"accuracy": test_accuracy, "loss": 0.4}, "fit_time_s": fit,
+            "fit_epochs": epochs, "epoch_time_s": fit / 2}
 
 
 @pytest.fixture
@@ -41,10 +42,10 @@ def test_the_table_lists_runs_newest_first(make_run, tmp_path):
     result = run("runs", "--runs-dir", tmp_path / "runs")
     assert result.exit_code == 0, result.output
     assert result.output.splitlines() == [
-        "RUN                         CONFIG      BACKEND  STATUS     EPOCHS  BEST  BEST VAL ACC  TEST ACC  WALL TIME",
-        "digits_cnn-20260102-090000  digits_cnn  jax      completed       3     2        0.9000    0.8500     12.3 s",
-        "tiny-20260101-120000-2      tiny        torch    completed       3     2        0.7500    0.8500     12.3 s",
-        "tiny-20260101-120000        tiny        -        completed       3     2        0.5000         -     12.3 s",
+        "RUN                         CONFIG      BACKEND  STATUS     EPOCHS  BEST  BEST VAL ACC  TEST ACC  TRAIN TIME",
+        "digits_cnn-20260102-090000  digits_cnn  jax      completed       3     2        0.9000    0.8500      12.3 s",
+        "tiny-20260101-120000-2      tiny        torch    completed       3     2        0.7500    0.8500      12.3 s",
+        "tiny-20260101-120000        tiny        -        completed       3     2        0.5000         -      12.3 s",
     ]
 
 
@@ -62,8 +63,15 @@ def test_json_gives_every_field(make_run, tmp_path):
     assert json.loads(result.output) == [{
         "name": "tiny-20260101-120000", "path": str(run_dir), "config": "tiny", "backend": "tensorflow", "status": "completed", "reason": None,
         "started": "2026-01-01T12:00:00", "epochs": 3, "best_epoch": 2, "best_val_accuracy": 0.9,
-        "test_accuracy": 0.85, "test_accuracy_from": "metrics.json", "wall_time_s": 12.34,
+        "test_accuracy": 0.85, "test_accuracy_from": "metrics.json", "train_time_s": 12.34,
     }]
+
+
+def test_a_run_from_before_fit_time_was_recorded_shows_the_sum_of_its_epochs(make_run, tmp_path):
+    old = {key: value for key, value in metrics(fit=12.34).items() if key not in ("fit_time_s", "fit_epochs", "epoch_time_s")}
+    make_run("tiny-20260101-120000", metrics_data={**old, "wall_time_s": 9.87})
+    (row,) = json.loads(run("runs", "--runs-dir", tmp_path / "runs", "--json").output)
+    assert row["train_time_s"] == 9.87
 
 
 def test_test_accuracy_comes_from_the_evaluation_when_there_is_one(make_run, tmp_path):
@@ -77,7 +85,7 @@ def test_test_accuracy_comes_from_the_evaluation_when_there_is_one(make_run, tmp
 @pytest.mark.parametrize("name", ["acc", "sparse_categorical_accuracy", "categorical_accuracy", "binary_accuracy"])
 def test_every_accuracy_name_fills_the_accuracy_columns(make_run, tmp_path, name):
     make_run("tiny-20260101-120000", metrics_data={"epochs_run": 3, "best_epoch": 2, "best": {"val_loss": 0.3, f"val_{name}": 0.9},
-                                                   "test": {name: 0.85, "loss": 0.4}, "wall_time_s": 12.34})
+                                                   "test": {name: 0.85, "loss": 0.4}, "fit_time_s": 12.34})
     (row,) = json.loads(run("runs", "--runs-dir", tmp_path / "runs", "--json").output)
     assert (row["best_val_accuracy"], row["test_accuracy"]) == (0.9, 0.85)
 

@@ -4,9 +4,11 @@ Only the data loading differs, because `keras.datasets.fashion_mnist.load_data()
 needs the internet: the same four IDX files are read with NumPy instead. Everything
 after that is the notebook's code: float64 arrays divided by 255, a 48k/12k
 `train_test_split`, `model.fit` with batch 32 (Keras' default), ModelCheckpoint and
-EarlyStopping. Prints one JSON line with the measured figures.
+EarlyStopping. Then, not in the notebook, what `cnnlab train` does after its fit, so that
+a whole process of each side does the same work: the test images scored and the loss
+and accuracy curves saved as PNGs. Prints one JSON line with the measured figures.
 
-    python bench/peers/seed000_keras.py --epochs 2 [--data /usr/share/datasets/fashion-mnist] [--seed 42]
+    python bench/peers/seed000_keras.py --epochs 2 [--data /usr/share/datasets/fashion-mnist] [--seed 42] [--out DIR]
 """
 
 import argparse
@@ -29,11 +31,32 @@ def read_idx(path):
     return np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim).reshape(dims)
 
 
+def save_plots(history, folder):
+    """Loss and accuracy per epoch, train and validation, as PNG files: the plots a `cnnlab train` run folder holds."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    for metric in ("loss", "accuracy"):
+        fig, ax = plt.subplots()
+        epochs = range(1, len(history[metric]) + 1)
+        ax.plot(epochs, history[metric], marker="o", label=f"train {metric}")
+        ax.plot(epochs, history[f"val_{metric}"], marker="o", label=f"validation {metric}")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(metric)
+        ax.legend()
+        fig.tight_layout()
+        fig.savefig(folder / f"{metric}.png")
+        plt.close(fig)
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--data", default="/usr/share/datasets/fashion-mnist")
     parser.add_argument("--seed", type=int, default=42, help="Keras' seed (the seed's code uses 42; the split keeps random_state=42)")
+    parser.add_argument("--out", help="folder for the checkpoint and the plots (default: a new temporary folder)")
     args = parser.parse_args()
 
     from tensorflow import keras
@@ -60,14 +83,14 @@ def main():
     model.add(keras.layers.Dense(10, activation='softmax'))
 
     model.compile(optimizer='adam', loss='sparse_categorical_crossentropy', metrics=['accuracy'])
-    checkpoint_path = os.path.join(tempfile.mkdtemp(), 'best-cnn-model.keras')  # the seed's .h5 is legacy in Keras 3
+    checkpoint_path = os.path.join(args.out or tempfile.mkdtemp(), 'best-cnn-model.keras')  # the seed's .h5 is legacy in Keras 3
     checkpoint_cb = keras.callbacks.ModelCheckpoint(checkpoint_path, save_best_only=True)
     early_stopping_cb = keras.callbacks.EarlyStopping(patience=2, restore_best_weights=True)
     started = time.perf_counter()
     history = model.fit(train_scaled, train_target, epochs=args.epochs, verbose=0,
                         validation_data=(val_scaled, val_target),
                         callbacks=[checkpoint_cb, early_stopping_cb])
-    wall = time.perf_counter() - started
+    fit_seconds = time.perf_counter() - started
     # --- end of the seed's code ---
 
     epochs_run = len(history.history["loss"])
@@ -75,9 +98,10 @@ def main():
     test_input = read_idx(folder / "t10k-images-idx3-ubyte.gz").reshape(-1, 28, 28, 1) / 255.0
     test_target = read_idx(folder / "t10k-labels-idx1-ubyte.gz")
     _, test_accuracy = model.evaluate(test_input, test_target, verbose=0)
+    save_plots(history.history, Path(os.path.dirname(checkpoint_path)))
     print(json.dumps({
-        "images_per_s": len(train_scaled) * epochs_run / wall,
-        "fit_seconds": wall,
+        "images_per_s": len(train_scaled) * epochs_run / fit_seconds,
+        "fit_seconds": fit_seconds,
         "epochs_run": epochs_run,
         "final_val_accuracy": history.history["val_accuracy"][-1],
         "best_val_accuracy": max(history.history["val_accuracy"]),
