@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 import yaml
 
 from cnnlab.errors import ConfigError, one_line, short_repr, suggest, type_name
-from cnnlab.paths import parse_path, set_value
+from cnnlab.paths import format_path, parse_path, set_value
 from cnnlab.yaml_load import load_yaml
 
 SOURCES = ("digits", "fashion_mnist", "mnist", "image_folder", "npz")
@@ -88,6 +88,42 @@ DEFAULTS = {
     # experiment null becomes the config's name when mlflow is on, so the runs of a sweep or comparison share one
     "tracking": {"mlflow": None, "experiment": None},
 }
+
+# Sections whose keys their reader fixes, not DEFAULTS: fine_tune and sweep default to null, and each callback's
+# default holds its Keras arguments, which are free-form (the callbacks themselves are the keys)
+READER_KEYS = {("train", "callbacks"): CALLBACK_NAMES, ("train", "fine_tune"): FINE_TUNE_KEYS, ("sweep",): SWEEP_KEYS}
+# Mappings in DEFAULTS that are a Keras class's keyword arguments, checked against its signature in registry.py
+KERAS_ARGUMENTS = (("compile", "optimizer"),)
+
+
+def config_sections():
+    """Every section with a fixed set of keys, as {path: keys}, () being the top level: DEFAULTS' mappings and READER_KEYS.
+
+    The one list of what a config may hold: check_keys refuses any other key, and
+    tests/test_hostile_configs.py fuzzes every section and key it names, so a section
+    added to DEFAULTS is checked and fuzzed the day it is added.
+    """
+    sections = {}
+
+    def walk(path, default):
+        sections[path] = tuple(READER_KEYS.get(path, default))
+        if path in READER_KEYS:
+            return  # what lies inside is free-form (a callback's arguments) or its reader's business
+        for key, value in default.items():
+            child = path + (key,)
+            if child in READER_KEYS or (isinstance(value, dict) and child not in KERAS_ARGUMENTS):
+                walk(child, value or {})
+
+    walk((), DEFAULTS)
+    return sections
+
+
+def key_paths():
+    """Every key path a config may set, sections included, as tuples such as ("train", "fine_tune", "epochs")."""
+    return [path + (key,) for path, keys in CONFIG_SECTIONS.items() for key in keys]
+
+
+CONFIG_SECTIONS = config_sections()
 
 
 @dataclass(frozen=True)
@@ -283,7 +319,7 @@ def apply_override(user, text):
 
 def resolve_config(user, default_name="experiment"):
     """Merges user values over the defaults and validates every field, naming its path on error."""
-    check_keys(user, DEFAULTS, "")
+    check_keys(user)
     merged = merge(DEFAULTS, user)
     if merged["name"] is None:
         merged["name"] = default_name
@@ -328,28 +364,27 @@ def merge(defaults, user):
     return result
 
 
-def check_keys(user, defaults, prefix):
-    """Unknown keys are errors (a typo must not be silently ignored); recurses into known sections."""
+def check_keys(user, path=()):
+    """Unknown keys are errors (a typo must not be silently ignored); recurses into the sections of CONFIG_SECTIONS."""
+    keys = CONFIG_SECTIONS[path]
     if not isinstance(user, dict):
-        raise ConfigError(prefix.rstrip("."), f"expected a mapping, received {type_name(user)}")
+        nullable = ", or null" if default_at(path) is None else ""
+        raise ConfigError(format_path(path), f"expected a mapping of {', '.join(keys)}{nullable}, received {type_name(user)}")
     for key, value in user.items():
-        path = f"{prefix}{key if isinstance(key, str) and key.isidentifier() else short_repr(key)}"
-        if not isinstance(key, str) or key not in defaults:
-            raise ConfigError(path, f"unknown key{suggest(key, defaults)}; valid keys here: {', '.join(defaults)}")
-        nested = section_keys(key, defaults[key])
-        if nested is not None and (value is not None or defaults[key] is not None):  # a section that defaults to null may be null
-            check_keys(value, nested, path + ".")
+        where = format_path(path + (key if isinstance(key, str) and key.isidentifier() else short_repr(key),))
+        if not isinstance(key, str) or key not in keys:
+            raise ConfigError(where, f"unknown key{suggest(key, keys)}; valid keys here: {', '.join(keys)}")
+        child = path + (key,)
+        if child in CONFIG_SECTIONS and (value is not None or default_at(child) is not None):  # a section that defaults to null may be null
+            check_keys(value, child)
 
 
-def section_keys(key, default):
-    """The keys allowed inside `key`, or None where its value is free-form (optimizer kwargs, one callback's kwargs)."""
-    if key == "callbacks":
-        return dict.fromkeys(CALLBACK_NAMES)
-    if key == "sweep":
-        return dict.fromkeys(SWEEP_KEYS)
-    if isinstance(default, dict) and key != "optimizer":
-        return default
-    return None
+def default_at(path):
+    """The DEFAULTS value at a key path; None for a key inside a section that defaults to null."""
+    node = DEFAULTS
+    for key in path:
+        node = node.get(key) if isinstance(node, dict) else None
+    return node
 
 
 def resolve_data(d):
@@ -511,12 +546,6 @@ def resolve_fine_tune(value):
     path = "train.fine_tune"
     if value is None:
         return None
-    if not isinstance(value, dict):
-        raise ConfigError(path, f"expected {{unfreeze: N, epochs: N, learning_rate: X}} or null, received {short_repr(value)}")
-    for key in value:
-        if key not in FINE_TUNE_KEYS:
-            raise ConfigError(f"{path}.{key}" if isinstance(key, str) else path,
-                              f"unknown key{suggest(key, FINE_TUNE_KEYS)}; valid keys here: {', '.join(FINE_TUNE_KEYS)}")
     missing = [key for key in FINE_TUNE_KEYS if key not in value]
     if missing:
         raise ConfigError(path, f"missing {', '.join(missing)}; expected {{unfreeze: N, epochs: N, learning_rate: X}}")

@@ -15,6 +15,10 @@ REPO = Path(__file__).resolve().parent.parent
 BACKEND = os.environ.get("KERAS_BACKEND") or "tensorflow"  # what this pytest process runs on (README, "Run the tests")
 
 
+def pytest_configure(config):
+    config.pluginmanager.import_plugin("wholly_skipped")  # in CI, a test module skipped whole fails the run
+
+
 def pytest_collection_modifyitems(config, items):
     """Tests marked tensorflow_only (cnnlab's own TensorFlow loop, tf.distribute, tf.data) are skipped on JAX and PyTorch."""
     if BACKEND == "tensorflow":

@@ -180,4 +180,17 @@ def test_an_unknown_sweep_key_is_named_with_the_valid_ones():
 
 
 def test_a_sweep_section_must_be_a_mapping():
-    assert error_for(TINY_DIGITS + "sweep: 20\n") == "sweep: expected a mapping, received an integer"
+    assert error_for(TINY_DIGITS + "sweep: 20\n") == (
+        "sweep: expected a mapping of metric, direction, trials, sampler, pruner, seed, params, or null, received an integer")
+
+
+def test_a_section_that_cannot_be_null_says_what_it_holds():
+    assert error_for(TINY_DIGITS + "tracking: null\n") == "tracking: expected a mapping of mlflow, experiment, received null"
+
+
+def test_fine_tune_keys_are_checked_with_every_other_section():
+    with_fine_tune = TINY_DIGITS + "  fine_tune: {unfreeze: 2, epochs: 1, learning_rate: 1.0e-5, epoch: 3}\n"
+    assert error_for(with_fine_tune) == (
+        "train.fine_tune.epoch: unknown key (did you mean epochs?); valid keys here: unfreeze, epochs, learning_rate")
+    assert error_for(TINY_DIGITS + "  fine_tune: 30\n") == (
+        "train.fine_tune: expected a mapping of unfreeze, epochs, learning_rate, or null, received an integer")

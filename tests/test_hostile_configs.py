@@ -3,17 +3,23 @@
 Every generated config is wrong by construction (a wrong type, an unknown key, a
 bad nesting, a huge or negative size, a name that is not Keras'), so the property
 is exact: never exit 0, never a traceback, never more than one line.
+
+Which sections and keys exist comes from the config schema itself (config.CONFIG_SECTIONS,
+made from DEFAULTS and the section readers' key lists), so a section is fuzzed the day
+it is added; the tests at the end fail when one is not.
 """
 
 import copy
 
+import pytest
 import yaml
 from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from cnnlab.cli import main
-from cnnlab.config import MAX_BATCH_SIZE, MAX_EPOCHS, SOURCES
+from cnnlab.config import CALLBACK_NAMES, CONFIG_SECTIONS, DEFAULTS, MAX_BATCH_SIZE, MAX_EPOCHS, SOURCES, default_at, key_paths
+from cnnlab.paths import format_path
 from cnnlab.registry import layer_classes, loss_names, optimizer_classes
 
 from conftest import TINY_DIGITS, assert_one_line_error
@@ -83,37 +89,120 @@ WRONG_VALUES = [
     (["train", "callbacks", "early_stopping"], st.one_of(text, st.integers(), st.dictionaries(text.filter(str.isidentifier), st.integers(), min_size=1))),
 ]
 
-SECTIONS_WITH_FIXED_KEYS = [[], ["data"], ["model"], ["compile"], ["train"], ["train", "callbacks"], ["distribution"]]
-VALID_KEYS = {"name", "seed", "data", "model", "compile", "train", "source", "path", "image_size", "pad_to", "color_mode", "rescale",
-              "test_split", "input_shape", "layers", "augmentation", "optimizer", "loss", "metrics", "epochs", "batch_size", "validation_split",
-              "shuffle", "callbacks", "checkpoint", "early_stopping", "reduce_lr", "tensorboard", "distribution", "mixed_precision",
-              "strategy", "devices", "scale_learning_rate", "sweep"}
+# Values no key of a config takes, whatever the key: a mapping keyed by what is no argument name (sections refuse
+# the key, settings the mapping, Keras-argument mappings the name), and a list nested deeper than any setting is
+wrong_anywhere = st.one_of(st.dictionaries(text.filter(lambda t: not t.isidentifier()), junk, min_size=1, max_size=2),
+                           st.builds(deep, st.integers(3, 40)))
+
+# A valid value for each section that defaults to null, set before a key inside it is made wrong, so that the
+# wrong value is what `check` meets there rather than the section's absence
+VALID_SECTIONS = {
+    ("train", "fine_tune"): {"unfreeze": 1, "epochs": 1, "learning_rate": 1.0e-5},
+    ("sweep",): {"params": {"train.epochs": {"int": [1, 2]}}},
+}
+
+
+def base_config():
+    config = copy.deepcopy(BASE)
+    config["model"]["layers"][0] = {"Conv2D": dict(config["model"]["layers"][0]["Conv2D"])}
+    return config
+
+
+def with_section(config, section):
+    """The config holding `section` (a key path), a valid one where it defaults to null."""
+    if section in VALID_SECTIONS:
+        set_path(config, list(section), copy.deepcopy(VALID_SECTIONS[section]))
+    return config
+
+
+def with_wrong_value(path, value):
+    return set_path(with_section(base_config(), path[:-1]), list(path), value)
+
+
+def with_unknown_key(section, key, value):
+    config = with_section(base_config(), section)
+    node = config
+    for part in section:
+        node = node.setdefault(part, {})
+    node[key] = value
+    return config
 
 
 @st.composite
 def malformed_configs(draw):
-    config = copy.deepcopy(BASE)
-    config["model"]["layers"][0] = {"Conv2D": dict(config["model"]["layers"][0]["Conv2D"])}
-    kind = draw(st.sampled_from(["wrong_value", "unknown_key", "wrong_value", "deep"]))
+    kind = draw(st.sampled_from(["wrong_value", "unknown_key", "wrong_value", "deep", "wrong_anywhere"]))
     if kind == "wrong_value":
         path, values = draw(st.sampled_from(WRONG_VALUES))
-        return set_path(config, path, draw(values))
+        return set_path(base_config(), path, draw(values))
     if kind == "deep":
-        return set_path(config, ["model", "layers", 1], {"MaxPooling2D": {"pool_size": deep(draw(st.integers(5, 400)))}})
-    section = draw(st.sampled_from(SECTIONS_WITH_FIXED_KEYS))
-    node = config
-    for key in section:
-        node = node.setdefault(key, {})
-    node[draw(text.filter(lambda t: t not in VALID_KEYS))] = draw(junk)
-    return config
+        return set_path(base_config(), ["model", "layers", 1], {"MaxPooling2D": {"pool_size": deep(draw(st.integers(5, 400)))}})
+    if kind == "wrong_anywhere":
+        return with_wrong_value(draw(st.sampled_from(key_paths())), draw(wrong_anywhere))
+    section = draw(st.sampled_from(list(CONFIG_SECTIONS)))
+    return with_unknown_key(section, draw(text.filter(lambda t: t not in CONFIG_SECTIONS[section])), draw(junk))
 
 
-@settings(max_examples=220, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
-@given(config=malformed_configs())
-def test_every_malformed_config_gets_exit_code_2_and_one_line(config, tmp_path):
+def check_refuses(config, tmp_path):
     path = tmp_path / "hostile.yaml"
     path.write_text(yaml.safe_dump(config, allow_unicode=True), encoding="utf-8")
     assert_one_line_error(CliRunner().invoke(main, ["check", str(path)]), "")
+
+
+def fuzz(examples):
+    return settings(max_examples=examples, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+
+
+@fuzz(200)
+@given(config=malformed_configs())
+def test_every_malformed_config_gets_exit_code_2_and_one_line(config, tmp_path):
+    check_refuses(config, tmp_path)
+
+
+# Each key and section of the schema in every run, not only where the draw above happens to land
+@pytest.mark.parametrize("path", key_paths(), ids=format_path)
+@fuzz(3)
+@given(value=wrong_anywhere)
+def test_every_key_of_the_schema_refuses_a_value_no_key_takes(path, value, tmp_path):
+    check_refuses(with_wrong_value(path, value), tmp_path)
+
+
+@pytest.mark.parametrize("section", list(CONFIG_SECTIONS), ids=lambda section: format_path(section) or "top")
+@fuzz(3)
+@given(data=st.data())
+def test_every_section_of_the_schema_refuses_an_unknown_key(section, data, tmp_path):
+    key = data.draw(text.filter(lambda t: t not in CONFIG_SECTIONS[section]))
+    check_refuses(with_unknown_key(section, key, data.draw(junk)), tmp_path)
+
+
+def key_paths_in(mapping, path=()):
+    for key, value in mapping.items():
+        yield path + (key,)
+        if isinstance(value, dict):
+            yield from key_paths_in(value, path + (key,))
+
+
+def test_the_fuzzer_reaches_every_key_of_the_defaults():
+    # DEFAULTS walked here on its own, not through config.py's walk; inside an optimizer's or a callback's
+    # mapping lie Keras' keyword arguments, which registry.py checks against the class
+    keras_arguments = [("compile", "optimizer"), *(("train", "callbacks", name) for name in CALLBACK_NAMES)]
+    in_defaults = {path for path in key_paths_in(DEFAULTS)
+                   if not any(len(path) > len(outer) and path[:len(outer)] == outer for outer in keras_arguments)}
+    fuzzed = set(key_paths())
+    assert sorted(map(format_path, in_defaults - fuzzed)) == []
+
+
+def test_the_fuzzer_reaches_inside_every_section_that_defaults_to_null():
+    null_sections = {section for section in CONFIG_SECTIONS if section and default_at(section) is None}
+    assert null_sections == {("train", "fine_tune"), ("sweep",)}
+    assert set(VALID_SECTIONS) == null_sections
+
+
+def test_the_sections_the_fuzzer_starts_from_are_valid(write_config):
+    path = write_config(yaml.safe_dump(with_section(base_config(), ("sweep",))))
+    assert CliRunner().invoke(main, ["check", str(path)]).exit_code == 0
+    # valid in itself; a config with fine_tune needs a frozen backbone too, which is checked after fine_tune's own keys
+    path = write_config(yaml.safe_dump(with_section(base_config(), ("train", "fine_tune"))))
+    assert_one_line_error(CliRunner().invoke(main, ["check", str(path)]), f"{path}: train.fine_tune: needs model.backbone:")
 
 
 def test_yaml_too_deep_for_the_parser_is_one_line(tmp_path):
