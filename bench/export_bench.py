@@ -52,14 +52,14 @@ def main():
     if (args.run_dir is None) == (args.config is None):
         parser.error("give RUN_DIR or --config CONFIG")
 
-    from cnnlab.quiet import import_tensorflow
+    from cnnlab.runtime.tf_logs import import_tensorflow
 
     import_tensorflow()
-    from cnnlab.cores import usable_cores
-    from cnnlab.held_out import load_split
-    from cnnlab.inference import load_exported
-    from cnnlab.preprocess import preprocess_images, preprocessing_from_record
-    from cnnlab.runs import load_trained_run
+    from cnnlab.runtime.cores import usable_cores
+    from cnnlab.rundir.held_out import load_split
+    from cnnlab.deploy.inference import load_exported
+    from cnnlab.data.preprocessing import preprocess_images, preprocessing_from_record
+    from cnnlab.rundir.runs import load_trained_run
 
     with tempfile.TemporaryDirectory() as work:
         work = Path(work)

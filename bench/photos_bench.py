@@ -49,7 +49,7 @@ SIZE = 100
 
 def garments(split):
     """{class name: uint8 (N, 28, 28)} of Fashion-MNIST's `split` ("train" or "test") for CLASSES."""
-    from cnnlab.data import IDX_FILES, IDX_IMAGES_MAGIC, IDX_LABELS_MAGIC, find_idx_file, read_idx
+    from cnnlab.data.sources import IDX_FILES, IDX_IMAGES_MAGIC, IDX_LABELS_MAGIC, find_idx_file, read_idx
 
     prefix = "x_train" if split == "train" else "x_test"
     images = read_idx(find_idx_file(FASHION, IDX_FILES[prefix]), IDX_IMAGES_MAGIC)

@@ -32,8 +32,8 @@ SEED_FIGURES = {
 
 def data_missing(config_path):
     """The reason the config's data is not on this machine, or None when it loads."""
-    from cnnlab.config import load_config
-    from cnnlab.data import load_arrays
+    from cnnlab.config.experiment import load_config
+    from cnnlab.data.sources import load_arrays
     from cnnlab.errors import CnnlabError
 
     try:

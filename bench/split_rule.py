@@ -37,7 +37,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # the checkout's cnnlab, also where it is not installed
 
-from cnnlab.cores import affinity_cores, usable_cores  # noqa: E402  (imports no TensorFlow)
+from cnnlab.runtime.cores import affinity_cores, usable_cores  # noqa: E402  (imports no TensorFlow)
 
 BATCH_SIZES = (8, 16, 32, 64, 128)
 QUICK_BATCH_SIZES = (8, 32, 128)
@@ -68,7 +68,7 @@ def epoch_steps(batch_size, quick):
 
 def measure(config_path, parts, batch_sizes, epochs, quick):
     """For each batch size: trains 1 + `epochs` epochs with cnnlab's loop and reports the timed epochs' images/s."""
-    from cnnlab import loop
+    from cnnlab.training import tf_loop as loop
 
     loop.share_cores(parts)  # before TensorFlow's first operation, as `cnnlab train` does
     return [measure_batch(config_path, parts, batch_size, epoch_steps(batch_size, quick), epochs) for batch_size in batch_sizes]
@@ -79,7 +79,7 @@ def measure_batch(config_path, parts, batch_size, steps, epochs):
     import numpy as np
     import tensorflow as tf
 
-    from cnnlab import loop
+    from cnnlab.training import tf_loop as loop
 
     config, (model, splits, prep), data = prepared(config_path, batch_size)
     count = steps * batch_size
@@ -112,9 +112,9 @@ def prepared(config_path, batch_size):
     the config's own data where it loads, else random images of its input shape."""
     import numpy as np
 
-    from cnnlab.config import load_config
+    from cnnlab.config.experiment import load_config
     from cnnlab.errors import DataError
-    from cnnlab.train import prepare
+    from cnnlab.training.train import prepare
 
     config = load_config(config_path, overrides=[f"train.batch_size={batch_size}"])
     try:

@@ -29,7 +29,7 @@ ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "CNNLAB_OFFLINE": "1"}
 # (label, module, function): each call's seconds are added up under its label
 STAGES = (
     ("import TensorFlow and Keras", "cnnlab.backend", "start"),
-    ("import cnnlab.train and its modules", None, None),  # measured around the import, below
+    ("import cnnlab.training.train and its modules", None, None),  # measured around the import, below
     ("load config", "cnnlab.config", "load_config"),
     ("load data", "cnnlab.data", "load_dataset"),
     ("build and compile the model", "cnnlab.builder", "validate"),
@@ -70,13 +70,13 @@ def child(args):
 
     import cnnlab.cli as cli
     seconds["interpreter start to cnnlab's CLI"] = time.perf_counter() - clock0
-    from cnnlab import backend
+    from cnnlab.runtime import backend
 
     backend.start = timed("import TensorFlow and Keras", backend.start)
     backend.start()
     started = time.perf_counter()
-    import cnnlab.train  # noqa: F401  (what `cnnlab train` imports after Keras)
-    seconds["import cnnlab.train and its modules"] = time.perf_counter() - started
+    import cnnlab.training.train  # noqa: F401  (what `cnnlab train` imports after Keras)
+    seconds["import cnnlab.training.train and its modules"] = time.perf_counter() - started
     for label, module, name in STAGES[2:]:
         owner = importlib.import_module(module)
         setattr(owner, name, timed(label, getattr(owner, name)))
@@ -94,7 +94,7 @@ def child(args):
 
 def time_each_callback(seconds):
     """Adds up, per callback class, the time its epoch and train hooks take (what the fit spends outside its epochs)."""
-    from cnnlab import callbacks
+    from cnnlab.training import callbacks
 
     make = callbacks.make_callbacks
 

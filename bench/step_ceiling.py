@@ -6,7 +6,7 @@ no validation, no return to Python between steps. Whatever
 a tool does around the step, its images/s cannot exceed this. Three ways, each in a
 process of its own: a graph step (what `fit` runs), the same under XLA, and the batch
 split into two halves computed side by side with one thread per operation (what
-cnnlab's loop runs on a multi-core CPU, cnnlab/loop.py).
+cnnlab's loop runs on a multi-core CPU, cnnlab/training/tf_loop.py).
 
     python bench/step_ceiling.py [--config configs/fashion_mnist_cnn.yaml] [--batch-size 32] [--steps 400]
 """
@@ -26,8 +26,8 @@ def measure(config_path, batch_size, steps, mode):
         tf.config.threading.set_intra_op_parallelism_threads(1)
     import keras
 
-    from cnnlab.builder import build_model
-    from cnnlab.config import load_config
+    from cnnlab.model.builder import build_model
+    from cnnlab.config.experiment import load_config
 
     config = load_config(config_path)
     keras.utils.set_random_seed(0)

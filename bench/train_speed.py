@@ -94,7 +94,7 @@ def write_seed_split(data_folder, path):
     import numpy as np
     from sklearn.model_selection import train_test_split
 
-    from cnnlab.data import FASHION_MNIST_CLASSES, IDX_FILES, IDX_IMAGES_MAGIC, IDX_LABELS_MAGIC, find_idx_file, read_idx
+    from cnnlab.data.sources import FASHION_MNIST_CLASSES, IDX_FILES, IDX_IMAGES_MAGIC, IDX_LABELS_MAGIC, find_idx_file, read_idx
 
     folder = Path(data_folder)
 
@@ -111,8 +111,8 @@ def write_seed_split(data_folder, path):
 
 def training_flops_per_image(config_path):
     """Forward multiply-adds of Conv2D and Dense layers × 2 FLOPs, × 3 for forward + backward (2× forward)."""
-    from cnnlab.builder import build_model
-    from cnnlab.config import load_config
+    from cnnlab.model.builder import build_model
+    from cnnlab.config.experiment import load_config
 
     model = build_model(load_config(config_path))
     forward = 0

@@ -13,10 +13,10 @@ from pathlib import Path
 import click
 
 from cnnlab import __version__
-from cnnlab.backend import BACKENDS
-from cnnlab.credentials import redact
+from cnnlab.runtime.backend import BACKENDS
+from cnnlab.runtime.credentials import redact
 from cnnlab.errors import CnnlabError
-from cnnlab.uptime import process_seconds
+from cnnlab.runtime.uptime import process_seconds
 
 
 class CnnlabGroup(click.Group):
@@ -62,11 +62,11 @@ class BackendCommand(click.Command):
             help="Keras backend to run on (default: $KERAS_BACKEND, else tensorflow; train --resume: the run's own)."))
 
     def invoke(self, ctx):
-        from cnnlab import backend
+        from cnnlab.runtime import backend
 
         wanted = ctx.meta.get("backend")
         if wanted is None and ctx.params.get("resume_dir") and self.name == "train" and not os.environ.get(backend.ENV_VAR):
-            from cnnlab.runs import read_backend
+            from cnnlab.rundir.runs import read_backend
 
             wanted = read_backend(ctx.params["resume_dir"])
         backend.select(wanted)
@@ -79,7 +79,7 @@ class TensorFlowCommand(click.Command):
     $KERAS_BACKEND says, on a run trained on any backend (a .keras file loads on every one)."""
 
     def invoke(self, ctx):
-        from cnnlab import backend
+        from cnnlab.runtime import backend
 
         backend.select("tensorflow")
         backend.start(show_logs=ctx.find_root().params.get("debug", False))
@@ -149,8 +149,8 @@ def overrides_from(epochs, batch_size, seed, name, sets, mlflow=None):
 @set_option
 def check(config_path, sets):
     """Validate CONFIG, build its model and print the summary and parameter count; no training."""
-    from cnnlab.builder import count_params, validate
-    from cnnlab.config import errors_naming, load_config
+    from cnnlab.model.builder import count_params, validate
+    from cnnlab.config.experiment import errors_naming, load_config
 
     config = load_config(config_path, list(sets))
     with errors_naming(config_path):
@@ -167,8 +167,8 @@ def sweep_space(config):
     """The config's search space, checked as `cnnlab sweep` checks it; None where the config has no sweep section."""
     if config.raw.get("sweep") is None:
         return None
-    from cnnlab.config import to_plain
-    from cnnlab.space import parse_space
+    from cnnlab.config.experiment import to_plain
+    from cnnlab.search.space import parse_space
 
     return parse_space(to_plain(config.raw))
 
@@ -191,9 +191,9 @@ def train(config_path, epochs, batch_size, seed, name, sets, runs_dir, resume_di
 
     Ctrl-C stops at once and leaves the run resumable: cnnlab train --resume RUN_DIR.
     """
-    from cnnlab.config import errors_naming, load_config
-    from cnnlab.distribute import environment_tf_config, tf_config_for
-    from cnnlab.train import resume, train as train_run
+    from cnnlab.config.experiment import errors_naming, load_config
+    from cnnlab.training.distribute import environment_tf_config, tf_config_for
+    from cnnlab.training.train import resume, train as train_run
 
     overrides = overrides_from(epochs, batch_size, seed, name, sets, mlflow)
     if strategy is not None:
@@ -215,7 +215,7 @@ def train(config_path, epochs, batch_size, seed, name, sets, runs_dir, resume_di
     click.echo(format_result(result, process_seconds()))
     if result.tracking_error:  # the run is whole; that it is not in MLflow is still a failure the exit code reports
         from cnnlab.errors import TrackingError
-        from cnnlab.tracking import failure_message
+        from cnnlab.tracking.mlflow import failure_message
 
         raise TrackingError(failure_message(result.run_dir, result.tracking_error, mlflow if mlflow != "true" else None))
 
@@ -258,10 +258,10 @@ def compare_optimizers(config_path, optimizers, epochs, batch_size, seed, name, 
     Writes runs/compare-NAME-TIMESTAMP/ with one run folder per optimizer and seed,
     summary.csv, summary.md and val_accuracy/val_loss/train_loss plots.
     """
-    from cnnlab.compare import compare_optimizers as run_comparison
-    from cnnlab.compare_report import SUMMARY_MD
-    from cnnlab.optimizer_specs import check_optimizer_specs, parse_optimizer_specs
-    from cnnlab.config import errors_naming, load_config
+    from cnnlab.search.compare import compare_optimizers as run_comparison
+    from cnnlab.search.compare_report import SUMMARY_MD
+    from cnnlab.search.optimizer_specs import check_optimizer_specs, parse_optimizer_specs
+    from cnnlab.config.experiment import errors_naming, load_config
 
     config = load_config(config_path, overrides_from(epochs, batch_size, seed, name, sets, mlflow))
     specs = parse_optimizer_specs(optimizers)
@@ -276,7 +276,7 @@ def compare_optimizers(config_path, optimizers, epochs, batch_size, seed, name, 
         click.echo(f"{failed} of {len(result.outcomes)} runs failed; their reasons are in the progress lines and {SUMMARY_MD}.")
     click.echo(f"Comparison: {result.compare_dir}")
     if config.tracking.mlflow is not None:
-        from cnnlab.tracking import check_group_logged
+        from cnnlab.tracking.mlflow import check_group_logged
 
         check_group_logged(result.compare_dir, "compare")
 
@@ -308,10 +308,10 @@ def sweep(config_path, params, trials, epochs, batch_size, seed, name, sets, run
     trials.csv, summary.md, best.yaml (cnnlab train best.yaml trains the best trial again)
     and Optuna's plots. Ctrl-C stops after marking the running trial; --resume goes on.
     """
-    from cnnlab.config import errors_naming, load_config
-    from cnnlab.space import parse_space
-    from cnnlab.sweep import SWEEP_CONFIG, run_sweep
-    from cnnlab.runs import read_group_plan
+    from cnnlab.config.experiment import errors_naming, load_config
+    from cnnlab.search.space import parse_space
+    from cnnlab.search.sweep import SWEEP_CONFIG, run_sweep
+    from cnnlab.rundir.runs import read_group_plan
 
     overrides = overrides_from(epochs, batch_size, seed, name, sets, mlflow)
     if resume_dir is not None:
@@ -331,14 +331,14 @@ def sweep(config_path, params, trials, epochs, batch_size, seed, name, sets, run
         click.echo(f"Best: trial {result.best['number']}, {space.metric} {result.best['value']:.4f}: {result.best['run_dir']}")
     click.echo(f"{result.finished} trials finished, {result.failed} failed. Sweep: {result.sweep_dir}")
     if config.tracking.mlflow is not None:
-        from cnnlab.tracking import check_group_logged
+        from cnnlab.tracking.mlflow import check_group_logged
 
         check_group_logged(result.sweep_dir, "sweep")
 
 
 def config_user_dict(config):
     """The resolved config as plain data, the form the search space is checked against and applied to."""
-    from cnnlab.config import to_plain
+    from cnnlab.config.experiment import to_plain
 
     return to_plain(config.raw)
 
@@ -359,7 +359,7 @@ def evaluate(run_dir, split, data_path, as_json):
     """
     import json
 
-    from cnnlab.evaluate import evaluate_run, evaluation_document, format_report
+    from cnnlab.inspect.evaluate import evaluate_run, evaluation_document, format_report
 
     if split and data_path:
         raise click.UsageError("give --split or --data, not both: --split picks a split of the run's own data, --data scores all of PATH")
@@ -397,18 +397,18 @@ def predict(ctx, images, run_dir, model_path, runs_dir, top_k, invert, max_pixel
     """
     import json
 
-    from cnnlab.predict import ImageProblem, choose_run, format_prediction, predict_images, predictions_document
+    from cnnlab.inspect.predict import ImageProblem, choose_run, format_prediction, predict_images, predictions_document
 
     if model_path is not None and run_dir is not None:
         raise click.UsageError("give --run or --model, not both: an exported model knows the run it came from")
     if model_path is not None:
-        from cnnlab.inference import load_exported
+        from cnnlab.deploy.inference import load_exported
 
         source = exported = load_exported(model_path)
         path, chosen = exported.run, f"recorded in the export.json of {model_path}"
         header = f"Model: {model_path} ({exported.format}, exported from {exported.run})"
     else:
-        from cnnlab.runs import load_trained_run
+        from cnnlab.rundir.runs import load_trained_run
 
         exported = None
         path, chosen = choose_run(run_dir, runs_dir)
@@ -451,7 +451,7 @@ def export(ctx, run_dir, formats, output):
     Nothing is written unless every requested format passes. cnnlab predict --model FILE runs them.
     Runs on TensorFlow, whose formats these are, whichever backend trained RUN_DIR.
     """
-    from cnnlab.export import export_run, format_result
+    from cnnlab.deploy.export import export_run, format_result
 
     result = export_run(run_dir, formats, output=output, warn=lambda text: click.echo(f"Warning: {text}", err=True),
                         show_logs=ctx.find_root().params.get("debug", False))
@@ -475,7 +475,7 @@ def visualize(run_dir, image, layer, max_maps, html_index, invert):
     first held-out sample when none is given) and architecture.png (needs pydot and Graphviz:
     pip install 'cnnlab[diagram]'), else architecture.txt.
     """
-    from cnnlab.visualize import format_result, visualize_run
+    from cnnlab.inspect.visualize import format_result, visualize_run
 
     click.echo(format_result(visualize_run(run_dir, image=image, layer=layer, max_maps=max_maps, html_index=html_index, invert=invert)))
 
@@ -490,8 +490,8 @@ def track(run_dirs, mlflow):
     For runs trained without tracking, or whose tracking server could not be reached: a run
     logged before continues its own MLflow run in the same store, with no epoch logged twice.
     """
-    from cnnlab.config import check_tracking_uri
-    from cnnlab.tracking import track_run
+    from cnnlab.config.experiment import check_tracking_uri
+    from cnnlab.tracking.mlflow import track_run
 
     if mlflow is not None:
         check_tracking_uri(mlflow, "--mlflow")  # the same URIs as tracking.mlflow: it is written into the run's tracking.json
@@ -526,7 +526,7 @@ def list_runs(plot_runs, runs_dir, show_all, as_json, plot, output):
     if plot or plot_runs or output is not None:
         return plot_chosen_runs(plot, plot_runs, runs_dir, output, show_all, as_json)
 
-    from cnnlab.runs import find_groups, find_runs, format_groups_table, format_runs_table, runs_in_group, summarize_group, summarize_run
+    from cnnlab.rundir.runs import find_groups, find_runs, format_groups_table, format_runs_table, runs_in_group, summarize_group, summarize_run
 
     rows = [summarize_run(run_dir) for run_dir in find_runs(runs_dir)]
     groups = find_groups(runs_dir)
@@ -545,7 +545,7 @@ def list_runs(plot_runs, runs_dir, show_all, as_json, plot, output):
 
 def plot_chosen_runs(plot, names, runs_dir, output, show_all, as_json):
     """`cnnlab runs --plot RUN...`; the listing's own flags are refused rather than silently ignored."""
-    from cnnlab.runs_plot import format_result, plot_runs
+    from cnnlab.tracking.runs_plot import format_result, plot_runs
 
     if not plot:
         raise CnnlabError("RUN and --output are for --plot: cnnlab runs --plot RUN [RUN...] (cnnlab runs alone lists every run)")

@@ -165,10 +165,10 @@ class folder_clock:
     folder, so that their names are the same on every run of the session."""
 
     def __enter__(self):
-        from cnnlab import runs
+        from cnnlab.rundir import runs
 
         if not hasattr(runs, "datetime"):
-            raise RuntimeError("docs/gen.py: cnnlab.runs.datetime, which names run folders, has moved; update folder_clock")
+            raise RuntimeError("docs/gen.py: cnnlab.rundir.runs.datetime, which names run folders, has moved; update folder_clock")
         ticks = iter(range(10_000))
 
         class Clock(datetime):
@@ -264,7 +264,7 @@ class interrupted_at:
             return
         import keras
 
-        from cnnlab import callbacks
+        from cnnlab.training import callbacks
 
         stop_at, seen = self.epoch - 1, self.seen
 
@@ -547,8 +547,8 @@ def callback_order(described):
     on), then Keras' own; `described` ({class name: what it does}) must name each, or generation stops."""
     import keras
 
-    from cnnlab import callbacks
-    from cnnlab.config import load_config
+    from cnnlab.training import callbacks
+    from cnnlab.config.experiment import load_config
 
     config = load_config(REPO / "configs" / "digits_cnn.yaml", ["train.callbacks.reduce_lr={monitor: val_loss}",
                                                                  "train.callbacks.tensorboard={}"])

@@ -15,7 +15,8 @@ import keras
 import numpy as np
 import pytest
 
-from cnnlab import backend, runs
+from cnnlab.runtime import backend
+from cnnlab.rundir import runs
 from conftest import REPO, TINY_DIGITS, assert_one_line_error, run_cli, train_run
 
 HERE = keras.backend.backend()
@@ -99,7 +100,7 @@ def test_a_run_trained_here_exports_on_tensorflow_whatever_keras_backend_says(tr
 
 def test_a_run_resumes_only_on_its_own_backend(tmp_path):
     from cnnlab.errors import RunError
-    from cnnlab.train import resume
+    from cnnlab.training.train import resume
 
     run_dir = train_run(tmp_path, TINY_DIGITS)
     runs.set_status(run_dir, runs.INTERRUPTED, "after epoch 1 of 2")

@@ -2,8 +2,8 @@
 
 import pytest
 
-from cnnlab.builder import count_params, validate
-from cnnlab.config import config_from_text, load_config
+from cnnlab.model.builder import count_params, validate
+from cnnlab.config.experiment import config_from_text, load_config
 from cnnlab.errors import ConfigError
 
 from conftest import CONFIGS, TINY_DIGITS

@@ -62,7 +62,7 @@ def test_debug_shows_the_keras_error_behind_a_one_line_error(write_config):
     assert debug.exit_code == 2
     keras_part, _, cnnlab_part = debug.stderr.partition("The above exception was the direct cause of the following exception:")
     assert "keras/src/layers/convolutional/" in keras_part and "ValueError: The `padding` argument must be" in keras_part
-    assert 'cnnlab/builder.py", line' in cnnlab_part and debug.stderr.splitlines()[-1] == line
+    assert 'cnnlab/model/builder.py", line' in cnnlab_part and debug.stderr.splitlines()[-1] == line
 
 
 def test_set_overrides_the_config_and_is_validated(write_config):

@@ -11,11 +11,12 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from cnnlab import loop, runs
+from cnnlab.training import tf_loop as loop
+from cnnlab.rundir import runs
 from cnnlab.cli import main
-from cnnlab.optimizer_specs import DEFAULT_OPTIMIZERS, parse_optimizer_spec, parse_optimizer_specs
-from cnnlab.config import load_config
-from cnnlab.cores import usable_cores
+from cnnlab.search.optimizer_specs import DEFAULT_OPTIMIZERS, parse_optimizer_spec, parse_optimizer_specs
+from cnnlab.config.experiment import load_config
+from cnnlab.runtime.cores import usable_cores
 from cnnlab.errors import ConfigError
 
 from conftest import TINY_DIGITS, assert_one_line_error

@@ -3,7 +3,7 @@
 import pytest
 import yaml
 
-from cnnlab.config import config_from_text, load_config
+from cnnlab.config.experiment import config_from_text, load_config
 from cnnlab.errors import ConfigError
 
 from conftest import TINY_DIGITS
@@ -151,7 +151,7 @@ def test_config_module_does_not_import_tensorflow():
     import subprocess
     import sys
 
-    code = "import sys, cnnlab.config; print('tensorflow' in sys.modules)"
+    code = "import sys, cnnlab.config.experiment; print('tensorflow' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
 

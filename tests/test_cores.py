@@ -4,7 +4,7 @@ import os
 
 import pytest
 
-from cnnlab.cores import CORES_VARIABLE, affinity_cores, give_cores, usable_cores
+from cnnlab.runtime.cores import CORES_VARIABLE, affinity_cores, give_cores, usable_cores
 from cnnlab.errors import CnnlabError
 
 

@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cnnlab.config import DataConfig
-from cnnlab.data import (
+from cnnlab.config.experiment import DataConfig
+from cnnlab.data.sources import (
     FASHION_MNIST_CLASSES,
     IDX_IMAGES_MAGIC,
     IDX_LABELS_MAGIC,

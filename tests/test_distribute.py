@@ -8,8 +8,8 @@ from textwrap import dedent
 
 import pytest
 
-from cnnlab.config import config_from_text
-from cnnlab.distribute import ClusterError, tf_config_for
+from cnnlab.config.experiment import config_from_text
+from cnnlab.training.distribute import ClusterError, tf_config_for
 from cnnlab.errors import ConfigError
 
 from conftest import REPO, TINY_DIGITS, run_cli
@@ -113,8 +113,8 @@ import tensorflow as tf
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
 
 import keras
-from cnnlab.config import config_from_text
-from cnnlab.train import train
+from cnnlab.config.experiment import config_from_text
+from cnnlab.training.train import train
 
 base, runs_dir = sys.argv[1], Path(sys.argv[2])
 single = train(config_from_text(base, default_name="single"), runs_dir, verbose=0)
@@ -158,7 +158,7 @@ def free_ports(count):
 
 
 def test_an_unreachable_worker_is_one_line_naming_its_address(monkeypatch):
-    from cnnlab.distribute import wait_for_workers
+    from cnnlab.training.distribute import wait_for_workers
 
     me, other = free_ports(2)
     monkeypatch.setenv("TF_CONFIG", tf_config_for(f"127.0.0.1:{me},127.0.0.1:{other}", 0))
@@ -197,18 +197,18 @@ def test_a_cluster_whose_first_address_is_not_this_machine_is_one_line(tiny_conf
 WORKER_SCRIPT = """
 import sys
 import numpy as np
-import cnnlab.train
+import cnnlab.training.train
 from cnnlab.cli import main
 
 weights_path, args = sys.argv[1], sys.argv[2:]
-original = cnnlab.train.fit_into
+original = cnnlab.training.train.fit_into
 
 def fit_and_keep_weights(run_dir, config, model, *rest, **kwargs):
     result = original(run_dir, config, model, *rest, **kwargs)
     np.savez(weights_path, *model.get_weights())  # for the test's comparison only
     return result
 
-cnnlab.train.fit_into = fit_and_keep_weights
+cnnlab.training.train.fit_into = fit_and_keep_weights
 main(args)
 """
 
@@ -276,7 +276,7 @@ def stop(processes):
 def test_a_killed_multi_worker_run_resumes_on_both_workers(write_config, tmp_path):
     import time
 
-    from cnnlab import runs
+    from cnnlab.rundir import runs
 
     epochs = 6
     config = write_config(TINY_DIGITS.replace("  epochs: 2", f"  epochs: {epochs}").replace("  batch_size: 64", "  batch_size: 16")
@@ -341,7 +341,7 @@ def chief_run_after_first_epoch(tmp_path, processes):
 
 
 def test_a_worker_killed_mid_training_ends_the_chief_in_one_line(write_config, tmp_path):
-    from cnnlab import runs
+    from cnnlab.rundir import runs
 
     addresses = [f"127.0.0.1:{port}" for port in free_ports(2)]
     processes = start_workers(multi_worker_training(write_config(LONG_TRAINING), tmp_path), tmp_path, addresses,
@@ -362,7 +362,7 @@ def test_a_worker_killed_mid_training_ends_the_chief_in_one_line(write_config, t
 
 
 def test_a_worker_stuck_mid_training_ends_the_chief_after_the_step_timeout(write_config, tmp_path):
-    from cnnlab import runs
+    from cnnlab.rundir import runs
 
     processes = start_workers(multi_worker_training(write_config(LONG_TRAINING), tmp_path), tmp_path,
                               env_for=lambda i: {"CNNLAB_STEP_TIMEOUT": str(STEP_TIMEOUT_S) if i == 0 else "3600"},

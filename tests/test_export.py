@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cnnlab.config import load_config
-from cnnlab.data import load_dataset
-from cnnlab.preprocess import preprocess_images, preprocessing_for
+from cnnlab.config.experiment import load_config
+from cnnlab.data.sources import load_dataset
+from cnnlab.data.preprocessing import preprocess_images, preprocessing_for
 
 from conftest import TINY_DIGITS, assert_one_line_error
 from conftest import run_cli as run, train_run as train
@@ -248,7 +248,7 @@ def test_predict_model_runs_the_int8_file_and_dequantises_its_output(augmented, 
 
 def test_both_tflite_interpreters_give_the_same_probabilities(augmented):
     pytest.importorskip("ai_edge_litert")
-    from cnnlab.inference import load_exported
+    from cnnlab.deploy.inference import load_exported
 
     x = held_out_images(augmented, count=20)[0]
     for name in ("model.tflite", "model_int8.tflite"):
@@ -421,7 +421,7 @@ def test_the_same_model_exports_as_a_savedmodel(pool3d, tmp_path):
 def test_a_failed_check_leaves_the_earlier_export_as_it_was(tiny, tmp_path, monkeypatch):
     copy = shutil.copytree(tiny[0], tmp_path / "run")
     before = {p.relative_to(copy): p.read_bytes() for p in (copy / "export").rglob("*") if p.is_file()}
-    monkeypatch.setattr("cnnlab.export.FLOAT_AGREEMENT", 1.01)  # no export can agree on 101% of the images
+    monkeypatch.setattr("cnnlab.deploy.export.FLOAT_AGREEMENT", 1.01)  # no export can agree on 101% of the images
     result = run("export", copy, "--format", "tflite,savedmodel")
     assert_one_line_error(result, f"{copy / 'best.keras'}: its savedmodel export agrees with it on only 100.00% of the "
                                   "360 held-out images (")

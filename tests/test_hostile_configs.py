@@ -18,9 +18,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from cnnlab.cli import main
-from cnnlab.config import CALLBACK_NAMES, CONFIG_SECTIONS, DEFAULTS, MAX_BATCH_SIZE, MAX_EPOCHS, SOURCES, default_at, key_paths
-from cnnlab.paths import format_path
-from cnnlab.registry import layer_classes, loss_names, optimizer_classes
+from cnnlab.config.experiment import CALLBACK_NAMES, CONFIG_SECTIONS, DEFAULTS, MAX_BATCH_SIZE, MAX_EPOCHS, SOURCES, default_at, key_paths
+from cnnlab.config.keypaths import format_path
+from cnnlab.model.keras_names import layer_classes, loss_names, optimizer_classes
 
 from conftest import TINY_DIGITS, assert_one_line_error
 

@@ -1,4 +1,4 @@
-"""The private parts of Keras and TensorFlow that cnnlab relies on (cnnlab/keras_compat.py) are still there.
+"""The private parts of Keras and TensorFlow that cnnlab relies on (cnnlab/runtime/keras_compat.py) are still there.
 
 Each test fails with a message that says what changed and what in cnnlab depends on it,
 so a Keras or TensorFlow release that moves one shows up here first.
@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from cnnlab import keras_compat
+from cnnlab.runtime import keras_compat
 
 VERSIONS = f"Keras {keras.__version__}, TensorFlow {tf.__version__}"
 

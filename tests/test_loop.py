@@ -10,16 +10,16 @@ import numpy as np
 import yaml
 import pytest
 
-from cnnlab import loop
-from cnnlab.config import load_config
-from cnnlab.cores import CORES_VARIABLE, affinity_cores
-from cnnlab.preprocess import Preprocessing, make_dataset
-from cnnlab.train import prepare
+from cnnlab.training import tf_loop as loop
+from cnnlab.config.experiment import load_config
+from cnnlab.runtime.cores import CORES_VARIABLE, affinity_cores
+from cnnlab.data.preprocessing import Preprocessing, make_dataset
+from cnnlab.training.train import prepare
 from conftest import REPO, TINY_DIGITS
 
 WITH_DROPOUT = TINY_DIGITS.replace("    - Flatten: {}\n", "    - Flatten: {}\n    - Dropout: {rate: 0.3}\n")
 
-pytestmark = pytest.mark.tensorflow_only  # cnnlab/loop.py is the TensorFlow loop; JAX and PyTorch use fit
+pytestmark = pytest.mark.tensorflow_only  # cnnlab/training/tf_loop.py is the TensorFlow loop; JAX and PyTorch use fit
 
 
 def train_with_loop(write_config, text, size=None, **fit_arguments):
@@ -288,8 +288,9 @@ def test_batch_parts_split_only_within_the_core_budget(write_config, monkeypatch
 # Starts as a pool's worker starts (its budget given before TensorFlow starts), then sets the threads as `train` does.
 BUDGET_PROBE = """
 import json, sys
-from cnnlab import loop, workers
-from cnnlab.config import load_config
+from cnnlab.training import tf_loop as loop
+from cnnlab.runtime import processes as workers
+from cnnlab.config.experiment import load_config
 
 workers.init_worker(int(sys.argv[2]))
 import tensorflow as tf

@@ -2,9 +2,9 @@
 
 import pytest
 
-from cnnlab.callbacks import best_epoch_of
-from cnnlab.metric_names import accuracy_key, maximized
-from cnnlab.space import default_direction
+from cnnlab.training.callbacks import best_epoch_of
+from cnnlab.config.metric_names import accuracy_key, maximized
+from cnnlab.search.space import default_direction
 
 
 @pytest.mark.parametrize("name", ["accuracy", "val_acc", "val_sparse_categorical_accuracy", "auc", "val_auc", "fmeasure_acc",

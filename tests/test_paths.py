@@ -4,7 +4,7 @@ import pytest
 import yaml
 
 from cnnlab.errors import ConfigError
-from cnnlab.paths import first_difference, flatten, format_path, get_value, has_path, parse_path, set_value
+from cnnlab.config.keypaths import first_difference, flatten, format_path, get_value, has_path, parse_path, set_value
 
 from conftest import TINY_DIGITS
 

@@ -7,12 +7,15 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cnnlab import loop, registry, runs, visualize
-from cnnlab.builder import build_model
-from cnnlab.config import config_from_text, load_config
+from cnnlab.training import tf_loop as loop
+from cnnlab.model import keras_names as registry
+from cnnlab.rundir import runs
+from cnnlab.inspect import visualize
+from cnnlab.model.builder import build_model
+from cnnlab.config.experiment import config_from_text, load_config
 from cnnlab.errors import ConfigError
-from cnnlab.preprocess import make_dataset, preprocess_images, preprocessing_for
-from cnnlab.train import prepare
+from cnnlab.data.preprocessing import make_dataset, preprocess_images, preprocessing_for
+from cnnlab.training.train import prepare
 from conftest import CONFIGS, TINY_DIGITS, assert_one_line_error, run_cli, write_photo_folder
 
 AUGMENTATION = """\
@@ -181,7 +184,7 @@ def test_predict_gives_what_the_same_weights_give_without_augmentation(trained_p
 
 
 def test_evaluate_gives_what_the_same_weights_give_without_augmentation(trained_photos):
-    from cnnlab.evaluate import load_split
+    from cnnlab.inspect.evaluate import load_split
 
     result = run_cli("evaluate", trained_photos, "--json")
     assert result.exit_code == 0, result.output

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cnnlab.config import load_config
-from cnnlab.data import load_dataset
-from cnnlab.preprocess import preprocess_images, preprocessing_for
+from cnnlab.config.experiment import load_config
+from cnnlab.data.sources import load_dataset
+from cnnlab.data.preprocessing import preprocess_images, preprocessing_for
 
 from conftest import TINY_DIGITS
 from conftest import run_cli as run
@@ -295,7 +295,7 @@ def test_the_newest_completed_run_is_used_not_a_newer_failed_one(trained, good_p
 
 
 def test_the_invert_rule_compares_the_image_background_with_the_training_one():
-    from cnnlab.predict import invert_reason
+    from cnnlab.inspect.predict import invert_reason
 
     light = np.full((8, 8, 1), 230, dtype=np.uint8)
     light[2:6, 3:5] = 10  # a dark stroke in the middle does not change the border
@@ -310,8 +310,8 @@ def test_the_invert_rule_compares_the_image_background_with_the_training_one():
 def test_an_npz_run_background_is_measured_on_its_training_images(tmp_path):
     from types import SimpleNamespace
 
-    from cnnlab.config import config_from_text
-    from cnnlab.images import training_background
+    from cnnlab.config.experiment import config_from_text
+    from cnnlab.data.images import training_background
 
     path = tmp_path / "ink.npz"
     np.savez(path, x_train=np.full((5, 8, 8), 250, dtype=np.uint8), y_train=np.arange(5) % 2)

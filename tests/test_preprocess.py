@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 
 from cnnlab.errors import ConfigError
-from cnnlab.preprocess import (Preprocessing, check_input_shape, make_dataset, output_shape,
+from cnnlab.data.preprocessing import (Preprocessing, check_input_shape, make_dataset, output_shape,
                                preprocess_images, preprocessing_for, preprocessing_from_record, preprocessing_record)
-from cnnlab.config import config_from_text
+from cnnlab.config.experiment import config_from_text
 
 from conftest import TINY_DIGITS
 

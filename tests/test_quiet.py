@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from cnnlab.quiet import is_start_up_log, start_up_logs_hidden
+from cnnlab.runtime.tf_logs import is_start_up_log, start_up_logs_hidden
 
 from conftest import REPO, TINY_DIGITS
 

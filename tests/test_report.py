@@ -1,6 +1,6 @@
 """format_table: the one renderer behind the tables of runs, evaluate, visualize and compare; and the summary pieces compare and sweep share."""
 
-from cnnlab.report import RIGHT, Column, csv_text, format_table, mean_std, mean_std_cell
+from cnnlab.tracking.tables import RIGHT, Column, csv_text, format_table, mean_std, mean_std_cell
 
 COLUMNS = (Column("name"), Column("accuracy", RIGHT))
 

@@ -11,11 +11,11 @@ import time
 import pytest
 from click.testing import CliRunner
 
-from cnnlab import runs
+from cnnlab.rundir import runs
 from cnnlab.cli import main
-from cnnlab.config import load_config
-from cnnlab.data import load_dataset
-from cnnlab.preprocess import make_dataset, preprocessing_for
+from cnnlab.config.experiment import load_config
+from cnnlab.data.sources import load_dataset
+from cnnlab.data.preprocessing import make_dataset, preprocessing_for
 
 from conftest import TINY_DIGITS
 
@@ -131,7 +131,7 @@ def test_resume_takes_no_other_config(tmp_path, tiny_config):
 def test_early_stopping_counter_and_best_carry_over_a_resume(tmp_path):
     import keras
 
-    from cnnlab.callbacks import ResumedEarlyStopping
+    from cnnlab.training.callbacks import ResumedEarlyStopping
 
     past = [{"epoch": 1, "val_loss": 0.9}, {"epoch": 2, "val_loss": 0.5}, {"epoch": 3, "val_loss": 0.6}, {"epoch": 4, "val_loss": 0.7}]
     callback = ResumedEarlyStopping(past, tmp_path, monitor="val_loss", patience=3)

@@ -10,7 +10,8 @@ import keras
 import numpy as np
 import pytest
 
-from cnnlab import callbacks, runs
+from cnnlab.training import callbacks
+from cnnlab.rundir import runs
 from conftest import BACKEND, TINY_DIGITS, run_cli
 
 WATCHED = TINY_DIGITS.replace("  epochs: 2", "  epochs: 14").replace("  batch_size: 64", "  batch_size: 32").replace(

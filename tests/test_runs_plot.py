@@ -9,11 +9,11 @@ import sys
 import pytest
 from PIL import Image
 
-from cnnlab import runs
-from cnnlab.best_epoch import best_epoch_of, history_of, monitor_of
-from cnnlab.config import load_config
-from cnnlab.paths import flatten
-from cnnlab.runs_plot import MISSING, curve_names, differing_settings, draw_runs, load_plotted_run
+from cnnlab.rundir import runs
+from cnnlab.config.best_epoch import best_epoch_of, history_of, monitor_of
+from cnnlab.config.experiment import load_config
+from cnnlab.config.keypaths import flatten
+from cnnlab.tracking.runs_plot import MISSING, curve_names, differing_settings, draw_runs, load_plotted_run
 
 from conftest import TINY_DIGITS, assert_one_line_error, run_cli
 

@@ -15,7 +15,7 @@ import pytest
 from click.testing import CliRunner
 
 from cnnlab.cli import main
-from cnnlab.credentials import STORAGE_VAR, connect_url, redact, redact_command
+from cnnlab.runtime.credentials import STORAGE_VAR, connect_url, redact, redact_command
 from cnnlab.errors import CnnlabError
 from conftest import REPO, assert_one_line_error
 from postgres import postgres_server

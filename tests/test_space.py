@@ -6,7 +6,7 @@ import pytest
 import yaml
 
 from cnnlab.errors import ConfigError
-from cnnlab.space import Param, Space, apply_values, grid_size, grid_values, parse_space
+from cnnlab.search.space import Param, Space, apply_values, grid_size, grid_values, parse_space
 
 from conftest import TINY_DIGITS
 
@@ -286,6 +286,6 @@ def test_paths_and_space_import_neither_tensorflow_nor_optuna():
     import subprocess
     import sys
 
-    code = "import sys, cnnlab.paths, cnnlab.space; print('tensorflow' in sys.modules, 'optuna' in sys.modules)"
+    code = "import sys, cnnlab.config.keypaths, cnnlab.search.space; print('tensorflow' in sys.modules, 'optuna' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["False", "False"]

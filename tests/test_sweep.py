@@ -7,7 +7,8 @@ import keras
 import optuna
 import pytest
 
-from cnnlab import callbacks, runs
+from cnnlab.training import callbacks
+from cnnlab.rundir import runs
 from conftest import TINY_DIGITS, assert_one_line_error, run_cli
 
 SWEPT = TINY_DIGITS.replace("  epochs: 2", "  epochs: 3").replace(
@@ -125,9 +126,9 @@ def test_ctrl_c_marks_the_running_trial_and_resume_finishes_the_trials(tmp_path,
 
 
 def test_pruning_stops_a_trial_that_is_worse_than_the_median_of_those_before(tmp_path):
-    from cnnlab.config import load_config, to_plain
-    from cnnlab.space import parse_space
-    from cnnlab.sweep import Objective
+    from cnnlab.config.experiment import load_config, to_plain
+    from cnnlab.search.space import parse_space
+    from cnnlab.search.sweep import Objective
 
     text = SWEPT.replace("{float: [0.001, 0.01], log: true}", "{float: [1.0e-7, 2.0e-7]}").replace("epochs: 3", "epochs: 6")
     (tmp_path / "config.yaml").write_text(text)

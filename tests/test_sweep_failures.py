@@ -17,9 +17,9 @@ import optuna
 import pytest
 from click.testing import CliRunner
 
-from cnnlab import runs
+from cnnlab.rundir import runs
 from cnnlab.cli import main
-from cnnlab.study import SURPLUS, claim_slot, failure_streak
+from cnnlab.search.study import SURPLUS, claim_slot, failure_streak
 from conftest import REPO, TINY_DIGITS
 
 HANG_GUARD_S = 300  # generous: only a sweep that never ends reaches it (2 shared cores, TensorFlow started per process)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import optuna
 
-from cnnlab import runs
+from cnnlab.rundir import runs
 from conftest import REPO, assert_one_line_error, run_cli
 from test_sweep import SWEPT, trial_rows
 

@@ -15,9 +15,11 @@ import yaml
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.util import tensor_util
 
-from cnnlab import callbacks, runs, tensorboard_logs
-from cnnlab.config import load_config
-from cnnlab.train import prepare
+from cnnlab.training import callbacks
+from cnnlab.rundir import runs
+from cnnlab.tracking import tensorboard as tensorboard_logs
+from cnnlab.config.experiment import load_config
+from cnnlab.training.train import prepare
 from conftest import BACKEND, TINY_DIGITS, free_port, run_cli
 from test_resume_state import CtrlCAfter
 

@@ -17,8 +17,8 @@ import pytest
 
 mlflow = pytest.importorskip("mlflow", reason='MLflow is the optional extra: pip install -e ".[mlflow]"')
 
-from cnnlab import runs  # noqa: E402
-from cnnlab.tracking import store_in_use  # noqa: E402
+from cnnlab.rundir import runs  # noqa: E402
+from cnnlab.tracking.mlflow import store_in_use  # noqa: E402
 from conftest import TINY_DIGITS, assert_one_line_error, free_port, run_cli  # noqa: E402
 from test_resume_state import CtrlCAfter, with_extra_callbacks  # noqa: E402
 

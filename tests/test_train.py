@@ -9,11 +9,11 @@ import yaml
 from click.testing import CliRunner
 from PIL import Image
 
-from cnnlab import runs
+from cnnlab.rundir import runs
 from cnnlab.cli import main
-from cnnlab.config import load_config
-from cnnlab.data import load_dataset
-from cnnlab.preprocess import make_dataset, preprocessing_for
+from cnnlab.config.experiment import load_config
+from cnnlab.data.sources import load_dataset
+from cnnlab.data.preprocessing import make_dataset, preprocessing_for
 
 from conftest import CONFIGS, TINY_DIGITS
 

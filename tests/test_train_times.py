@@ -13,9 +13,9 @@ import time
 import keras
 import pytest
 
-from cnnlab import runs
-from cnnlab.config import load_config
-from cnnlab.train import train
+from cnnlab.rundir import runs
+from cnnlab.config.experiment import load_config
+from cnnlab.training.train import train
 
 from conftest import TINY_DIGITS, run_cli
 from test_resume_state import CtrlCAfter, with_extra_callbacks

@@ -14,8 +14,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cnnlab import builder, callbacks, runs
-from cnnlab.config import config_from_text, load_config
+from cnnlab.model import builder
+from cnnlab.training import callbacks
+from cnnlab.rundir import runs
+from cnnlab.config.experiment import config_from_text, load_config
 from cnnlab.errors import ConfigError
 from conftest import CONFIGS, assert_one_line_error, run_cli
 from test_resume_state import CtrlCAfter  # one Ctrl-C at a chosen epoch, for every resume test
@@ -200,7 +202,7 @@ def test_fine_tune_is_checked_before_training(write_config, photos, backbone, fi
 def test_the_familys_preprocess_input_is_a_layer_of_the_model(name, layer, tmp_path):
     import importlib
 
-    from cnnlab import backbones
+    from cnnlab.model import backbones
 
     constructor = getattr(keras.applications, name)
     inputs = keras.Input((4, 4, 3))
@@ -214,7 +216,7 @@ def test_the_familys_preprocess_input_is_a_layer_of_the_model(name, layer, tmp_p
 
 
 def test_a_family_that_preprocesses_inside_its_own_model_gets_no_layer():
-    from cnnlab import backbones
+    from cnnlab.model import backbones
 
     inputs = keras.Input((4, 4, 3))
     assert backbones.apply_preprocess_input(inputs, keras.applications.MobileNetV3Small) is inputs
@@ -334,8 +336,8 @@ def test_a_trainable_backbone_trains_with_its_batch_normalization_in_training_mo
 
 
 def test_only_a_first_phase_that_ended_as_planned_is_followed_by_fine_tuning(tmp_path):
-    from cnnlab import fine_tune
-    from cnnlab.callbacks import ResumedEarlyStopping
+    from cnnlab.training import fine_tune
+    from cnnlab.training.callbacks import ResumedEarlyStopping
 
     model = keras.Sequential([keras.Input((1,)), keras.layers.Dense(1)])
     early_stopping = ResumedEarlyStopping([], tmp_path, monitor="val_loss", patience=1)

@@ -9,10 +9,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cnnlab import plots, visualize
-from cnnlab.config import load_config
-from cnnlab.data import load_dataset
-from cnnlab.preprocess import preprocess_images, preprocessing_for
+from cnnlab.tracking import plots
+from cnnlab.inspect import visualize
+from cnnlab.config.experiment import load_config
+from cnnlab.data.sources import load_dataset
+from cnnlab.data.preprocessing import preprocess_images, preprocessing_for
 from conftest import assert_one_line_error, run_cli as run, train_run as train
 
 TWO_CONVS = """\

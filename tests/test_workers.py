@@ -1,4 +1,4 @@
-"""cnnlab.workers: worker processes started once with their share of the cores, that survive a job's death."""
+"""cnnlab.runtime.processes: worker processes started once with their share of the cores, that survive a job's death."""
 
 import os
 import signal
@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from cnnlab import workers
-from cnnlab.quiet import is_start_up_log
-from cnnlab.workers import Failure, Pool
+from cnnlab.runtime import processes as workers
+from cnnlab.runtime.tf_logs import is_start_up_log
+from cnnlab.runtime.processes import Failure, Pool
 
 from conftest import TINY_DIGITS
 from test_quiet import cnnlab

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from cnnlab import runs
+from cnnlab.rundir import runs
 
 from conftest import TINY_DIGITS
 

@@ -11,7 +11,7 @@ import tracemalloc
 
 import pytest
 
-from cnnlab.yaml_load import load_yaml
+from cnnlab.config.yaml_safety import load_yaml
 from conftest import TINY_DIGITS, assert_one_line_error, run_cli
 
 ALIAS_BOMB_HEAD = "its aliases expand it to more than 10,000 values from"
@@ -44,12 +44,12 @@ BOMBS = {  # where the bomb is: (config text, the path and line the error names)
 def warm():
     """Keras and the commands' modules imported before any guard starts counting."""
     run_cli("check", "--help")
-    from cnnlab import backend
+    from cnnlab.runtime import backend
 
     backend.select(None)
     backend.start()
-    import cnnlab.sweep  # noqa: F401
-    import cnnlab.train  # noqa: F401
+    import cnnlab.search.sweep  # noqa: F401
+    import cnnlab.training.train  # noqa: F401
 
 
 def invoke_measured(*args):

@@ -15,8 +15,8 @@ import time
 import keras
 import numpy as np
 
-from cnnlab.builder import build_model, compile_model
-from cnnlab.config import load_config, with_train_values
+from cnnlab.model.builder import build_model, compile_model
+from cnnlab.config.experiment import load_config, with_train_values
 
 
 class EpochTimes(keras.callbacks.Callback):

@@ -1,0 +1,1 @@
+"""A trained model outside cnnlab: export, and running exported files."""

@@ -1,0 +1,1 @@
+"""Looking at a trained run: evaluate, predict, visualize."""

@@ -1,0 +1,1 @@
+"""Config to Keras model: names of Keras classes, the builder, transfer-learning backbones."""

@@ -1,0 +1,1 @@
+"""Many runs of one config: compare-optimizers and sweeps (Optuna), their plans and reports."""

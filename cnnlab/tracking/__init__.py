@@ -1,0 +1,1 @@
+"""Where a run is shown: TensorBoard logs, MLflow, plots and tables, runs --plot."""
