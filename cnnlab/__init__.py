@@ -1,3 +1,21 @@
-"""cnnlab: convolutional-network experiments on Keras 3, described in YAML and run from the command line."""
+"""cnnlab: convolutional-network experiments on Keras 3, described in YAML and run from the command line or a notebook.
+
+The Python API (cnnlab/api.py) is imported lazily, so `import cnnlab` and `cnnlab --help` stay instant:
+`cnnlab.init`, `cnnlab.train`, `cnnlab.load_run`, `cnnlab.sweep`, `cnnlab.compare_optimizers`, `cnnlab.Run`.
+"""
 
 __version__ = "0.1.0"
+
+API = ("Run", "init", "train", "load_run", "sweep", "compare_optimizers")
+
+
+def __getattr__(name):
+    if name in API:
+        from cnnlab import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module 'cnnlab' has no attribute {name!r}")
+
+
+def __dir__():
+    return [*globals(), *API]

@@ -95,7 +95,8 @@ def main(debug):
     """cnnlab: convolutional-network experiments described in YAML, trained with Keras.
 
     \b
-    cnnlab train configs/digits_cnn.yaml      train into a new run folder under runs/
+    cnnlab init digits_cnn                    write a shipped config to edit (--list shows them)
+    cnnlab train digits_cnn.yaml              train into a new run folder under runs/
     cnnlab check configs/lenet5.yaml          validate a config, print the model summary
     cnnlab compare-optimizers CONFIG          which optimizer trains CONFIG best, fairly
     cnnlab sweep configs/digits_cnn.yaml      search CONFIG's sweep section with Optuna
@@ -499,6 +500,29 @@ def track(run_dirs, mlflow):
         tracker = track_run(run_dir, uri=mlflow)
         done = " (already logged)" if tracker.already_logged else ""
         click.echo(f"{run_dir}: MLflow run {tracker.run_id} in experiment {tracker.experiment!r} at {tracker.uri}{done}")
+
+
+@main.command()
+@click.argument("template", required=False, default="digits_cnn")
+@click.argument("path", required=False, type=click.Path())
+@click.option("--list", "show_list", is_flag=True, help="List the templates, one line each, and write nothing.")
+@click.option("--force", is_flag=True, help="Replace PATH if it exists.")
+def init(template, path, show_list, force):
+    """Write the shipped config TEMPLATE (default digits_cnn) to PATH (default TEMPLATE.yaml), to edit and train.
+
+    \b
+    cnnlab init --list                      the templates, one line each
+    cnnlab init photos my_photos.yaml       then: cnnlab train my_photos.yaml --set data.path=photos
+    """
+    from cnnlab.config.templates import list_templates, write_template
+
+    if show_list:
+        rows = list_templates()
+        width = max(len(name) for name, _ in rows)
+        click.echo("\n".join(f"{name:<{width}}  {description}" for name, description in rows))
+        return
+    written = write_template(template, path, force=force)
+    click.echo(f"Wrote {written}; train it with: cnnlab train {written}")
 
 
 @main.command("runs")

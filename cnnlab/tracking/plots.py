@@ -1,8 +1,11 @@
 """Figures a person wants to look at after training: loss and accuracy per epoch, best epoch marked."""
 
+import sys
+
 import matplotlib
 
-matplotlib.use("Agg")  # files only: cnnlab runs on servers without a display
+if "ipykernel" not in sys.modules:  # files only: cnnlab runs on servers without a display; a notebook keeps its inline backend
+    matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 

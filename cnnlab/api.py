@@ -1,0 +1,194 @@
+"""cnnlab from Python: what a notebook calls, and what the `cnnlab` command is a thin shell over.
+
+    import cnnlab
+    run = cnnlab.train("digits.yaml", overrides={"train.epochs": 3})
+    run.metrics["best"], run.history["val_loss"]
+    run.plot()                      # the curves, inline in a notebook
+    run.evaluate()["accuracy"]
+    run.predict(["photo.png"])[0]["top"]
+    run.export(["tflite"])
+
+Each call does what the command of the same name does, with the same checks and the same
+run folder: a run trained here opens with `cnnlab evaluate`, and one trained by the command
+opens here with `cnnlab.load_run(path)`. Errors are the same `CnnlabError`s the command
+prints as one line. Keras' backend is chosen at the first call (`backend=`, else
+$KERAS_BACKEND, else TensorFlow) and stays for the life of the process, as Keras requires.
+"""
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from cnnlab.errors import CnnlabError
+
+__all__ = ["Run", "init", "train", "load_run", "sweep", "compare_optimizers"]
+
+
+def start_backend(name=None):
+    """Chooses Keras' backend once per process and imports Keras on it, as every command does before its work."""
+    from cnnlab.runtime import backend
+
+    backend.select(name)
+    backend.start()
+
+
+def as_overrides(overrides):
+    """{"train.epochs": 3} as the `--set` overrides the config loader takes; each value as JSON, which YAML reads back unchanged."""
+    if overrides is None:
+        return []
+    if isinstance(overrides, dict):
+        return [f"{path}={json.dumps(value)}" for path, value in overrides.items()]
+    return list(overrides)  # already "path=value" strings, as --set writes them
+
+
+def load_experiment(config, overrides=None):
+    """A config file's path, or the same config as a dict, validated as `cnnlab check` validates it."""
+    from cnnlab.config.experiment import config_from_text, load_config
+
+    if isinstance(config, dict):
+        import yaml
+
+        return config_from_text(yaml.safe_dump(config, sort_keys=False), as_overrides(overrides))
+    return load_config(config, as_overrides(overrides))
+
+
+@dataclass(frozen=True)
+class Run:
+    """A run folder, as training left it: its numbers, its curves and the model to use."""
+
+    path: Path
+
+    @property
+    def metrics(self):
+        """metrics.json: best and test figures, epochs, timings."""
+        from cnnlab.rundir import runs
+
+        return runs.read_json(self.path / runs.METRICS)
+
+    @property
+    def history(self):
+        """history.csv as {column: [one value per epoch]}: epoch, loss, val_loss, each metric."""
+        from cnnlab.rundir import runs
+
+        return runs.read_history(self.path / runs.HISTORY)
+
+    @property
+    def status(self):
+        """'completed', 'running', 'interrupted', 'failed', …, from the run's status.json."""
+        from cnnlab.rundir import runs
+
+        return runs.read_status(self.path).state
+
+    def plot(self, metric=None):
+        """Loss (or `metric`) per epoch, training and validation, best epoch marked; a matplotlib Figure a notebook shows."""
+        from cnnlab.tracking.plots import plot_history
+
+        history = self.history
+        metric = metric or "loss"
+        if metric not in history:
+            raise CnnlabError(f"{self.path}: no {metric!r} in history.csv; it has {', '.join(k for k in history if k != 'epoch')}")
+        return plot_history(history, metric, self.metrics.get("best_epoch"), title=f"{self.path.name}: {metric}")
+
+    def evaluate(self, split=None, data=None):
+        """Scores the run's best model as `cnnlab evaluate` does; returns the report (eval/<split>.json's numbers)."""
+        start_backend()
+        from cnnlab.inspect.evaluate import evaluate_run, evaluation_document
+
+        return evaluation_document(evaluate_run(self.path, split=split, data_path=data))
+
+    def predict(self, images, top_k=3, invert="auto"):
+        """Class probabilities of image files (or folders of them): one dict per image, as `predict --json` prints.
+
+        A file that cannot be read raises, naming it: a notebook wants to know at once.
+        """
+        start_backend()
+        from cnnlab.inspect.predict import ImageProblem, predict_images, predictions_document
+        from cnnlab.rundir.runs import load_trained_run
+
+        images = [images] if isinstance(images, (str, Path)) else list(images)
+        run = load_trained_run(self.path)
+        items = list(predict_images(run, [str(image) for image in images], invert=invert))
+        problems = [item for item in items if isinstance(item, ImageProblem)]
+        if problems:
+            raise CnnlabError(str(problems[0]) + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""))
+        return predictions_document(self.path, "given", items, run.class_names, top_k)["predictions"]
+
+    def export(self, formats=("savedmodel", "tflite"), output=None):
+        """Exports the best model as `cnnlab export` does (each file checked against it); returns export.json's record.
+
+        SavedModel and TensorFlow Lite are TensorFlow's formats: in a process on another backend this raises.
+        """
+        start_backend()
+        from cnnlab.deploy.export import export_run
+        from cnnlab.runtime import backend
+
+        if not backend.is_tensorflow():
+            raise CnnlabError(f"export runs on TensorFlow and this process runs Keras on {backend.name()}; "
+                              f"use cnnlab export {self.path} (a new process) instead")
+        result = export_run(self.path, [formats] if isinstance(formats, str) else list(formats), output=output)
+        from cnnlab.rundir import runs
+
+        return runs.read_json(result.folder / runs.EXPORT_RECORD)
+
+    def __repr__(self):
+        return f"Run({str(self.path)!r}, status={self.status!r})"
+
+
+def init(template="digits_cnn", path=None, force=False):
+    """Writes a shipped config (`cnnlab init --list` names them) to `path`, default `<template>.yaml`; returns the path."""
+    from cnnlab.config.templates import write_template
+
+    return write_template(template, path, force=force)
+
+
+def load_run(path):
+    """A run folder cnnlab trained (by the command or here), to look at, evaluate, predict with or export."""
+    from cnnlab.rundir.runs import check_run_dir
+
+    path = Path(path)
+    check_run_dir(path)
+    return Run(path)
+
+
+def train(config, overrides=None, runs_dir="runs", backend=None, verbose=1):
+    """Trains `config` (a YAML file's path, or the config as a dict) into a new run folder under `runs_dir`.
+
+    `overrides` sets config values by path, as `--set` does: {"train.epochs": 3, "seed": 43}.
+    `verbose=0` hides Keras' progress bar.
+    """
+    start_backend(backend)
+    from cnnlab.training.train import train as train_config
+
+    result = train_config(load_experiment(config, overrides), runs_dir, verbose=verbose)
+    return Run(Path(result.run_dir))
+
+
+def sweep(config, params=None, trials=None, overrides=None, runs_dir="runs", jobs=1, storage=None, study=None, backend=None):
+    """Runs `cnnlab sweep`: searches the config's sweep section (plus `params`, {path: space}) with Optuna.
+
+    Returns the sweep's result: `sweep_dir`, `best` (its number, value and run folder), `table`.
+    """
+    start_backend(backend)
+    from cnnlab.config.experiment import to_plain
+    from cnnlab.search.space import parse_space
+    from cnnlab.search.sweep import run_sweep
+
+    experiment = load_experiment(config, overrides)
+    params = [f"{path}={json.dumps(space)}" for path, space in (params or {}).items()]
+    space = parse_space(to_plain(experiment.raw), params, trials=trials)
+    return run_sweep(experiment, space, runs_dir, storage=storage, study_name=study, jobs=jobs)
+
+
+def compare_optimizers(config, optimizers=(), repeats=1, overrides=None, runs_dir="runs", jobs=1, backend=None):
+    """Runs `cnnlab compare-optimizers`: the config once per optimizer spec ("adam", "sgd:learning_rate=0.05"), fairly.
+
+    Returns the comparison: `compare_dir`, `outcomes` (one per optimizer and seed), `table`.
+    """
+    start_backend(backend)
+    from cnnlab.search.compare import compare_optimizers as run_comparison
+    from cnnlab.search.optimizer_specs import check_optimizer_specs, parse_optimizer_specs
+
+    experiment = load_experiment(config, overrides)
+    specs = parse_optimizer_specs(list(optimizers))
+    check_optimizer_specs(specs)
+    return run_comparison(experiment, specs, runs_dir, repeats=repeats, jobs=jobs)
