@@ -9,7 +9,8 @@ from PIL import Image
 
 from cnnlab.config.experiment import load_config
 from cnnlab.data.sources import load_dataset
-from cnnlab.data.preprocessing import make_dataset, preprocessing_for
+from cnnlab.data.array_batches import make_dataset
+from cnnlab.data.preprocessing import preprocessing_for
 
 from conftest import TINY_DIGITS, assert_one_line_error
 from conftest import run_cli as run, train_run as train

@@ -133,3 +133,66 @@ def test_keras_applications_ask_file_utils_get_file_for_their_imagenet_weights()
     from keras.src.utils import file_utils
 
     assert file_utils.get_file.__module__ == "keras.src.utils.file_utils", "applications_get_file must put Keras' own get_file back"
+
+
+def test_tensorboard_callbacks_writers_and_batch_counter_are_where_cnnlab_continues_them(tmp_path):
+    model = tiny_model()
+    model.fit(*tiny_data(), batch_size=16, epochs=1, verbose=0)  # built, as the callback meets it in fit
+    callback = keras.callbacks.TensorBoard(log_dir=str(tmp_path), update_freq=1)
+    callback.set_model(model)
+    callback.set_params({"epochs": 1, "steps": 2, "verbose": 0})
+    callback.on_train_begin()
+    keras_compat.set_tensorboard_train_step(callback, 7)
+    assert callback._global_train_batch == 7, (
+        f"{VERSIONS}: TensorBoard no longer counts batches in _global_train_batch; a resumed run's batch steps restart at 0")
+    callback.on_test_begin()
+    writer = keras_compat.tensorboard_validation_writer(callback)
+    with writer.as_default():
+        tf.summary.scalar("probe", 1.0, step=1)
+    assert isinstance(writer, tf.summary.SummaryWriter), (
+        f"{VERSIONS}: TensorBoard's _val_writer is gone; RunTensorBoard.on_test_end cannot write its evaluation curve")
+    writers = keras_compat.tensorboard_writers(callback)
+    assert len(writers) == 2 and writer in writers, (
+        f"{VERSIONS}: TensorBoard's _writers no longer holds its train and validation writers; RunTensorBoard cannot flush each epoch")
+    pushed = len(callback._prev_summary_state)
+    keras_compat.pop_tensorboard_writer(callback)  # what on_test_end does after writing the evaluation curve
+    assert len(callback._prev_summary_state) == pushed - 1, (
+        f"{VERSIONS}: TensorBoard's _pop_writer no longer takes back one default writer")
+    keras_compat.close_tensorboard(callback)
+    assert keras_compat.tensorboard_writers(callback) == [] and not callback._prev_summary_state, (
+        f"{VERSIONS}: TensorBoard's _close_writers/_prev_summary_state changed; an interrupted run keeps its event files open")
+    assert list(tmp_path.glob("validation/*tfevents*")), f"{VERSIONS}: the validation writer wrote no event file"
+
+
+def test_the_training_step_callbacks_trace_is_model_train_function():
+    model = tiny_model()
+    x, y = tiny_data()
+    model.fit(x, y, batch_size=16, epochs=1, verbose=0)
+
+    def step(iterator):
+        return model.train_function(iterator)
+
+    keras_compat.set_train_function(model, step)
+    assert model.train_function is step, f"{VERSIONS}: model.train_function can no longer be set"
+    assert "train_function" in inspect.getsource(keras.callbacks.TensorBoard), (
+        f"{VERSIONS}: Keras' TensorBoard no longer traces model.train_function; the TensorFlow loop's graph would be missing")
+
+
+def test_early_stopping_keeps_its_best_epoch_weights_and_stopped_epoch_where_a_resume_replays_them():
+    model = tiny_model()
+    callback = keras.callbacks.EarlyStopping(monitor="val_loss", patience=1, restore_best_weights=True)
+    callback.set_model(model)
+    callback.on_train_begin()
+    for epoch, val_loss in enumerate([0.5, 0.4, 0.6, 0.7]):
+        callback.on_epoch_end(epoch, {"val_loss": val_loss})
+        if model.stop_training:
+            break
+    assert keras_compat.early_stopping_best_epoch(callback) == 1, (
+        f"{VERSIONS}: EarlyStopping.best_epoch no longer holds the best epoch; resumed runs lose their best weights")
+    assert keras_compat.early_stopping_stopped_epoch(callback) == 2, (
+        f"{VERSIONS}: EarlyStopping.stopped_epoch changed; fine-tuning would start after an early stop")
+    weights = keras_compat.early_stopping_best_weights(callback)
+    assert weights is not None and len(weights) == len(model.get_weights()), (
+        f"{VERSIONS}: EarlyStopping.best_weights no longer holds the best epoch's weights")
+    keras_compat.set_early_stopping_best_weights(callback, None)
+    assert keras_compat.early_stopping_best_weights(callback) is None

@@ -14,7 +14,8 @@ from cnnlab.inspect import visualize
 from cnnlab.model.builder import build_model
 from cnnlab.config.experiment import config_from_text, load_config
 from cnnlab.errors import ConfigError
-from cnnlab.data.preprocessing import make_dataset, preprocess_images, preprocessing_for
+from cnnlab.data.array_batches import make_dataset
+from cnnlab.data.preprocessing import preprocess_images, preprocessing_for
 from cnnlab.training.train import prepare
 from conftest import CONFIGS, TINY_DIGITS, assert_one_line_error, run_cli, write_photo_folder
 

@@ -4,8 +4,9 @@ import numpy as np
 import pytest
 
 from cnnlab.errors import ConfigError
-from cnnlab.data.preprocessing import (Preprocessing, check_input_shape, make_dataset, output_shape,
-                               preprocess_images, preprocessing_for, preprocessing_from_record, preprocessing_record)
+from cnnlab.data.array_batches import make_dataset
+from cnnlab.data.preprocessing import (Preprocessing, check_input_shape, output_shape, preprocess_images, preprocessing_for,
+                                       preprocessing_from_record, preprocessing_record)
 from cnnlab.config.experiment import config_from_text
 
 from conftest import TINY_DIGITS

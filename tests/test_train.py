@@ -13,7 +13,8 @@ from cnnlab.rundir import runs
 from cnnlab.cli import main
 from cnnlab.config.experiment import load_config
 from cnnlab.data.sources import load_dataset
-from cnnlab.data.preprocessing import make_dataset, preprocessing_for
+from cnnlab.data.array_batches import make_dataset
+from cnnlab.data.preprocessing import preprocessing_for
 
 from conftest import CONFIGS, TINY_DIGITS
 

@@ -1,4 +1,5 @@
-"""uint8 images in memory as a `keras.utils.PyDataset`: how JAX and PyTorch are fed (TensorFlow uses tf.data).
+"""uint8 images in memory as batches of model inputs: a `tf.data` pipeline under TensorFlow, a `keras.utils.PyDataset`
+on JAX and PyTorch.
 
 Each batch is gathered from the arrays and preprocessed by `preprocess.preprocess_images`,
 the function TensorFlow's loop and pipeline use too. Shuffling is a NumPy permutation
@@ -64,3 +65,29 @@ class EpochOrder(keras.callbacks.Callback):
 
     def on_epoch_begin(self, epoch, logs=None):
         self.dataset.epoch = epoch
+
+
+def make_dataset(x, y, prep, batch_size, shuffle=False, seed=None):
+    """Batches of (model input, label) from uint8 arrays: `tf.data` under TensorFlow, a `PyDataset` on JAX and PyTorch.
+
+    Both shuffle by the seed, afresh each epoch, each in its own way (tf.data's buffer
+    shuffle, a NumPy permutation per epoch), so a backend's runs are reproducible and a
+    resumed run sees the orders of the uninterrupted one.
+    """
+    from cnnlab.runtime import backend
+
+    if backend.is_tensorflow():
+        return make_tf_dataset(x, y, prep, batch_size, shuffle, seed)
+    return ArrayBatches(x, y, prep, batch_size, seed=seed if shuffle else None)
+
+
+def make_tf_dataset(x, y, prep, batch_size, shuffle=False, seed=None):
+    """A batched, prefetched `tf.data.Dataset` of (model input, label) from uint8 arrays."""
+    import tensorflow as tf
+
+    ds = tf.data.Dataset.from_tensor_slices((x, y))
+    if shuffle:
+        ds = ds.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
+    ds = ds.batch(batch_size)
+    ds = ds.map(lambda images, labels: (preprocess_images(images, prep), labels), num_parallel_calls=tf.data.AUTOTUNE)
+    return ds.prefetch(tf.data.AUTOTUNE)

@@ -81,31 +81,3 @@ def preprocess_images(images, prep):
         top, left = (target_height - height) // 2, (target_width - width) // 2
         x = ops.pad(x, [[0, 0], [top, target_height - height - top], [left, target_width - width - left], [0, 0]])
     return x * prep.rescale
-
-
-def make_dataset(x, y, prep, batch_size, shuffle=False, seed=None):
-    """Batches of (model input, label) from uint8 arrays: `tf.data` under TensorFlow, a `PyDataset` on JAX and PyTorch.
-
-    Both shuffle by the seed, afresh each epoch, each in its own way (tf.data's buffer
-    shuffle, a NumPy permutation per epoch), so a backend's runs are reproducible and a
-    resumed run sees the orders of the uninterrupted one.
-    """
-    from cnnlab.runtime import backend
-
-    if backend.is_tensorflow():
-        return make_tf_dataset(x, y, prep, batch_size, shuffle, seed)
-    from cnnlab.data.array_batches import ArrayBatches
-
-    return ArrayBatches(x, y, prep, batch_size, seed=seed if shuffle else None)
-
-
-def make_tf_dataset(x, y, prep, batch_size, shuffle=False, seed=None):
-    """A batched, prefetched `tf.data.Dataset` of (model input, label) from uint8 arrays."""
-    import tensorflow as tf
-
-    ds = tf.data.Dataset.from_tensor_slices((x, y))
-    if shuffle:
-        ds = ds.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
-    ds = ds.batch(batch_size)
-    ds = ds.map(lambda images, labels: (preprocess_images(images, prep), labels), num_parallel_calls=tf.data.AUTOTUNE)
-    return ds.prefetch(tf.data.AUTOTUNE)

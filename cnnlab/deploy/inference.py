@@ -33,7 +33,8 @@ def class_probabilities(outputs, num_classes):
 
 def keras_probabilities(run, images, batch_size=PREDICT_BATCH):
     """The run's best.keras on uint8 images at the stored shape, through the run's own preprocessing: (N, classes)."""
-    from cnnlab.data.preprocessing import make_dataset, preprocessing_from_record
+    from cnnlab.data.array_batches import make_dataset
+    from cnnlab.data.preprocessing import preprocessing_from_record
 
     dataset = make_dataset(images, np.zeros(len(images), dtype=np.int32), preprocessing_from_record(run.preprocessing), batch_size)
     return class_probabilities(run.model.predict(dataset, verbose=0), len(run.class_names))

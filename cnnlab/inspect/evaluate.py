@@ -20,7 +20,8 @@ from cnnlab.errors import DataError
 from cnnlab.rundir.held_out import HeldOut, check_image_shape, load_split
 from cnnlab.deploy.inference import class_probabilities
 from cnnlab.config.metric_names import accuracy_key
-from cnnlab.data.preprocessing import make_dataset, preprocessing_from_record
+from cnnlab.data.array_batches import make_dataset
+from cnnlab.data.preprocessing import preprocessing_from_record
 from cnnlab.tracking.tables import RIGHT, Column, format_table
 
 WORST_SHOWN = 25  # a 5x5 grid of the most confident mistakes

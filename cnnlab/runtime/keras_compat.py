@@ -125,3 +125,66 @@ def keep_tensorflow_unstarted():
 
     if module_utils.tensorflow.module is None:
         module_utils.tensorflow._available = False
+
+
+# Keras' TensorBoard callback keeps its writers and batch counter in private attributes; cnnlab's
+# RunTensorBoard (tracking/tensorboard.py) continues a resumed run's logs through these.
+
+def set_tensorboard_train_step(callback, calls):
+    """Numbers the next batch-level summary `calls`: the compiled calls a resumed run already made."""
+    callback._global_train_batch = calls
+
+
+def tensorboard_validation_writer(callback):
+    """The writer of the callback's validation/ event file."""
+    return callback._val_writer
+
+
+def tensorboard_writers(callback):
+    """Every summary writer the callback has opened (train/, validation/)."""
+    return list(callback._writers.values())
+
+
+def pop_tensorboard_writer(callback):
+    """Restores the default writer the callback replaced when it entered a writer's context."""
+    callback._pop_writer()
+
+
+def close_tensorboard(callback):
+    """Closes the event files of an interrupted `fit` (Keras closes them only when training ends) and
+    gives back every default writer the callback set for batch-level summaries."""
+    while callback._prev_summary_state:
+        callback._pop_writer()
+    callback._close_writers()
+    callback._writers = {}
+
+
+def set_train_function(model, function):
+    """Makes `function` the step `model.fit`-style callbacks see as the model's training step.
+
+    cnnlab's TensorFlow loop compiles its own steps; Keras' TensorBoard callback traces
+    `model.train_function` for the graph it writes, so the loop puts its step there.
+    """
+    model.train_function = function
+
+
+# EarlyStopping keeps its decision in attributes Keras documents only in its source:
+# a resumed run replays its past epochs into them and reads them back.
+
+def early_stopping_best_epoch(callback):
+    """The 0-based epoch of the best monitored value so far."""
+    return callback.best_epoch
+
+
+def early_stopping_best_weights(callback):
+    """The weights of the best epoch (with `restore_best_weights`), or None."""
+    return callback.best_weights
+
+
+def set_early_stopping_best_weights(callback, weights):
+    callback.best_weights = weights
+
+
+def early_stopping_stopped_epoch(callback):
+    """The 0-based epoch at which the callback stopped training; 0 while it has not."""
+    return callback.stopped_epoch

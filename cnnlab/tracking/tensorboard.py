@@ -26,6 +26,7 @@ from pathlib import Path
 import keras
 
 from cnnlab.rundir import runs
+from cnnlab.runtime import keras_compat
 
 HPARAMS_FILE = "events.out.tfevents.cnnlab-hparams.v2"  # TensorBoard reads any file named *tfevents*
 RESULT_GROUPS = ("best", "test")
@@ -36,8 +37,7 @@ class RunTensorBoard(keras.callbacks.TensorBoard):
 
     `steps_per_execution` is the run's: batch-level steps count compiled calls, as under `fit`.
     `session` is (trial name, {hparam: value}), written as the run's HParams when training begins.
-    Uses Keras' private parts of the callback (`_global_train_batch`, `_writers`, `_val_writer`,
-    `_pop_writer`, `_prev_summary_state`, `_close_writers`), all exercised by tests/test_tensorboard.py.
+    Keras' private parts of the callback are reached through cnnlab/runtime/keras_compat.py, each tested there.
     """
 
     def __init__(self, first_epoch=0, steps_per_execution=1, session=None, **kwargs):
@@ -56,7 +56,7 @@ class RunTensorBoard(keras.callbacks.TensorBoard):
         if self.session is not None:
             write_session(Path(self.log_dir), *self.session)
         super().on_train_begin(logs)
-        self._global_train_batch = calls
+        keras_compat.set_tensorboard_train_step(self, calls)
 
     def on_epoch_begin(self, epoch, logs=None):
         super().on_epoch_begin(epoch, logs)
@@ -69,26 +69,23 @@ class RunTensorBoard(keras.callbacks.TensorBoard):
         fine-tuning phase starts again from 0; for one optimizer the two are the same.
         """
         step = (self.epoch + 1) * (self.params.get("steps") or 0)
-        with self._val_writer.as_default():
+        with keras_compat.tensorboard_validation_writer(self).as_default():
             for name, value in (logs or {}).items():
                 self.summary.scalar(f"evaluation_{name}_vs_iterations", value, step=step)
-        self._pop_writer()
+        keras_compat.pop_tensorboard_writer(self)
 
     def on_epoch_end(self, epoch, logs=None):
         """Keras' epoch summaries, flushed before the backup of the epoch is written (this callback comes
         first): an epoch that a resume does not train again is never missing from the logs after a kill."""
         super().on_epoch_end(epoch, logs)
-        for writer in self._writers.values():
+        for writer in keras_compat.tensorboard_writers(self):
             writer.flush()
 
     def close(self):
         """Closes the event files of a `fit` that was interrupted (Keras closes them only when training ends),
         so nothing this process still holds is written after a resume in the same process has begun, and
         takes back the default writer Keras set for batch-level summaries, which would outlive its file."""
-        while self._prev_summary_state:
-            self._pop_writer()
-        self._close_writers()
-        self._writers = {}
+        keras_compat.close_tensorboard(self)
 
 
 def calls_per_epoch(steps, steps_per_execution):

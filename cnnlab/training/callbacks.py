@@ -130,16 +130,17 @@ class ResumedEarlyStopping(keras.callbacks.EarlyStopping):
         for row in self.past_rows:
             super().on_epoch_end(row["epoch"] - 1, row)
         if self.restore_best_weights and self.past_rows:
-            self.best_weights = self.saved_best_weights()
+            keras_compat.set_early_stopping_best_weights(self, self.saved_best_weights())
 
     def on_epoch_begin(self, epoch, logs=None):
         # The backup now holds every epoch before this one, so no resume can go back before the best epoch
         if self.restore_best_weights:
-            runs.remove_best_weights_before(self.folder, self.best_epoch + 1)
+            runs.remove_best_weights_before(self.folder, keras_compat.early_stopping_best_epoch(self) + 1)
 
     def on_epoch_end(self, epoch, logs=None):
         super().on_epoch_end(epoch, logs)
-        if self.restore_best_weights and self.best_epoch == epoch and self.best_weights is not None:
+        best_epoch = keras_compat.early_stopping_best_epoch(self)
+        if self.restore_best_weights and best_epoch == epoch and keras_compat.early_stopping_best_weights(self) is not None:
             self.folder.mkdir(exist_ok=True)
             path = runs.best_weights_path(self.folder, epoch + 1)
             partial = path.with_name(f".partial-{path.name}")  # Keras wants the .weights.h5 ending
@@ -148,7 +149,7 @@ class ResumedEarlyStopping(keras.callbacks.EarlyStopping):
 
     def saved_best_weights(self):
         """The weights saved at the best past epoch, read without disturbing the model's own."""
-        path = runs.best_weights_path(self.folder, self.best_epoch + 1)
+        path = runs.best_weights_path(self.folder, keras_compat.early_stopping_best_epoch(self) + 1)
         if not path.exists():  # a run started by an older cnnlab: Keras' rule takes over from here
             return None
         current = self.model.get_weights()

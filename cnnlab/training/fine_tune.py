@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from cnnlab.model import builder
+from cnnlab.runtime import keras_compat
 from cnnlab.rundir import runs
 from cnnlab.training.callbacks import ResumedEarlyStopping
 
@@ -67,7 +68,7 @@ def first_phase_ended(model, callbacks):
     such as TerminateOnNaN or a sweep's pruner: only then does the second phase follow."""
     if not model.stop_training:
         return True
-    return any(isinstance(cb, ResumedEarlyStopping) and cb.stopped_epoch > 0 for cb in callbacks)
+    return any(isinstance(cb, ResumedEarlyStopping) and keras_compat.early_stopping_stopped_epoch(cb) > 0 for cb in callbacks)
 
 
 def unfreeze(model, config):

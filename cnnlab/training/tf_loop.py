@@ -91,7 +91,8 @@ def fit(model, train, val, prep, *, batch_size, epochs, callbacks, verbose, shuf
         train_step, test_step = train_step_on_parts(model, parts), test_step_on_parts(model, parts)
     if model.jit_compile:  # as `fit` does (Keras' default where there is a GPU): XLA compiles the steps
         train_step, test_step = tf.function(train_step, jit_compile=True), tf.function(test_step, jit_compile=True)
-    run_train, model.train_function = compiled_steps(train_step, x_train, y_train, prep, batch_size, parts, model.train_step)
+    run_train, step_function = compiled_steps(train_step, x_train, y_train, prep, batch_size, parts, model.train_step)
+    keras_compat.set_train_function(model, step_function)
     run_test, _ = compiled_steps(test_step, x_val, y_val, prep, val_batch_size, parts, model.test_step)
     orders = epoch_orders(len(x_train), shuffle, seed)
     for _ in range(initial_epoch):  # the orders of the epochs done before an interruption
@@ -366,7 +367,7 @@ def run_epoch(model, run, order, steps, steps_per_call, on_batch_begin, on_batch
 def epoch_orders(size, shuffle, seed):
     """A dataset whose every pass yields one epoch's order of the training images, as one tensor.
 
-    It shuffles indices exactly as `preprocess.make_dataset` shuffles images (a buffer of
+    It shuffles indices exactly as `array_batches.make_dataset` shuffles images (a buffer of
     the whole set, the same seed, reshuffled on each pass), so pass k is epoch k's order there too.
     """
     indices = tf.data.Dataset.range(size)

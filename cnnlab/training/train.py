@@ -34,7 +34,8 @@ from cnnlab.runtime.cores import usable_cores
 from cnnlab.runtime.credentials import redact_command
 from cnnlab.errors import CnnlabError, ConfigError, RunError, TrainingInterrupted, short_repr
 from cnnlab.config.metric_names import accuracy_key
-from cnnlab.data.preprocessing import check_input_shape, make_dataset, preprocessing_for, preprocessing_record
+from cnnlab.data.array_batches import make_dataset
+from cnnlab.data.preprocessing import check_input_shape, preprocessing_for, preprocessing_record
 
 
 @dataclass(frozen=True)
