@@ -59,7 +59,7 @@ def main():
     from cnnlab.rundir.held_out import load_split
     from cnnlab.deploy.inference import load_exported
     from cnnlab.data.preprocessing import preprocess_images, preprocessing_from_record
-    from cnnlab.rundir.runs import load_trained_run
+    from cnnlab.rundir.trained import load_trained_run
 
     with tempfile.TemporaryDirectory() as work:
         work = Path(work)

@@ -61,23 +61,23 @@ class Run:
     @property
     def metrics(self):
         """metrics.json: best and test figures, epochs, timings."""
-        from cnnlab.rundir import runs
+        from cnnlab.rundir import files as run_files
 
-        return runs.read_json(self.path / runs.METRICS)
+        return run_files.read_json(self.path / run_files.METRICS)
 
     @property
     def history(self):
         """history.csv as {column: [one value per epoch]}: epoch, loss, val_loss, each metric."""
-        from cnnlab.rundir import runs
+        from cnnlab.rundir import files as run_files
 
-        return runs.read_history(self.path / runs.HISTORY)
+        return run_files.read_history(self.path / run_files.HISTORY)
 
     @property
     def status(self):
         """'completed', 'running', 'interrupted', 'failed', …, from the run's status.json."""
-        from cnnlab.rundir import runs
+        from cnnlab.rundir import files as run_files
 
-        return runs.read_status(self.path).state
+        return run_files.read_status(self.path).state
 
     def plot(self, metric=None):
         """Loss (or `metric`) per epoch, training and validation, best epoch marked; a matplotlib Figure a notebook shows."""
@@ -103,7 +103,7 @@ class Run:
         """
         start_backend()
         from cnnlab.inspect.predict import ImageProblem, predict_images, predictions_document
-        from cnnlab.rundir.runs import load_trained_run
+        from cnnlab.rundir.trained import load_trained_run
 
         images = [images] if isinstance(images, (str, Path)) else list(images)
         run = load_trained_run(self.path)
@@ -126,9 +126,9 @@ class Run:
             raise CnnlabError(f"export runs on TensorFlow and this process runs Keras on {backend.name()}; "
                               f"use cnnlab export {self.path} (a new process) instead")
         result = export_run(self.path, [formats] if isinstance(formats, str) else list(formats), output=output)
-        from cnnlab.rundir import runs
+        from cnnlab.rundir import files as run_files
 
-        return runs.read_json(result.folder / runs.EXPORT_RECORD)
+        return run_files.read_json(result.folder / run_files.EXPORT_RECORD)
 
     def __repr__(self):
         return f"Run({str(self.path)!r}, status={self.status!r})"
@@ -143,7 +143,7 @@ def init(template="digits_cnn", path=None, force=False):
 
 def load_run(path):
     """A run folder cnnlab trained (by the command or here), to look at, evaluate, predict with or export."""
-    from cnnlab.rundir.runs import check_run_dir
+    from cnnlab.rundir.trained import check_run_dir
 
     path = Path(path)
     check_run_dir(path)

@@ -66,7 +66,7 @@ class BackendCommand(click.Command):
 
         wanted = ctx.meta.get("backend")
         if wanted is None and ctx.params.get("resume_dir") and self.name == "train" and not os.environ.get(backend.ENV_VAR):
-            from cnnlab.rundir.runs import read_backend
+            from cnnlab.rundir.files import read_backend
 
             wanted = read_backend(ctx.params["resume_dir"])
         backend.select(wanted)
@@ -312,7 +312,7 @@ def sweep(config_path, params, trials, epochs, batch_size, seed, name, sets, run
     from cnnlab.config.experiment import errors_naming, load_config
     from cnnlab.search.space import parse_space
     from cnnlab.search.sweep import SWEEP_CONFIG, run_sweep
-    from cnnlab.rundir.runs import read_group_plan
+    from cnnlab.rundir.files import read_group_plan
 
     overrides = overrides_from(epochs, batch_size, seed, name, sets, mlflow)
     if resume_dir is not None:
@@ -409,7 +409,7 @@ def predict(ctx, images, run_dir, model_path, runs_dir, top_k, invert, max_pixel
         path, chosen = exported.run, f"recorded in the export.json of {model_path}"
         header = f"Model: {model_path} ({exported.format}, exported from {exported.run})"
     else:
-        from cnnlab.rundir.runs import load_trained_run
+        from cnnlab.rundir.trained import load_trained_run
 
         exported = None
         path, chosen = choose_run(run_dir, runs_dir)
@@ -550,7 +550,8 @@ def list_runs(plot_runs, runs_dir, show_all, as_json, plot, output):
     if plot or plot_runs or output is not None:
         return plot_chosen_runs(plot, plot_runs, runs_dir, output, show_all, as_json)
 
-    from cnnlab.rundir.runs import find_groups, find_runs, format_groups_table, format_runs_table, runs_in_group, summarize_group, summarize_run
+    from cnnlab.rundir.listing import find_groups, find_runs, runs_in_group, summarize_group, summarize_run
+    from cnnlab.tracking.tables import format_groups_table, format_runs_table
 
     rows = [summarize_run(run_dir) for run_dir in find_runs(runs_dir)]
     groups = find_groups(runs_dir)

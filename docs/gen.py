@@ -165,10 +165,10 @@ class folder_clock:
     folder, so that their names are the same on every run of the session."""
 
     def __enter__(self):
-        from cnnlab.rundir import runs
+        from cnnlab.rundir import files as runs
 
         if not hasattr(runs, "datetime"):
-            raise RuntimeError("docs/gen.py: cnnlab.rundir.runs.datetime, which names run folders, has moved; update folder_clock")
+            raise RuntimeError("docs/gen.py: cnnlab.rundir.files.datetime, which names run folders, has moved; update folder_clock")
         ticks = iter(range(10_000))
 
         class Clock(datetime):

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from cnnlab.runtime import backend
-from cnnlab.rundir import runs
+from cnnlab.rundir import files as run_files
 from conftest import REPO, TINY_DIGITS, assert_one_line_error, run_cli, train_run
 
 HERE = keras.backend.backend()
@@ -57,9 +57,9 @@ def trained_here(tmp_path_factory):
 
 def test_the_run_records_its_backend_and_trains_to_the_band(trained_here):
     run_dir, _ = trained_here
-    env = json.loads((run_dir / runs.ENV).read_text())
+    env = json.loads((run_dir / run_files.ENV).read_text())
     assert env["backend"] == HERE and env[HERE] == backend.version(HERE)
-    metrics = json.loads((run_dir / runs.METRICS).read_text())
+    metrics = json.loads((run_dir / run_files.METRICS).read_text())
     assert metrics["test"]["accuracy"] > 0.8, metrics  # 8 epochs of a 4-filter CNN at learning rate 0.01
 
 
@@ -103,10 +103,10 @@ def test_a_run_resumes_only_on_its_own_backend(tmp_path):
     from cnnlab.training.train import resume
 
     run_dir = train_run(tmp_path, TINY_DIGITS)
-    runs.set_status(run_dir, runs.INTERRUPTED, "after epoch 1 of 2")
-    env = json.loads((run_dir / runs.ENV).read_text())
+    run_files.set_status(run_dir, run_files.INTERRUPTED, "after epoch 1 of 2")
+    env = json.loads((run_dir / run_files.ENV).read_text())
     other = next(name for name in backend.BACKENDS if name != HERE)
-    (run_dir / runs.ENV).write_text(json.dumps({**env, "backend": other}))
+    (run_dir / run_files.ENV).write_text(json.dumps({**env, "backend": other}))
     with pytest.raises(RunError) as error:
         resume(run_dir, verbose=0)
     assert str(error.value) == (f"{run_dir} trained on {other}, not {HERE}; resume it on the same backend: "
@@ -163,9 +163,9 @@ def test_data_parallel_on_two_jax_cpu_devices_trains_as_one_device(tmp_path):
                     "--set", "distribution.strategy=data_parallel", env=two)
     assert result.returncode == 0, result.stderr
     (parallel,) = (tmp_path / "two").iterdir()
-    assert json.loads((parallel / runs.ENV).read_text())["distribution"]["replicas"] == 2
+    assert json.loads((parallel / run_files.ENV).read_text())["distribution"]["replicas"] == 2
     single = train_run(tmp_path / "one", text)
-    ours, theirs = runs.read_history(single / runs.HISTORY), runs.read_history(parallel / runs.HISTORY)
+    ours, theirs = run_files.read_history(single / run_files.HISTORY), run_files.read_history(parallel / run_files.HISTORY)
     for key in ("loss", "accuracy"):  # the same mean gradient over the same batches; the sums split in two
         np.testing.assert_allclose(theirs[key], ours[key], rtol=1e-4, err_msg=key)
 
@@ -185,8 +185,8 @@ def test_mixed_bfloat16_trains_where_the_cpu_computes_it_and_is_one_line_elsewhe
     if backend.gpu_count() or backend.cpu_has_bfloat16():
         assert result.exit_code == 0, result.output
         (run_dir,) = (tmp_path / "r").iterdir()
-        assert np.isfinite(runs.read_history(run_dir / runs.HISTORY)["loss"]).all()
-        assert keras.models.load_model(run_dir / runs.MODEL).get_layer("conv2d").dtype_policy.name == "mixed_bfloat16"
+        assert np.isfinite(run_files.read_history(run_dir / run_files.HISTORY)["loss"]).all()
+        assert keras.models.load_model(run_dir / run_files.MODEL).get_layer("conv2d").dtype_policy.name == "mixed_bfloat16"
     else:
         assert_one_line_error(result, f"{path}: mixed_precision: mixed_bfloat16 needs a GPU or a CPU with bfloat16 instructions")
 
@@ -214,7 +214,7 @@ train: {{epochs: 2, batch_size: 8, validation_split: 0.25}}
                  ("visualize", run_dir), ("runs", "--runs-dir", runs_dir)):
         result = cnnlab(other, *args, hide_tensorflow=True)
         assert result.returncode == 0, (args, result.stderr)
-    assert "tensorflow" not in json.loads((run_dir / runs.ENV).read_text())
+    assert "tensorflow" not in json.loads((run_dir / run_files.ENV).read_text())
     hidden = cnnlab(other, "check", config, "--backend", "tensorflow", hide_tensorflow=True)
     assert (hidden.returncode, hidden.stderr) == (2, "Error: backend tensorflow: tensorflow is not installed; "
                                                      "install it with pip install tensorflow\n")

@@ -12,7 +12,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 from cnnlab.training import tf_loop as loop
-from cnnlab.rundir import runs
+from cnnlab.rundir import files as run_files
 from cnnlab.cli import main
 from cnnlab.search.optimizer_specs import DEFAULT_OPTIMIZERS, parse_optimizer_spec, parse_optimizer_specs
 from cnnlab.config.experiment import load_config
@@ -97,7 +97,7 @@ def test_the_comparison_folder_holds_the_reports_and_one_run_per_optimizer(compa
 def test_each_run_folder_is_an_ordinary_run(comparison):
     compare_dir, _ = comparison
     (run_dir,) = run_dirs(compare_dir, "adam-s7")
-    assert runs.read_status(run_dir).state == "completed"
+    assert run_files.read_status(run_dir).state == "completed"
     assert (run_dir / "best.keras").is_file() and (run_dir / "metrics.json").is_file()
     config = load_config(run_dir / "config.yaml")
     assert (config.name, config.seed, config.compile.optimizer.name, dict(config.compile.optimizer.kwargs)) == ("adam-s7", 7, "adam", {})
@@ -181,7 +181,7 @@ def test_a_diverging_optimizer_is_reported_and_the_others_complete(comparison):
     row = read_summary(compare_dir)[-1]
     assert row["runs_completed"] == "0" and row["runs_failed"] == "1"
     assert row["failure"].startswith("seed 7: loss became NaN at epoch 1")
-    states = {p.name.rsplit("-s7-", 1)[0]: runs.read_status(p).state for p in compare_dir.iterdir() if p.is_dir()}
+    states = {p.name.rsplit("-s7-", 1)[0]: run_files.read_status(p).state for p in compare_dir.iterdir() if p.is_dir()}
     assert states == {"adam": "completed", "sgd-momentum": "completed", "sgd-learning_rate-1e30": "failed"}
 
 
@@ -189,7 +189,7 @@ def test_resume_keeps_completed_runs_and_redoes_the_others(comparison, tiny_path
     source, _ = comparison
     compare_dir = tmp_path / source.name
     shutil.copytree(source, compare_dir)
-    kept = {p.name: (p / "metrics.json").stat().st_mtime_ns for p in compare_dir.iterdir() if p.is_dir() and runs.read_status(p).state == "completed"}
+    kept = {p.name: (p / "metrics.json").stat().st_mtime_ns for p in compare_dir.iterdir() if p.is_dir() and run_files.read_status(p).state == "completed"}
     result = compare(tiny_path, tmp_path / "unused", "-o", "adam", "-o", "sgd+momentum", "-o", FAILING, "--resume", compare_dir)
     assert result.exit_code == 0, result.output
     assert {name: (compare_dir / name / "metrics.json").stat().st_mtime_ns for name in kept} == kept
@@ -210,7 +210,7 @@ def test_parallel_jobs_complete_every_run(parallel):
     compare_dir, output = parallel
     assert "4 runs to train, 2 at a time" in output
     assert sorted(p.name.rsplit("-", 2)[0] for p in compare_dir.iterdir() if p.is_dir()) == ["adam-s7", "adam-s8", "sgd-s7", "sgd-s8"]
-    assert all(runs.read_status(p).state == "completed" for p in compare_dir.iterdir() if p.is_dir())
+    assert all(run_files.read_status(p).state == "completed" for p in compare_dir.iterdir() if p.is_dir())
 
 
 @pytest.mark.tensorflow_only  # split batches and threads per operation are cnnlab's TensorFlow loop
@@ -219,7 +219,7 @@ def test_each_worker_keeps_its_split_and_threads_within_its_share_of_the_cores(p
     share = max(1, usable_cores() // 2)  # two jobs: one core each on a 2-core machine
     parts = loop.batch_parts(load_config(tiny_path), cores=share, gpus=0)
     for run_dir in (p for p in compare_dir.iterdir() if p.is_dir()):
-        env = json.loads((run_dir / runs.ENV).read_text())
+        env = json.loads((run_dir / run_files.ENV).read_text())
         assert (env["batch_parts"], env["threads_per_op"]) == (parts, max(1, share // parts)), run_dir.name
 
 

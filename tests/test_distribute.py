@@ -276,7 +276,7 @@ def stop(processes):
 def test_a_killed_multi_worker_run_resumes_on_both_workers(write_config, tmp_path):
     import time
 
-    from cnnlab.rundir import runs
+    from cnnlab.rundir import files as run_files, resume_state
 
     epochs = 6
     config = write_config(TINY_DIGITS.replace("  epochs: 2", f"  epochs: {epochs}").replace("  batch_size: 64", "  batch_size: 16")
@@ -284,7 +284,7 @@ def test_a_killed_multi_worker_run_resumes_on_both_workers(write_config, tmp_pat
     processes = start_workers(lambda i: ["train", str(config), "--runs-dir", str(tmp_path / f"runs{i}"), "--strategy", "multi_worker"], tmp_path)
     deadline = time.monotonic() + TIMEOUT_S
     try:
-        while not list(tmp_path.glob("runs0/*/backup/training_metadata.json")) or runs.backup_epoch(next((tmp_path / "runs0").iterdir())) < 2:
+        while not list(tmp_path.glob("runs0/*/backup/training_metadata.json")) or resume_state.backup_epoch(next((tmp_path / "runs0").iterdir())) < 2:
             assert time.monotonic() < deadline and all(p.poll() is None for p in processes), "no backup was written in time"
             time.sleep(0.05)
     finally:
@@ -294,8 +294,8 @@ def test_a_killed_multi_worker_run_resumes_on_both_workers(write_config, tmp_pat
     (run_dir,) = (tmp_path / "runs0").iterdir()
     outputs = finish(start_workers(lambda i: ["train", "--resume", str(run_dir)], tmp_path))
     assert outputs[1][0].strip().startswith("Worker done in"), outputs[1]
-    assert runs.read_status(run_dir).state == "completed", [err[-2000:] for _, err in outputs]
-    assert runs.read_history(run_dir / "history.csv")["epoch"] == list(range(1, epochs + 1))
+    assert run_files.read_status(run_dir).state == "completed", [err[-2000:] for _, err in outputs]
+    assert run_files.read_history(run_dir / "history.csv")["epoch"] == list(range(1, epochs + 1))
     assert not (tmp_path / "runs1").exists()
 
 
@@ -341,7 +341,7 @@ def chief_run_after_first_epoch(tmp_path, processes):
 
 
 def test_a_worker_killed_mid_training_ends_the_chief_in_one_line(write_config, tmp_path):
-    from cnnlab.rundir import runs
+    from cnnlab.rundir import files as run_files
 
     addresses = [f"127.0.0.1:{port}" for port in free_ports(2)]
     processes = start_workers(multi_worker_training(write_config(LONG_TRAINING), tmp_path), tmp_path, addresses,
@@ -358,11 +358,11 @@ def test_a_worker_killed_mid_training_ends_the_chief_in_one_line(write_config, t
     assert line.startswith(f"Error: worker {addresses[1]} stopped answering; ")
     assert line.endswith(f"; resume with: cnnlab train --resume {run_dir} on every worker")
     assert "Traceback" not in err
-    assert runs.read_status(run_dir) == runs.RunStatus(runs.FAILED, line.removeprefix("Error: "))
+    assert run_files.read_status(run_dir) == run_files.RunStatus(run_files.FAILED, line.removeprefix("Error: "))
 
 
 def test_a_worker_stuck_mid_training_ends_the_chief_after_the_step_timeout(write_config, tmp_path):
-    from cnnlab.rundir import runs
+    from cnnlab.rundir import files as run_files
 
     processes = start_workers(multi_worker_training(write_config(LONG_TRAINING), tmp_path), tmp_path,
                               env_for=lambda i: {"CNNLAB_STEP_TIMEOUT": str(STEP_TIMEOUT_S) if i == 0 else "3600"},
@@ -377,4 +377,4 @@ def test_a_worker_stuck_mid_training_ends_the_chief_after_the_step_timeout(write
               f"or a step needs a larger CNNLAB_STEP_TIMEOUT; resume with: cnnlab train --resume {run_dir} on every worker")
     assert error_lines(err) == [f"Error: {reason}"]
     assert "Traceback" not in err
-    assert runs.read_status(run_dir) == runs.RunStatus(runs.FAILED, reason)
+    assert run_files.read_status(run_dir) == run_files.RunStatus(run_files.FAILED, reason)

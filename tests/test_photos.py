@@ -9,7 +9,7 @@ from PIL import Image
 
 from cnnlab.training import tf_loop as loop
 from cnnlab.model import keras_names as registry
-from cnnlab.rundir import runs
+from cnnlab.rundir import files as run_files, trained
 from cnnlab.inspect import visualize
 from cnnlab.model.builder import build_model
 from cnnlab.config.experiment import config_from_text, load_config
@@ -67,8 +67,8 @@ def trained_photos(tmp_path_factory):
 
 def without_augmentation(run_dir):
     """The run's model rebuilt without model.augmentation, with the run's trained weights."""
-    model = keras.models.load_model(run_dir / runs.MODEL)
-    plain = build_model(load_config(run_dir / runs.CONFIG, overrides=["model.augmentation=null"]))
+    model = keras.models.load_model(run_dir / run_files.MODEL)
+    plain = build_model(load_config(run_dir / run_files.CONFIG, overrides=["model.augmentation=null"]))
     plain.set_weights(model.get_weights())  # the random layers have no weights, only generator states
     return plain
 
@@ -176,9 +176,9 @@ def test_predict_gives_what_the_same_weights_give_without_augmentation(trained_p
         images.append(pixels)
     result = run_cli("predict", *(tmp_path / f"{i}.png" for i in range(3)), "--run", trained_photos, "--json", "--top-k", 2)
     assert result.exit_code == 0, result.output
-    config = load_config(trained_photos / runs.CONFIG)
+    config = load_config(trained_photos / run_files.CONFIG)
     expected = without_augmentation(trained_photos).predict(preprocess_images(np.stack(images), preprocessing_for(config.data)), verbose=0)
-    names = json.loads((trained_photos / runs.CLASS_NAMES).read_text())
+    names = json.loads((trained_photos / run_files.CLASS_NAMES).read_text())
     for item, probabilities in zip(json.loads(result.output)["predictions"], expected):
         got = {top["class"]: top["probability"] for top in item["top"]}
         assert got == pytest.approx({name: float(p) for name, p in zip(names, probabilities)}, abs=1e-6)
@@ -190,8 +190,8 @@ def test_evaluate_gives_what_the_same_weights_give_without_augmentation(trained_
     result = run_cli("evaluate", trained_photos, "--json")
     assert result.exit_code == 0, result.output
     scored = json.loads(result.output)
-    held_out = load_split(runs.load_trained_run(trained_photos), None)
-    prep = preprocessing_for(load_config(trained_photos / runs.CONFIG).data)
+    held_out = load_split(trained.load_trained_run(trained_photos), None)
+    prep = preprocessing_for(load_config(trained_photos / run_files.CONFIG).data)
     plain = without_augmentation(trained_photos)
     plain.compile(loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     expected = plain.evaluate(make_dataset(held_out.images, held_out.labels, prep, 32), verbose=0, return_dict=True)
@@ -214,10 +214,10 @@ def test_the_recipe_passes_check_with_the_augmentation_the_issue_names():
 
 
 def test_the_recipe_trains_on_a_folder_of_photos(trained_photos):
-    assert runs.read_status(trained_photos).state == "completed"
-    metrics = json.loads((trained_photos / runs.METRICS).read_text())
+    assert run_files.read_status(trained_photos).state == "completed"
+    metrics = json.loads((trained_photos / run_files.METRICS).read_text())
     assert metrics["epochs_run"] == 2 and metrics["test"] is not None
-    assert json.loads((trained_photos / runs.CLASS_NAMES).read_text()) == ["across", "down"]
+    assert json.loads((trained_photos / run_files.CLASS_NAMES).read_text()) == ["across", "down"]
 
 
 def test_visualize_draws_the_augmented_training_images_and_no_feature_maps_of_the_random_layers(trained_photos):
@@ -240,7 +240,7 @@ def test_feature_maps_are_those_of_the_same_weights_without_augmentation(trained
 
 
 def test_the_augmented_draws_differ_from_the_image_and_repeat_with_the_seed(trained_photos):
-    model = keras.models.load_model(trained_photos / runs.MODEL)
+    model = keras.models.load_model(trained_photos / run_files.MODEL)
     layers = visualize.augmentation_layers(model)
     assert [type(layer).__name__ for layer in layers] == [spec.type for spec in load_config(PHOTOS).model.augmentation]
     images = np.random.default_rng(1).uniform(0, 1, (2, 16, 16, 3)).astype("float32")

@@ -11,7 +11,7 @@ import time
 import pytest
 from click.testing import CliRunner
 
-from cnnlab.rundir import runs
+from cnnlab.rundir import files as run_files, resume_state
 from cnnlab.cli import main
 from cnnlab.config.experiment import load_config
 from cnnlab.data.sources import load_dataset
@@ -36,7 +36,7 @@ def wait_for_epochs(runs_dir, count, process, timeout=120):
     while time.monotonic() < deadline:
         assert process.poll() is None, process.communicate()
         for history in runs_dir.glob("*/history.csv"):
-            if len(runs.read_history_rows(history)) >= count:
+            if len(run_files.read_history_rows(history)) >= count:
                 return history.parent
         time.sleep(0.05)
     process.kill()
@@ -59,13 +59,13 @@ def resume(run_dir):
 
 
 def assert_complete_and_consistent(run_dir):
-    history = runs.read_history(run_dir / "history.csv")
+    history = run_files.read_history(run_dir / "history.csv")
     assert history["epoch"] == list(range(1, EPOCHS + 1))  # every epoch exactly once, in order
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["epochs_run"] == EPOCHS
     assert metrics["best"]["val_loss"] == pytest.approx(min(history["val_loss"]))
-    assert runs.read_status(run_dir).state == "completed"
-    assert not (run_dir / runs.BACKUP_DIR).exists()
+    assert run_files.read_status(run_dir).state == "completed"
+    assert not (run_dir / run_files.BACKUP_DIR).exists()
 
     import keras
 
@@ -83,8 +83,8 @@ def test_ctrl_c_leaves_an_interrupted_consistent_run_that_resumes(tmp_path, writ
     last_line = stderr.strip().splitlines()[-1]
     assert last_line.startswith("Error: training interrupted after epoch ")
     assert last_line.endswith(f"resume with: cnnlab train --resume {run_dir}")
-    status = runs.read_status(run_dir)
-    done = len(runs.read_history_rows(run_dir / "history.csv"))
+    status = run_files.read_status(run_dir)
+    done = len(run_files.read_history_rows(run_dir / "history.csv"))
     assert status.state == "interrupted" and status.reason == f"after epoch {done} of {EPOCHS}"
     assert (run_dir / "loss.png").exists() and (run_dir / "best.keras").exists()
 
@@ -96,13 +96,13 @@ def test_ctrl_c_leaves_an_interrupted_consistent_run_that_resumes(tmp_path, writ
 def test_sigterm_stops_like_ctrl_c(tmp_path, write_config):
     run_dir, code, stderr = interrupt(tmp_path, write_config, signal.SIGTERM)
     assert code == 130 and "Traceback" not in stderr
-    assert runs.read_status(run_dir).state == "interrupted"
+    assert run_files.read_status(run_dir).state == "interrupted"
 
 
 def test_a_run_killed_mid_epoch_resumes_the_same_way(tmp_path, write_config):
     run_dir, code, _ = interrupt(tmp_path, write_config, signal.SIGKILL)
     assert code == -signal.SIGKILL
-    assert runs.read_status(run_dir).state == "running"  # nobody could say otherwise
+    assert run_files.read_status(run_dir).state == "running"  # nobody could say otherwise
     result = resume(run_dir)
     assert result.exit_code == 0, result.output
     assert_complete_and_consistent(run_dir)
@@ -145,7 +145,7 @@ def test_early_stopping_counter_and_best_carry_over_a_resume(tmp_path):
 
 def write_backup(run_dir, metadata, weights):
     """Keras' backup folder as a kill may leave it: `metadata` and `weights` are each (latest, .bkp) file contents."""
-    backup = run_dir / runs.BACKUP_DIR
+    backup = run_dir / run_files.BACKUP_DIR
     backup.mkdir()
     for name, (latest, previous) in (("training_metadata.json", metadata), ("latest.weights.h5", weights)):
         (backup / name).write_bytes(latest)
@@ -156,7 +156,7 @@ def write_backup(run_dir, metadata, weights):
 def test_a_backup_cut_off_by_a_kill_falls_back_to_the_previous_pair(tmp_path):
     backup = write_backup(tmp_path, (b'{"epo', b'{"epoch": 4, "batch": 0}'),  # killed while Keras wrote the metadata
                           (b"epoch 5 weights", b"epoch 4 weights"))
-    assert runs.backup_epoch(tmp_path) == 4
+    assert resume_state.backup_epoch(tmp_path) == 4
     assert (backup / "latest.weights.h5").read_bytes() == b"epoch 4 weights"  # the pair Keras will load matches
     assert json.loads((backup / "training_metadata.json").read_text())["epoch"] == 4
 
@@ -164,22 +164,22 @@ def test_a_backup_cut_off_by_a_kill_falls_back_to_the_previous_pair(tmp_path):
 def test_weights_cut_off_by_a_kill_fall_back_to_the_previous_pair(tmp_path):
     # epoch 5's metadata not yet written; killed while Keras wrote its weights
     backup = write_backup(tmp_path, (b'{"epoch": 4, "batch": 0}', b'{"epoch": 4, "batch": 0}'), (b"epoch 5 wei", b"epoch 4 weights"))
-    assert runs.backup_epoch(tmp_path) == 4
+    assert resume_state.backup_epoch(tmp_path) == 4
     assert (backup / "latest.weights.h5").read_bytes() == b"epoch 4 weights"
 
 
 def test_a_whole_backup_is_left_as_it_is(tmp_path):
     backup = write_backup(tmp_path, (b'{"epoch": 5, "batch": 0}', b'{"epoch": 4, "batch": 0}'),
                           (b"epoch 5 weights", b"epoch 4 weights"))
-    assert runs.backup_epoch(tmp_path) == 5
+    assert resume_state.backup_epoch(tmp_path) == 5
     assert (backup / "latest.weights.h5").read_bytes() == b"epoch 5 weights"
 
 
 def test_an_unusable_backup_restarts_the_epochs(tmp_path):
-    backup = tmp_path / runs.BACKUP_DIR
+    backup = tmp_path / run_files.BACKUP_DIR
     backup.mkdir()
     (backup / "training_metadata.json").write_text("")
-    assert runs.backup_epoch(tmp_path) == 0
+    assert resume_state.backup_epoch(tmp_path) == 0
     assert not backup.exists()
 
 
@@ -193,11 +193,11 @@ def test_a_run_still_training_cannot_be_resumed_by_a_second_process(tmp_path, wr
         process.kill()
         process.communicate()
     assert result.exit_code == 2
-    assert result.output.strip() == (f"Error: {run_dir} is being trained by process {process.pid} (it holds {run_dir / runs.LOCK}); "
+    assert result.output.strip() == (f"Error: {run_dir} is being trained by process {process.pid} (it holds {run_dir / run_files.LOCK}); "
                                      "wait for it to end or stop it, then resume")
-    assert len(runs.read_history_rows(run_dir / "history.csv")) >= 1  # the refused resume cut nothing back
+    assert len(run_files.read_history_rows(run_dir / "history.csv")) >= 1  # the refused resume cut nothing back
 
     result = resume(run_dir)  # the kernel let go of the killed process's lock
     assert result.exit_code == 0, result.output
     assert_complete_and_consistent(run_dir)
-    assert not (run_dir / runs.LOCK).exists()
+    assert not (run_dir / run_files.LOCK).exists()

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from cnnlab.training import callbacks
-from cnnlab.rundir import runs
+from cnnlab.rundir import files as run_files
 from conftest import BACKEND, TINY_DIGITS, run_cli
 
 WATCHED = TINY_DIGITS.replace("  epochs: 2", "  epochs: 14").replace("  batch_size: 64", "  batch_size: 32").replace(
@@ -62,9 +62,9 @@ def only_run(root):
 
 
 def comparable(run_dir):
-    history = runs.read_history(run_dir / runs.HISTORY)
+    history = run_files.read_history(run_dir / run_files.HISTORY)
     history.pop("time_s")
-    metrics = json.loads((run_dir / runs.METRICS).read_text())
+    metrics = json.loads((run_dir / run_files.METRICS).read_text())
     return history, {key: metrics[key] for key in ("epochs_run", "best_epoch", "best", "test")}
 
 
@@ -74,7 +74,7 @@ def train_interrupted_and_resumed(root, text, monkeypatch, epoch):
         result = train(root, text)
     assert result.exit_code == 130, result.output
     run_dir = only_run(root)
-    assert runs.read_status(run_dir).state == "interrupted"
+    assert run_files.read_status(run_dir).state == "interrupted"
     resumed = run_cli("train", "--resume", run_dir, "-q")
     assert resumed.exit_code == 0, resumed.output
     return run_dir
@@ -121,12 +121,12 @@ def test_restore_best_weights_after_a_resume_restores_the_best_epoch_of_the_whol
     with_extra_callbacks(monkeypatch, WeightsAtEnd())
     assert run_cli("train", "--resume", run_dir, "-q").exit_code == 0
 
-    metrics = json.loads((run_dir / runs.METRICS).read_text())
+    metrics = json.loads((run_dir / run_files.METRICS).read_text())
     assert metrics["best_epoch"] == 1 and metrics["epochs_run"] == 4
-    best = keras.models.load_model(run_dir / runs.MODEL).get_weights()  # the checkpoint watches the same value
+    best = keras.models.load_model(run_dir / run_files.MODEL).get_weights()  # the checkpoint watches the same value
     for restored, saved in zip(WeightsAtEnd.weights, best):
         np.testing.assert_array_equal(restored, saved)
-    assert not (run_dir / runs.RESUME_DIR).exists()
+    assert not (run_dir / run_files.RESUME_DIR).exists()
 
 
 AUGMENTATION = "  augmentation:\n    - RandomFlip: {mode: horizontal}\n    - RandomTranslation: {height_factor: 0.2, width_factor: 0.2}\n  layers:\n"

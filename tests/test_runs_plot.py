@@ -9,7 +9,7 @@ import sys
 import pytest
 from PIL import Image
 
-from cnnlab.rundir import runs
+from cnnlab.rundir import files as run_files, listing
 from cnnlab.config.best_epoch import best_epoch_of, history_of, monitor_of
 from cnnlab.config.experiment import load_config
 from cnnlab.config.keypaths import flatten
@@ -50,7 +50,7 @@ def comparison(lab, tmp_path_factory):
     config.write_text(TINY_DIGITS, encoding="utf-8")
     result = run_cli("compare-optimizers", config, "--runs-dir", runs_dir, "--epochs", 1, "-o", "adam", "-o", "sgd")
     assert result.exit_code == 0, result.output
-    (folder,) = [path for path, kind in runs.find_groups(runs_dir) if kind == "compare"]
+    (folder,) = [path for path, kind in listing.find_groups(runs_dir) if kind == "compare"]
     return folder
 
 
@@ -178,7 +178,7 @@ def test_fine_tunings_second_phase_is_marked_where_it_starts(lab, tmp_path):
     rows = read_csv(run_dir / "history.csv")
     for row, phase in zip(rows, (1, 2)):
         row["phase"] = phase
-    runs.write_history(run_dir / "history.csv", rows)
+    run_files.write_history(run_dir / "history.csv", rows)
     fig = draw_runs([load_plotted_run(run_dir, run_dir.name)], ["loss", "accuracy"], [])
     vertical = [line.get_xdata() for line in fig.axes[0].lines if line.get_linestyle() == ":"]
     assert [list(x) for x in vertical] == [[1.5, 1.5]]
@@ -220,7 +220,7 @@ def test_a_sweep_folder_is_not_one_run(lab, tmp_path):
 def test_a_run_without_an_epoch_in_its_history(lab, tmp_path, history):
     runs_dir, a, _ = lab
     run_dir = shutil.copytree(a, tmp_path / "starting")
-    runs.set_status(run_dir, runs.RUNNING)
+    run_files.set_status(run_dir, run_files.RUNNING)
     if history is None:
         (run_dir / "history.csv").unlink()
         expected = f"{run_dir}: no history.csv yet (status running); a run has curves once it has trained an epoch"

@@ -7,8 +7,9 @@ import keras
 import optuna
 import pytest
 
+from pathlib import Path
 from cnnlab.training import callbacks
-from cnnlab.rundir import runs
+from cnnlab.rundir import files as run_files, trained
 from conftest import TINY_DIGITS, assert_one_line_error, run_cli
 
 SWEPT = TINY_DIGITS.replace("  epochs: 2", "  epochs: 3").replace(
@@ -50,7 +51,7 @@ def test_a_sweep_leaves_its_study_every_trial_as_a_run_and_a_best_config_that_tr
     rows = trial_rows(sweep_dir)
     assert [row["state"] for row in rows] == ["complete"] * 3
     for row in rows:  # each trial is an ordinary run folder with its sampled values in its config
-        run_dir = runs.load_trained_run(row["run_dir"])
+        run_dir = trained.load_trained_run(row["run_dir"])
         assert run_dir.config.compile.optimizer.kwargs["learning_rate"] == pytest.approx(float(row["compile.optimizer.learning_rate"]))
         assert run_dir.config.model.layers[0].kwargs["filters"] == int(row["model.layers[0].Conv2D.filters"])
     study = optuna.load_study(study_name=sweep_dir.name, storage=f"sqlite:///{sweep_dir / 'study.db'}")
@@ -61,7 +62,7 @@ def test_a_sweep_leaves_its_study_every_trial_as_a_run_and_a_best_config_that_tr
     again = run_cli("train", sweep_dir / "best.yaml", "--runs-dir", tmp_path / "again", "-q")
     assert again.exit_code == 0, again.output
     (retrained,) = (tmp_path / "again").iterdir()
-    history = runs.read_history(retrained / "history.csv")
+    history = run_files.read_history(retrained / "history.csv")
     assert min(history["val_loss"]) == pytest.approx(float(best["value"]), abs=1e-6)
 
 
@@ -117,7 +118,7 @@ def test_ctrl_c_marks_the_running_trial_and_resume_finishes_the_trials(tmp_path,
         f"Error: sweep interrupted after 0 of 3 finished trials; resume with: cnnlab sweep --resume {sweep_dir}")
     (row,) = trial_rows(sweep_dir)
     assert row["state"] == "fail" and row["reason"] == "interrupted"
-    assert runs.read_status(row["run_dir"]).state == "interrupted"
+    assert run_files.read_status(row["run_dir"]).state == "interrupted"
 
     resumed = run_cli("sweep", "--resume", sweep_dir)
     assert resumed.exit_code == 0, resumed.output
@@ -145,9 +146,9 @@ def test_pruning_stops_a_trial_that_is_worse_than_the_median_of_those_before(tmp
     trial = study.trials[-1]
     assert trial.state == optuna.trial.TrialState.PRUNED
     assert trial.user_attrs["pruned_at_epoch"] == 2  # the first epoch after the warm-up
-    history = runs.read_history(runs.Path(trial.user_attrs["run_dir"]) / "history.csv")
+    history = run_files.read_history(Path(trial.user_attrs["run_dir"]) / "history.csv")
     assert history["epoch"] == [1, 2]  # training stopped there, and the run folder is whole
-    assert runs.read_status(trial.user_attrs["run_dir"]).reason == "pruned by the sweep after epoch 2"
+    assert run_files.read_status(trial.user_attrs["run_dir"]).reason == "pruned by the sweep after epoch 2"
 
 
 @pytest.mark.parametrize("storage", ["postgresql://nobody:secret@127.0.0.1:9/none",  # nothing listens there

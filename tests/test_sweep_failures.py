@@ -17,7 +17,7 @@ import optuna
 import pytest
 from click.testing import CliRunner
 
-from cnnlab.rundir import runs
+from cnnlab.rundir import files as run_files
 from cnnlab.cli import main
 from cnnlab.search.study import SURPLUS, claim_slot, failure_streak
 from conftest import REPO, TINY_DIGITS
@@ -118,7 +118,7 @@ def test_a_sweep_whose_every_trial_diverges_stops_after_max_failures_in_one_line
     rows = trial_rows(sweep_dir)
     assert [(row["state"], row["reason"]) for row in rows] == [("fail", NAN)] * 2
     for row in rows:  # the traceback is in the trial's own run folder, and it is train's, not Optuna's
-        assert Path(row["failure_log"]) == Path(row["run_dir"]) / runs.FAILURE_LOG
+        assert Path(row["failure_log"]) == Path(row["run_dir"]) / run_files.FAILURE_LOG
         log = Path(row["failure_log"]).read_text()
         assert "Traceback (most recent call last)" in log and "in finish_run" in log
     summary = (sweep_dir / "summary.md").read_text()
@@ -157,7 +157,7 @@ sweep:
     failed = rows[1]
     assert failed["reason"].startswith("model.layers[1].MaxPooling2D")
     assert failed["run_dir"] == ""  # the model never built, so train made no run folder; the log is where it would be
-    assert Path(failed["failure_log"]) == sweep_dir / "trials" / f"tiny-trial001-{runs.FAILURE_LOG}"
+    assert Path(failed["failure_log"]) == sweep_dir / "trials" / f"tiny-trial001-{run_files.FAILURE_LOG}"
     assert "ConfigError" in Path(failed["failure_log"]).read_text()
     assert f"3 trials finished, 1 failed. Sweep: {sweep_dir}" in out
 
@@ -218,7 +218,7 @@ def test_a_comparison_whose_every_candidate_fails_ends_in_one_line_naming_the_co
         f"Error: every run of the comparison failed; see {compare_dir / 'summary.md'}; 2 of 2 with: {NAN}"]
     assert_nothing_but_cnnlab_lines(result.output)
     for run_dir in (path for path in compare_dir.iterdir() if path.is_dir()):
-        assert "in finish_run" in (run_dir / runs.FAILURE_LOG).read_text()
+        assert "in finish_run" in (run_dir / run_files.FAILURE_LOG).read_text()
 
 
 def test_debug_prints_the_tracebacks_of_failed_runs_sent_back_by_their_workers(tmp_path):

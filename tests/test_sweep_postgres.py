@@ -12,7 +12,7 @@ from pathlib import Path
 
 import optuna
 
-from cnnlab.rundir import runs
+from cnnlab.rundir import trained
 from conftest import REPO, assert_one_line_error, run_cli
 from test_sweep import SWEPT, trial_rows
 
@@ -49,7 +49,7 @@ def test_two_machines_join_one_study_each_trial_a_run_folder_on_the_machine_that
         run_dir = Path(trial.user_attrs["run_dir"])
         (machine,) = [machine for machine in machines if run_dir.is_relative_to(machine)]
         trained_on.setdefault(machine, []).append(trial.number)
-        assert runs.load_trained_run(run_dir).config.name == f"tiny-trial{trial.number:03d}"
+        assert trained.load_trained_run(run_dir).config.name == f"tiny-trial{trial.number:03d}"
     assert sorted(trained_on) == machines, trained_on  # both machines trained trials of the one study
     sampled = [tuple(sorted(trial.params.items())) for trial in finished]
     assert len(set(sampled)) == len(sampled), sampled  # the machines did not train the same values twice

@@ -16,7 +16,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from tensorboard.util import tensor_util
 
 from cnnlab.training import callbacks
-from cnnlab.rundir import runs
+from cnnlab.rundir import files as run_files, listing
 from cnnlab.tracking import tensorboard as tensorboard_logs
 from cnnlab.config.experiment import load_config
 from cnnlab.training.train import prepare
@@ -66,12 +66,12 @@ def train(tmp_path, text, *args):
     config.write_text(text)
     result = run_cli("train", config, "--runs-dir", tmp_path / "runs", "-q", *args)
     assert result.exit_code == 0, result.output
-    (run_dir,) = [path for path in (tmp_path / "runs").iterdir() if runs.is_run_dir(path)]
+    (run_dir,) = [path for path in (tmp_path / "runs").iterdir() if run_files.is_run_dir(path)]
     return config, run_dir
 
 
 def batches_per_epoch(run_dir):
-    return -(-json.loads((run_dir / runs.METRICS).read_text())["num_train"] // 64)
+    return -(-json.loads((run_dir / run_files.METRICS).read_text())["num_train"] // 64)
 
 
 def assert_same_scalars(ours, theirs):
@@ -96,7 +96,7 @@ def test_a_run_logs_the_tags_and_values_plain_fit_logs(tmp_path):
     # the compiled step's graph, on TensorFlow (Keras 3.15's fit draws none: its train_function is no tf.function)
     assert graph == (BACKEND == "tensorflow")
     validation, _, _ = read_logs(run_dir / "tensorboard" / "validation")
-    history = runs.read_history(run_dir / runs.HISTORY)  # and they are the run's own numbers
+    history = run_files.read_history(run_dir / run_files.HISTORY)  # and they are the run's own numbers
     np.testing.assert_allclose([v for _, v in ours["epoch_loss"]], history["loss"], rtol=1e-6)
     np.testing.assert_allclose([v for _, v in validation["epoch_accuracy"]], history["val_accuracy"], rtol=1e-6)
     batches = batches_per_epoch(run_dir)
@@ -105,7 +105,7 @@ def test_a_run_logs_the_tags_and_values_plain_fit_logs(tmp_path):
 
 def test_batch_level_logs_count_batches_as_keras_documents_update_freq(tmp_path):
     config, run_dir = train(tmp_path, config_with("{update_freq: 3}", epochs=2))
-    assert yaml.safe_load((run_dir / runs.CONFIG).read_text())["train"]["steps_per_execution"] == 1
+    assert yaml.safe_load((run_dir / run_files.CONFIG).read_text())["train"]["steps_per_execution"] == 1
     fit_as_keras_does(config, tmp_path / "fit", update_freq=3)
 
     ours, _, _ = read_logs(run_dir / "tensorboard" / "train")
@@ -229,12 +229,12 @@ def test_the_hparams_dashboard_lists_a_comparisons_runs_with_their_settings_and_
         "experimentName": "", "allowedStatuses": ["STATUS_UNKNOWN", "STATUS_SUCCESS", "STATUS_FAILURE", "STATUS_RUNNING"],
         "colParams": [], "startIndex": 0, "sliceSize": 10})["sessionGroups"]
     by_trial = {group["name"]: group for group in groups}
-    children = sorted(path.name for path in compare_dir.iterdir() if runs.is_run_dir(path))
+    children = sorted(path.name for path in compare_dir.iterdir() if run_files.is_run_dir(path))
     assert sorted(by_trial) == [f"{child} in {compare_dir.name}" for child in children]
     optimizers = {group["hparams"]["compile.optimizer.name"] for group in groups}
     assert optimizers == {"adam", "sgd"}
     for name, group in by_trial.items():
-        metrics_json = json.loads((compare_dir / name.split(" in ")[0] / runs.METRICS).read_text())
+        metrics_json = json.loads((compare_dir / name.split(" in ")[0] / run_files.METRICS).read_text())
         values = {(value["name"]["group"], value["name"]["tag"]): value["value"] for value in group["metricValues"]}
         assert values[("", "test/accuracy")] == pytest.approx(metrics_json["test"]["accuracy"], rel=1e-6)
         assert values[("validation", "epoch_accuracy")] == pytest.approx(metrics_json["final"]["val_accuracy"], rel=1e-6)
@@ -268,7 +268,7 @@ def test_a_resumed_run_writes_its_hparams_again_and_its_results_once(tmp_path, m
     assert read_logs(run_dir / "tensorboard")[0] == {}, "no results before the run ends"
     assert run_cli("train", "--resume", run_dir, "-q").exit_code == 0
     scalars, other, _ = read_logs(run_dir / "tensorboard")
-    metrics = json.loads((run_dir / runs.METRICS).read_text())
+    metrics = json.loads((run_dir / run_files.METRICS).read_text())
     assert scalars["best/epoch"] == [(1, metrics["best_epoch"])]
     assert [value for _, value in scalars["test/loss"]] == pytest.approx([metrics["test"]["loss"]])
     assert other == {"_hparams_/session_start_info"}
@@ -295,11 +295,11 @@ train:
     _, run_dir = train(tmp_path, text)
     logs = all_logs(run_dir)
     assert [step for step, _ in logs["train"]["epoch_loss"]] == [0, 1, 2, 3]
-    batches = -(-json.loads((run_dir / runs.METRICS).read_text())["num_train"] // 8)
+    batches = -(-json.loads((run_dir / run_files.METRICS).read_text())["num_train"] // 8)
     assert [step for step, _ in logs["train"]["batch_loss"]] == list(range(1, 4 * batches + 1))
     # the second phase's new optimizer counts its steps from 0 again; the curve does not
     assert [step for step, _ in logs["validation"]["evaluation_loss_vs_iterations"]] == [batches * i for i in (1, 2, 3, 4)]
-    history = runs.read_history(run_dir / runs.HISTORY)
+    history = run_files.read_history(run_dir / run_files.HISTORY)
     np.testing.assert_allclose([v for _, v in logs["train"]["epoch_learning_rate"]], history["learning_rate"], rtol=1e-6)
     assert history["learning_rate"][-1] == pytest.approx(1e-5)
 
@@ -320,7 +320,7 @@ sweep:
     result = run_cli("sweep", config, "--runs-dir", tmp_path / "runs")
     assert result.exit_code == 0, result.output
     (sweep_dir,) = (tmp_path / "runs").glob("sweep-*")
-    trials = runs.runs_in_group(sweep_dir, "sweep")
+    trials = listing.runs_in_group(sweep_dir, "sweep")
     assert len(trials) == 2
     for trial in trials:
         accumulator = EventAccumulator(str(trial / "tensorboard"), size_guidance={"tensors": 0})
@@ -328,5 +328,5 @@ sweep:
         content = accumulator.SummaryMetadata(metadata.SESSION_START_INFO_TAG).plugin_data.content
         session = metadata.parse_session_start_info_plugin_data(content)
         assert session.group_name == f"{trial.name} in {sweep_dir.name}"
-        tried = yaml.safe_load((trial / runs.CONFIG).read_text())["model"]["layers"][0]["Conv2D"]["filters"]
+        tried = yaml.safe_load((trial / run_files.CONFIG).read_text())["model"]["layers"][0]["Conv2D"]["filters"]
         assert session.hparams["model.layers[0].Conv2D.filters"].number_value == tried

@@ -17,7 +17,7 @@ import pytest
 
 mlflow = pytest.importorskip("mlflow", reason='MLflow is the optional extra: pip install -e ".[mlflow]"')
 
-from cnnlab.rundir import runs  # noqa: E402
+from cnnlab.rundir import files as run_files, listing, trained  # noqa: E402
 from cnnlab.tracking.mlflow import store_in_use  # noqa: E402
 from conftest import TINY_DIGITS, assert_one_line_error, free_port, run_cli  # noqa: E402
 from test_resume_state import CtrlCAfter, with_extra_callbacks  # noqa: E402
@@ -29,12 +29,12 @@ def train_tracked(root, *args, text=TINY_DIGITS):
     config = root / "config.yaml"
     config.write_text(text)
     result = run_cli("train", config, "--runs-dir", root / "runs", "-q", *args)
-    made = [path for path in (root / "runs").iterdir() if runs.is_run_dir(path)] if (root / "runs").is_dir() else []
+    made = [path for path in (root / "runs").iterdir() if run_files.is_run_dir(path)] if (root / "runs").is_dir() else []
     return result, (made[0] if len(made) == 1 else None)
 
 
 def run_id_of(run_dir):
-    return runs.read_json(run_dir / runs.TRACKING)["run_id"]
+    return run_files.read_json(run_dir / run_files.TRACKING)["run_id"]
 
 
 def history_of_metric(client, run_id, key):
@@ -58,7 +58,7 @@ def test_the_run_is_an_mlflow_run_named_after_its_folder(tracked):
     assert run.info.run_name == run_dir.name
     assert run.info.status == "FINISHED"
     assert run.data.tags["cnnlab.run_dir"] == str(run_dir.resolve())
-    assert run.data.tags["cnnlab.backend"] == runs.read_backend(run_dir)
+    assert run.data.tags["cnnlab.backend"] == run_files.read_backend(run_dir)
     assert client.get_experiment(run.info.experiment_id).name == "tiny"  # the config's name
 
 
@@ -75,7 +75,7 @@ def test_params_are_the_resolved_config_setting_by_setting(tracked):
 
 def test_every_epoch_is_logged_as_history_csv_has_it(tracked):
     run_dir, client, run_id = tracked
-    history = runs.read_history(run_dir / runs.HISTORY)
+    history = run_files.read_history(run_dir / run_files.HISTORY)
     for key in ("loss", "accuracy", "val_loss", "val_accuracy", "learning_rate"):
         assert history_of_metric(client, run_id, key) == list(enumerate(history[key])), key
     assert "time_s" not in client.get_run(run_id).data.metrics
@@ -83,7 +83,7 @@ def test_every_epoch_is_logged_as_history_csv_has_it(tracked):
 
 def test_test_metrics_and_the_run_folder_are_logged(tracked):
     run_dir, client, run_id = tracked
-    metrics = runs.read_json(run_dir / runs.METRICS)
+    metrics = run_files.read_json(run_dir / run_files.METRICS)
     logged = client.get_run(run_id).data.metrics
     assert logged["test_accuracy"] == metrics["test"]["accuracy"]
     assert logged["test_loss"] == metrics["test"]["loss"]
@@ -91,7 +91,7 @@ def test_test_metrics_and_the_run_folder_are_logged(tracked):
     assert logged["best_epoch"] == metrics["best_epoch"]
     names = {artifact.path for artifact in client.list_artifacts(run_id)}
     assert {"config.yaml", "history.csv", "metrics.json", "best.keras", "loss.png", "env.json", "status"} <= names
-    assert not names & {runs.BACKUP_DIR, runs.TRACKING, runs.LOCK}
+    assert not names & {run_files.BACKUP_DIR, run_files.TRACKING, run_files.LOCK}
 
 
 def test_the_logged_model_loads_and_predicts_like_best_keras(tracked):
@@ -99,7 +99,7 @@ def test_the_logged_model_loads_and_predicts_like_best_keras(tracked):
     with store_in_use(client.tracking_uri):  # `runs:/` is read from the process's tracking URI
         logged = mlflow.keras.load_model(f"runs:/{run_id}/model")
     images = np.random.default_rng(0).random((5, 8, 8, 1), dtype=np.float32)
-    best = runs.load_model(run_dir / runs.MODEL)
+    best = trained.load_model(run_dir / run_files.MODEL)
     np.testing.assert_allclose(logged.predict(images, verbose=0), best.predict(images, verbose=0), rtol=1e-6, atol=1e-6)
 
 
@@ -141,7 +141,7 @@ def test_a_run_is_logged_to_a_tracking_server(tmp_path, mlflow_server):
     client = mlflow.MlflowClient(tracking_uri=mlflow_server)
     run = client.get_run(run_id_of(run_dir))
     assert run.info.status == "FINISHED"
-    history = runs.read_history(run_dir / runs.HISTORY)
+    history = run_files.read_history(run_dir / run_files.HISTORY)
     assert history_of_metric(client, run.info.run_id, "val_loss") == list(enumerate(history["val_loss"]))
     assert "best.keras" in {artifact.path for artifact in client.list_artifacts(run.info.run_id)}
 
@@ -158,8 +158,8 @@ def test_a_server_that_is_down_costs_a_line_not_the_run_and_track_logs_it_later(
     assert lines[-1].startswith(f"Error: MLflow tracking at {down} failed: "), lines[-1]
     assert lines[-1].endswith(f"the run is complete in {run_dir}: log it with cnnlab track {run_dir} --mlflow {down}")
     assert any(line.startswith("Test accuracy: ") for line in lines)  # the normal result came first
-    assert runs.read_status(run_dir).state == runs.COMPLETED
-    assert all((run_dir / name).is_file() for name in (runs.MODEL, runs.HISTORY, runs.METRICS))
+    assert run_files.read_status(run_dir).state == run_files.COMPLETED
+    assert all((run_dir / name).is_file() for name in (run_files.MODEL, run_files.HISTORY, run_files.METRICS))
 
     store = f"sqlite:///{tmp_path / 'mlflow.db'}"
     logged = run_cli("track", run_dir, "--mlflow", store)
@@ -167,9 +167,9 @@ def test_a_server_that_is_down_costs_a_line_not_the_run_and_track_logs_it_later(
     client = mlflow.MlflowClient(tracking_uri=store)
     run = client.get_run(run_id_of(run_dir))
     assert run.info.status == "FINISHED" and run.info.run_name == run_dir.name
-    history = runs.read_history(run_dir / runs.HISTORY)
+    history = run_files.read_history(run_dir / run_files.HISTORY)
     assert history_of_metric(client, run.info.run_id, "loss") == list(enumerate(history["loss"]))
-    assert run.data.metrics["test_accuracy"] == runs.read_json(run_dir / runs.METRICS)["test"]["accuracy"]
+    assert run.data.metrics["test_accuracy"] == run_files.read_json(run_dir / run_files.METRICS)["test"]["accuracy"]
     assert run.data.params["train.batch_size"] == "64"
     assert (tmp_path / "mlartifacts").is_dir()  # beside the database, not in the working directory
 
@@ -191,7 +191,7 @@ def test_a_resumed_run_continues_its_mlflow_run_logging_each_epoch_once(tmp_path
     resumed = run_cli("train", "--resume", run_dir, "-q")
     assert resumed.exit_code == 0, resumed.output
     assert run_id_of(run_dir) == run_id
-    history = runs.read_history(run_dir / runs.HISTORY)
+    history = run_files.read_history(run_dir / run_files.HISTORY)
     assert history["epoch"] == [1, 2, 3]
     for key in ("loss", "val_accuracy", "learning_rate"):
         assert history_of_metric(client, run_id, key) == list(enumerate(history[key])), key
@@ -225,8 +225,8 @@ def test_a_comparison_whose_server_is_down_trains_every_run_and_fails_naming_the
     down = f"http://127.0.0.1:{free_port()}"
     result, compare_dir = compare_tracked(tmp_path, down)
     assert result.exit_code == 2, result.output
-    children = runs.runs_in_group(compare_dir, "compare")
-    assert len(children) == 2 and all(runs.read_status(run_dir).state == runs.COMPLETED for run_dir in children)
+    children = listing.runs_in_group(compare_dir, "compare")
+    assert len(children) == 2 and all(run_files.read_status(run_dir).state == run_files.COMPLETED for run_dir in children)
     last = result.output.strip().splitlines()[-1]
     assert last.startswith(f"Error: 2 of the runs in {compare_dir} could not be logged (MLflow tracking at {down} failed")
     assert all(str(run_dir) in last for run_dir in children) and "cnnlab track" in last
@@ -243,8 +243,8 @@ sweep:
     result = run_cli("sweep", config, "--runs-dir", tmp_path / "runs", "--mlflow")
     assert result.exit_code == 0, result.output
     (sweep_dir,) = [path for path in (tmp_path / "runs").iterdir() if path.name.startswith("sweep-")]
-    assert not (sweep_dir / runs.MLFLOW_DB).exists()
-    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'runs' / runs.MLFLOW_DB}")
+    assert not (sweep_dir / run_files.MLFLOW_DB).exists()
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'runs' / run_files.MLFLOW_DB}")
     (run,) = client.search_runs([client.get_experiment_by_name("tiny").experiment_id])
     assert run.info.run_name.startswith("tiny-trial000-") and run.data.tags["cnnlab.group"] == sweep_dir.name
 
@@ -252,9 +252,9 @@ sweep:
 def test_mlflow_alone_keeps_the_store_beside_the_runs(tmp_path):
     result, run_dir = train_tracked(tmp_path, "--mlflow")
     assert result.exit_code == 0, result.output
-    assert (tmp_path / "runs" / runs.MLFLOW_DB).is_file()
-    assert (tmp_path / "runs" / runs.MLFLOW_ARTIFACTS).is_dir()
-    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'runs' / runs.MLFLOW_DB}")
+    assert (tmp_path / "runs" / run_files.MLFLOW_DB).is_file()
+    assert (tmp_path / "runs" / run_files.MLFLOW_ARTIFACTS).is_dir()
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'runs' / run_files.MLFLOW_DB}")
     assert client.get_run(run_id_of(run_dir)).info.status == "FINISHED"
     listed = run_cli("runs", "--runs-dir", tmp_path / "runs")
     assert listed.exit_code == 0 and run_dir.name in listed.output and "broken" not in listed.output

@@ -9,7 +9,7 @@ import yaml
 from click.testing import CliRunner
 from PIL import Image
 
-from cnnlab.rundir import runs
+from cnnlab.rundir import files as run_files
 from cnnlab.cli import main
 from cnnlab.config.experiment import load_config
 from cnnlab.data.sources import load_dataset
@@ -46,12 +46,12 @@ def test_the_run_folder_has_every_file(digits_run):
     assert sorted(p.name for p in run_dir.iterdir()) == sorted(RUN_FILES)
     assert run_dir.name.startswith("digits_cnn-")
     assert f"Run: {run_dir}" in output
-    assert runs.read_status(run_dir).state == "completed"
+    assert run_files.read_status(run_dir).state == "completed"
 
 
 def test_history_has_one_row_per_epoch_and_metrics_agree_with_it(digits_run):
     run_dir, _ = digits_run
-    history = runs.read_history(run_dir / "history.csv")
+    history = run_files.read_history(run_dir / "history.csv")
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert history["epoch"] == [1, 2]
     assert metrics["epochs_run"] == 2
@@ -106,8 +106,8 @@ def test_seeded_runs_are_reproducible(tiny_config, tmp_path):
     first, second = tmp_path / "a", tmp_path / "b"
     assert train(tiny_config, first).exit_code == 0
     assert train(tiny_config, second).exit_code == 0
-    h1 = runs.read_history(only_run(first) / "history.csv")
-    h2 = runs.read_history(only_run(second) / "history.csv")
+    h1 = run_files.read_history(only_run(first) / "history.csv")
+    h2 = run_files.read_history(only_run(second) / "history.csv")
     assert h1.pop("time_s") and h2.pop("time_s")  # seconds per epoch differ; everything else must not
     assert h1 == h2
 
@@ -122,7 +122,7 @@ def test_create_run_dir_adds_a_counter_within_the_same_second(tmp_path):
     from datetime import datetime
 
     when = datetime(2026, 1, 2, 3, 4, 5)
-    names = [runs.create_run_dir(tmp_path, "x", when).name for _ in range(3)]
+    names = [run_files.create_run_dir(tmp_path, "x", when).name for _ in range(3)]
     assert names == ["x-20260102-030405", "x-20260102-030405-2", "x-20260102-030405-3"]
 
 
@@ -131,7 +131,7 @@ def test_a_diverging_run_is_marked_failed_with_the_reason(write_config, tmp_path
     result = train(path, tmp_path / "runs")
     assert result.exit_code == 2
     assert "loss became NaN at epoch 1" in result.output
-    status = runs.read_status(only_run(tmp_path / "runs"))
+    status = run_files.read_status(only_run(tmp_path / "runs"))
     assert status.state == "failed" and "NaN" in status.reason
 
 
@@ -174,7 +174,7 @@ def test_train_ignores_a_sweep_section_and_keeps_it_in_the_run_config(write_conf
     result = train(write_config(TINY_DIGITS + sweep), tmp_path / "runs", "--epochs", "1")
     assert result.exit_code == 0, result.output
     run_dir = only_run(tmp_path / "runs")
-    assert runs.read_status(run_dir).state == "completed"
+    assert run_files.read_status(run_dir).state == "completed"
     saved = yaml.safe_load((run_dir / "config.yaml").read_text())
     assert saved["sweep"] == {"trials": 3, "params": {"train.batch_size": {"choice": [16, 32]}}}
     assert saved["train"]["batch_size"] == 64

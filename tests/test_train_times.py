@@ -13,7 +13,7 @@ import time
 import keras
 import pytest
 
-from cnnlab.rundir import runs
+from cnnlab.rundir import files as run_files
 from cnnlab.config.experiment import load_config
 from cnnlab.training.train import train
 
@@ -43,12 +43,12 @@ def test_fit_time_holds_the_epochs_and_every_callbacks_work(tiny_config, tmp_pat
     result = train(load_config(tiny_config), tmp_path / "runs", verbose=0, extra_callbacks=[slow])
     outside = time.perf_counter() - started
     m = result.metrics
-    history = runs.read_history(result.run_dir / runs.HISTORY)
+    history = run_files.read_history(result.run_dir / run_files.HISTORY)
     assert m["fit_epochs"] == m["epochs_run"] == 2
     assert m["epoch_time_s"] == pytest.approx(sum(history["time_s"]), abs=ROUNDING)
     assert m["epoch_time_s"] + slow.spent - 2 * ROUNDING <= m["fit_time_s"] <= outside
     assert m["images_per_s"] == pytest.approx(m["num_train"] * 2 / m["fit_time_s"], rel=1e-3)
-    assert json.loads((result.run_dir / runs.METRICS).read_text()) == m
+    assert json.loads((result.run_dir / run_files.METRICS).read_text()) == m
     assert "wall_time_s" not in m
 
 
@@ -56,7 +56,7 @@ def test_train_prints_the_fit_time_and_the_commands_wall_time(tiny_config, tmp_p
     result = run_cli("train", tiny_config, "--runs-dir", tmp_path / "runs", "-q")
     assert result.exit_code == 0, result.output
     (run_dir,) = (tmp_path / "runs").iterdir()
-    m = json.loads((run_dir / runs.METRICS).read_text())
+    m = json.loads((run_dir / run_files.METRICS).read_text())
     *_, training, command = result.output.splitlines()
     assert training == f"Training time (fit, all callbacks): {m['fit_time_s']:.1f} s ({m['images_per_s']:.0f} images/s)"
     assert re.fullmatch(r"Command wall time: \d+\.\d s", command), command
@@ -73,10 +73,10 @@ def test_a_resumed_run_reports_the_fit_of_its_last_session(tmp_path, monkeypatch
     (run_dir,) = (tmp_path / "runs").iterdir()
     result = run_cli("train", "--resume", run_dir, "-q")
     assert result.exit_code == 0, result.output
-    m = json.loads((run_dir / runs.METRICS).read_text())
+    m = json.loads((run_dir / run_files.METRICS).read_text())
     assert (m["epochs_run"], m["fit_epochs"]) == (3, 2)
     assert m["images_per_s"] == pytest.approx(m["num_train"] * 2 / m["fit_time_s"], rel=1e-3)
-    assert m["epoch_time_s"] == pytest.approx(sum(runs.read_history(run_dir / runs.HISTORY)["time_s"]), abs=ROUNDING)
+    assert m["epoch_time_s"] == pytest.approx(sum(run_files.read_history(run_dir / run_files.HISTORY)["time_s"]), abs=ROUNDING)
     assert (f"Training time (this session's fit, all callbacks): {m['fit_time_s']:.1f} s ({m['images_per_s']:.0f} images/s)"
             in result.output.splitlines())
 
@@ -90,7 +90,7 @@ def test_the_commands_wall_time_counts_from_process_start(tiny_config, tmp_path)
     outside = time.perf_counter() - started
     assert process.returncode == 0, process.stderr
     (run_dir,) = (tmp_path / "runs").iterdir()
-    m = json.loads((run_dir / runs.METRICS).read_text())
+    m = json.loads((run_dir / run_files.METRICS).read_text())
     command = float(re.search(r"^Command wall time: (\S+) s$", process.stdout, re.MULTILINE)[1])
     assert 1 + m["fit_time_s"] - 0.05 <= command <= outside + 0.05  # printed to 0.1 s
     assert m["epoch_time_s"] <= m["fit_time_s"] + 2 * ROUNDING

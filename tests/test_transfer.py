@@ -16,7 +16,7 @@ from PIL import Image
 
 from cnnlab.model import builder
 from cnnlab.training import callbacks
-from cnnlab.rundir import runs
+from cnnlab.rundir import files as run_files, trained
 from cnnlab.config.experiment import config_from_text, load_config
 from cnnlab.errors import ConfigError
 from conftest import CONFIGS, assert_one_line_error, run_cli
@@ -312,7 +312,7 @@ def test_a_backbone_with_random_weights_trains_and_its_run_evaluates_and_predict
     result = train(tmp_path, text)
     assert result.exit_code == 0, result.output
     run_dir = only_run(tmp_path)
-    assert runs.read_status(run_dir).state == "completed"
+    assert run_files.read_status(run_dir).state == "completed"
     assert json.loads((run_dir / "preprocessing.json").read_text())["rescale"] == 1.0  # pixels 0..255 into the model
 
     evaluated = run_cli("evaluate", run_dir)
@@ -354,14 +354,14 @@ def test_only_a_first_phase_that_ended_as_planned_is_followed_by_fine_tuning(tmp
 
 def test_fine_tuning_continues_the_history_at_the_lower_learning_rate(fine_tuned):
     run_dir, _ = fine_tuned
-    history = runs.read_history(run_dir / "history.csv")
+    history = run_files.read_history(run_dir / "history.csv")
     assert history["epoch"] == [1, 2, 3, 4]
     assert history["phase"] == [1, 1, 2, 2]
     np.testing.assert_allclose(history["learning_rate"], [FIRST_LR, FIRST_LR, FINE_TUNE_LR, FINE_TUNE_LR], rtol=1e-6)
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["fine_tune_first_epoch"] == 3 and metrics["epochs_run"] == 4 and metrics["epochs_planned"] == 4
-    assert runs.read_status(run_dir).state == "completed"
-    assert not (run_dir / runs.BACKUP_DIR).exists() and not (run_dir / runs.RESUME_DIR).exists()
+    assert run_files.read_status(run_dir).state == "completed"
+    assert not (run_dir / run_files.BACKUP_DIR).exists() and not (run_dir / run_files.RESUME_DIR).exists()
 
 
 def test_fine_tuning_trains_the_backbones_top_layers_and_keeps_batch_normalization_frozen(fine_tuned, backbone_file):
@@ -381,7 +381,7 @@ def test_fine_tuning_trains_the_backbones_top_layers_and_keeps_batch_normalizati
 
 def test_the_saved_model_applies_preprocess_input_itself(fine_tuned, photos):
     run_dir, _ = fine_tuned
-    model = runs.load_model(run_dir / runs.MODEL)  # safe mode: the file needs no custom code
+    model = trained.load_model(run_dir / run_files.MODEL)  # safe mode: the file needs no custom code
     pixels = read_photos(photos)[:4]
     preprocess = keras.Model(model.input, model.get_layer("mobilenet_preprocess_input").output)
     np.testing.assert_allclose(preprocess.predict(pixels, verbose=0), keras.applications.mobilenet.preprocess_input(pixels.copy()), atol=1e-5)
@@ -400,9 +400,9 @@ class CtrlCWhenFineTuningBegins(keras.callbacks.Callback):
 
 
 def comparable(run_dir):
-    history = runs.read_history(run_dir / runs.HISTORY)
+    history = run_files.read_history(run_dir / run_files.HISTORY)
     history.pop("time_s")
-    metrics = json.loads((run_dir / runs.METRICS).read_text())
+    metrics = json.loads((run_dir / run_files.METRICS).read_text())
     return history, {key: metrics[key] for key in ("epochs_run", "best_epoch", "best", "test", "fine_tune_first_epoch")}
 
 
@@ -416,7 +416,7 @@ def test_a_fine_tuning_run_resumed_after_ctrl_c_ends_as_the_uninterrupted_run(fi
         result = train(tmp_path, config_text(photos, {**BACKBONE, "weights": str(backbone_file)}))
     assert result.exit_code == 130, result.output
     run_dir = only_run(tmp_path)
-    assert runs.read_status(run_dir).state == "interrupted"
+    assert run_files.read_status(run_dir).state == "interrupted"
     resumed = run_cli("train", "--resume", run_dir, "-q")
     assert resumed.exit_code == 0, resumed.output
 

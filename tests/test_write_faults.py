@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from cnnlab.rundir import runs
+from cnnlab.rundir import files as run_files
 
 from conftest import TINY_DIGITS
 
@@ -52,6 +52,6 @@ def test_a_write_that_fails_during_training_marks_the_run_failed(tmp_path):
     assert last.startswith("Error: training failed in runs/tiny-") and "File too large" in last
     assert "Traceback" not in result.stderr
     (run_dir,) = (tmp_path / "runs").iterdir()
-    status = runs.read_status(run_dir)
+    status = run_files.read_status(run_dir)
     assert status.state == "failed" and "File too large" in status.reason
     assert not (run_dir / "best.keras").exists()  # nothing half-written where the model should be

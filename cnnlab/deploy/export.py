@@ -20,7 +20,7 @@ from typing import Optional
 
 import numpy as np
 
-from cnnlab.rundir import runs
+from cnnlab.rundir import files as run_files, staging as run_staging, trained
 from cnnlab.errors import ExportError, closest, first_line, short_repr
 from cnnlab.rundir.held_out import load_split
 from cnnlab.data.images import run_image_spec
@@ -87,33 +87,33 @@ def export_run(run_dir, formats, output=None, warn=None, show_logs=False):
     converter's own log lines through (cnnlab --debug).
     """
     names = parse_formats(formats)
-    run = runs.load_trained_run(run_dir)
+    run = trained.load_trained_run(run_dir)
     held_out = load_split(run, None)
     if not len(held_out.images):
         raise ExportError(f"{held_out.description}: is empty, so there is nothing to check an export against; "
                           "train with data.test_split or train.validation_split above 0")
-    status = runs.read_status(run.path)
-    if status.state != runs.COMPLETED and warn is not None:
+    status = run_files.read_status(run.path)
+    if status.state != run_files.COMPLETED and warn is not None:
         reason = f" ({status.reason})" if status.reason else ""
-        warn(f"{run.path} status is {status.state}{reason}: exporting its {runs.MODEL} so far")
-    folder = runs.export_folder(run.path, output)
+        warn(f"{run.path} status is {status.state}{reason}: exporting its {run_files.MODEL} so far")
+    folder = run_staging.export_folder(run.path, output)
     record = base_record(run, folder)
     reference = keras_probabilities(run, held_out.images)
     keras_accuracy = float(np.mean(reference.argmax(axis=1) == held_out.labels))
     sample = representative_sample(run) if any(FORMATS[name].quantization == "int8" for name in names) else None
     entries = {}
-    with runs.export_staging(folder) as staging:
-        saved_model = staging / runs.EXPORT_FILES["savedmodel"]
+    with run_staging.export_staging(folder) as staging:
+        saved_model = staging / run_files.EXPORT_FILES["savedmodel"]
         write_saved_model(run, saved_model)
         staged = {}
         for name in names:
             fmt = FORMATS[name]
             staged[name], runner, converter = build_format(run, fmt, saved_model, staging, sample, show_logs)
             entries[name] = {
-                "file": runs.EXPORT_FILES[name],
+                "file": run_files.EXPORT_FILES[name],
                 "format": name,
                 "description": fmt.description,
-                "size_bytes": runs.size_in_bytes(staged[name]),
+                "size_bytes": run_staging.size_in_bytes(staged[name]),
                 "input": runner.input_spec(),
                 "output": runner.output_spec(),
                 "check": check_export(run, fmt, runner, held_out, reference, keras_accuracy),
@@ -123,9 +123,9 @@ def export_run(run_dir, formats, output=None, warn=None, show_logs=False):
             if fmt.quantization == "int8":
                 entries[name]["representative_images"] = f"{len(sample)} of the run's training images, picked with its seed"
         for name in names:
-            runs.publish(staged[name], folder / runs.EXPORT_FILES[name], staging)
+            run_staging.publish(staged[name], folder / run_files.EXPORT_FILES[name], staging)
         record["formats"].update(entries)
-        runs.write_json(folder / runs.EXPORT_RECORD, record)
+        run_files.write_json(folder / run_files.EXPORT_RECORD, record)
     return ExportResult(run_dir=run.path, folder=folder, held_out=held_out.description, num_images=len(held_out.images),
                         keras_accuracy=keras_accuracy, entries=entries)
 
@@ -135,7 +135,7 @@ def base_record(run, folder):
 
     An --output folder that holds another run's exports is refused: one export.json describes one run.
     """
-    record_path = folder / runs.EXPORT_RECORD
+    record_path = folder / run_files.EXPORT_RECORD
     spec = run_image_spec(run)
     record = {
         "run": str(run.path.resolve()),
@@ -149,10 +149,10 @@ def base_record(run, folder):
         "formats": {},
     }
     if record_path.exists():
-        existing = runs.read_json(record_path)
+        existing = run_files.read_json(record_path)
         if not isinstance(existing, dict) or not isinstance(existing.get("formats"), dict):
             raise ExportError(f"{record_path}: not an export record of cnnlab export; give --output another folder")
-        own = folder.resolve() == (run.path / runs.EXPORT_DIR).resolve()  # a run folder moved or copied keeps its exports
+        own = folder.resolve() == (run.path / run_files.EXPORT_DIR).resolve()  # a run folder moved or copied keeps its exports
         if not own and existing.get("run") != record["run"]:
             raise ExportError(f"{folder}: holds the exports of another run ({existing.get('run')}); give --output another folder")
         record["formats"] = dict(existing["formats"])
@@ -192,7 +192,7 @@ def build_format(run, fmt, saved_model, staging, sample, show_logs):
         import keras
 
         return saved_model, SavedModelRunner(saved_model), f"keras.export.ExportArchive (Keras {keras.__version__})"
-    path = staging / runs.EXPORT_FILES[fmt.name]
+    path = staging / run_files.EXPORT_FILES[fmt.name]
     converter = convert_to_tflite(run, saved_model, path, fmt, sample, show_logs)
     return path, TFLiteRunner(path), converter
 
@@ -213,7 +213,7 @@ def write_saved_model(run, path):
     try:
         archive.write_out(str(path), verbose=False)
     except Exception as exc:  # tracing and saving fail in many of TensorFlow's error types
-        raise ExportError(f"{run.path / runs.MODEL}: cannot be written as a SavedModel: {first_line(exc)}") from exc
+        raise ExportError(f"{run.path / run_files.MODEL}: cannot be written as a SavedModel: {first_line(exc)}") from exc
 
 
 def convert_to_tflite(run, saved_model, path, fmt, sample, show_logs):
@@ -239,7 +239,7 @@ def convert_to_tflite(run, saved_model, path, fmt, sample, show_logs):
             content = converter.convert()
     except Exception as exc:  # the converter's ConverterError is not public API
         raise ExportError(conversion_failure(run, fmt, exc)) from exc
-    runs.write_bytes(path, content)
+    run_files.write_bytes(path, content)
     return f"tf.lite.TFLiteConverter.from_saved_model (TensorFlow {tf.__version__})"
 
 
@@ -248,7 +248,7 @@ def conversion_failure(run, fmt, exc):
     message = str(exc)
     missing = sorted({op for line in message.splitlines() if line.strip().startswith("TF Select ops:")
                       for op in line.split(":", 1)[1].replace(" ", "").split(",") if op})
-    where = f"{run.path / runs.MODEL}: cannot be exported as {fmt.name}"
+    where = f"{run.path / run_files.MODEL}: cannot be exported as {fmt.name}"
     if missing:
         return (f"{where}: TensorFlow Lite's built-in operators have no {', '.join(missing)}, which the model uses; "
                 "export a model without it, or --format savedmodel")
@@ -279,7 +279,7 @@ def check_export(run, fmt, runner, held_out, reference, keras_accuracy):
     accuracy = float(np.mean(probabilities.argmax(axis=1) == held_out.labels))
     required = fmt.required_agreement
     if required is not None and agreement < required:
-        raise ExportError(f"{run.path / runs.MODEL}: its {fmt.name} export agrees with it on only {agreement:.2%} of the "
+        raise ExportError(f"{run.path / run_files.MODEL}: its {fmt.name} export agrees with it on only {agreement:.2%} of the "
                           f"{len(held_out.images)} held-out images ({held_out.description}), below the {required:.1%} "
                           "a float export must reach; nothing was written")
     return {
@@ -315,7 +315,7 @@ def format_result(result):
     lines = [f"Run: {result.run_dir}",
              f"Checked on: {result.held_out} ({result.num_images} images); best.keras accuracy {result.keras_accuracy:.4f}",
              "", format_table(columns, rows), "",
-             f"Wrote {result.folder}/: {', '.join(entry['file'] for entry in result.entries.values())}, {runs.EXPORT_RECORD}"]
+             f"Wrote {result.folder}/: {', '.join(entry['file'] for entry in result.entries.values())}, {run_files.EXPORT_RECORD}"]
     return "\n".join(lines)
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cnnlab.rundir import runs
+from cnnlab.rundir import files as run_files
 from cnnlab.errors import RunError, first_line, one_line, short_repr
 from cnnlab.data.images import ImageSpec
 
@@ -74,11 +74,11 @@ def load_exported(path, interpreter=None):
     path = Path(path)
     if not path.exists():
         raise RunError(f"{path}: not found; expected a .tflite file or a SavedModel folder written by cnnlab export")
-    record_path = path.parent / runs.EXPORT_RECORD
+    record_path = path.parent / run_files.EXPORT_RECORD
     if not record_path.is_file():
-        raise RunError(f"{path}: no {runs.EXPORT_RECORD} beside it in {path.parent}, which names the model's classes and the "
-                       f"images it takes; use a file written by cnnlab export RUN_DIR (it writes {runs.EXPORT_RECORD} too)")
-    record = runs.read_json(record_path)
+        raise RunError(f"{path}: no {run_files.EXPORT_RECORD} beside it in {path.parent}, which names the model's classes and the "
+                       f"images it takes; use a file written by cnnlab export RUN_DIR (it writes {run_files.EXPORT_RECORD} too)")
+    record = run_files.read_json(record_path)
     name, entry = export_entry(record, path, record_path)
     spec, class_names = record_image_spec(record, record_path)
     if name == "savedmodel":

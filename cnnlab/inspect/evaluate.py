@@ -15,7 +15,7 @@ import numpy as np
 
 from cnnlab.data import sources as data
 from cnnlab.tracking import plots
-from cnnlab.rundir import runs
+from cnnlab.rundir import files as run_files, trained
 from cnnlab.errors import DataError
 from cnnlab.rundir.held_out import HeldOut, check_image_shape, load_split
 from cnnlab.deploy.inference import class_probabilities
@@ -36,8 +36,8 @@ class Evaluation:
     split: str
     description: str
     report: dict  # what eval/<split>.json holds
-    paths: runs.EvalPaths
-    status: runs.RunStatus  # how training ended; kept out of the report, which describes only the model and the data it scored
+    paths: run_files.EvalPaths
+    status: run_files.RunStatus  # how training ended; kept out of the report, which describes only the model and the data it scored
 
 
 def evaluate_run(run_dir, split=None, data_path=None, warn=None):
@@ -47,14 +47,14 @@ def evaluate_run(run_dir, split=None, data_path=None, warn=None):
     of the epochs it got through: after the data is checked, so that a bad input is still
     the one line it always is, and before the scoring, which is what takes time.
     """
-    run = runs.load_trained_run(run_dir)
+    run = trained.load_trained_run(run_dir)
     held_out = load_other_data(run, data_path) if data_path is not None else load_split(run, split)
-    status = runs.read_status(run.path)
-    if status.state != runs.COMPLETED and warn is not None:
+    status = run_files.read_status(run.path)
+    if status.state != run_files.COMPLETED and warn is not None:
         warn(unfinished_warning(run.path, status))
     prep = preprocessing_from_record(run.preprocessing)
     dataset = make_dataset(held_out.images, held_out.labels, prep, run.config.train.batch_size)
-    if not run.model.compiled:  # runs.load_model leaves the compile state out: the run's config gives loss and metrics
+    if not run.model.compiled:  # trained.load_model leaves the compile state out: the run's config gives loss and metrics
         from cnnlab.model.builder import compile_model
 
         compile_model(run.model, run.config)
@@ -62,9 +62,9 @@ def evaluate_run(run_dir, split=None, data_path=None, warn=None):
     probabilities = class_probabilities(run.model.predict(dataset, verbose=0), len(run.class_names))
     report = make_report(run, held_out, keras_metrics, probabilities)
 
-    paths = runs.eval_paths(run.path, held_out.split)
-    runs.create_eval_dir(run.path)
-    runs.write_json(paths.report, report)
+    paths = run_files.eval_paths(run.path, held_out.split)
+    run_files.create_eval_dir(run.path)
+    run_files.write_json(paths.report, report)
     write_figures(paths, report, held_out, run)
     return Evaluation(run_dir=run.path, split=held_out.split, description=held_out.description, report=report, paths=paths,
                       status=status)
@@ -72,7 +72,7 @@ def evaluate_run(run_dir, split=None, data_path=None, warn=None):
 
 def unfinished_warning(run_dir, status):
     reason = f" ({status.reason})" if status.reason else ""
-    return f"{run_dir} status is {status.state}{reason}: scoring its {runs.MODEL} so far"
+    return f"{run_dir} status is {status.state}{reason}: scoring its {run_files.MODEL} so far"
 
 
 # ---------------------------------------------------------------- which images
@@ -173,12 +173,12 @@ def write_figures(paths, report, held_out, run):
     counts = report["confusion_matrix"]["counts"]
     title = f"{run.path.name}: {held_out.split}"
     fig = plots.plot_confusion_matrix(counts, run.class_names, title=f"{title} ({report['num_images']} images)")
-    runs.save_figure(fig, paths.confusion_matrix)
+    run_files.save_figure(fig, paths.confusion_matrix)
     worst = report["worst_mistakes"]
     captions = [f"true: {m['true']}\npredicted: {m['predicted']}\nconfidence {m['confidence']:.2f}" for m in worst]
     fig = plots.plot_image_grid(held_out.images[[m["index"] for m in worst]], captions,
                                 title=f"{title}: the {len(worst)} most confident of {report['num_images'] - report['num_correct']} mistakes", empty_text="no misclassified images")
-    runs.save_figure(fig, paths.misclassified)
+    run_files.save_figure(fig, paths.misclassified)
 
 
 def evaluation_document(evaluation):

@@ -16,7 +16,7 @@ from typing import Optional
 import numpy as np
 
 from cnnlab.data import sources as data
-from cnnlab.rundir import runs
+from cnnlab.rundir import listing
 from cnnlab.errors import DataError, one_line, short_repr
 from cnnlab.data.images import background_brightness, run_image_spec
 from cnnlab.deploy.inference import ExportedModel, class_probabilities
@@ -62,7 +62,7 @@ def choose_run(run_dir, runs_dir):
     """The run folder to use and how it was chosen: --run as given, else the newest completed run under `runs_dir`."""
     if run_dir is not None:
         return Path(run_dir), "given with --run"
-    return runs.newest_completed_run(runs_dir), f"the newest completed run in {runs_dir}; --run RUN_DIR picks another"
+    return listing.newest_completed_run(runs_dir), f"the newest completed run in {runs_dir}; --run RUN_DIR picks another"
 
 
 def predict_images(run, paths, invert="auto", max_pixels=DEFAULT_MAX_PIXELS, batch_size=DEFAULT_BATCH_SIZE):

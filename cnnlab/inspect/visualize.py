@@ -31,9 +31,10 @@ from pathlib import Path
 
 import numpy as np
 
+from cnnlab.errors import RunError
 from cnnlab.runtime import keras_compat
 from cnnlab.tracking import plots
-from cnnlab.rundir import runs
+from cnnlab.rundir import files as run_files, listing, trained
 from cnnlab.errors import ConfigError, DataError, short_repr
 from cnnlab.inspect.predict import DEFAULT_MAX_PIXELS, ImageProblem, ImageReader
 from cnnlab.data.preprocessing import preprocess_images, preprocessing_from_record
@@ -78,17 +79,17 @@ def visualize_run(run_dir, image=None, layer=None, max_maps=DEFAULT_MAX_MAPS, ht
     """
     if max_maps < 1:
         raise ConfigError("--max-maps", f"expected a positive number of channels, received {max_maps}")
-    run = runs.load_trained_run(run_dir)
+    run = trained.load_trained_run(run_dir)
     model = run.model
     filter_layers, map_layers = choose_layers(model, layer)
     sample = read_sample(run, image, invert, max_pixels) if image is not None else first_held_out(run)
     inputs = np.asarray(preprocess_images(sample.pixels[np.newaxis], preprocessing_from_record(run.preprocessing)))
-    result = Visualization(run_dir=run.path, folder=runs.create_visualize_dir(run.path), sample=sample, model_input=inputs[0])
+    result = Visualization(run_dir=run.path, folder=run_files.create_visualize_dir(run.path), sample=sample, model_input=inputs[0])
 
     for conv in filter_layers:
         tiles, rgb = filter_tiles(conv, sees_colour=conv is first_conv2d(model) and model.input_shape[-1] == 3)
         result.filters[conv.name] = tiles
-        save(result, plots.plot_filter_grid(tiles, filters_title(conv, rgb), rgb=rgb), runs.filters_path(run.path, conv.name))
+        save(result, plots.plot_filter_grid(tiles, filters_title(conv, rgb), rgb=rgb), run_files.filters_path(run.path, conv.name))
     if not filter_layers and layer is None:
         result.notes.append("no Conv2D layers in this model: nothing to draw for filters")
 
@@ -97,7 +98,7 @@ def visualize_run(run_dir, image=None, layer=None, max_maps=DEFAULT_MAX_MAPS, ht
         shown = maps[..., :max_maps]
         fig = plots.plot_feature_maps(result.model_input, shown, title=feature_maps_title(model.get_layer(name), sample),
                                       image_title=input_title(sample, result.model_input), total=maps.shape[-1])
-        save(result, fig, runs.feature_maps_path(run.path, name))
+        save(result, fig, run_files.feature_maps_path(run.path, name))
     if not map_layers:
         result.notes.append(f"no layer with image-shaped output ({', '.join(FEATURE_MAP_TYPES)}): nothing to draw for feature maps")
 
@@ -110,7 +111,7 @@ def visualize_run(run_dir, image=None, layer=None, max_maps=DEFAULT_MAX_MAPS, ht
 
 
 def save(result, fig, path):
-    runs.save_figure(fig, path)
+    run_files.save_figure(fig, path)
     result.written.append(path)
 
 
@@ -258,7 +259,7 @@ def draw_augmentation(result, run):
     try:
         images, labels = first_training_images(run)
     except DataError as exc:
-        result.notes.append(f"no {runs.AUGMENTATION_PNG}: the training images cannot be read ({exc})")
+        result.notes.append(f"no {run_files.AUGMENTATION_PNG}: the training images cannot be read ({exc})")
         return
     prep = preprocessing_from_record(run.preprocessing)
     draws = augmented(layers, np.asarray(preprocess_images(images, prep)), AUGMENTED_DRAWS, run.config.seed)
@@ -268,7 +269,7 @@ def draw_augmentation(result, run):
         captions += [f"{run.class_names[int(label)]}: as stored"] + [f"draw {i + 1}" for i in range(len(image_draws))]
     names = ", ".join(layer.name for layer in layers)
     title = f"What the network trains on: training images through {names} (training mode)"
-    save(result, plots.plot_image_grid(tiles, captions, title=title, columns=AUGMENTED_DRAWS + 1), runs.augmentation_path(run.path))
+    save(result, plots.plot_image_grid(tiles, captions, title=title, columns=AUGMENTED_DRAWS + 1), run_files.augmentation_path(run.path))
     result.augmentation = [layer.name for layer in layers]
 
 
@@ -312,16 +313,16 @@ def write_architecture(result, model):
     reason = diagram_unavailable()
     if reason is None:
         try:
-            draw_diagram(model, folder / runs.ARCHITECTURE_PNG)
-            result.written.append(folder / runs.ARCHITECTURE_PNG)
-            (folder / runs.ARCHITECTURE_TXT).unlink(missing_ok=True)  # one description of the layers, never two that may differ
+            draw_diagram(model, folder / run_files.ARCHITECTURE_PNG)
+            result.written.append(folder / run_files.ARCHITECTURE_PNG)
+            (folder / run_files.ARCHITECTURE_TXT).unlink(missing_ok=True)  # one description of the layers, never two that may differ
             return
         except Exception as exc:  # pydot and Graphviz report failures in types of their own
             reason = f"plot_model failed: {' '.join(str(exc).split()) or type(exc).__name__}"
-    path = folder / runs.ARCHITECTURE_TXT
-    note = f"no {runs.ARCHITECTURE_PNG} ({reason}); wrote {path.name} instead; for the picture: {DIAGRAM_HINT}"
-    runs.write_text(path, architecture_text(model) + f"\n{note}\n")
-    (folder / runs.ARCHITECTURE_PNG).unlink(missing_ok=True)
+    path = folder / run_files.ARCHITECTURE_TXT
+    note = f"no {run_files.ARCHITECTURE_PNG} ({reason}); wrote {path.name} instead; for the picture: {DIAGRAM_HINT}"
+    run_files.write_text(path, architecture_text(model) + f"\n{note}\n")
+    (folder / run_files.ARCHITECTURE_PNG).unlink(missing_ok=True)
     result.written.append(path)
     result.notes.append(note)
 
@@ -344,7 +345,7 @@ def draw_diagram(model, path):
     with tempfile.TemporaryDirectory() as tmp:
         drawn = Path(tmp) / path.name
         keras.utils.plot_model(model, to_file=str(drawn), show_shapes=True, show_layer_names=True, dpi=96)
-        runs.copy_file(drawn, path)
+        run_files.copy_file(drawn, path)
 
 
 def architecture_text(model):
@@ -368,17 +369,17 @@ def write_index(result, run):
              "pre{background:#f6f6f6;padding:1em;overflow-x:auto}</style>\n</head>\n<body>",
              f"<h1>{e(run.path.name)}</h1>", f"<p>Config <code>{e(run.config.name)}</code>; image: {e(result.sample.description)}.</p>"]
     parts += metrics_section(run.path)
-    curves = [name for name in (runs.LOSS_PLOT, runs.ACCURACY_PLOT) if (run.path / name).is_file()]
+    curves = [name for name in (run_files.LOSS_PLOT, run_files.ACCURACY_PLOT) if (run.path / name).is_file()]
     if curves:
         parts.append("<h2>Training curves</h2>")
         parts += [f"<img src=\"../{e(name)}\" alt=\"{e(name)}\">" for name in curves]
     parts.append("<h2>Architecture</h2>")
-    png, txt = folder / runs.ARCHITECTURE_PNG, folder / runs.ARCHITECTURE_TXT
+    png, txt = folder / run_files.ARCHITECTURE_PNG, folder / run_files.ARCHITECTURE_TXT
     if png in result.written:
         parts.append(f"<img src=\"{e(png.name)}\" alt=\"layer diagram\">")
     elif txt in result.written:
         parts.append(f"<pre>{e(txt.read_text(encoding='utf-8'))}</pre>")
-    augmentation = folder / runs.AUGMENTATION_PNG
+    augmentation = folder / run_files.AUGMENTATION_PNG
     if augmentation in result.written:
         parts.append(f"<h2>Augmentation</h2>\n<img src=\"{e(augmentation.name)}\" alt=\"augmented training images\">")
     for heading, prefix in (("Filters", "filters_"), ("Feature maps", "feature_maps_")):
@@ -390,19 +391,19 @@ def write_index(result, run):
     if result.notes:
         parts.append("<h2>Notes</h2>\n<ul>" + "".join(f"<li>{e(note)}</li>" for note in result.notes) + "</ul>")
     parts.append("</body>\n</html>\n")
-    path = folder / runs.VISUALIZE_INDEX
-    runs.write_text(path, "\n".join(parts))
+    path = folder / run_files.VISUALIZE_INDEX
+    run_files.write_text(path, "\n".join(parts))
     result.written.append(path)
 
 
 def metrics_section(run_dir):
     """The run's metrics.json as a small table; nothing where the run has none (or it cannot be read)."""
     try:
-        metrics = runs.read_json_object(Path(run_dir) / runs.METRICS)
-    except runs.RunError:
+        metrics = listing.read_json_object(Path(run_dir) / run_files.METRICS)
+    except RunError:
         return []
     rows = [("epochs run", metrics.get("epochs_run")), ("best epoch", metrics.get("best_epoch")),
-            ("training time (s)", runs.training_seconds(metrics))]
+            ("training time (s)", run_files.training_seconds(metrics))]
     for group in ("best", "test"):
         for key, value in sorted((metrics.get(group) or {}).items()):
             rows.append((f"{group} {key}", value))
@@ -422,7 +423,7 @@ def format_result(result):
     if result.feature_maps:
         lines.append(f"Feature maps: {', '.join(result.feature_maps)}")
     if result.augmentation:
-        lines.append(f"Augmentation: {', '.join(result.augmentation)} ({runs.AUGMENTATION_PNG}: "
+        lines.append(f"Augmentation: {', '.join(result.augmentation)} ({run_files.AUGMENTATION_PNG}: "
                      f"{AUGMENTED_IMAGES} training images, {AUGMENTED_DRAWS} draws each)")
     lines += [f"Note: {note}" for note in result.notes]
     lines.append(f"Wrote {result.folder}/: {', '.join(path.name for path in result.written)}")

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from cnnlab.data import sources as data
-from cnnlab.rundir import runs
+from cnnlab.rundir import files as run_files
 from cnnlab.errors import DataError, short_repr
 
 SPLITS = ("test", "val")
@@ -32,7 +32,7 @@ def load_split(run, split):
     if split not in SPLITS:
         raise DataError(f"split: expected one of {', '.join(SPLITS)}, received {short_repr(split)}")
     if split == "test" and not has_test:
-        raise DataError(f"{splits.description}: has no test split (data.test_split is 0 in {run.path / runs.CONFIG}); "
+        raise DataError(f"{splits.description}: has no test split (data.test_split is 0 in {run.path / run_files.CONFIG}); "
                         "use --split val, or --data PATH")
     images, labels = (splits.x_test, splits.y_test) if split == "test" else (splits.x_val, splits.y_val)
     check_image_shape(images, run, splits.description)
@@ -50,4 +50,4 @@ def check_image_shape(images, run, where):
     if tuple(images.shape[1:]) != expected:
         found = "x".join(map(str, images.shape[1:]))
         raise DataError(f"{where}: images are {found} but the run was trained on {'x'.join(map(str, expected))} images "
-                        f"({runs.PREPROCESSING} image_shape)")
+                        f"({run_files.PREPROCESSING} image_shape)")

@@ -28,7 +28,7 @@ from typing import Any, Optional
 
 from cnnlab.model import builder
 from cnnlab.runtime import cores, processes as workers
-from cnnlab.rundir import runs
+from cnnlab.rundir import files as run_files
 from cnnlab.tracking import mlflow as tracking
 from cnnlab.search.compare_report import SUMMARY_MD, progress_line, write_report
 from cnnlab.config.experiment import resolve_config, to_plain
@@ -37,7 +37,7 @@ from cnnlab.search.optimizer_specs import check_optimizer_specs
 from cnnlab.config.keypaths import first_difference
 
 RUN_INITIAL_WEIGHTS = "initial.weights.h5"  # the copy inside each run folder: what that run started from
-COMPLETED, FAILED, INTERRUPTED = runs.COMPLETED, runs.FAILED, runs.INTERRUPTED
+COMPLETED, FAILED, INTERRUPTED = run_files.COMPLETED, run_files.FAILED, run_files.INTERRUPTED
 
 
 
@@ -113,7 +113,7 @@ def plan_jobs(config, specs, seeds, compare_dir):
     """Jobs ordered seed by seed, so the first results cover every optimizer once."""
     return [Job(label=spec.label, seed=seed, run_name=run_name_for(spec, seed),
                 config=job_config(config, spec, seed, run_name_for(spec, seed)),
-                compare_dir=compare_dir, initial_weights=runs.compare_initial_weights(compare_dir, seed))
+                compare_dir=compare_dir, initial_weights=run_files.compare_initial_weights(compare_dir, seed))
             for seed in seeds for spec in specs]
 
 
@@ -147,12 +147,12 @@ def compare_optimizers(config, specs, runs_dir, repeats=1, jobs=1, resume_dir=No
     first = specs[0]
     check_before_training(job_config(config, first, seeds[0], run_name_for(first, seeds[0])))
 
-    compare_dir = open_comparison(config, resume_dir) if resume_dir else runs.create_group_dir(runs_dir, "compare", config.name)
+    compare_dir = open_comparison(config, resume_dir) if resume_dir else run_files.create_group_dir(runs_dir, "compare", config.name)
     plan = plan_record(config, specs, seeds, source)
     jobs_list = plan_jobs(config, specs, seeds, compare_dir)
     for seed in seeds:
-        ensure_initial_weights(job_config(config, first, seed, run_name_for(first, seed)), runs.compare_initial_weights(compare_dir, seed))
-    runs.write_json(compare_dir / runs.COMPARE_PLAN, {**plan, "runs": []})
+        ensure_initial_weights(job_config(config, first, seed, run_name_for(first, seed)), run_files.compare_initial_weights(compare_dir, seed))
+    run_files.write_json(compare_dir / run_files.COMPARE_PLAN, {**plan, "runs": []})
     tracking.prepare_store(config, compare_dir)
 
     done = {job.run_name: completed_outcome(job) for job in jobs_list} if resume_dir else {}
@@ -179,7 +179,7 @@ def compare_optimizers(config, specs, runs_dir, repeats=1, jobs=1, resume_dir=No
         interrupted = True  # report what finished, then say how to finish the rest
     ordered = [outcomes[job.run_name] for job in jobs_list if job.run_name in outcomes]
     rows, table = write_report(compare_dir, config, specs, seeds, ordered, plan)
-    runs.write_json(compare_dir / runs.COMPARE_PLAN, {**plan, "runs": [outcome_record(o) for o in ordered]})
+    run_files.write_json(compare_dir / run_files.COMPARE_PLAN, {**plan, "runs": [outcome_record(o) for o in ordered]})
     if interrupted or len(ordered) < len(jobs_list):
         raise TrainingInterrupted(f"comparison interrupted; finish it by running the same command with --resume {compare_dir}")
     if not any(o.state == COMPLETED for o in ordered):
@@ -220,9 +220,9 @@ def outcome_record(outcome):
 def open_comparison(config, resume_dir):
     """An existing comparison folder whose runs share this config's settings, else an error naming the first difference."""
     compare_dir = Path(resume_dir)
-    stored = runs.read_group_plan(compare_dir, "compare")
+    stored = run_files.read_group_plan(compare_dir, "compare")
     if not isinstance(stored.get("shared"), dict):
-        raise RunError(f"{compare_dir / runs.COMPARE_PLAN}: not a comparison plan (no shared settings); "
+        raise RunError(f"{compare_dir / run_files.COMPARE_PLAN}: not a comparison plan (no shared settings); "
                        "leave out --resume to start a new comparison")
     difference = first_difference(stored["shared"], shared_settings(config))
     if difference is not None:
@@ -242,7 +242,7 @@ def ensure_initial_weights(config, path):
     with tempfile.TemporaryDirectory() as tmp:
         saved = Path(tmp) / "initial.weights.h5"  # Keras insists on the .weights.h5 ending
         model.save_weights(saved)
-        runs.copy_file(saved, path)
+        run_files.copy_file(saved, path)
 
 
 def run_dirs_named(compare_dir, run_name):
@@ -259,7 +259,7 @@ def run_dirs_named(compare_dir, run_name):
 def completed_outcome(job):
     """The newest completed run folder of `job`, as an Outcome; None where it has none (so it is redone)."""
     for run_dir in reversed(run_dirs_named(job.compare_dir, job.run_name)):
-        if runs.read_status(run_dir).state == COMPLETED and (run_dir / runs.METRICS).is_file():
+        if run_files.read_status(run_dir).state == COMPLETED and (run_dir / run_files.METRICS).is_file():
             return load_outcome(job.label, job.seed, job.run_name, COMPLETED, run_dir, skipped=True)
     return None
 
@@ -267,8 +267,8 @@ def completed_outcome(job):
 def load_outcome(label, seed, run_name, state, run_dir, reason="", skipped=False):
     if state != COMPLETED:
         return Outcome(label, seed, run_name, state, run_dir, reason)
-    metrics = runs.read_json(run_dir / runs.METRICS)
-    history = runs.read_history(run_dir / runs.HISTORY)
+    metrics = run_files.read_json(run_dir / run_files.METRICS)
+    history = run_files.read_history(run_dir / run_files.HISTORY)
     return Outcome(label, seed, run_name, state, run_dir, reason, metrics, history, skipped)
 
 
@@ -308,15 +308,15 @@ def run_job(job):
         made = [path for path in run_dirs_named(job.compare_dir, job.run_name) if path not in before]
         run_dir = made[-1] if made else None
     if run_dir is not None:
-        status = runs.read_status(run_dir)
+        status = run_files.read_status(run_dir)
         reason = status.reason or reason if state != COMPLETED else ""
         try:
-            runs.copy_file(job.initial_weights, run_dir / RUN_INITIAL_WEIGHTS)
+            run_files.copy_file(job.initial_weights, run_dir / RUN_INITIAL_WEIGHTS)
         except RunError as exc:
             if state == COMPLETED:
                 state, reason, trace = FAILED, one_line(exc), format_traceback(exc)
     if trace:
-        keep_traceback(run_dir / runs.FAILURE_LOG if run_dir else job.compare_dir / f"{job.run_name}-{runs.FAILURE_LOG}",
+        keep_traceback(run_dir / run_files.FAILURE_LOG if run_dir else job.compare_dir / f"{job.run_name}-{run_files.FAILURE_LOG}",
                        reason, trace)
     return {"state": state, "run_dir": None if run_dir is None else str(run_dir), "reason": reason, "traceback": trace}
 
@@ -324,7 +324,7 @@ def run_job(job):
 def keep_traceback(path, reason, trace):
     """A failed run's traceback in its folder, where --debug is not there to print it; a full disk loses only this file."""
     try:
-        runs.write_text(path, f"{reason}\n\n{trace}")
+        run_files.write_text(path, f"{reason}\n\n{trace}")
     except RunError:
         pass
 

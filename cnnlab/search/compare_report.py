@@ -9,7 +9,7 @@ import json
 import math
 
 from cnnlab.tracking import plots
-from cnnlab.rundir import runs
+from cnnlab.rundir import files as run_files
 from cnnlab.config.experiment import to_plain
 from cnnlab.config.metric_names import accuracy_key
 from cnnlab.tracking.tables import RIGHT, Column, csv_text, format_table, mean, mean_std, mean_std_cell, number_cell
@@ -20,7 +20,7 @@ VAL_ACCURACY_PLOT = "val_accuracy.png"
 VAL_LOSS_PLOT = "val_loss.png"
 TRAIN_LOSS_PLOT = "train_loss.png"
 TARGET_FRACTION = 0.95  # "epochs to reach 95% of the best accuracy of all runs"
-COMPLETED = runs.COMPLETED
+COMPLETED = run_files.COMPLETED
 
 
 def progress_line(counter, outcome):
@@ -160,7 +160,7 @@ def summary_markdown(config, seeds, outcomes, table, target, plan):
         f"Config: {plan['config'] or config.name}; up to {config.train.epochs} epoch{'s' * (config.train.epochs != 1)} ({stopping}), batch size {config.train.batch_size}, "
         f"seeds {', '.join(map(str, seeds))}.",
         "Within a seed every optimizer started from the same initial weights "
-        f"({', '.join(runs.COMPARE_INITIAL_WEIGHTS.format(seed=s) for s in seeds)}) and saw the same data in the same order.",
+        f"({', '.join(run_files.COMPARE_INITIAL_WEIGHTS.format(seed=s) for s in seeds)}) and saw the same data in the same order.",
         "",
         f"Best values are those at each run's best epoch (by {monitor}), as in its metrics.json"
         + ("; mean ± sample std over seeds." if len(seeds) > 1 else "."),
@@ -182,8 +182,8 @@ def write_report(compare_dir, config, specs, seeds, outcomes, plan):
     """summary.csv, summary.md and the three comparison plots. Returns (rows, table)."""
     rows, val_acc, target = summarize(specs, outcomes)
     table = summary_table(rows, len(seeds), config.train.epochs)
-    runs.write_text(compare_dir / SUMMARY_CSV, csv_text(SUMMARY_COLUMNS, rows))
-    runs.write_text(compare_dir / SUMMARY_MD, summary_markdown(config, seeds, outcomes, table, target, plan))
+    run_files.write_text(compare_dir / SUMMARY_CSV, csv_text(SUMMARY_COLUMNS, rows))
+    run_files.write_text(compare_dir / SUMMARY_MD, summary_markdown(config, seeds, outcomes, table, target, plan))
     write_plots(compare_dir, config.name, specs, outcomes, val_acc)
     return rows, table
 
@@ -200,4 +200,4 @@ def write_plots(compare_dir, name, specs, outcomes, val_acc):
         if not curves:
             continue
         fig = plots.plot_comparison(curves, ylabel=what, title=f"{name}: {what} by optimizer", missing=failed)
-        runs.save_figure(fig, compare_dir / filename)
+        run_files.save_figure(fig, compare_dir / filename)

@@ -15,7 +15,7 @@ from dataclasses import replace
 
 import yaml
 
-from cnnlab.rundir import runs
+from cnnlab.rundir import lock as run_lock
 from cnnlab.search import space as spaces
 from cnnlab.config.experiment import to_plain
 from cnnlab.runtime.credentials import redact
@@ -40,7 +40,7 @@ def fail_killed_trials(study):
     host = socket.gethostname()
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         pid = trial.user_attrs.get("pid")
-        if trial.user_attrs.get("host") == host and isinstance(pid, int) and not runs.process_alive(pid):
+        if trial.user_attrs.get("host") == host and isinstance(pid, int) and not run_lock.process_alive(pid):
             study.tell(trial.number, state=TrialState.FAIL, skip_if_finished=True)
 
 

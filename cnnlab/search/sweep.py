@@ -24,7 +24,7 @@ from pathlib import Path
 
 import yaml
 
-from cnnlab.rundir import runs
+from cnnlab.rundir import files as run_files
 from cnnlab.search import space as spaces
 from cnnlab.tracking import mlflow as tracking
 from cnnlab.config.experiment import resolve_config, to_plain
@@ -34,10 +34,10 @@ from cnnlab.search.study import (FAILED, SURPLUS, claim_slot, count_finished, fa
                           make_storage, open_study, redact, slot_holders, suggest)
 from cnnlab.search.sweep_report import SUMMARY_MD, short_value, write_report
 
-SWEEP_PLAN = runs.SWEEP_PLAN  # what the sweep is: storage, study name, where its trials' runs go
-SWEEP_CONFIG = runs.CONFIG  # the base config with its resolved sweep section, as the sweep started
+SWEEP_PLAN = run_files.SWEEP_PLAN  # what the sweep is: storage, study name, where its trials' runs go
+SWEEP_CONFIG = run_files.CONFIG  # the base config with its resolved sweep section, as the sweep started
 STUDY_DB = "study.db"
-TRIALS_DIR = runs.SWEEP_TRIALS_DIR
+TRIALS_DIR = run_files.SWEEP_TRIALS_DIR
 
 
 def run_sweep(config, space, runs_dir, storage=None, study_name=None, resume_dir=None, jobs=1, progress=None,
@@ -184,7 +184,7 @@ def sweep_worker(job):
 
     import_optuna()
     sweep_dir = Path(job["sweep_dir"])
-    plan = dict(runs.read_group_plan(sweep_dir, "sweep"), storage=job["storage"])
+    plan = dict(run_files.read_group_plan(sweep_dir, "sweep"), storage=job["storage"])
     config = load_config(sweep_dir / SWEEP_CONFIG)
     space = spaces.parse_space(to_plain(config.raw), trials=job["trials"])
     study = open_study(plan, space)
@@ -206,8 +206,8 @@ def sweep_worker(job):
 def open_sweep(config, space, runs_dir, storage, study_name, resume_dir):
     """A new sweep folder with its plan, or the plan of the sweep being resumed."""
     if resume_dir is not None:
-        return Path(resume_dir), runs.read_group_plan(resume_dir, "sweep")
-    sweep_dir = runs.create_group_dir(runs_dir, "sweep", config.name)
+        return Path(resume_dir), run_files.read_group_plan(resume_dir, "sweep")
+    sweep_dir = run_files.create_group_dir(runs_dir, "sweep", config.name)
     study_name = study_name or sweep_dir.name
     plan = {
         "name": config.name,
@@ -220,8 +220,8 @@ def open_sweep(config, space, runs_dir, storage, study_name, resume_dir):
     }
     raw = to_plain(config.raw)
     raw["sweep"] = sweep_section(space)  # with every --param and --trials, so that --resume needs nothing else
-    runs.write_text(sweep_dir / SWEEP_CONFIG, yaml.safe_dump(raw, sort_keys=False, allow_unicode=True))
-    runs.write_json(sweep_dir / SWEEP_PLAN, plan)
+    run_files.write_text(sweep_dir / SWEEP_CONFIG, yaml.safe_dump(raw, sort_keys=False, allow_unicode=True))
+    run_files.write_json(sweep_dir / SWEEP_PLAN, plan)
     return sweep_dir, plan
 
 
@@ -287,13 +287,13 @@ class Objective:
             raise KeyboardInterrupt from None
         except Exception as exc:  # a CnnlabError, or anything Keras raises outside fit: the sweep goes on
             run_dir = self.record_run(trial, name)
-            status = runs.read_status(run_dir) if run_dir is not None else None
+            status = run_files.read_status(run_dir) if run_dir is not None else None
             # the run's status says why without the run folder's path, so that trials failing alike read alike
-            reason = status.reason if status is not None and status.state == runs.FAILED and status.reason else str(exc)
+            reason = status.reason if status is not None and status.state == run_files.FAILED and status.reason else str(exc)
             return self.failed(trial, name, reason, exc, run_dir)
         trial.set_user_attr("run_dir", str(Path(result.run_dir).resolve()))
         trial.set_user_attr("epochs", result.metrics["epochs_run"])
-        history = runs.read_history(Path(result.run_dir) / runs.HISTORY)
+        history = run_files.read_history(Path(result.run_dir) / run_files.HISTORY)
         value = best_value(history, self.space.metric, self.space.direction)
         seconds = time.perf_counter() - started
         if value is None:  # a metric that is NaN in every epoch while the loss is not, say
@@ -301,7 +301,7 @@ class Objective:
                                Path(result.run_dir))
         if reporter.pruned_at is not None:
             trial.set_user_attr("pruned_at_epoch", reporter.pruned_at)
-            runs.set_status(result.run_dir, runs.COMPLETED, f"pruned by the sweep after epoch {reporter.pruned_at}")
+            run_files.set_status(result.run_dir, run_files.COMPLETED, f"pruned by the sweep after epoch {reporter.pruned_at}")
             self.progress(f"trial {trial.number}: pruned after epoch {reporter.pruned_at} ({self.space.metric} {value:.4f}, "
                           f"{seconds:.1f} s) {short(values)}")
             raise optuna.TrialPruned()
@@ -324,9 +324,9 @@ class Objective:
         trial.set_user_attr("reason", reason)
         trial.set_user_attr(FAILED, True)
         details = format_traceback(exc) if exc is not None else ""
-        log = (run_dir / runs.FAILURE_LOG) if run_dir is not None else self.trials_dir / f"{name}-{runs.FAILURE_LOG}"
+        log = (run_dir / run_files.FAILURE_LOG) if run_dir is not None else self.trials_dir / f"{name}-{run_files.FAILURE_LOG}"
         try:
-            runs.write_text(log, f"trial {trial.number} failed: {reason}\nvalues: {dict(trial.params)}\n\n{details}")
+            run_files.write_text(log, f"trial {trial.number} failed: {reason}\nvalues: {dict(trial.params)}\n\n{details}")
             trial.set_user_attr("failure_log", str(log.resolve()))
         except RunError:
             pass  # the reason is in the study; a full disk must not stop the sweep from recording it

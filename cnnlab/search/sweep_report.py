@@ -11,13 +11,13 @@ from pathlib import Path
 
 import yaml
 
-from cnnlab.rundir import runs
+from cnnlab.rundir import files as run_files
 from cnnlab.config.experiment import to_plain
 from cnnlab.errors import most_common
 from cnnlab.tracking.tables import RIGHT, Column, format_table
 from cnnlab.search.study import FAILED, SURPLUS, is_scalar, labels
 
-TRIALS_CSV = runs.SWEEP_TRIALS_CSV
+TRIALS_CSV = run_files.SWEEP_TRIALS_CSV
 SUMMARY_MD = "summary.md"
 BEST_YAML = "best.yaml"
 
@@ -51,13 +51,13 @@ def write_report(sweep_dir, study, space, config):
     if completed:
         top = study.best_trial
         best = {"number": top.number, "value": top.value, "params": trial_values(top, space), "run_dir": top.user_attrs.get("run_dir")}
-        run_config = Path(best["run_dir"] or "") / runs.CONFIG
+        run_config = Path(best["run_dir"] or "") / run_files.CONFIG
         if run_config.is_file():
-            runs.copy_file(run_config, sweep_dir / BEST_YAML)
+            run_files.copy_file(run_config, sweep_dir / BEST_YAML)
     importances = param_importances(study) if len(completed) >= 2 else {}
     columns, rows = top_trials(trials, space)
     table = format_table(columns, rows, markdown=True) if rows else "(no completed trial)"
-    runs.write_text(sweep_dir / SUMMARY_MD, summary_markdown(config, space, study, trials, best, importances, table))
+    run_files.write_text(sweep_dir / SUMMARY_MD, summary_markdown(config, space, study, trials, best, importances, table))
     write_plots(sweep_dir, study, space, len(completed))
     finished = sum(t.state.name in ("COMPLETE", "PRUNED") for t in trials)
     failed = sum(t.state.name == "FAIL" for t in trials)
@@ -80,7 +80,7 @@ TRIAL_COLUMNS = ("number", "state", "value", "epochs", "pruned_at_epoch", "secon
 
 def write_trials_csv(path, trials, space):
     columns = list(TRIAL_COLUMNS) + [param.path for param in space.params]
-    with runs.atomic_file(path) as f:
+    with run_files.atomic_file(path) as f:
         writer = csv.DictWriter(f, fieldnames=columns, lineterminator="\n")
         writer.writeheader()
         for trial in trials:
@@ -151,7 +151,7 @@ def write_plots(sweep_dir, study, space, completed):
                "param_importances.png": lambda: plots.plot_param_importances(study),
                "parallel_coordinate.png": lambda: plots.plot_parallel_coordinate(study)}
     for param in space.params:
-        figures[f"slice_{runs.safe_file_part(param.path)}.png"] = lambda path=param.path: plots.plot_slice(study, params=[path])
+        figures[f"slice_{run_files.safe_file_part(param.path)}.png"] = lambda path=param.path: plots.plot_slice(study, params=[path])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         for name, draw in figures.items():
@@ -162,4 +162,4 @@ def write_plots(sweep_dir, study, space, completed):
             figure = axes.flat[0].figure if hasattr(axes, "flat") else axes.figure
             figure.set_size_inches(9, 5.5)
             figure.tight_layout()
-            runs.save_figure(figure, sweep_dir / name)
+            run_files.save_figure(figure, sweep_dir / name)

@@ -17,7 +17,7 @@ import sys
 from contextlib import contextmanager
 from pathlib import Path
 
-from cnnlab.rundir import runs
+from cnnlab.rundir import files as run_files, listing, trained
 from cnnlab.config.best_epoch import history_of
 from cnnlab.config.experiment import load_config, settings_of
 from cnnlab.errors import ConfigError, RunError, TrackingError, TrainingInterrupted, first_line, one_line
@@ -30,7 +30,7 @@ BATCH = 100  # MLflow's limit of params per log_batch request
 HTTP_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
                  "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
 # the run folder's parts that are only there while it trains (Keras' backup, staged checkpoints, the lock) or are MLflow's own
-UNLOGGED_FILES = (runs.BACKUP_DIR, runs.TRACKING)
+UNLOGGED_FILES = (run_files.BACKUP_DIR, run_files.TRACKING)
 
 
 def check_installed(config):
@@ -52,11 +52,11 @@ def store_uri(setting, runs_folder):
     """
     if setting is not True:
         return setting
-    return f"sqlite:///{Path(runs_folder).resolve() / runs.MLFLOW_DB}"
+    return f"sqlite:///{Path(runs_folder).resolve() / run_files.MLFLOW_DB}"
 
 
 def runs_root(run_dir):
-    group = runs.group_of(Path(run_dir).resolve())
+    group = run_files.group_of(Path(run_dir).resolve())
     return (group or Path(run_dir).resolve()).parent
 
 
@@ -65,7 +65,7 @@ def local_artifacts(uri):
     if not uri.startswith("sqlite:///"):
         return None
     database = Path(uri.removeprefix("sqlite:///"))
-    return (database.parent / runs.MLFLOW_ARTIFACTS).resolve().as_uri()
+    return (database.parent / run_files.MLFLOW_ARTIFACTS).resolve().as_uri()
 
 
 @contextmanager
@@ -94,11 +94,11 @@ def track_run(run_dir, uri=None, warn=None):
     The store is `uri`, else the one the run tried before (tracking.json), else its config's, else the local one.
     """
     run_dir = Path(run_dir)
-    runs.check_run_dir(run_dir)
-    status = runs.read_status(run_dir)
-    if status.state not in (runs.COMPLETED, runs.FAILED):
+    trained.check_run_dir(run_dir)
+    status = run_files.read_status(run_dir)
+    if status.state not in (run_files.COMPLETED, run_files.FAILED):
         raise RunError(f"{run_dir}: is {status.state}, not finished; finish it first (cnnlab train --resume {run_dir})")
-    config = load_config(run_dir / runs.CONFIG)
+    config = load_config(run_dir / run_files.CONFIG)
     check_installed(config)
     record = read_record(run_dir)
     tracker = Tracker(run_dir, config, warn, uri=uri or record.get("uri") or config.tracking.mlflow or True)
@@ -107,7 +107,7 @@ def track_run(run_dir, uri=None, warn=None):
         return tracker
     tracker.start()
     tracker.log_new_epochs()
-    tracker.end(FINISHED if status.state == runs.COMPLETED else FAILED)
+    tracker.end(FINISHED if status.state == run_files.COMPLETED else FAILED)
     if tracker.error:
         raise TrackingError(tracker.error)
     return tracker
@@ -122,7 +122,7 @@ def failure_message(run_dir, tracker_error, uri):
 def check_group_logged(folder, kind):
     """After a comparison or sweep: runs that MLflow could not log fail the command, as `cnnlab train` fails,
     in one line that says they are complete and how to log them."""
-    unlogged = [run_dir for run_dir in runs.runs_in_group(folder, kind) if read_record(run_dir).get("error")]
+    unlogged = [run_dir for run_dir in listing.runs_in_group(folder, kind) if read_record(run_dir).get("error")]
     if unlogged:
         raise TrackingError(f"{len(unlogged)} of the runs in {folder} could not be logged "
                             f"({read_record(unlogged[0])['error']}); they are complete: log them with "
@@ -130,9 +130,9 @@ def check_group_logged(folder, kind):
 
 
 def read_record(run_dir):
-    path = Path(run_dir) / runs.TRACKING
+    path = Path(run_dir) / run_files.TRACKING
     try:
-        record = runs.read_json(path) if path.exists() else {}
+        record = run_files.read_json(path) if path.exists() else {}
     except RunError:
         return {}
     return record if isinstance(record, dict) else {}
@@ -195,9 +195,9 @@ class Tracker:
         return experiment_id(self.client, self.experiment, self.uri)
 
     def create(self, experiment_id):
-        tags = {"cnnlab.run_dir": str(self.run_dir.resolve()), "cnnlab.backend": runs.read_backend(self.run_dir),
+        tags = {"cnnlab.run_dir": str(self.run_dir.resolve()), "cnnlab.backend": run_files.read_backend(self.run_dir),
                 "cnnlab.config": self.config.name}
-        group = runs.group_of(self.run_dir.resolve())
+        group = run_files.group_of(self.run_dir.resolve())
         if group is not None:
             tags["cnnlab.group"] = group.name
         run = self.client.create_run(experiment_id, run_name=self.run_dir.name, tags=tags)
@@ -214,11 +214,11 @@ class Tracker:
 
     def log_new_epochs(self):
         """Logs the epochs of history.csv the MLflow run lacks, each at step = its 0-based epoch, as Keras' own callback does."""
-        if (self.run_dir / runs.HISTORY).exists():
+        if (self.run_dir / run_files.HISTORY).exists():
             self.attempt("logging epochs", self.log_epochs)
 
     def log_epochs(self):
-        for row in runs.read_history_rows(self.run_dir / runs.HISTORY)[self.logged_epochs:]:
+        for row in run_files.read_history_rows(self.run_dir / run_files.HISTORY)[self.logged_epochs:]:
             log_metrics(self.client, self.run_id, epoch_metrics(row), step=row["epoch"] - 1)
             self.logged_epochs = row["epoch"]
 
@@ -228,15 +228,15 @@ class Tracker:
             self.log_new_epochs()  # a run stopped early by its last epoch's callbacks, or one logged afterwards
             self.attempt("logging the run folder's files", lambda: (log_summary(self.client, self.run_id, self.run_dir),
                                                                     log_files(self.client, self.run_id, self.run_dir)))
-        if status == FINISHED and (self.run_dir / runs.MODEL).is_file():
-            self.attempt("logging the model", lambda: log_model(self.uri, self.run_id, self.run_dir / runs.MODEL))
+        if status == FINISHED and (self.run_dir / run_files.MODEL).is_file():
+            self.attempt("logging the model", lambda: log_model(self.uri, self.run_id, self.run_dir / run_files.MODEL))
         self.attempt(f"ending the run {status}", lambda: (self.client.set_terminated(self.run_id, status), self.write_record(status)))
 
     def write_record(self, status=None):
         """tracking.json: where the run is logged (so a resume continues that MLflow run) or why it is not."""
         record = {"uri": self.uri, "experiment": self.experiment, "run_id": self.run_id, "status": status, "error": self.error}
         try:
-            runs.write_json(self.run_dir / runs.TRACKING, record)
+            run_files.write_json(self.run_dir / run_files.TRACKING, record)
         except RunError as exc:
             self.warn(str(exc))
 
@@ -319,10 +319,10 @@ def log_params(client, run_id, config):
 
 def log_summary(client, run_id, run_dir):
     """metrics.json's test scores as test_<metric> and the best epoch's validation scores as best_<metric>."""
-    path = Path(run_dir) / runs.METRICS
+    path = Path(run_dir) / run_files.METRICS
     if not path.exists():
         return
-    metrics = runs.read_json(path)
+    metrics = run_files.read_json(path)
     summary = {f"test_{key}": value for key, value in (metrics.get("test") or {}).items()}
     summary.update({f"best_{key}": value for key, value in (metrics.get("best") or {}).items()})
     if metrics.get("best_epoch"):
@@ -350,7 +350,7 @@ def log_model(uri, run_id, model_path):
 
     from cnnlab.runtime import backend
 
-    model = runs.load_model(model_path)
+    model = trained.load_model(model_path)
     requirements = [f"keras=={keras.__version__}"]
     name = backend.name()
     if name != "numpy":

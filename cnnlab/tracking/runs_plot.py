@@ -9,7 +9,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from cnnlab.rundir import runs
+from cnnlab.rundir import files as run_files
 from cnnlab.config.best_epoch import best_epoch_of, monitor_of
 from cnnlab.config.experiment import NOT_TRAINING
 from cnnlab.errors import RunError
@@ -27,7 +27,7 @@ COLOURS = "tab10"
 class PlottedRun:
     label: str  # as `cnnlab runs --all` names it: the folder, or group/child inside a sweep or comparison
     path: Path
-    history: dict  # history.csv as runs.read_history gives it: {column: [values]}
+    history: dict  # history.csv as run_files.read_history gives it: {column: [values]}
     monitor: str  # the checkpoint's monitor, which chose the epoch best.keras holds
     best_epoch: object  # 1-based; None where the monitor was never logged
     settings: dict  # the run's config as {path: value} (paths.flatten)
@@ -54,7 +54,7 @@ def plot_runs(names, runs_dir, output=None):
     plotted = tuple(load_plotted_run(path, label) for path, label in zip(paths, labels))
     differing = differing_settings([run.settings for run in plotted]) if len(plotted) > 1 else []
     metrics = curve_names([run.history for run in plotted])
-    runs.save_figure(draw_runs(plotted, metrics, differing), output)
+    run_files.save_figure(draw_runs(plotted, metrics, differing), output)
     return PlotResult(output, plotted, tuple(metrics), differing)
 
 
@@ -64,9 +64,9 @@ def plot_runs(names, runs_dir, output=None):
 def find_run(name, runs_dir):
     """The run folder `name` means: a path, else a name under `runs_dir`, as `cnnlab runs --all` lists it."""
     for candidate in dict.fromkeys([Path(name), Path(runs_dir) / name]):
-        if runs.is_group(candidate):
-            kind = next(kind for kind, plan in runs.GROUP_PLANS.items() if (candidate / plan).is_file())
-            raise RunError(f"{name}: a {runs.GROUP_NOUNS[kind]} folder, not one run; name its runs as "
+        if run_files.is_group(candidate):
+            kind = next(kind for kind, plan in run_files.GROUP_PLANS.items() if (candidate / plan).is_file())
+            raise RunError(f"{name}: a {run_files.GROUP_NOUNS[kind]} folder, not one run; name its runs as "
                            f"cnnlab runs --all lists them ({candidate.name}/RUN)")
         found = run_at(candidate)
         if found is not None:
@@ -76,18 +76,18 @@ def find_run(name, runs_dir):
 
 def run_at(path):
     """`path` if it is a run folder; a sweep's trial named `sweep-…/<trial folder>`, as the listing shortens it, inside trials/."""
-    if runs.is_run_dir(path):
+    if run_files.is_run_dir(path):
         return path
-    if path.parent.joinpath(runs.SWEEP_PLAN).is_file():
-        trial = path.parent / runs.SWEEP_TRIALS_DIR / path.name
-        if runs.is_run_dir(trial):
+    if path.parent.joinpath(run_files.SWEEP_PLAN).is_file():
+        trial = path.parent / run_files.SWEEP_TRIALS_DIR / path.name
+        if run_files.is_run_dir(trial):
             return trial
     return None
 
 
 def run_label(run_dir):
     """The run's name in the legend and the table: its folder, or group/child for a run inside a sweep or comparison."""
-    group = runs.group_of(run_dir)
+    group = run_files.group_of(run_dir)
     return run_dir.name if group is None else f"{group.name}/{run_dir.name}"
 
 
@@ -96,7 +96,7 @@ def load_plotted_run(run_dir, label):
     from cnnlab.config.experiment import load_config, to_plain
 
     history = read_curves(run_dir)
-    config = load_config(run_dir / runs.CONFIG)
+    config = load_config(run_dir / run_files.CONFIG)
     monitor, mode = monitor_of(config)
     return PlottedRun(label=label, path=run_dir, history=history, monitor=monitor,
                       best_epoch=best_epoch_of(history, monitor, mode), settings=flatten(to_plain(config.raw)))
@@ -104,12 +104,12 @@ def load_plotted_run(run_dir, label):
 
 def read_curves(run_dir):
     """history.csv as {column: [values]}; a run without a whole epoch in it yet is a RunError, so no empty panel is drawn."""
-    path = run_dir / runs.HISTORY
+    path = run_dir / run_files.HISTORY
     if not path.is_file():
-        status = runs.read_status(run_dir).state
-        raise RunError(f"{run_dir}: no {runs.HISTORY} yet (status {status}); a run has curves once it has trained an epoch")
+        status = run_files.read_status(run_dir).state
+        raise RunError(f"{run_dir}: no {run_files.HISTORY} yet (status {status}); a run has curves once it has trained an epoch")
     try:
-        history = runs.read_history(path)
+        history = run_files.read_history(path)
     except (ValueError, TypeError, AttributeError) as exc:  # a hand-edited or cut-off file: values that are not numbers
         raise RunError(f"cannot read {path}: {exc}") from exc
     if not history.get("epoch") or "loss" not in history:

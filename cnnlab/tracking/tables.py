@@ -67,3 +67,41 @@ def csv_text(columns, rows):
     writer.writeheader()
     writer.writerows({key: "" if row[key] is None else row[key] for key in columns} for row in rows)
     return out.getvalue()
+
+
+RUNS_TABLE = ((Column("RUN"), "name"), (Column("CONFIG"), "config"), (Column("BACKEND"), "backend"), (Column("STATUS"), "status"),
+              (Column("EPOCHS", RIGHT), "epochs"), (Column("BEST", RIGHT), "best_epoch"),
+              (Column("BEST VAL ACC", RIGHT), "best_val_accuracy"), (Column("TEST ACC", RIGHT), "test_accuracy"),
+              (Column("TRAIN TIME", RIGHT), "train_time_s"))
+
+
+def format_runs_table(rows):
+    """An aligned table, newest first as given, then one line per run whose status has a reason."""
+    def cell(key, value):
+        if value is None:
+            return "-"
+        if key.endswith("accuracy"):
+            return f"{value:.4f}"
+        if key == "train_time_s":
+            return f"{value:.1f} s"
+        return str(value)
+
+    columns = [column for column, _ in RUNS_TABLE]
+    lines = [format_table(columns, [[cell(key, row[key]) for _, key in RUNS_TABLE] for row in rows])]
+    lines += [f"{row['name']}: {row['status']}: {row['reason']}" for row in rows if row["reason"]]
+    return "\n".join(lines)
+
+
+
+GROUPS_TABLE = ((Column("SWEEP OR COMPARISON"), "name"), (Column("KIND"), "kind"), (Column("RUNS", RIGHT), "runs"),
+                (Column("COMPLETED", RIGHT), "completed"), (Column("BY"), "metric"), (Column("BEST", RIGHT), "best"),
+                (Column("BEST RUN"), "best_run"))
+
+
+def format_groups_table(rows):
+    def cell(key, value):
+        if value is None:
+            return "-"
+        return f"{value:.4f}" if key == "best" else str(value)
+
+    return format_table([column for column, _ in GROUPS_TABLE], [[cell(key, row[key]) for _, key in GROUPS_TABLE] for row in rows])

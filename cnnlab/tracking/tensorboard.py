@@ -25,7 +25,7 @@ from pathlib import Path
 
 import keras
 
-from cnnlab.rundir import runs
+from cnnlab.rundir import files as run_files
 from cnnlab.runtime import keras_compat
 
 HPARAMS_FILE = "events.out.tfevents.cnnlab-hparams.v2"  # TensorBoard reads any file named *tfevents*
@@ -103,7 +103,7 @@ def make_callback(config, run_dir, first_epoch):
     kwargs = dict(config.train.callbacks["tensorboard"])
     session = (trial_name(run_dir), hparams_of(config))
     return RunTensorBoard(first_epoch=first_epoch, steps_per_execution=config.train.steps_per_execution, session=session,
-                          log_dir=str(run_dir / runs.TENSORBOARD), **kwargs)
+                          log_dir=str(run_dir / run_files.TENSORBOARD), **kwargs)
 
 
 def batch_level(tensorboard_kwargs):
@@ -165,7 +165,7 @@ def write_records(path, records):
     writer = RecordWriter(buffer)
     for record in records:
         writer.write(record)
-    runs.write_bytes(path, buffer.getvalue())
+    run_files.write_bytes(path, buffer.getvalue())
 
 
 # ---------------------------------------------------------------- HParams
@@ -176,7 +176,7 @@ def trial_name(run_dir):
 
     The run's own name comes first: the dashboard's narrow Trial ID column shows the start of it.
     """
-    group = runs.group_of(run_dir)
+    group = run_files.group_of(run_dir)
     return Path(run_dir).name if group is None else f"{Path(run_dir).name} in {group.name}"
 
 
@@ -260,7 +260,7 @@ def event_record(summary, step):
 
 
 def log_dir_of(run_dir):
-    return Path(run_dir) / runs.TENSORBOARD
+    return Path(run_dir) / run_files.TENSORBOARD
 
 
 def has_logs(config):

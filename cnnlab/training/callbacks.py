@@ -15,7 +15,7 @@ from pathlib import Path
 import keras
 
 from cnnlab.runtime import backend, keras_compat
-from cnnlab.rundir import runs
+from cnnlab.rundir import files as run_files, resume_state
 from cnnlab.tracking import tensorboard as tensorboard_logs
 from cnnlab.config.best_epoch import best_epoch_of, history_of, monitor_of
 
@@ -39,19 +39,19 @@ def make_callbacks(config, run_dir, past_rows, phase=None, first_epoch=1):
     if best_epoch:  # a resumed run must not overwrite best.keras with a worse model
         checkpoint_kwargs["initial_value_threshold"] = past_rows[best_epoch - 1][monitor]
     phase_rows = [row for row in past_rows if row["epoch"] >= first_epoch]
-    staged = run_dir / runs.CHECKPOINT_DIR / runs.MODEL
-    callbacks = [EpochLog(run_dir / runs.HISTORY, past_rows, phase),
+    staged = run_dir / run_files.CHECKPOINT_DIR / run_files.MODEL
+    callbacks = [EpochLog(run_dir / run_files.HISTORY, past_rows, phase),
                  keras.callbacks.ModelCheckpoint(str(staged), **checkpoint_kwargs),
-                 PublishCheckpoint(staged, run_dir / runs.MODEL),
+                 PublishCheckpoint(staged, run_dir / run_files.MODEL),
                  keras.callbacks.TerminateOnNaN()]
     if cbs["early_stopping"] is not None:
-        callbacks.append(ResumedEarlyStopping(phase_rows, run_dir / runs.RESUME_DIR, **cbs["early_stopping"]))
+        callbacks.append(ResumedEarlyStopping(phase_rows, run_dir / run_files.RESUME_DIR, **cbs["early_stopping"]))
     if cbs["reduce_lr"] is not None:
         callbacks.append(ResumedReduceLROnPlateau(phase_rows, **cbs["reduce_lr"]))
     if cbs["tensorboard"] is not None:
         callbacks.append(tensorboard_logs.make_callback(config, run_dir, first_epoch=len(past_rows)))
-    callbacks.append(RandomState(run_dir / runs.RESUME_DIR / runs.RANDOM_STATE, len(past_rows)))
-    callbacks.append(keras.callbacks.BackupAndRestore(str(run_dir / runs.BACKUP_DIR), double_checkpoint=True,
+    callbacks.append(RandomState(run_dir / run_files.RESUME_DIR / run_files.RANDOM_STATE, len(past_rows)))
+    callbacks.append(keras.callbacks.BackupAndRestore(str(run_dir / run_files.BACKUP_DIR), double_checkpoint=True,
                                                       delete_checkpoint=phase != 1))
     return callbacks
 
@@ -84,7 +84,7 @@ class EpochLog(keras.callbacks.Callback):
             row["phase"] = self.phase
         row["time_s"] = round(time.perf_counter() - self.started, 3)
         self.rows.append(row)
-        runs.write_history(self.path, self.rows)
+        run_files.write_history(self.path, self.rows)
 
 
 class PublishCheckpoint(keras.callbacks.Callback):
@@ -105,7 +105,7 @@ class PublishCheckpoint(keras.callbacks.Callback):
             return
         stamp = self.staged.stat().st_mtime_ns, self.staged.stat().st_size
         if stamp != self.seen:
-            runs.copy_file(self.staged, self.published)
+            run_files.copy_file(self.staged, self.published)
             self.seen = stamp
 
 
@@ -135,21 +135,21 @@ class ResumedEarlyStopping(keras.callbacks.EarlyStopping):
     def on_epoch_begin(self, epoch, logs=None):
         # The backup now holds every epoch before this one, so no resume can go back before the best epoch
         if self.restore_best_weights:
-            runs.remove_best_weights_before(self.folder, keras_compat.early_stopping_best_epoch(self) + 1)
+            resume_state.remove_best_weights_before(self.folder, keras_compat.early_stopping_best_epoch(self) + 1)
 
     def on_epoch_end(self, epoch, logs=None):
         super().on_epoch_end(epoch, logs)
         best_epoch = keras_compat.early_stopping_best_epoch(self)
         if self.restore_best_weights and best_epoch == epoch and keras_compat.early_stopping_best_weights(self) is not None:
             self.folder.mkdir(exist_ok=True)
-            path = runs.best_weights_path(self.folder, epoch + 1)
+            path = resume_state.best_weights_path(self.folder, epoch + 1)
             partial = path.with_name(f".partial-{path.name}")  # Keras wants the .weights.h5 ending
             self.model.save_weights(partial)
             os.replace(partial, path)
 
     def saved_best_weights(self):
         """The weights saved at the best past epoch, read without disturbing the model's own."""
-        path = runs.best_weights_path(self.folder, keras_compat.early_stopping_best_epoch(self) + 1)
+        path = resume_state.best_weights_path(self.folder, keras_compat.early_stopping_best_epoch(self) + 1)
         if not path.exists():  # a run started by an older cnnlab: Keras' rule takes over from here
             return None
         current = self.model.get_weights()
@@ -224,7 +224,7 @@ class RandomState(keras.callbacks.Callback):
         kept[str(epoch + 1)] = {"variables": [keras.ops.convert_to_numpy(variable).tolist() for variable in variables],
                                 "global": backend.global_random_state()}
         self.path.parent.mkdir(exist_ok=True)
-        runs.write_json(self.path, kept)
+        run_files.write_json(self.path, kept)
 
     def saved(self):
         try:

@@ -22,7 +22,7 @@ import numpy as np
 
 from cnnlab.model import builder
 from cnnlab.runtime import keras_compat
-from cnnlab.rundir import runs
+from cnnlab.rundir import files as run_files
 from cnnlab.training.callbacks import ResumedEarlyStopping
 
 
@@ -33,7 +33,7 @@ class Start:
 
 
 def start_path(run_dir):
-    return Path(run_dir) / runs.RESUME_DIR / runs.FINE_TUNE_START
+    return Path(run_dir) / run_files.RESUME_DIR / run_files.FINE_TUNE_START
 
 
 def saved_start(run_dir):
@@ -50,7 +50,7 @@ def save_start(run_dir, model, first_epoch):
     path = start_path(run_dir)
     path.parent.mkdir(exist_ok=True)
     weights = model.get_weights()
-    with runs.atomic_file(path, "wb") as f:
+    with run_files.atomic_file(path, "wb") as f:
         np.savez(f, first_epoch=first_epoch, **{f"w{i}": w for i, w in enumerate(weights)})
     drop_first_phase_backup(run_dir)
     return Start(first_epoch=first_epoch, weights=weights)
@@ -60,7 +60,7 @@ def drop_first_phase_backup(run_dir):
     """The first phase's BackupAndRestore state, which must not be loaded into the second phase's model."""
     import shutil
 
-    shutil.rmtree(Path(run_dir) / runs.BACKUP_DIR, ignore_errors=True)
+    shutil.rmtree(Path(run_dir) / run_files.BACKUP_DIR, ignore_errors=True)
 
 
 def first_phase_ended(model, callbacks):

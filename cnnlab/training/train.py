@@ -27,7 +27,7 @@ from cnnlab.model import builder
 from cnnlab.training import callbacks, distribute, fine_tune, keras_fit
 from cnnlab.data import sources as data
 from cnnlab.tracking import plots, tensorboard as tensorboard_logs, mlflow as tracking
-from cnnlab.rundir import runs
+from cnnlab.rundir import files as run_files, lock as run_lock, resume_state
 from cnnlab.training.callbacks import best_epoch_of, history_of, monitor_of
 from cnnlab.config.experiment import load_config, with_train_values
 from cnnlab.runtime.cores import usable_cores
@@ -58,9 +58,9 @@ def train(config, runs_dir, verbose=1, initial_weights=None, extra_callbacks=())
         model.load_weights(initial_weights)
     if not distribute.is_chief(strategy):
         return fit_as_worker(config, model, splits, prep, strategy, past_rows=[], verbose=verbose)
-    run_dir = runs.create_run_dir(runs_dir, config.name)
-    with runs.training_lock(run_dir):
-        runs.set_status(run_dir, runs.RUNNING)
+    run_dir = run_files.create_run_dir(runs_dir, config.name)
+    with run_lock.training_lock(run_dir):
+        run_files.set_status(run_dir, run_files.RUNNING)
         write_run_description(run_dir, config, model, splits, prep, strategy)
         with tracking.tracked(run_dir, config) as tracker:
             result = fit_into(run_dir, config, model, splits, prep, past_rows=[], verbose=verbose, strategy=strategy,
@@ -114,18 +114,18 @@ def resume(run_dir, verbose=1):
     exactly once; early stopping and the best checkpoint carry on from that history.
     """
     run_dir = Path(run_dir)
-    if not (run_dir / runs.CONFIG).is_file():
-        raise RunError(f"{run_dir} is not a run folder: {runs.CONFIG} is missing")
+    if not (run_dir / run_files.CONFIG).is_file():
+        raise RunError(f"{run_dir} is not a run folder: {run_files.CONFIG} is missing")
     check_resumable(run_dir)
-    config, strategy, model, splits, prep = set_up(load_config(run_dir / runs.CONFIG))  # with the numbers the run recorded
+    config, strategy, model, splits, prep = set_up(load_config(run_dir / run_files.CONFIG))  # with the numbers the run recorded
     if not distribute.is_chief(strategy):  # reads the chief's folder (shared storage), never writes it
         return fit_as_worker(config, model, splits, prep, strategy, resumed_rows(run_dir), verbose,
-                             backup_from=run_dir / runs.BACKUP_DIR)
-    with runs.training_lock(run_dir):
+                             backup_from=run_dir / run_files.BACKUP_DIR)
+    with run_lock.training_lock(run_dir):
         check_resumable(run_dir)  # again: another process may have finished the run meanwhile
         past_rows = resumed_rows(run_dir)
-        runs.write_history(run_dir / runs.HISTORY, past_rows)
-        runs.set_status(run_dir, runs.RUNNING)
+        run_files.write_history(run_dir / run_files.HISTORY, past_rows)
+        run_files.set_status(run_dir, run_files.RUNNING)
         if verbose:
             print(f"Resuming {run_dir} after epoch {len(past_rows)} of {planned_epochs(config)}", flush=True)
         with tracking.tracked(run_dir, config) as tracker:  # the MLflow run the run began, where it has one
@@ -135,9 +135,9 @@ def resume(run_dir, verbose=1):
 
 
 def check_resumable(run_dir):
-    if runs.read_status(run_dir).state == runs.COMPLETED:
+    if run_files.read_status(run_dir).state == run_files.COMPLETED:
         raise RunError(f"{run_dir} has already completed; nothing to resume")
-    recorded = runs.read_backend(run_dir)
+    recorded = run_files.read_backend(run_dir)
     if recorded != backend.name():  # each backend orders the epochs its own way (tf.data's shuffle, NumPy's permutation)
         raise RunError(f"{run_dir} trained on {recorded}, not {backend.name()}; resume it on the same backend: "
                        f"cnnlab train --resume {run_dir} --backend {recorded}")
@@ -149,13 +149,13 @@ def resumed_rows(run_dir):
     Once fine-tuning has begun, a backup of no epoch of it is the first phase's, and the
     second phase starts again from the weights it saved (cnnlab/training/fine_tune.py).
     """
-    done = runs.backup_epoch(run_dir)
+    done = resume_state.backup_epoch(run_dir)
     start = fine_tune.saved_start(run_dir)
     if start is not None and done < start.first_epoch:
         fine_tune.drop_first_phase_backup(run_dir)
         done = start.first_epoch - 1
-    history_path = run_dir / runs.HISTORY
-    return runs.read_history_rows(history_path)[:done] if history_path.exists() else []
+    history_path = run_dir / run_files.HISTORY
+    return run_files.read_history_rows(history_path)[:done] if history_path.exists() else []
 
 
 def prepare(config, strategy=None):
@@ -202,7 +202,7 @@ def fit_as_worker(config, model, splits, prep, strategy, past_rows, verbose, bac
     run_dir = Path(tempfile.mkdtemp(prefix="cnnlab-worker-"))
     try:
         if backup_from is not None and backup_from.is_dir():
-            shutil.copytree(backup_from, run_dir / runs.BACKUP_DIR)
+            shutil.copytree(backup_from, run_dir / run_files.BACKUP_DIR)
         result = fit_into(run_dir, config, model, splits, prep, past_rows, verbose, strategy=strategy, chief=False)
     finally:
         shutil.rmtree(run_dir, ignore_errors=True)
@@ -246,11 +246,11 @@ def fit_into(run_dir, config, model, splits, prep, past_rows, verbose, strategy=
         except KeyboardInterrupt:
             interrupted(run_dir, config, logs[-1].rows if logs else past_rows)
         except CnnlabError as exc:  # e.g. a write into the run folder failed (disk full)
-            runs.set_status(run_dir, runs.FAILED, str(exc))
+            run_files.set_status(run_dir, run_files.FAILED, str(exc))
             raise
         except Exception as exc:  # a Keras failure mid-fit: record it, then report it as one line
             reason = failure_reason(exc)
-            runs.set_status(run_dir, runs.FAILED, reason)
+            run_files.set_status(run_dir, run_files.FAILED, reason)
             raise RunError(f"training failed in {run_dir}: {reason}") from exc
         finally:
             for board in boards:
@@ -307,7 +307,7 @@ def planned_epochs(config):
 def give_up_run(run_dir, chief, reason):
     """A multi-worker process about to end inside a stalled step: the chief's status says why, a worker's temporary folder goes."""
     if chief:
-        runs.set_status(run_dir, runs.FAILED, reason)
+        run_files.set_status(run_dir, run_files.FAILED, reason)
     else:
         shutil.rmtree(run_dir, ignore_errors=True)
 
@@ -317,7 +317,7 @@ def interrupted(run_dir, config, rows):
     done = len(rows)
     history = history_of(rows)
     write_plots(run_dir, history, best_epoch_of(history, *monitor_of(config)), config.name)
-    runs.set_status(run_dir, runs.INTERRUPTED, f"after epoch {done} of {planned_epochs(config)}")
+    run_files.set_status(run_dir, run_files.INTERRUPTED, f"after epoch {done} of {planned_epochs(config)}")
     raise TrainingInterrupted(f"training interrupted after epoch {done} of {planned_epochs(config)}; "
                               f"resume with: cnnlab train --resume {run_dir}") from None
 
@@ -361,13 +361,13 @@ def check_output_units(model, num_classes, config):
 
 def write_run_description(run_dir, config, model, splits, prep, strategy=None):
     """What the run is, written before training so an interrupted run still explains itself."""
-    runs.write_text(run_dir / runs.CONFIG, config.to_yaml())
-    runs.write_json(run_dir / runs.PREPROCESSING, preprocessing_record(prep, splits.x_train.shape[1:], config.model.input_shape))
-    runs.write_json(run_dir / runs.CLASS_NAMES, list(splits.class_names))
-    runs.write_json(run_dir / runs.ENV, environment(config, strategy))
+    run_files.write_text(run_dir / run_files.CONFIG, config.to_yaml())
+    run_files.write_json(run_dir / run_files.PREPROCESSING, preprocessing_record(prep, splits.x_train.shape[1:], config.model.input_shape))
+    run_files.write_json(run_dir / run_files.CLASS_NAMES, list(splits.class_names))
+    run_files.write_json(run_dir / run_files.ENV, environment(config, strategy))
     lines = []
     model.summary(print_fn=lambda line, *args, **kwargs: lines.append(line))
-    runs.write_text(run_dir / runs.SUMMARY, "\n".join(lines) + "\n")
+    run_files.write_text(run_dir / run_files.SUMMARY, "\n".join(lines) + "\n")
 
 
 @dataclass(frozen=True)
@@ -408,27 +408,27 @@ def finish_run(run_dir, config, rows, splits, prep, fit_time):
     }
     if config.train.fine_tune is not None:  # where the second phase began (None where it never did)
         metrics["fine_tune_first_epoch"] = next((row["epoch"] for row in rows if row.get("phase") == 2), None)
-    model_path = run_dir / runs.MODEL
+    model_path = run_dir / run_files.MODEL
     if splits.x_test is not None and model_path.exists():
         best_model = keras.models.load_model(model_path)
         test_ds = make_dataset(splits.x_test, splits.y_test, prep, config.train.batch_size)
         metrics["test"] = {key: float(value) for key, value in best_model.evaluate(test_ds, verbose=0, return_dict=True).items()}
-    runs.write_json(run_dir / runs.METRICS, metrics)
+    run_files.write_json(run_dir / run_files.METRICS, metrics)
     write_plots(run_dir, history, best_epoch, config.name)
     if tensorboard_logs.has_logs(config):
         tensorboard_logs.write_results(tensorboard_logs.log_dir_of(run_dir), metrics)
     # best.keras is published; these were only for resuming (the backup of a first phase not followed by a second too)
-    for leftover in (runs.CHECKPOINT_DIR, runs.RESUME_DIR, runs.BACKUP_DIR):
+    for leftover in (run_files.CHECKPOINT_DIR, run_files.RESUME_DIR, run_files.BACKUP_DIR):
         shutil.rmtree(run_dir / leftover, ignore_errors=True)
 
     nan_epoch = first_nan_epoch(history)
     if nan_epoch is not None:
-        runs.set_status(run_dir, runs.FAILED, f"loss became NaN at epoch {nan_epoch}; try a smaller learning rate")
+        run_files.set_status(run_dir, run_files.FAILED, f"loss became NaN at epoch {nan_epoch}; try a smaller learning rate")
         raise RunError(f"training failed in {run_dir}: loss became NaN at epoch {nan_epoch}; try a smaller compile.optimizer.learning_rate")
     if not model_path.exists():
-        runs.set_status(run_dir, runs.FAILED, f"no best model was saved: the checkpoint monitor {short_repr(monitor)} was never logged")
+        run_files.set_status(run_dir, run_files.FAILED, f"no best model was saved: the checkpoint monitor {short_repr(monitor)} was never logged")
         raise RunError(f"training failed in {run_dir}: train.callbacks.checkpoint.monitor {short_repr(monitor)} is not a logged metric; logged: {', '.join(history)}")
-    runs.set_status(run_dir, runs.COMPLETED)
+    run_files.set_status(run_dir, run_files.COMPLETED)
     return metrics
 
 
@@ -440,10 +440,10 @@ def first_nan_epoch(history):
 
 
 def write_plots(run_dir, history, best_epoch, name):
-    for metric, filename in (("loss", runs.LOSS_PLOT), (accuracy_key(history), runs.ACCURACY_PLOT)):
+    for metric, filename in (("loss", run_files.LOSS_PLOT), (accuracy_key(history), run_files.ACCURACY_PLOT)):
         if metric in history:
             fig = plots.plot_history(history, metric, best_epoch, title=f"{name}: {metric}")
-            runs.save_figure(fig, run_dir / filename)
+            run_files.save_figure(fig, run_dir / filename)
 
 
 def environment(config, strategy=None):

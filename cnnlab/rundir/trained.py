@@ -1,0 +1,104 @@
+"""A trained run loaded for use (evaluate, predict, export, visualize): config, classes, preprocessing, best model."""
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from cnnlab.errors import ConfigError, RunError, first_line
+from cnnlab.rundir.files import CLASS_NAMES, CONFIG, MODEL, PREPROCESSING, STATUS, is_run_dir, read_json, read_status
+
+
+@dataclass(frozen=True)
+class TrainedRun:
+    """What evaluate and predict need from a run folder: its config, classes, preprocessing and best model."""
+
+    path: Path
+    config: object  # cnnlab.config.experiment.ExperimentConfig
+    class_names: tuple
+    preprocessing: dict  # preprocessing.json as train wrote it
+    model: object  # keras.Model
+
+
+def load_trained_run(run_dir):
+    """Reads a run folder and loads its best model; every missing or inconsistent piece is one RunError line."""
+    from cnnlab.config.experiment import load_config
+
+    run_dir = Path(run_dir)
+    check_run_dir(run_dir)
+    model_path = run_dir / MODEL
+    if not model_path.is_file():
+        status = read_status(run_dir)
+        state = f"{status.state}: {status.reason}" if status.reason else status.state
+        raise RunError(f"{run_dir}: no {MODEL} in this run folder (status {state}); train a model first or pick another run")
+    config = load_config(run_dir / CONFIG)
+    class_names = read_class_names(run_dir / CLASS_NAMES)
+    record = read_preprocessing(run_dir / PREPROCESSING)
+    model = load_model(model_path)
+    check_model_fits(model, model_path, record, class_names)
+    return TrainedRun(path=run_dir, config=config, class_names=class_names, preprocessing=record, model=model)
+
+
+def check_run_dir(run_dir):
+    run_dir = Path(run_dir)
+    if not run_dir.exists():
+        raise RunError(f"{run_dir}: run folder not found")
+    if not run_dir.is_dir():
+        raise RunError(f"{run_dir}: is not a folder; expected a run folder made by cnnlab train")
+    if not is_run_dir(run_dir):
+        raise RunError(f"{run_dir}: not a run folder (no {CONFIG}, {STATUS} or {MODEL}); expected a folder made by cnnlab train")
+
+
+def read_class_names(path):
+    names = read_json(path)
+    if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
+        raise RunError(f"{path}: expected a non-empty JSON list of class names")
+    return tuple(names)
+
+
+def read_preprocessing(path):
+    """preprocessing.json, checked enough that evaluate and predict can rely on it."""
+    from cnnlab.data.preprocessing import output_shape, preprocessing_from_record
+
+    record = read_json(path)
+    try:
+        shape = record["image_shape"]
+        if not (isinstance(shape, list) and len(shape) == 3 and all(isinstance(v, int) and v > 0 for v in shape)):
+            raise ValueError(f"image_shape {shape!r}")
+        output_shape(preprocessing_from_record(record), shape)
+    except (KeyError, TypeError, ValueError, ConfigError) as exc:
+        raise RunError(f"{path}: expected the image_shape, color_mode, image_size, pad_to and rescale that train records; bad or missing {exc}") from exc
+    return record
+
+
+def load_model(path):
+    """keras.models.load_model with its safe mode on (a .keras file cannot run arbitrary code), without its compile state.
+
+    A trained model is only ever run here: evaluate compiles it from the run's config.
+    The compile state could not travel anyway: Keras on PyTorch saves its optimizer as
+    `keras.src.backend.torch.optimizers...`, which another backend would import, PyTorch
+    with it (a crash in one process with TensorFlow), or fail to find where it is absent.
+    """
+    import keras
+
+    try:
+        return keras.models.load_model(path, compile=False)
+    except Exception as exc:  # zip, HDF5 and deserialisation failures all come as different types
+        raise RunError(f"{path}: cannot load the model: {first_line(exc)}") from exc
+
+
+def check_model_fits(model, model_path, record, class_names):
+    """The model must take what preprocessing.json produces and output one value per class (or one sigmoid for two)."""
+    from cnnlab.data.preprocessing import check_input_shape, output_shape, preprocessing_from_record
+
+    prep = preprocessing_from_record(record)
+    produced = list(output_shape(prep, record["image_shape"]))
+    expected = list(model.input_shape[1:]) if isinstance(model.input_shape, tuple) else None
+    try:
+        if expected is None:
+            raise ConfigError(None, "several inputs")
+        check_input_shape(prep, record["image_shape"], expected)
+    except ConfigError:
+        raise RunError(f"{model_path}: takes inputs of shape {expected} but {PREPROCESSING} turns the run's "
+                       f"{record['image_shape']} images into {produced}; the run folder's files disagree") from None
+    units = model.output_shape[-1] if isinstance(model.output_shape, tuple) else None
+    if units != len(class_names) and not (units == 1 and len(class_names) == 2):
+        raise RunError(f"{model_path}: outputs {units} values per image but {CLASS_NAMES} lists {len(class_names)} classes")
