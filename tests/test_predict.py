@@ -295,7 +295,7 @@ def test_the_newest_completed_run_is_used_not_a_newer_failed_one(trained, good_p
 
 
 def test_the_invert_rule_compares_the_image_background_with_the_training_one():
-    from cnnlab.inspect.predict import invert_reason
+    from cnnlab.data.image_files import invert_reason
 
     light = np.full((8, 8, 1), 230, dtype=np.uint8)
     light[2:6, 3:5] = 10  # a dark stroke in the middle does not change the border

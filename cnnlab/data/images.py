@@ -11,6 +11,7 @@ from typing import Optional
 import numpy as np
 
 from cnnlab.data import sources as data
+from cnnlab.data.pixels import background_brightness
 from cnnlab.errors import DataError
 
 # The bundled datasets are light strokes on black; a photo of ink on paper is the opposite.
@@ -59,13 +60,3 @@ def training_background(run):
     except DataError:
         return None  # the .npz moved since training: say nothing rather than guess
     return "light" if np.median(background_brightness(x_train[:BACKGROUND_SAMPLE])) > 127.5 else "dark"
-
-
-def background_brightness(images):
-    """Median brightness (0..255) of each uint8 image's border ring: (N, H, W, C) → (N,)."""
-    gray = data.to_color_mode(images, "grayscale")[..., 0]
-    height, width = gray.shape[1:3]
-    edge = max(1, min(height, width) // 8)
-    ring = np.ones((height, width), dtype=bool)
-    ring[edge:height - edge, edge:width - edge] = False
-    return np.median(gray[:, ring], axis=1)

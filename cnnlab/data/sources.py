@@ -20,6 +20,8 @@ from typing import Optional
 
 import numpy as np
 
+from cnnlab.data.image_files import IMAGE_EXTENSIONS, class_folders, walk_images
+from cnnlab.data.pixels import to_color_mode
 from cnnlab.errors import DataError, first_line, one_line, short_repr
 
 FASHION_MNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
@@ -38,9 +40,7 @@ GZIP_MAGIC = b"\x1f\x8b"
 ZIP_MAGIC = b"PK"  # every .npz is a zip archive
 
 SYSTEM_DATASETS_DIR = Path("/usr/share/datasets")  # where Debian's dataset-* packages install
-IMAGE_EXTENSIONS = (".bmp", ".gif", ".jpeg", ".jpg", ".png")  # what Keras' directory loader reads
 DEFAULT_IMAGE_SIZE = (256, 256)  # Keras' own default for image_dataset_from_directory
-LUMA_WEIGHTS = (0.299, 0.587, 0.114)  # ITU-R BT.601, what PIL and TensorFlow use for RGB -> L
 DIGITS_MAX_VALUE = 16  # load_digits() pixels are counts 0..16
 NPZ_ERRORS = (OSError, EOFError, ValueError, SyntaxError, zipfile.BadZipFile, zlib.error)
 READ_BATCH = 256
@@ -375,10 +375,10 @@ def read_image_folder_with_pillow(folder, image_size, color_mode):
     image resized bilinearly without antialiasing, no cropping), read with Pillow and keras.ops."""
     from keras import ops
 
-    class_dirs = [p for p in sorted(folder.iterdir()) if p.is_dir() and not p.name.startswith(".")]
+    class_dirs = class_folders(folder)
     xs, ys = [], []
     for label, class_dir in enumerate(class_dirs):
-        for path in image_files(class_dir):
+        for path in walk_images(class_dir):
             pixels = decode_with_pillow(path, color_mode)
             if pixels is None:
                 raise DataError(f"{path}: cannot decode this image; expected a valid {', '.join(IMAGE_EXTENSIONS)} file")
@@ -391,12 +391,6 @@ def read_image_folder_with_pillow(folder, image_size, color_mode):
     class_names = tuple(d.name for d in class_dirs)
     description = f"image_folder: {len(ys)} images in {len(class_names)} class folders under {folder}, loaded at {h}x{w}"
     return SourceArrays(np.stack(xs), np.asarray(ys, dtype=np.int32), None, None, class_names, description)
-
-
-def image_files(folder):
-    """The image files under `folder`, at any depth, sorted by path."""
-    return sorted(Path(root) / name for root, _, files in os.walk(folder) for name in files
-                  if name.lower().endswith(IMAGE_EXTENSIONS))
 
 
 def decode_with_pillow(path, color_mode):
@@ -420,8 +414,8 @@ def check_image_folder(folder):
     if not folder.is_dir():
         raise DataError(f"data.path {folder}: is not a folder; expected {expected}")
     try:
-        class_dirs = [p for p in sorted(folder.iterdir()) if p.is_dir() and not p.name.startswith(".")]
-        count = sum(count_images(d) for d in class_dirs)
+        class_dirs = class_folders(folder)
+        count = sum(1 for d in class_dirs for _ in walk_images(d))
     except OSError as exc:
         raise DataError(f"data.path {folder}: cannot list this folder: {one_line(exc)}") from exc
     if not class_dirs:
@@ -433,17 +427,11 @@ def check_image_folder(folder):
 
 def find_undecodable_image(folder):
     """The first image file Pillow cannot decode, so the error can name it; TensorFlow's own message does not."""
-    for root, _, files in sorted(os.walk(folder)):
-        for name in sorted(files):
-            path = Path(root) / name
-            if name.lower().endswith(IMAGE_EXTENSIONS) and decode_with_pillow(path, "rgb") is None:
+    for class_dir in class_folders(folder):
+        for path in walk_images(class_dir):
+            if decode_with_pillow(path, "rgb") is None:
                 return path
     return None
-
-
-def count_images(folder):
-    """Image files under `folder`, at any depth, as Keras' directory loader counts them."""
-    return sum(1 for _, _, files in os.walk(folder) for name in files if name.lower().endswith(IMAGE_EXTENSIONS))
 
 
 # ---------------------------------------------------------------- .npz files
@@ -592,17 +580,6 @@ def check_same_image_shape(x_train, x_test, where):
 def check_label_range(y, class_names, where):
     if len(y) and y.max() >= len(class_names):
         raise DataError(f"{where}: expected labels 0..{len(class_names) - 1} for {len(class_names)} classes, found {y.max()}")
-
-
-def to_color_mode(x, color_mode):
-    """Grayscale (N,H,W,1) <-> rgb (N,H,W,3): channel repeated one way, BT.601 luma the other."""
-    channels = x.shape[-1]
-    if color_mode == "rgb" and channels == 1:
-        return np.repeat(x, 3, axis=-1)
-    if color_mode == "grayscale" and channels == 3:
-        luma = x.astype(np.float32) @ np.asarray(LUMA_WEIGHTS, dtype=np.float32)
-        return np.clip(np.round(luma), 0, 255).astype(np.uint8)[..., np.newaxis]
-    return x
 
 
 # ---------------------------------------------------------------- messages

@@ -36,7 +36,8 @@ from cnnlab.runtime import keras_compat
 from cnnlab.tracking import plots
 from cnnlab.rundir import files as run_files, listing, trained
 from cnnlab.errors import ConfigError, DataError, short_repr
-from cnnlab.inspect.predict import DEFAULT_MAX_PIXELS, ImageProblem, ImageReader
+from cnnlab.data.image_files import DEFAULT_MAX_PIXELS, ImageProblem, ImageReader
+from cnnlab.data.images import run_image_spec
 from cnnlab.data.preprocessing import preprocess_images, preprocessing_from_record
 from cnnlab.tracking.tables import RIGHT, Column, format_table
 
@@ -171,7 +172,7 @@ def read_sample(run, image, invert, max_pixels):
         raise DataError(f"{image}: not found")
     if path.is_dir():
         raise DataError(f"{image}: is a folder; give one image file (PNG, JPEG, BMP or GIF)")
-    read = ImageReader(run, invert, max_pixels).read(path)
+    read = ImageReader(run_image_spec(run, with_background=invert == "auto"), invert, max_pixels).read(path)
     if isinstance(read, ImageProblem):
         raise DataError(str(read))
     _, pixels, inverted = read
