@@ -75,15 +75,35 @@ def assert_one_line_error(result, expected, exact=False):
     assert "Traceback" not in result.output
 
 
-def train_run(root, text):
-    """Writes `text` as root/config.yaml, trains it quietly into root/runs and returns the run folder."""
+def train_config(config, runs_dir, *args, check=True):
+    """`cnnlab train CONFIG --runs-dir RUNS_DIR -q ARGS...`: the one way tests train a tiny config.
+
+    Returns click's result with `run_dir` set to the run folder this call made (None where it
+    made none); with `check`, a failed training fails the test with its output.
+    """
+    from cnnlab.rundir.files import is_run_dir
+
+    runs_dir = Path(runs_dir)
+    before = set(runs_dir.iterdir()) if runs_dir.is_dir() else set()
+    result = run_cli("train", config, "--runs-dir", runs_dir, "-q", *args)
+    if check:
+        assert result.exit_code == 0, result.output
+    made = [path for path in set(runs_dir.iterdir()) - before if is_run_dir(path)] if runs_dir.is_dir() else []
+    result.run_dir = made[0] if len(made) == 1 else None
+    return result
+
+
+def write_and_train(root, text, *args, check=True):
+    """Writes `text` as root/config.yaml and trains it into root/runs (`train_config`)."""
     root.mkdir(parents=True, exist_ok=True)
     config = root / "config.yaml"
     config.write_text(text)
-    result = run_cli("train", config, "--runs-dir", root / "runs", "-q")
-    assert result.exit_code == 0, result.output
-    (run_dir,) = (root / "runs").iterdir()
-    return run_dir
+    return train_config(config, root / "runs", *args, check=check)
+
+
+def train_run(root, text, *args):
+    """Writes `text` as root/config.yaml, trains it quietly into root/runs and returns the run folder."""
+    return write_and_train(root, text, *args).run_dir
 
 
 def write_photo_folder(root, per_class=12, size=16, seed=0):

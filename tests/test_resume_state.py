@@ -12,7 +12,7 @@ import pytest
 
 from cnnlab.training import callbacks
 from cnnlab.rundir import files as run_files
-from conftest import BACKEND, TINY_DIGITS, run_cli
+from conftest import BACKEND, TINY_DIGITS, run_cli, write_and_train
 
 WATCHED = TINY_DIGITS.replace("  epochs: 2", "  epochs: 14").replace("  batch_size: 64", "  batch_size: 32").replace(
     "model:", "compile:\n  optimizer: {name: adam, learning_rate: 0.01}\nmodel:") + """\
@@ -49,13 +49,6 @@ def with_extra_callbacks(monkeypatch, *extra):
     monkeypatch.setattr(callbacks, "make_callbacks", lambda *args: make(*args) + list(extra))
 
 
-def train(root, text):
-    root.mkdir(exist_ok=True)
-    config = root / "config.yaml"
-    config.write_text(text)
-    return run_cli("train", config, "--runs-dir", root / "runs", "-q")
-
-
 def only_run(root):
     (run_dir,) = (root / "runs").iterdir()
     return run_dir
@@ -71,7 +64,7 @@ def comparable(run_dir):
 def train_interrupted_and_resumed(root, text, monkeypatch, epoch):
     with monkeypatch.context() as patch:
         with_extra_callbacks(patch, CtrlCAfter(epoch))
-        result = train(root, text)
+        result = write_and_train(root, text, check=False)
     assert result.exit_code == 130, result.output
     run_dir = only_run(root)
     assert run_files.read_status(run_dir).state == "interrupted"
@@ -93,7 +86,7 @@ def test_a_run_resumed_after_ctrl_c_ends_exactly_as_the_uninterrupted_run(tmp_pa
     if layers:
         text = text.replace("    - Flatten: {}\n", layers)
     whole = tmp_path / "whole"
-    assert train(whole, text).exit_code == 0
+    assert write_and_train(whole, text, check=False).exit_code == 0
     expected_history, expected_metrics = comparable(only_run(whole))
 
     stopped_at = 6  # with val_accuracy: early stopping's wait is 1 and ReduceLROnPlateau is in its cooldown
@@ -116,7 +109,7 @@ def test_restore_best_weights_after_a_resume_restores_the_best_epoch_of_the_whol
     text = WATCHED.replace("MONITOR", "val_loss").replace("MODE", "max").replace("epochs: 14", "epochs: 4")
     with monkeypatch.context() as patch:
         with_extra_callbacks(patch, CtrlCAfter(2))
-        assert train(tmp_path, text).exit_code == 130
+        assert write_and_train(tmp_path, text, check=False).exit_code == 130
     run_dir = only_run(tmp_path)
     with_extra_callbacks(monkeypatch, WeightsAtEnd())
     assert run_cli("train", "--resume", run_dir, "-q").exit_code == 0
@@ -135,7 +128,7 @@ AUGMENTATION = "  augmentation:\n    - RandomFlip: {mode: horizontal}\n    - Ran
 def test_a_run_with_augmentation_resumed_after_ctrl_c_draws_the_augmentation_of_the_uninterrupted_run(tmp_path, monkeypatch):
     text = WATCHED.replace("MONITOR", "val_loss").replace("MODE", "min").replace("epochs: 14", "epochs: 6").replace("  layers:\n", AUGMENTATION)
     whole = tmp_path / "whole"
-    assert train(whole, text).exit_code == 0
+    assert write_and_train(whole, text, check=False).exit_code == 0
     expected_history, expected_metrics = comparable(only_run(whole))
 
     run_dir = train_interrupted_and_resumed(tmp_path / "resumed", text, monkeypatch, 3)

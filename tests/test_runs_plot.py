@@ -15,20 +15,11 @@ from cnnlab.config.experiment import load_config
 from cnnlab.config.keypaths import flatten
 from cnnlab.tracking.runs_plot import MISSING, curve_names, differing_settings, draw_runs, load_plotted_run
 
-from conftest import TINY_DIGITS, assert_one_line_error, run_cli
+from conftest import TINY_DIGITS, assert_one_line_error, run_cli, train_config
 
 # steps_per_execution is pinned: left at auto, each run records what auto became for its
 # batch size, which would be a third difference beside the two the runs were given
 CONFIG = TINY_DIGITS + "  steps_per_execution: 4\ncompile:\n  optimizer: {name: adam, learning_rate: 0.001}\n"
-
-
-def train(config, runs_dir, *args):
-    """Trains quietly into runs_dir and returns the run folder it made."""
-    before = set(runs_dir.iterdir()) if runs_dir.is_dir() else set()
-    result = run_cli("train", config, "--runs-dir", runs_dir, "-q", *args)
-    assert result.exit_code == 0, result.output
-    (run_dir,) = set(runs_dir.iterdir()) - before
-    return run_dir
 
 
 @pytest.fixture(scope="module")
@@ -37,8 +28,8 @@ def lab(tmp_path_factory):
     root = tmp_path_factory.mktemp("lab")
     config = root / "tiny.yaml"
     config.write_text(CONFIG, encoding="utf-8")
-    a = train(config, root / "runs")
-    b = train(config, root / "runs", "--set", "compile.optimizer.learning_rate=0.01", "--batch-size", "32")
+    a = train_config(config, root / "runs").run_dir
+    b = train_config(config, root / "runs", "--set", "compile.optimizer.learning_rate=0.01", "--batch-size", "32").run_dir
     return root / "runs", a, b
 
 

@@ -20,7 +20,7 @@ from cnnlab.rundir import files as run_files, listing
 from cnnlab.tracking import tensorboard as tensorboard_logs
 from cnnlab.config.experiment import load_config
 from cnnlab.training.train import prepare
-from conftest import BACKEND, TINY_DIGITS, free_port, run_cli
+from conftest import BACKEND, TINY_DIGITS, free_port, run_cli, train_run
 from test_resume_state import CtrlCAfter
 
 # whole batches (a split batch draws the same update, rounded otherwise) and the order fit is given below
@@ -60,16 +60,6 @@ def fit_as_keras_does(config_path, log_dir, **tensorboard):
               callbacks=[keras.callbacks.TensorBoard(log_dir=str(log_dir), **tensorboard)])
 
 
-def train(tmp_path, text, *args):
-    tmp_path.mkdir(exist_ok=True)
-    config = tmp_path / "config.yaml"
-    config.write_text(text)
-    result = run_cli("train", config, "--runs-dir", tmp_path / "runs", "-q", *args)
-    assert result.exit_code == 0, result.output
-    (run_dir,) = [path for path in (tmp_path / "runs").iterdir() if run_files.is_run_dir(path)]
-    return config, run_dir
-
-
 def batches_per_epoch(run_dir):
     return -(-json.loads((run_dir / run_files.METRICS).read_text())["num_train"] // 64)
 
@@ -82,7 +72,8 @@ def assert_same_scalars(ours, theirs):
 
 
 def test_a_run_logs_the_tags_and_values_plain_fit_logs(tmp_path):
-    config, run_dir = train(tmp_path, config_with("{histogram_freq: 1}"))
+    run_dir = train_run(tmp_path, config_with("{histogram_freq: 1}"))
+    config = tmp_path / "config.yaml"
     fit_as_keras_does(config, tmp_path / "fit", histogram_freq=1)
 
     for folder in ("train", "validation"):
@@ -104,7 +95,8 @@ def test_a_run_logs_the_tags_and_values_plain_fit_logs(tmp_path):
 
 
 def test_batch_level_logs_count_batches_as_keras_documents_update_freq(tmp_path):
-    config, run_dir = train(tmp_path, config_with("{update_freq: 3}", epochs=2))
+    run_dir = train_run(tmp_path, config_with("{update_freq: 3}", epochs=2))
+    config = tmp_path / "config.yaml"
     assert yaml.safe_load((run_dir / run_files.CONFIG).read_text())["train"]["steps_per_execution"] == 1
     fit_as_keras_does(config, tmp_path / "fit", update_freq=3)
 
@@ -132,7 +124,7 @@ def all_logs(run_dir):
 
 def test_a_resumed_run_continues_the_same_curves_with_every_step_once(tmp_path, monkeypatch):
     text = config_with("{update_freq: 2}", epochs=4)
-    _, whole = train(tmp_path / "whole", text)
+    whole = train_run(tmp_path / "whole", text)
 
     with monkeypatch.context() as patch:
         interrupt_before_the_backup(patch, 3)
@@ -292,7 +284,7 @@ train:
   callbacks: {{tensorboard: {{update_freq: 1}}, early_stopping: null}}
   fine_tune: {{unfreeze: 10, epochs: 2, learning_rate: 1.0e-5}}
 """
-    _, run_dir = train(tmp_path, text)
+    run_dir = train_run(tmp_path, text)
     logs = all_logs(run_dir)
     assert [step for step, _ in logs["train"]["epoch_loss"]] == [0, 1, 2, 3]
     batches = -(-json.loads((run_dir / run_files.METRICS).read_text())["num_train"] // 8)

@@ -16,15 +16,10 @@ from cnnlab.data.sources import load_dataset
 from cnnlab.data.array_batches import make_dataset
 from cnnlab.data.preprocessing import preprocessing_for
 
-from conftest import CONFIGS, TINY_DIGITS
+from conftest import CONFIGS, TINY_DIGITS, train_config
 
 RUN_FILES = ["config.yaml", "model_summary.txt", "best.keras", "history.csv", "metrics.json", "class_names.json",
              "env.json", "status", "loss.png", "accuracy.png", "preprocessing.json"]
-
-
-def train(config_path, runs_dir, *args):
-    result = CliRunner().invoke(main, ["train", str(config_path), "--runs-dir", str(runs_dir), "-q", *map(str, args)])
-    return result
 
 
 def only_run(runs_dir):
@@ -36,7 +31,7 @@ def only_run(runs_dir):
 def digits_run(tmp_path_factory):
     """The shipped digits config, trained for 2 epochs once for all tests of this module."""
     runs_dir = tmp_path_factory.mktemp("runs")
-    result = train(CONFIGS / "digits_cnn.yaml", runs_dir, "--epochs", "2")
+    result = train_config(CONFIGS / "digits_cnn.yaml", runs_dir, "--epochs", "2", check=False)
     assert result.exit_code == 0, result.output
     return only_run(runs_dir), result.output
 
@@ -104,8 +99,8 @@ def test_run_description_files(digits_run):
 
 def test_seeded_runs_are_reproducible(tiny_config, tmp_path):
     first, second = tmp_path / "a", tmp_path / "b"
-    assert train(tiny_config, first).exit_code == 0
-    assert train(tiny_config, second).exit_code == 0
+    assert train_config(tiny_config, first, check=False).exit_code == 0
+    assert train_config(tiny_config, second, check=False).exit_code == 0
     h1 = run_files.read_history(only_run(first) / "history.csv")
     h2 = run_files.read_history(only_run(second) / "history.csv")
     assert h1.pop("time_s") and h2.pop("time_s")  # seconds per epoch differ; everything else must not
@@ -113,8 +108,8 @@ def test_seeded_runs_are_reproducible(tiny_config, tmp_path):
 
 
 def test_runs_never_share_a_folder(tiny_config, tmp_path):
-    assert train(tiny_config, tmp_path, "--epochs", "1").exit_code == 0
-    assert train(tiny_config, tmp_path, "--epochs", "1").exit_code == 0
+    assert train_config(tiny_config, tmp_path, "--epochs", "1", check=False).exit_code == 0
+    assert train_config(tiny_config, tmp_path, "--epochs", "1", check=False).exit_code == 0
     assert len([p for p in tmp_path.iterdir() if p.is_dir()]) == 2
 
 
@@ -128,7 +123,7 @@ def test_create_run_dir_adds_a_counter_within_the_same_second(tmp_path):
 
 def test_a_diverging_run_is_marked_failed_with_the_reason(write_config, tmp_path):
     path = write_config(TINY_DIGITS + "compile: {optimizer: {name: sgd, learning_rate: 1.0e+30}}\n")
-    result = train(path, tmp_path / "runs")
+    result = train_config(path, tmp_path / "runs", check=False)
     assert result.exit_code == 2
     assert "loss became NaN at epoch 1" in result.output
     status = run_files.read_status(only_run(tmp_path / "runs"))
@@ -137,7 +132,7 @@ def test_a_diverging_run_is_marked_failed_with_the_reason(write_config, tmp_path
 
 def test_lenet_pads_digits_to_its_input(write_config, tmp_path):
     text = (TINY_DIGITS.replace("[8, 8, 1]", "[12, 12, 1]").replace("  test_split: 0.2", "  test_split: 0.2\n  pad_to: [12, 12]"))
-    result = train(write_config(text), tmp_path, "--epochs", "1")
+    result = train_config(write_config(text), tmp_path, "--epochs", "1", check=False)
     assert result.exit_code == 0, result.output
     prep = json.loads((only_run(tmp_path) / "preprocessing.json").read_text())
     assert prep["pad_to"] == [12, 12] and prep["image_shape"] == [8, 8, 1]
@@ -148,7 +143,7 @@ FASHION = Path("/usr/share/datasets/fashion-mnist")
 
 @pytest.mark.skipif(not FASHION.exists(), reason="needs Debian's dataset-fashion-mnist (CI installs it)")
 def test_fashion_mnist_cnn_trains_one_epoch_offline(tmp_path):
-    result = train(CONFIGS / "fashion_mnist_cnn.yaml", tmp_path, "--epochs", "1")
+    result = train_config(CONFIGS / "fashion_mnist_cnn.yaml", tmp_path, "--epochs", "1", check=False)
     assert result.exit_code == 0, result.output
     metrics = json.loads((only_run(tmp_path) / "metrics.json").read_text())
     assert metrics["num_train"] == 48_000 and metrics["num_val"] == 12_000 and metrics["num_test"] == 10_000
@@ -160,7 +155,7 @@ def test_an_accuracy_logged_under_another_name_is_plotted_and_listed(tmp_path):
     """Keras logs `metrics: [sparse_categorical_accuracy]` under that name; the plot and `cnnlab runs` still find it."""
     config = tmp_path / "tiny.yaml"
     config.write_text(TINY_DIGITS.replace("epochs: 2", "epochs: 1") + "compile:\n  metrics: [sparse_categorical_accuracy]\n")
-    assert train(config, tmp_path / "runs").exit_code == 0
+    assert train_config(config, tmp_path / "runs", check=False).exit_code == 0
     run_dir = only_run(tmp_path / "runs")
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert (run_dir / "accuracy.png").is_file()
@@ -171,7 +166,7 @@ def test_an_accuracy_logged_under_another_name_is_plotted_and_listed(tmp_path):
 
 def test_train_ignores_a_sweep_section_and_keeps_it_in_the_run_config(write_config, tmp_path):
     sweep = "sweep:\n  trials: 3\n  params:\n    train.batch_size: {choice: [16, 32]}\n"
-    result = train(write_config(TINY_DIGITS + sweep), tmp_path / "runs", "--epochs", "1")
+    result = train_config(write_config(TINY_DIGITS + sweep), tmp_path / "runs", "--epochs", "1", check=False)
     assert result.exit_code == 0, result.output
     run_dir = only_run(tmp_path / "runs")
     assert run_files.read_status(run_dir).state == "completed"

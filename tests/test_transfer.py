@@ -19,7 +19,7 @@ from cnnlab.training import callbacks
 from cnnlab.rundir import files as run_files, trained
 from cnnlab.config.experiment import config_from_text, load_config
 from cnnlab.errors import ConfigError
-from conftest import CONFIGS, assert_one_line_error, run_cli
+from conftest import CONFIGS, assert_one_line_error, run_cli, write_and_train
 from test_resume_state import CtrlCAfter  # one Ctrl-C at a chosen epoch, for every resume test
 
 SIZE = 32  # the smallest input keras.applications' MobileNets take
@@ -108,12 +108,6 @@ def with_extra_callbacks(monkeypatch, *extra):
     monkeypatch.setattr(callbacks, "make_callbacks", lambda *args: make(*args) + list(extra))
 
 
-def train(root, text):
-    root.mkdir(exist_ok=True)
-    (root / "config.yaml").write_text(text)
-    return run_cli("train", root / "config.yaml", "--runs-dir", root / "runs", "-q")
-
-
 def only_run(root):
     (run_dir,) = (root / "runs").iterdir()
     return run_dir
@@ -126,7 +120,7 @@ def fine_tuned(photos, backbone_file, tmp_path_factory):
     root = tmp_path_factory.mktemp("fine_tuned")
     with pytest.MonkeyPatch.context() as patch:
         with_extra_callbacks(patch, record)
-        result = train(root, config_text(photos, {**BACKBONE, "weights": str(backbone_file)}))
+        result = write_and_train(root, config_text(photos, {**BACKBONE, "weights": str(backbone_file)}), check=False)
     assert result.exit_code == 0, result.output
     return only_run(root), record
 
@@ -309,7 +303,7 @@ def test_the_shipped_config_builds_and_needs_the_imagenet_file(tmp_path, monkeyp
 def test_a_backbone_with_random_weights_trains_and_its_run_evaluates_and_predicts(photos, tmp_path):
     text = config_text(photos, "{name: MobileNetV3Small, weights: null, alpha: 0.75, minimalistic: true, pooling: avg}",
                        epochs=1, fine_tune="")
-    result = train(tmp_path, text)
+    result = write_and_train(tmp_path, text, check=False)
     assert result.exit_code == 0, result.output
     run_dir = only_run(tmp_path)
     assert run_files.read_status(run_dir).state == "completed"
@@ -413,7 +407,7 @@ def test_a_fine_tuning_run_resumed_after_ctrl_c_ends_as_the_uninterrupted_run(fi
     expected_history, expected_metrics = comparable(fine_tuned[0])
     with monkeypatch.context() as patch:
         with_extra_callbacks(patch, interruption())
-        result = train(tmp_path, config_text(photos, {**BACKBONE, "weights": str(backbone_file)}))
+        result = write_and_train(tmp_path, config_text(photos, {**BACKBONE, "weights": str(backbone_file)}), check=False)
     assert result.exit_code == 130, result.output
     run_dir = only_run(tmp_path)
     assert run_files.read_status(run_dir).state == "interrupted"
