@@ -4,7 +4,7 @@ The Python API (cnnlab/api.py) is imported lazily, so `import cnnlab` and `cnnla
 `cnnlab.init`, `cnnlab.train`, `cnnlab.load_run`, `cnnlab.sweep`, `cnnlab.compare_optimizers`, `cnnlab.Run`.
 """
 
-__version__ = "0.1.0"
+from cnnlab.version import __version__  # noqa: F401
 
 API = ("Run", "init", "train", "load_run", "sweep", "compare_optimizers")
 

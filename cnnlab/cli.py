@@ -12,7 +12,7 @@ from pathlib import Path
 
 import click
 
-from cnnlab import __version__
+from cnnlab.version import __version__
 from cnnlab.runtime.backend import BACKENDS
 from cnnlab.runtime.credentials import redact
 from cnnlab.errors import CnnlabError

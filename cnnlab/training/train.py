@@ -21,7 +21,7 @@ from contextlib import contextmanager
 
 import keras
 
-from cnnlab import __version__
+from cnnlab.version import __version__
 from cnnlab.runtime import backend
 from cnnlab.model import builder
 from cnnlab.training import callbacks, distribute, fine_tune, keras_fit
