@@ -169,7 +169,7 @@ def sweep(config, params=None, trials=None, overrides=None, runs_dir="runs", job
     Returns the sweep's result: `sweep_dir`, `best` (its number, value and run folder), `table`.
     """
     start_backend(backend)
-    from cnnlab.config.experiment import to_plain
+    from cnnlab.config.schema import to_plain
     from cnnlab.search.space import parse_space
     from cnnlab.search.sweep import run_sweep
 

@@ -168,7 +168,7 @@ def sweep_space(config):
     """The config's search space, checked as `cnnlab sweep` checks it; None where the config has no sweep section."""
     if config.raw.get("sweep") is None:
         return None
-    from cnnlab.config.experiment import to_plain
+    from cnnlab.config.schema import to_plain
     from cnnlab.search.space import parse_space
 
     return parse_space(to_plain(config.raw))
@@ -339,7 +339,7 @@ def sweep(config_path, params, trials, epochs, batch_size, seed, name, sets, run
 
 def config_user_dict(config):
     """The resolved config as plain data, the form the search space is checked against and applied to."""
-    from cnnlab.config.experiment import to_plain
+    from cnnlab.config.schema import to_plain
 
     return to_plain(config.raw)
 
@@ -491,7 +491,7 @@ def track(run_dirs, mlflow):
     For runs trained without tracking, or whose tracking server could not be reached: a run
     logged before continues its own MLflow run in the same store, with no epoch logged twice.
     """
-    from cnnlab.config.experiment import check_tracking_uri
+    from cnnlab.config.sections import check_tracking_uri
     from cnnlab.tracking.mlflow import track_run
 
     if mlflow is not None:

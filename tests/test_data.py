@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cnnlab.config.experiment import DataConfig
+from cnnlab.config.schema import DataConfig
 from cnnlab.data.sources import (
     FASHION_MNIST_CLASSES,
     IDX_IMAGES_MAGIC,

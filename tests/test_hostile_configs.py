@@ -4,7 +4,7 @@ Every generated config is wrong by construction (a wrong type, an unknown key, a
 bad nesting, a huge or negative size, a name that is not Keras'), so the property
 is exact: never exit 0, never a traceback, never more than one line.
 
-Which sections and keys exist comes from the config schema itself (config.CONFIG_SECTIONS,
+Which sections and keys exist comes from the config schema itself (config/schema.py: CONFIG_SECTIONS,
 made from DEFAULTS and the section readers' key lists), so a section is fuzzed the day
 it is added; the tests at the end fail when one is not.
 """
@@ -18,7 +18,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from cnnlab.cli import main
-from cnnlab.config.experiment import CALLBACK_NAMES, CONFIG_SECTIONS, DEFAULTS, MAX_BATCH_SIZE, MAX_EPOCHS, SOURCES, default_at, key_paths
+from cnnlab.config.schema import (CALLBACK_NAMES, CONFIG_SECTIONS, DEFAULTS, MAX_BATCH_SIZE, MAX_EPOCHS, SOURCES,
+                                  default_at, key_paths)
 from cnnlab.config.keypaths import format_path
 from cnnlab.model.keras_names import layer_classes, loss_names, optimizer_classes
 

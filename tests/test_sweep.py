@@ -127,7 +127,8 @@ def test_ctrl_c_marks_the_running_trial_and_resume_finishes_the_trials(tmp_path,
 
 
 def test_pruning_stops_a_trial_that_is_worse_than_the_median_of_those_before(tmp_path):
-    from cnnlab.config.experiment import load_config, to_plain
+    from cnnlab.config.experiment import load_config
+    from cnnlab.config.schema import to_plain
     from cnnlab.search.space import parse_space
     from cnnlab.search.sweep import Objective
 

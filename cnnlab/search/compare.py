@@ -31,7 +31,8 @@ from cnnlab.runtime import cores, processes as workers
 from cnnlab.rundir import files as run_files
 from cnnlab.tracking import mlflow as tracking
 from cnnlab.search.compare_report import SUMMARY_MD, progress_line, write_report
-from cnnlab.config.experiment import resolve_config, to_plain
+from cnnlab.config.experiment import resolve_config
+from cnnlab.config.schema import to_plain
 from cnnlab.errors import CnnlabError, RunError, TrainingInterrupted, format_traceback, most_common, one_line
 from cnnlab.search.optimizer_specs import check_optimizer_specs
 from cnnlab.config.keypaths import first_difference

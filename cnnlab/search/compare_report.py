@@ -10,7 +10,7 @@ import math
 
 from cnnlab.tracking import plots
 from cnnlab.rundir import files as run_files
-from cnnlab.config.experiment import to_plain
+from cnnlab.config.schema import to_plain
 from cnnlab.config.metric_names import accuracy_key
 from cnnlab.tracking.tables import RIGHT, Column, csv_text, format_table, mean, mean_std, mean_std_cell, number_cell
 

@@ -13,7 +13,8 @@ from typing import Any, Mapping
 import yaml
 
 from cnnlab.model import builder
-from cnnlab.config.experiment import OptimizerConfig, short_repr
+from cnnlab.config.schema import OptimizerConfig
+from cnnlab.config.experiment import short_repr
 from cnnlab.errors import ConfigError
 from cnnlab.config.yaml_safety import load_yaml
 

@@ -13,7 +13,9 @@ from typing import Any
 
 import yaml
 
-from cnnlab.config.experiment import check_choice, check_int, resolve_config, to_plain
+from cnnlab.config.sections import check_choice, check_int
+from cnnlab.config.experiment import resolve_config
+from cnnlab.config.schema import to_plain
 from cnnlab.errors import ConfigError, one_line, short_repr, suggest, type_name
 from cnnlab.config.metric_names import maximized
 from cnnlab.config.keypaths import format_path, get_value, has_path, parse_path, set_value

@@ -17,7 +17,7 @@ import yaml
 
 from cnnlab.rundir import lock as run_lock
 from cnnlab.search import space as spaces
-from cnnlab.config.experiment import to_plain
+from cnnlab.config.schema import to_plain
 from cnnlab.runtime.credentials import redact
 from cnnlab.errors import CnnlabError, ConfigError, first_line
 from cnnlab.config.keypaths import first_difference

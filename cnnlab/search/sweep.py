@@ -27,7 +27,8 @@ import yaml
 from cnnlab.rundir import files as run_files
 from cnnlab.search import space as spaces
 from cnnlab.tracking import mlflow as tracking
-from cnnlab.config.experiment import resolve_config, to_plain
+from cnnlab.config.experiment import resolve_config
+from cnnlab.config.schema import to_plain
 from cnnlab.runtime.credentials import connect_url, storage_url
 from cnnlab.errors import CnnlabError, ConfigError, RunError, TrainingInterrupted, format_traceback, most_common, one_line
 from cnnlab.search.study import (FAILED, SURPLUS, claim_slot, count_finished, fail_killed_trials, failure_streak, import_optuna,

@@ -12,7 +12,7 @@ from pathlib import Path
 import yaml
 
 from cnnlab.rundir import files as run_files
-from cnnlab.config.experiment import to_plain
+from cnnlab.config.schema import to_plain
 from cnnlab.errors import most_common
 from cnnlab.tracking.tables import RIGHT, Column, format_table
 from cnnlab.search.study import FAILED, SURPLUS, is_scalar, labels

@@ -93,7 +93,8 @@ def run_label(run_dir):
 
 def load_plotted_run(run_dir, label):
     """A run's curves, its best epoch by its own checkpoint monitor, and its settings, from its small files only."""
-    from cnnlab.config.experiment import load_config, to_plain
+    from cnnlab.config.experiment import load_config
+    from cnnlab.config.schema import to_plain
 
     history = read_curves(run_dir)
     config = load_config(run_dir / run_files.CONFIG)

@@ -18,7 +18,7 @@ run sees the orders the uninterrupted one saw.
 import signal
 from contextlib import contextmanager
 
-from cnnlab.config.experiment import AUTO
+from cnnlab.config.schema import AUTO
 from cnnlab.errors import ConfigError
 
 TF_STRATEGIES = ("one_device", "mirrored", "multi_worker")

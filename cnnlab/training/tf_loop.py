@@ -33,7 +33,7 @@ import numpy as np
 import tensorflow as tf
 
 from cnnlab.runtime import keras_compat
-from cnnlab.config.experiment import AUTO
+from cnnlab.config.schema import AUTO
 from cnnlab.runtime.cores import usable_cores
 from cnnlab.errors import ConfigError
 from cnnlab.data.preprocessing import preprocess_images
