@@ -35,7 +35,8 @@ def run(args, backend):
 def write_subset(path, train, val):
     import numpy as np
 
-    from cnnlab.data.sources import IDX_FILES, IDX_IMAGES_MAGIC, IDX_LABELS_MAGIC, SYSTEM_DATASETS_DIR, find_idx_file, read_idx
+    from cnnlab.data.sources import (IDX_FILES, IDX_IMAGES_MAGIC, IDX_LABELS_MAGIC, SYSTEM_DATASETS_DIR, find_idx_file,
+                                     read_idx)
 
     folder = SYSTEM_DATASETS_DIR / "fashion-mnist"
     x = read_idx(find_idx_file(folder, IDX_FILES["x_train"]), IDX_IMAGES_MAGIC)

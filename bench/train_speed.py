@@ -94,7 +94,8 @@ def write_seed_split(data_folder, path):
     import numpy as np
     from sklearn.model_selection import train_test_split
 
-    from cnnlab.data.sources import FASHION_MNIST_CLASSES, IDX_FILES, IDX_IMAGES_MAGIC, IDX_LABELS_MAGIC, find_idx_file, read_idx
+    from cnnlab.data.sources import (FASHION_MNIST_CLASSES, IDX_FILES, IDX_IMAGES_MAGIC, IDX_LABELS_MAGIC,
+                                     find_idx_file, read_idx)
 
     folder = Path(data_folder)
 

@@ -8,15 +8,8 @@ import numpy as np
 import pytest
 
 from cnnlab.config.schema import DataConfig
-from cnnlab.data.sources import (
-    FASHION_MNIST_CLASSES,
-    IDX_IMAGES_MAGIC,
-    IDX_LABELS_MAGIC,
-    load_arrays,
-    load_dataset,
-    split_train_val,
-    to_color_mode,
-)
+from cnnlab.data.sources import (FASHION_MNIST_CLASSES, IDX_IMAGES_MAGIC, IDX_LABELS_MAGIC, load_arrays, load_dataset,
+                                 split_train_val, to_color_mode)
 from cnnlab.errors import DataError
 
 FASHION_SYSTEM_FOLDER = Path("/usr/share/datasets/fashion-mnist")
