@@ -81,7 +81,10 @@ def measure_batch(config_path, parts, batch_size, steps, epochs):
 
     from cnnlab.training import tf_loop as loop
 
-    config, (model, splits, prep), data = prepared(config_path, batch_size)
+    from dataclasses import replace
+
+    config, job, data = prepared(config_path, batch_size)
+    splits = job.splits
     count = steps * batch_size
     pick = np.arange(count) % len(splits.x_train)  # a small dataset is repeated to fill the epoch
     train = (splits.x_train[pick], splits.y_train[pick])
@@ -97,8 +100,9 @@ def measure_batch(config_path, parts, batch_size, steps, epochs):
         def on_test_begin(self, logs=None):
             marks.append(time.perf_counter())
 
-    loop.fit(model, train, val, prep, batch_size=batch_size, epochs=1 + epochs, callbacks=[EpochTimer()], verbose=0,
-             shuffle=True, seed=config.seed, parts=parts)
+    timed = replace(job, splits=replace(splits, x_train=train[0], y_train=train[1], x_val=val[0], y_val=val[1]))
+    loop.fit(timed.with_train(batch_size=batch_size, shuffle=True, batch_parts=parts, steps_per_execution=1),
+             [EpochTimer()], 1 + epochs, verbose=0)
     rates = [count / (end - begin) for begin, end in zip(marks[2::2], marks[3::2])]  # epoch 0 is the warm-up
     return {"batch_size": batch_size, "parts": parts, "steps_per_epoch": steps, "images_per_s": rates,
             "median": statistics.median(rates), "cores": usable_cores(),
@@ -108,13 +112,13 @@ def measure_batch(config_path, parts, batch_size, steps, epochs):
 
 
 def prepared(config_path, batch_size):
-    """(config, `train.prepare`'s model, splits and preprocessing, what the data is) at this batch size:
+    """(config, its TrainingJob from `job.prepare`, what the data is) at this batch size:
     the config's own data where it loads, else random images of its input shape."""
     import numpy as np
 
     from cnnlab.config.experiment import load_config
     from cnnlab.errors import DataError
-    from cnnlab.training.train import prepare
+    from cnnlab.training.job import prepare
 
     config = load_config(config_path, overrides=[f"train.batch_size={batch_size}"])
     try:

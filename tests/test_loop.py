@@ -4,8 +4,10 @@ import json
 import os
 import subprocess
 import sys
+from dataclasses import replace
 
 import keras
+
 import numpy as np
 import yaml
 import pytest
@@ -14,7 +16,7 @@ from cnnlab.training import tf_loop as loop
 from cnnlab.config.experiment import load_config
 from cnnlab.runtime.cores import CORES_VARIABLE, affinity_cores
 from cnnlab.data.preprocessing import Preprocessing, make_dataset
-from cnnlab.training.train import prepare
+from cnnlab.training.job import prepare
 from conftest import REPO, TINY_DIGITS
 
 WITH_DROPOUT = TINY_DIGITS.replace("    - Flatten: {}\n", "    - Flatten: {}\n    - Dropout: {rate: 0.3}\n")
@@ -26,11 +28,14 @@ def train_with_loop(write_config, text, size=None, **fit_arguments):
     """Seeds and builds the config's model, trains it with cnnlab's loop on its first `size` training
     images (2 epochs, no callbacks, shuffled, unless `fit_arguments` say otherwise); returns (model, logs, images)."""
     config = load_config(write_config(text))
-    model, splits, prep = prepare(config)
-    train = (splits.x_train[:size], splits.y_train[:size])
-    arguments = {"batch_size": config.train.batch_size, "epochs": 2, "callbacks": [], "shuffle": True, **fit_arguments}
-    logs = loop.fit(model, train, (splits.x_val, splits.y_val), prep, verbose=0, seed=config.seed, **arguments)
-    return model, logs, len(train[0])
+    job = prepare(config)
+    job = replace(job, splits=replace(job.splits, x_train=job.splits.x_train[:size], y_train=job.splits.y_train[:size]))
+    arguments = {"batch_size": config.train.batch_size, "epochs": 2, "callbacks": [], "shuffle": True, "parts": 1,
+                 "steps_per_execution": 1, **fit_arguments}
+    settings = {"batch_size": arguments["batch_size"], "shuffle": arguments["shuffle"], "batch_parts": arguments["parts"],
+                "steps_per_execution": arguments["steps_per_execution"]}
+    logs = loop.fit(job.with_train(**settings), arguments["callbacks"], arguments["epochs"], verbose=0)
+    return job.model, logs, len(job.splits.x_train)
 
 
 def fit_both_ways(write_config):
@@ -38,7 +43,8 @@ def fit_both_ways(write_config):
     ours, our_logs, train_size = train_with_loop(write_config, WITH_DROPOUT, shuffle=False)
     config = load_config(write_config(WITH_DROPOUT))
     batch = config.train.batch_size
-    theirs, splits, prep = prepare(config)
+    job = prepare(config)
+    theirs, splits, prep = job.model, job.splits, job.prep
     history = theirs.fit(make_dataset(splits.x_train, splits.y_train, prep, batch),
                          validation_data=make_dataset(splits.x_val, splits.y_val, prep, batch), epochs=2, verbose=0, shuffle=False)
     return ours, our_logs, theirs, {key: values[-1] for key, values in history.history.items()}, train_size
@@ -213,7 +219,8 @@ def test_batch_callbacks_and_tensorboard_act_at_the_batches_fit_names_with_steps
                     steps_per_execution=3)
 
     config = load_config(write_config(text))
-    model, splits, prep = prepare(config)
+    job = prepare(config)
+    model, splits, prep = job.model, job.splits, job.prep
     model.compile(optimizer=model.optimizer, loss=model.loss, metrics=["accuracy"], steps_per_execution=3)
     model.fit(make_dataset(splits.x_train[:300], splits.y_train[:300], prep, 32),
               validation_data=make_dataset(splits.x_val, splits.y_val, prep, 4 * 32), epochs=2, verbose=0, shuffle=False,

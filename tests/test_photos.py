@@ -16,7 +16,7 @@ from cnnlab.config.experiment import config_from_text, load_config
 from cnnlab.errors import ConfigError
 from cnnlab.data.array_batches import make_dataset
 from cnnlab.data.preprocessing import preprocess_images, preprocessing_for
-from cnnlab.training.train import prepare
+from cnnlab.training.job import prepare
 from conftest import CONFIGS, TINY_DIGITS, assert_one_line_error, run_cli, write_photo_folder
 
 AUGMENTATION = """\
@@ -139,31 +139,30 @@ def test_a_colour_layer_works_in_the_range_the_rescaled_pixels_are_in():
 # ---------------------------------------------------------------- training: augmentation acts there, and only there
 
 
-def train_one_epoch(config, model, splits, prep):
-    loop.fit(model, (splits.x_train, splits.y_train), (splits.x_val, splits.y_val), prep, batch_size=config.train.batch_size,
-             epochs=1, callbacks=[], verbose=0, shuffle=True, seed=config.seed)
-    return model.get_weights()
+def train_one_epoch(job):
+    loop.fit(job.with_train(shuffle=True, batch_parts=1, steps_per_execution=1), [], 1, verbose=0)
+    return job.model.get_weights()
 
 
 @pytest.mark.tensorflow_only  # cnnlab's own loop
 def test_the_loop_trains_on_augmented_images(write_config):
     config = load_config(write_config(AUGMENTED_DIGITS))
-    augmented, splits, prep = prepare(config)
+    augmented = prepare(config)
     plain_config = load_config(write_config(AUGMENTED_DIGITS), overrides=["model.augmentation=null"])
-    plain, _, _ = prepare(plain_config)
-    plain.set_weights(augmented.get_weights())
-    after_augmented = train_one_epoch(config, augmented, splits, prep)
-    after_plain = train_one_epoch(plain_config, plain, splits, prep)
+    plain = prepare(plain_config)
+    plain.model.set_weights(augmented.model.get_weights())
+    after_augmented = train_one_epoch(augmented)
+    after_plain = train_one_epoch(plain)
     assert not all(np.allclose(a, b) for a, b in zip(after_augmented, after_plain))
 
 
 @pytest.mark.tensorflow_only  # cnnlab's own loop
 def test_the_loop_draws_the_same_augmentation_as_keras_fit(write_config):
     config = load_config(write_config(AUGMENTED_DIGITS))
-    ours, splits, prep = prepare(config)
-    loop.fit(ours, (splits.x_train, splits.y_train), (splits.x_val, splits.y_val), prep, batch_size=64, epochs=2,
-             callbacks=[], verbose=0, shuffle=False, seed=config.seed)
-    theirs, _, _ = prepare(config)
+    job = prepare(config)
+    ours, splits, prep = job.model, job.splits, job.prep
+    loop.fit(job.with_train(batch_size=64, shuffle=False, batch_parts=1, steps_per_execution=1), [], 2, verbose=0)
+    theirs = prepare(config).model
     theirs.fit(make_dataset(splits.x_train, splits.y_train, prep, 64), epochs=2, verbose=0, shuffle=False)
     for mine, keras_weight in zip(ours.get_weights(), theirs.get_weights()):
         np.testing.assert_allclose(mine, keras_weight, atol=1e-5)

@@ -19,7 +19,7 @@ from cnnlab.training import callbacks
 from cnnlab.rundir import files as run_files, listing
 from cnnlab.tracking import tensorboard as tensorboard_logs
 from cnnlab.config.experiment import load_config
-from cnnlab.training.train import prepare
+from cnnlab.training.job import prepare
 from conftest import BACKEND, TINY_DIGITS, free_port, run_cli, train_run
 from test_resume_state import CtrlCAfter
 
@@ -52,7 +52,8 @@ def read_logs(folder):
 def fit_as_keras_does(config_path, log_dir, **tensorboard):
     """The config's model, seeded as cnnlab seeds it, trained by plain `model.fit` with Keras' TensorBoard."""
     config = load_config(config_path)
-    model, splits, prep = prepare(config)
+    job = prepare(config)
+    model, splits, prep = job.model, job.splits, job.prep
     x_train = splits.x_train.astype("float32") * prep.rescale
     x_val = splits.x_val.astype("float32") * prep.rescale
     model.fit(x_train, splits.y_train, batch_size=config.train.batch_size, epochs=config.train.epochs, shuffle=False,

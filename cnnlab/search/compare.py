@@ -120,7 +120,7 @@ def plan_jobs(config, specs, seeds, compare_dir):
 
 def check_before_training(config):
     """Everything `train` would reject about the config or its data, found before the comparison folder exists."""
-    from cnnlab.training.train import prepare
+    from cnnlab.training.job import prepare
 
     prepare(config)
 

@@ -101,7 +101,7 @@ def check_before_training(config):
     `train` checks before its run folder (the config's model built and compiled, the data read, and the two fitted
     together), on the config's own values."""
     from cnnlab.runtime import cores
-    from cnnlab.training.train import prepare
+    from cnnlab.training.job import prepare
 
     cores.usable_cores()
     prepare(config)

@@ -68,27 +68,30 @@ def replicas(config):
     return 1 if distribution is None else len(distribution.device_mesh.devices.flatten())
 
 
-def fit(model, train, val, prep, *, batch_size, epochs, callbacks, verbose, shuffle, seed, initial_epoch=0, replicas=1):
-    """Trains with `model.fit` on (uint8 images, labels) pairs, the run's callbacks and the seeded epoch orders.
+def fit(job, callbacks, epochs, initial_epoch=0, verbose=1):
+    """Trains the job's model with `model.fit` on its uint8 images, the run's callbacks and the seeded epoch orders.
 
     `initial_epoch` is where a resumed run starts; Keras' BackupAndRestore among
-    `callbacks` restores the weights and optimizer and says the same. With `replicas`
-    > 1 every batch must divide among the devices: each epoch leaves out the fewer than
-    `replicas` images that would make its last batch indivisible (other ones each epoch
+    `callbacks` restores the weights and optimizer and says the same. With several
+    replicas (`data_parallel`) every batch must divide among the devices: each epoch leaves out the fewer than
+    that many images that would make its last batch indivisible (other ones each epoch
     when shuffled). Validation runs at 4 × `batch_size`, as cnnlab's TensorFlow loop does.
     Returns the last epoch's logs.
     """
     from cnnlab.data.array_batches import ArrayBatches, EpochOrder
 
-    train_batches = ArrayBatches(*train, prep, batch_size, seed=seed if shuffle else None, multiple_of=replicas)
-    val_batches = ArrayBatches(*val, prep, 4 * batch_size, multiple_of=replicas)
+    model, prep, splits, settings = job.model, job.prep, job.splits, job.config.train
+    batch_size, devices = settings.batch_size, replicas(job.config)
+    train_batches = ArrayBatches(splits.x_train, splits.y_train, prep, batch_size,
+                                 seed=job.config.seed if settings.shuffle else None, multiple_of=devices)
+    val_batches = ArrayBatches(splits.x_val, splits.y_val, prep, 4 * batch_size, multiple_of=devices)
     try:
         with interrupts_between_batches() as interrupt:
             history = model.fit(train_batches, validation_data=val_batches, epochs=epochs, initial_epoch=initial_epoch,
                                 callbacks=[EpochOrder(train_batches), *callbacks, interrupt], verbose=verbose,
                                 shuffle=False)  # the order is the PyDataset's own; fit's would reorder its batches by NumPy's state
     finally:
-        if replicas > 1:  # scoring the best model afterwards (and anything else in this process) runs on one device
+        if devices > 1:  # scoring the best model afterwards (and anything else in this process) runs on one device
             import keras
 
             keras.distribution.set_distribution(None)

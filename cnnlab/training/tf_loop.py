@@ -64,22 +64,23 @@ PER_IMAGE_LAYERS = frozenset("""
 """.split())
 
 
-def fit(model, train, val, prep, *, batch_size, epochs, callbacks, verbose, shuffle, seed, initial_epoch=0, parts=1,
-        steps_per_execution=1):
-    """Trains `model` as `model.fit` would with these arguments; `train` and `val` are (uint8 images, labels).
+def fit(job, callbacks, epochs, initial_epoch=0, verbose=1):
+    """Trains the job's model as `model.fit` would, on its (uint8) training and validation images, with the
+    batch size, shuffling, seed, `batch_parts` and `steps_per_execution` of its config's `train` section.
 
     Validation metrics equal those of `fit` validating at the training batch size, up to
     float rounding: the mean over the same images.
 
     `initial_epoch` is where a resumed run starts: the epoch Keras' BackupAndRestore holds;
     the epochs from there see the image orders they would have seen without the interruption.
-    `parts` > 1 splits every batch into that many parts computed side by side (`batch_parts`).
+    `batch_parts` > 1 splits every batch into that many parts computed side by side.
     `steps_per_execution` batches run per compiled call, with Keras' meaning: batch-level
     callbacks are called around each call, with its first and last batch.
     Returns the last epoch's logs.
     """
-    x_train, y_train = train
-    x_val, y_val = val
+    model, prep, settings = job.model, job.prep, job.config.train
+    x_train, y_train, x_val, y_val = job.splits.x_train, job.splits.y_train, job.splits.x_val, job.splits.y_val
+    batch_size, parts, steps_per_execution = settings.batch_size, settings.batch_parts, settings.steps_per_execution
     train_steps = math.ceil(len(x_train) / batch_size)
     val_batch_size = VALIDATION_BATCHES * batch_size
     val_steps = math.ceil(len(x_val) / val_batch_size)
@@ -94,7 +95,7 @@ def fit(model, train, val, prep, *, batch_size, epochs, callbacks, verbose, shuf
     run_train, step_function = compiled_steps(train_step, x_train, y_train, prep, batch_size, parts, model.train_step)
     keras_compat.set_train_function(model, step_function)
     run_test, _ = compiled_steps(test_step, x_val, y_val, prep, val_batch_size, parts, model.test_step)
-    orders = epoch_orders(len(x_train), shuffle, seed)
+    orders = epoch_orders(len(x_train), settings.shuffle, job.config.seed)
     for _ in range(initial_epoch):  # the orders of the epochs done before an interruption
         next(iter(orders))
     val_order = tf.range(len(x_val), dtype=tf.int32)
