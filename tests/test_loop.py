@@ -15,7 +15,8 @@ import pytest
 from cnnlab.training import tf_loop as loop
 from cnnlab.config.experiment import load_config
 from cnnlab.runtime.cores import CORES_VARIABLE, affinity_cores
-from cnnlab.data.preprocessing import Preprocessing, make_dataset
+from cnnlab.data.array_batches import make_dataset
+from cnnlab.data.preprocessing import Preprocessing
 from cnnlab.training.job import prepare
 from conftest import REPO, TINY_DIGITS
 

@@ -15,7 +15,8 @@ from cnnlab.rundir import files as run_files, resume_state
 from cnnlab.cli import main
 from cnnlab.config.experiment import load_config
 from cnnlab.data.sources import load_dataset
-from cnnlab.data.preprocessing import make_dataset, preprocessing_for
+from cnnlab.data.array_batches import make_dataset
+from cnnlab.data.preprocessing import preprocessing_for
 
 from conftest import TINY_DIGITS
 
