@@ -404,7 +404,7 @@ def metrics_section(run_dir):
     except RunError:
         return []
     rows = [("epochs run", metrics.get("epochs_run")), ("best epoch", metrics.get("best_epoch")),
-            ("training time (s)", run_files.training_seconds(metrics))]
+            ("training time (s)", listing.training_seconds(metrics))]
     for group in ("best", "test"):
         for key, value in sorted((metrics.get(group) or {}).items()):
             rows.append((f"{group} {key}", value))

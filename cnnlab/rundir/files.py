@@ -17,7 +17,6 @@ from datetime import datetime
 from pathlib import Path
 
 from cnnlab.errors import RunError
-from cnnlab.rundir.listing import as_number
 
 
 CONFIG = "config.yaml"
@@ -264,12 +263,6 @@ RUN_MARKERS = (STATUS, CONFIG, METRICS, MODEL)  # a folder holding none of these
 def is_run_dir(path):
     path = Path(path)
     return path.is_dir() and any((path / name).exists() for name in RUN_MARKERS)
-
-
-def training_seconds(metrics):
-    """The run's `fit` with all its callbacks (metrics.json's fit_time_s); runs written before cnnlab recorded it
-    have only wall_time_s, the sum of their epochs without the callbacks' work, which is the nearest there is."""
-    return as_number(metrics.get("fit_time_s", metrics.get("wall_time_s")))
 
 
 def create_group_dir(runs_dir, kind, name):

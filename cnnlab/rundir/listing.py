@@ -11,7 +11,9 @@ import yaml
 from cnnlab.config.metric_names import accuracy_key
 from cnnlab.config.yaml_safety import load_yaml
 from cnnlab.errors import ConfigError, RunError
-from cnnlab.rundir.files import COMPLETED, CONFIG, EVAL_DIR, GROUP_PLANS, METRICS, MODEL, SWEEP_TRIALS_CSV, SWEEP_TRIALS_DIR, eval_paths, is_group, is_run_dir, read_backend, read_json, read_status, training_seconds
+from cnnlab.rundir.files import (COMPLETED, CONFIG, EVAL_DIR, GROUP_PLANS, METRICS, MODEL, SWEEP_TRIALS_CSV,
+                                 SWEEP_TRIALS_DIR, eval_paths, is_group, is_run_dir, read_backend, read_json,
+                                 read_status)
 
 
 RUN_TIME = re.compile(r"-(\d{8}-\d{6})(?:-(\d+))?$")  # run_dir_name's timestamp and create_run_dir's counter
@@ -164,3 +166,9 @@ def best_of_sweep(folder):
     pick = max if section.get("direction") == "maximize" else min
     top = pick(rows, key=lambda row: float(row["value"]))
     return {"metric": section.get("metric", "value"), "best": float(top["value"]), "best_run": Path(top.get("run_dir") or "").name or None}
+
+
+def training_seconds(metrics):
+    """The run's `fit` with all its callbacks (metrics.json's fit_time_s); runs written before cnnlab recorded it
+    have only wall_time_s, the sum of their epochs without the callbacks' work, which is the nearest there is."""
+    return as_number(metrics.get("fit_time_s", metrics.get("wall_time_s")))
