@@ -58,7 +58,8 @@ class Step:
 
 
 SESSION = (
-    Step("train", "cnnlab train configs/digits_cnn.yaml --epochs 5"),
+    Step("init", "cnnlab init digits_cnn"),
+    Step("train", "cnnlab train digits_cnn.yaml --epochs 5"),
     Step("evaluate", "cnnlab evaluate runs/digits_cnn-20261201-090000"),
     Step("predict", "cnnlab predict five.png three_on_paper.png"),
     Step("predict-errors", "cnnlab predict five.png three_on_paper.png notes.png missing.png", exit_code=2),
@@ -593,11 +594,13 @@ def repository_layout(described):
 
     tracked = subprocess.run(["git", "ls-files"], cwd=REPO, capture_output=True, text=True, check=True).stdout.split()
     folders = {name.split("/")[0] + "/" for name in tracked if "/" in name and not name.startswith(".")}
+    links = sorted(name for name in tracked if "/" not in name and (REPO / name).is_symlink())
     undescribed, stale = sorted(folders - set(described)), sorted(set(described) - folders)
     if undescribed or stale:
         raise RuntimeError(f"docs/gen.py: the layout lacks {undescribed} and describes {stale}, against git ls-files")
     width = max(len(name) for name in described) + 2
     lines = [f"{name:<{width}}{text}" for name, text in described.items()]
+    lines += [f"{name + '/':<{width}}a link to {os.readlink(REPO / name)}/, for the commands the manual shows" for name in links]
     bench = sorted(path for path in (REPO / "bench").glob("*.py"))
     bench_width = max(len(path.name) for path in bench) + 2
     lines += [f"  bench/{path.name:<{bench_width}}{first_docstring_line(path)}" for path in bench]
