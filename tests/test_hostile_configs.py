@@ -193,9 +193,9 @@ def test_the_fuzzer_reaches_every_key_of_the_defaults():
 
 
 def test_the_fuzzer_reaches_inside_every_section_that_defaults_to_null():
+    # a section added with a null default needs a valid value here, or the keys inside it meet "missing ..." first
     null_sections = {section for section in CONFIG_SECTIONS if section and default_at(section) is None}
-    assert null_sections == {("train", "fine_tune"), ("sweep",)}
-    assert set(VALID_SECTIONS) == null_sections
+    assert sorted(map(format_path, null_sections - set(VALID_SECTIONS))) == []
 
 
 def test_the_sections_the_fuzzer_starts_from_are_valid(write_config):
