@@ -28,17 +28,17 @@ ROOT = Path(__file__).resolve().parent.parent
 ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "CNNLAB_OFFLINE": "1"}
 # (label, module, function): each call's seconds are added up under its label
 STAGES = (
-    ("import TensorFlow and Keras", "cnnlab.backend", "start"),
+    ("import TensorFlow and Keras", "cnnlab.runtime.backend", "start"),
     ("import cnnlab.training.train and its modules", None, None),  # measured around the import, below
-    ("load config", "cnnlab.config", "load_config"),
-    ("load data", "cnnlab.data", "load_dataset"),
-    ("build and compile the model", "cnnlab.builder", "validate"),
-    ("steps per call (auto)", "cnnlab.train", "resolve_steps"),
-    ("run folder description", "cnnlab.train", "write_run_description"),
-    ("fit (all callbacks)", "cnnlab.train", "fit_on_device"),
-    ("score and record the run", "cnnlab.train", "finish_run"),
+    ("load config", "cnnlab.config.experiment", "load_config"),
+    ("load data", "cnnlab.data.sources", "load_dataset"),
+    ("build and compile the model", "cnnlab.model.builder", "validate"),
+    ("steps per call (auto)", "cnnlab.training.job", "resolve_steps"),
+    ("run folder description", "cnnlab.training.train", "write_run_description"),
+    ("fit (all callbacks)", "cnnlab.training.train", "fit_on_device"),
+    ("score and record the run", "cnnlab.training.train", "finish_run"),
     ("  score: load best.keras", "keras.models", "load_model"),
-    ("  score: plots", "cnnlab.train", "write_plots"),
+    ("  score: plots", "cnnlab.training.records", "write_plots"),
 )
 
 

@@ -203,9 +203,9 @@ from cnnlab.cli import main
 weights_path, args = sys.argv[1], sys.argv[2:]
 original = cnnlab.training.train.fit_into
 
-def fit_and_keep_weights(run_dir, config, model, *rest, **kwargs):
-    result = original(run_dir, config, model, *rest, **kwargs)
-    np.savez(weights_path, *model.get_weights())  # for the test's comparison only
+def fit_and_keep_weights(run_dir, job, *rest, **kwargs):
+    result = original(run_dir, job, *rest, **kwargs)
+    np.savez(weights_path, *job.model.get_weights())  # for the test's comparison only
     return result
 
 cnnlab.training.train.fit_into = fit_and_keep_weights
