@@ -100,7 +100,7 @@ def test_a_process_that_started_a_backend_exits_without_walking_its_objects():
     """By the time exit gets past cnnlab's handler, every object is frozen: the final collections skip them
     (seconds after TensorFlow, bench/startup.py). An atexit handler registered before runs after."""
     child = ("import atexit, gc; atexit.register(lambda: print('frozen at exit:', gc.get_freeze_count() > 0)); "
-             "from cnnlab import backend; backend.select(None); backend.start()")
+             "from cnnlab.runtime import backend; backend.select(None); backend.start()")
     process = subprocess.run([sys.executable, "-c", child], capture_output=True, text=True, timeout=600)
     assert process.returncode == 0, process.stderr
     assert process.stdout.splitlines() == ["frozen at exit: True"]
