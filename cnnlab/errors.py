@@ -100,8 +100,12 @@ def closest(value, choices):
 
 def suggest(value, choices):
     """` (did you mean X?)` for a near miss, else nothing."""
-    close = closest(value, choices)
-    return f" (did you mean {close}?)" if close else ""
+    return did_you_mean(closest(value, choices))
+
+
+def did_you_mean(match):
+    """The one wording of a hint, for callers that find the match their own way (a key path, say)."""
+    return f" (did you mean {match}?)" if match else ""
 
 
 def type_name(value):

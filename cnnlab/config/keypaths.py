@@ -7,7 +7,7 @@ imports neither TensorFlow nor the config's dataclasses.
 
 import re
 
-from cnnlab.errors import ConfigError, closest, short_repr, type_name
+from cnnlab.errors import ConfigError, closest, did_you_mean, short_repr, type_name
 
 EXAMPLE = "train.epochs or model.layers[0].Conv2D.filters"
 KEY = re.compile(r"[^.\[\]\s=]+")
@@ -150,7 +150,7 @@ def miss(config, parts, i, where):
     keys = [k for k in node if isinstance(k, str)]
     nearest = nearest_path(config, parts, i, keys)
     if nearest:
-        return ConfigError(label, f"not in the config (did you mean {nearest}?)")
+        return ConfigError(label, f"not in the config{did_you_mean(nearest)}")
     listed = ", ".join(keys) if keys else "no keys"
     return ConfigError(label, f"not in the config; {parent} has {listed}")
 

@@ -21,7 +21,7 @@ from typing import Optional
 import numpy as np
 
 from cnnlab.rundir import files as run_files, staging as run_staging, trained
-from cnnlab.errors import ExportError, closest, first_line, short_repr
+from cnnlab.errors import ExportError, first_line, short_repr, suggest
 from cnnlab.rundir.held_out import load_split
 from cnnlab.data.images import run_image_spec
 from cnnlab.deploy.inference import INPUT_NAME, OUTPUT_NAME, SavedModelRunner, TFLiteRunner, keras_probabilities, predict_in_batches
@@ -71,9 +71,7 @@ def parse_formats(values):
             elif name in FORMATS:
                 names.append(name)
             else:
-                near = closest(name, [*FORMATS, ALL])
-                hint = f" (did you mean {near}?)" if near else ""
-                raise ExportError(f"--format: unknown export format {short_repr(name)}{hint}; valid formats: {', '.join(FORMATS)}, "
+                raise ExportError(f"--format: unknown export format {short_repr(name)}{suggest(name, [*FORMATS, ALL])}; valid formats: {', '.join(FORMATS)}, "
                                   f"or {ALL}. Received: format={short_repr(value)}")
     if not names:
         raise ExportError(f"--format: give at least one of {', '.join(FORMATS)}, or {ALL}")

@@ -131,9 +131,7 @@ def check_kwargs(cls, kwargs, path, reserved=()):
         if key in reserved:
             raise ConfigError(f"{path}.{key}", "is set by cnnlab (files live in the run folder); remove it")
         if key not in params:
-            close = difflib.get_close_matches(key, sorted(params), n=1, cutoff=0.6)
-            hint = f" (did you mean {close[0]}?)" if close else ""
-            raise ConfigError(f"{path}.{key}", f"unknown argument of {cls.__name__}{hint}; valid arguments: {', '.join(sorted(params))}")
+            raise ConfigError(f"{path}.{key}", f"unknown argument of {cls.__name__}{suggest(key, sorted(params))}; valid arguments: {', '.join(sorted(params))}")
 
 
 @lru_cache(maxsize=None)
@@ -171,9 +169,7 @@ def backbone_constructor(backbone):
         if key in RESERVED_BACKBONE_ARGS:
             raise ConfigError(f"model.backbone.{key}", f"{RESERVED_BACKBONE_ARGS[key]}; remove it here")
         if key not in valid:
-            close = difflib.get_close_matches(key, valid, n=1, cutoff=0.6)
-            hint = f" (did you mean {close[0]}?)" if close else ""
-            raise ConfigError(f"model.backbone.{key}", f"unknown argument of keras.applications.{backbone.name}{hint}; valid arguments: {', '.join(valid)}")
+            raise ConfigError(f"model.backbone.{key}", f"unknown argument of keras.applications.{backbone.name}{suggest(key, valid)}; valid arguments: {', '.join(valid)}")
     return fn
 
 
