@@ -1,12 +1,13 @@
 """cnnlab: convolutional-network experiments on Keras 3, described in YAML and run from the command line or a notebook.
 
 The Python API (cnnlab/api.py) is imported lazily, so `import cnnlab` and `cnnlab --help` stay instant:
-`cnnlab.init`, `cnnlab.train`, `cnnlab.load_run`, `cnnlab.sweep`, `cnnlab.compare_optimizers`, `cnnlab.Run`.
+`cnnlab.init`, `cnnlab.check`, `cnnlab.train`, `cnnlab.resume`, `cnnlab.load_run`, `cnnlab.sweep`,
+`cnnlab.compare_optimizers`, `cnnlab.Run`.
 """
 
 from cnnlab.version import __version__  # noqa: F401
 
-API = ("Run", "init", "train", "load_run", "sweep", "compare_optimizers")
+API = ("Run", "check", "init", "train", "resume", "load_run", "sweep", "compare_optimizers")
 
 
 def __getattr__(name):

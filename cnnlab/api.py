@@ -21,15 +21,32 @@ from pathlib import Path
 
 from cnnlab.errors import CnnlabError
 
-__all__ = ["Run", "init", "train", "load_run", "sweep", "compare_optimizers"]
+__all__ = ["Run", "check", "init", "train", "resume", "load_run", "sweep", "compare_optimizers"]
 
 
-def start_backend(name=None):
-    """Chooses Keras' backend once per process and imports Keras on it, as every command does before its work."""
+def start_backend(name=None, show_logs=False):
+    """Chooses Keras' backend once per process and imports Keras on it: every command, and every call here, starts so.
+
+    `name` None keeps the one already running, else takes $KERAS_BACKEND, else TensorFlow;
+    TensorFlow's start-up log lines are hidden unless `show_logs` (--debug).
+    """
     from cnnlab.runtime import backend
 
     backend.select(name)
-    backend.start()
+    backend.start(show_logs=show_logs)
+
+
+def resume_backend(run_dir, wanted=None):
+    """The backend a resumed run continues on: `wanted`, else $KERAS_BACKEND, else the one it was trained on."""
+    import os
+
+    from cnnlab.runtime import backend
+
+    if wanted is not None or os.environ.get(backend.ENV_VAR):
+        return wanted
+    from cnnlab.rundir.files import read_backend
+
+    return read_backend(run_dir)
 
 
 def as_overrides(overrides):
@@ -50,6 +67,41 @@ def load_experiment(config, overrides=None):
 
         return config_from_text(yaml.safe_dump(config, sort_keys=False), as_overrides(overrides))
     return load_config(config, as_overrides(overrides))
+
+
+def naming(config):
+    """Errors found after loading (by the builder, the trainer) name the config file they came from, if there is one."""
+    from contextlib import nullcontext
+
+    from cnnlab.config.experiment import errors_naming
+
+    return nullcontext() if isinstance(config, dict) else errors_naming(config)
+
+
+@dataclass(frozen=True)
+class Checked:
+    """What `cnnlab check` prints: the built model, its parameter count, and the sweep space if the config has one."""
+
+    model: object
+    parameters: int
+    space: object  # search.space.Space, or None
+
+
+def check(config, overrides=None, backend=None):
+    """Validates `config` and builds its model, training nothing; a ConfigError names the first mistake."""
+    start_backend(backend)
+    from cnnlab.config.schema import to_plain
+    from cnnlab.model.builder import count_params, validate
+
+    experiment = load_experiment(config, overrides)
+    with naming(config):
+        space = None
+        if experiment.raw.get("sweep") is not None:
+            from cnnlab.search.space import parse_space
+
+            space = parse_space(to_plain(experiment.raw))
+        model = validate(experiment)
+    return Checked(model=model, parameters=count_params(model), space=space)
 
 
 @dataclass(frozen=True)
@@ -156,32 +208,59 @@ def train(config, overrides=None, runs_dir="runs", backend=None, verbose=1):
     `overrides` sets config values by path, as `--set` does: {"train.epochs": 3, "seed": 43}.
     `verbose=0` hides Keras' progress bar.
     """
+    return Run(Path(training_result(config, overrides, runs_dir, backend=backend, verbose=verbose).run_dir))
+
+
+def resume(run_dir, backend=None, verbose=1):
+    """Continues an interrupted run in its own folder, with its own config, from its last completed epoch."""
+    return Run(Path(training_result(resume=run_dir, backend=backend, verbose=verbose).run_dir))
+
+
+def training_result(config=None, overrides=None, runs_dir="runs", resume=None, backend=None, verbose=1):
+    """`train` or `resume` with everything `cnnlab train` prints: the run folder, metrics.json's numbers, whether
+    this process was the chief of a multi-worker run, and an MLflow failure that left the run whole."""
+    from cnnlab.training.train import resume as resume_run, train as train_config
+
+    if resume is not None:
+        start_backend(resume_backend(resume, backend))
+        return resume_run(resume, verbose=verbose)
     start_backend(backend)
-    from cnnlab.training.train import train as train_config
+    experiment = load_experiment(config, overrides)
+    with naming(config):
+        return train_config(experiment, runs_dir, verbose=verbose)
 
-    result = train_config(load_experiment(config, overrides), runs_dir, verbose=verbose)
-    return Run(Path(result.run_dir))
 
-
-def sweep(config, params=None, trials=None, overrides=None, runs_dir="runs", jobs=1, storage=None, study=None, backend=None):
+def sweep(config=None, params=None, trials=None, overrides=None, runs_dir="runs", jobs=1, storage=None, study=None,
+          backend=None, resume=None, progress=None, show_traceback=None):
     """Runs `cnnlab sweep`: searches the config's sweep section (plus `params`, {path: space}) with Optuna.
 
-    Returns the sweep's result: `sweep_dir`, `best` (its number, value and run folder), `table`.
+    `resume` (a sweep folder) continues that sweep with its own config and space instead.
+    `progress` receives the progress lines the command prints; `show_traceback` each failed trial's traceback.
+    Returns the sweep's result: `sweep_dir`, `best` (its number, metric, value and run folder), `table`.
     """
     start_backend(backend)
-    from cnnlab.config.schema import to_plain
     from cnnlab.search.space import parse_space
-    from cnnlab.search.sweep import run_sweep
+    from cnnlab.search.sweep import SWEEP_CONFIG, run_sweep
 
+    if resume is not None:
+        from cnnlab.rundir.files import read_group_plan
+
+        read_group_plan(resume, "sweep")  # a folder that is not a sweep: one line
+        config = str(Path(resume) / SWEEP_CONFIG)
     experiment = load_experiment(config, overrides)
-    params = [f"{path}={json.dumps(space)}" for path, space in (params or {}).items()]
-    space = parse_space(to_plain(experiment.raw), params, trials=trials)
-    return run_sweep(experiment, space, runs_dir, storage=storage, study_name=study, jobs=jobs)
+    if isinstance(params, dict):
+        params = [f"{path}={json.dumps(space)}" for path, space in params.items()]
+    with naming(config):
+        space = parse_space(plain(experiment), params or (), trials=trials)
+        return run_sweep(experiment, space, runs_dir, storage=storage, study_name=study, resume_dir=resume, jobs=jobs,
+                         progress=progress, show_traceback=show_traceback)
 
 
-def compare_optimizers(config, optimizers=(), repeats=1, overrides=None, runs_dir="runs", jobs=1, backend=None):
+def compare_optimizers(config, optimizers=(), repeats=1, overrides=None, runs_dir="runs", jobs=1, backend=None,
+                       resume=None, progress=None, show_traceback=None):
     """Runs `cnnlab compare-optimizers`: the config once per optimizer spec ("adam", "sgd:learning_rate=0.05"), fairly.
 
+    `resume` (a comparison folder) finishes it: completed runs are kept. `progress` receives the progress lines.
     Returns the comparison: `compare_dir`, `outcomes` (one per optimizer and seed), `table`.
     """
     start_backend(backend)
@@ -190,5 +269,22 @@ def compare_optimizers(config, optimizers=(), repeats=1, overrides=None, runs_di
 
     experiment = load_experiment(config, overrides)
     specs = parse_optimizer_specs(list(optimizers))
-    check_optimizer_specs(specs)
-    return run_comparison(experiment, specs, runs_dir, repeats=repeats, jobs=jobs)
+    check_optimizer_specs(specs)  # before the config's name is added: an error here names the --optimizer
+    with naming(config):
+        return run_comparison(experiment, specs, runs_dir, repeats=repeats, jobs=jobs, resume_dir=resume,
+                              progress=progress, source=None if isinstance(config, dict) else str(config),
+                              show_traceback=show_traceback)
+
+
+def check_logged(group_dir, kind):
+    """After a sweep or comparison logged to MLflow: a TrackingError naming the runs it could not log (all are whole)."""
+    from cnnlab.tracking.mlflow import check_group_logged
+
+    check_group_logged(group_dir, kind)
+
+
+def plain(experiment):
+    """The resolved config as plain data, the form a search space is checked against and applied to."""
+    from cnnlab.config.schema import to_plain
+
+    return to_plain(experiment.raw)

@@ -1,7 +1,5 @@
 """The commands that describe and run experiments: init, check, train, compare-optimizers, sweep."""
 
-from pathlib import Path
-
 import click
 
 from cnnlab.cli.group import (BackendCommand, config_options, main, mlflow_option, overrides_from, set_option,
@@ -14,29 +12,15 @@ from cnnlab.runtime.uptime import process_seconds
 @set_option
 def check(config_path, sets):
     """Validate CONFIG, build its model and print the summary and parameter count; no training."""
-    from cnnlab.model.builder import count_params, validate
-    from cnnlab.config.experiment import errors_naming, load_config
+    from cnnlab import api
 
-    config = load_config(config_path, list(sets))
-    with errors_naming(config_path):
-        space = sweep_space(config)
-        model = validate(config)
-    model.summary(print_fn=lambda line, *args, **kwargs: click.echo(line))
+    checked = api.check(config_path, list(sets))
+    checked.model.summary(print_fn=lambda line, *args, **kwargs: click.echo(line))
+    space = checked.space
     if space is not None:
         click.echo(f"{config_path}: sweep of {len(space.params)} values, {space.trials} trials, {space.sampler} sampler, "
                    f"{space.pruner} pruner, {space.direction} {space.metric}")
-    click.echo(f"{config_path}: OK, {count_params(model):,} parameters")
-
-
-
-def sweep_space(config):
-    """The config's search space, checked as `cnnlab sweep` checks it; None where the config has no sweep section."""
-    if config.raw.get("sweep") is None:
-        return None
-    from cnnlab.config.schema import to_plain
-    from cnnlab.search.space import parse_space
-
-    return parse_space(to_plain(config.raw))
+    click.echo(f"{config_path}: OK, {checked.parameters:,} parameters")
 
 
 
@@ -58,27 +42,21 @@ def train(config_path, epochs, batch_size, seed, name, sets, runs_dir, resume_di
 
     Ctrl-C stops at once and leaves the run resumable: cnnlab train --resume RUN_DIR.
     """
-    from cnnlab.config.experiment import errors_naming, load_config
+    from cnnlab import api
     from cnnlab.training.distribute import environment_tf_config, tf_config_for
-    from cnnlab.training.train import resume, train as train_run
 
     overrides = overrides_from(epochs, batch_size, seed, name, sets, mlflow)
     if strategy is not None:
         overrides.append(f"distribution.strategy={strategy}")
     if (workers is None) != (worker_index is None):
         raise click.UsageError("--workers and --worker-index go together")
+    if resume_dir is not None and (config_path or overrides):
+        raise click.UsageError("--resume continues with the run's own config.yaml; give no CONFIG and no overrides")
+    if resume_dir is None and config_path is None:
+        raise click.UsageError("missing CONFIG (or --resume RUN_DIR)")
     tf_config = tf_config_for(workers, worker_index) if workers is not None else None
     with environment_tf_config(tf_config):
-        if resume_dir is not None:
-            if config_path or overrides:
-                raise click.UsageError("--resume continues with the run's own config.yaml; give no CONFIG and no overrides")
-            result = resume(resume_dir, verbose=0 if quiet else 1)
-        else:
-            if config_path is None:
-                raise click.UsageError("missing CONFIG (or --resume RUN_DIR)")
-            config = load_config(config_path, overrides)
-            with errors_naming(config_path):
-                result = train_run(config, runs_dir, verbose=0 if quiet else 1)
+        result = api.training_result(config_path, overrides, runs_dir, resume=resume_dir, verbose=0 if quiet else 1)
     click.echo(format_result(result, process_seconds()))
     if result.tracking_error:  # the run is whole; that it is not in MLflow is still a failure the exit code reports
         from cnnlab.errors import TrackingError
@@ -127,27 +105,18 @@ def compare_optimizers(config_path, optimizers, epochs, batch_size, seed, name, 
     Writes runs/compare-NAME-TIMESTAMP/ with one run folder per optimizer and seed,
     summary.csv, summary.md and val_accuracy/val_loss/train_loss plots.
     """
-    from cnnlab.search.compare import compare_optimizers as run_comparison
+    from cnnlab import api
     from cnnlab.search.compare_report import SUMMARY_MD
-    from cnnlab.search.optimizer_specs import check_optimizer_specs, parse_optimizer_specs
-    from cnnlab.config.experiment import errors_naming, load_config
 
-    config = load_config(config_path, overrides_from(epochs, batch_size, seed, name, sets, mlflow))
-    specs = parse_optimizer_specs(optimizers)
-    check_optimizer_specs(specs)  # here, so that an error names the --optimizer and not the config file
-    with errors_naming(config_path):
-        result = run_comparison(config, specs, runs_dir, repeats=repeats, jobs=jobs, resume_dir=resume_dir,
-                                progress=click.echo, source=config_path,
-                                show_traceback=traceback_printer(click.get_current_context()))
+    result = api.compare_optimizers(config_path, optimizers, repeats=repeats, jobs=jobs, runs_dir=runs_dir, resume=resume_dir,
+                                    overrides=overrides_from(epochs, batch_size, seed, name, sets, mlflow), progress=click.echo,
+                                    show_traceback=traceback_printer(click.get_current_context()))
     failed = sum(outcome.state != "completed" for outcome in result.outcomes)
     click.echo("\n" + result.table + "\n")
     if failed:
         click.echo(f"{failed} of {len(result.outcomes)} runs failed; their reasons are in the progress lines and {SUMMARY_MD}.")
     click.echo(f"Comparison: {result.compare_dir}")
-    if config.tracking.mlflow is not None:
-        from cnnlab.tracking.mlflow import check_group_logged
-
-        check_group_logged(result.compare_dir, "compare")
+    api.check_logged(result.compare_dir, "compare")
 
 
 
@@ -178,40 +147,23 @@ def sweep(config_path, params, trials, epochs, batch_size, seed, name, sets, run
     trials.csv, summary.md, best.yaml (cnnlab train best.yaml trains the best trial again)
     and Optuna's plots. Ctrl-C stops after marking the running trial; --resume goes on.
     """
-    from cnnlab.config.experiment import errors_naming, load_config
-    from cnnlab.search.space import parse_space
-    from cnnlab.search.sweep import SWEEP_CONFIG, run_sweep
-    from cnnlab.rundir.files import read_group_plan
+    from cnnlab import api
 
     overrides = overrides_from(epochs, batch_size, seed, name, sets, mlflow)
     if resume_dir is not None:
         if config_path or overrides or params or storage or study_name:
             raise click.UsageError("--resume continues with the sweep's own config, space and study; give only --trials or --jobs")
-        config_path = str(Path(resume_dir) / SWEEP_CONFIG)
-        read_group_plan(resume_dir, "sweep")  # a folder that is not a sweep: one line
     elif config_path is None:
         raise click.UsageError("missing CONFIG (or --resume SWEEP_DIR)")
-    config = load_config(config_path, overrides)
-    with errors_naming(config_path):
-        space = parse_space(config_user_dict(config), params, trials=trials)
-        result = run_sweep(config, space, runs_dir, storage=storage, study_name=study_name, resume_dir=resume_dir,
-                           jobs=jobs, progress=click.echo, show_traceback=traceback_printer(click.get_current_context()))
+    result = api.sweep(config_path, list(params), trials=trials, overrides=overrides, runs_dir=runs_dir, jobs=jobs,
+                       storage=storage, study=study_name, resume=resume_dir, progress=click.echo,
+                       show_traceback=traceback_printer(click.get_current_context()))
     click.echo("\n" + result.table + "\n")
-    if result.best:
-        click.echo(f"Best: trial {result.best['number']}, {space.metric} {result.best['value']:.4f}: {result.best['run_dir']}")
+    best = result.best
+    if best:
+        click.echo(f"Best: trial {best['number']}, {best['metric']} {best['value']:.4f}: {best['run_dir']}")
     click.echo(f"{result.finished} trials finished, {result.failed} failed. Sweep: {result.sweep_dir}")
-    if config.tracking.mlflow is not None:
-        from cnnlab.tracking.mlflow import check_group_logged
-
-        check_group_logged(result.sweep_dir, "sweep")
-
-
-
-def config_user_dict(config):
-    """The resolved config as plain data, the form the search space is checked against and applied to."""
-    from cnnlab.config.schema import to_plain
-
-    return to_plain(config.raw)
+    api.check_logged(result.sweep_dir, "sweep")
 
 
 
@@ -227,12 +179,13 @@ def init(template, path, show_list, force):
     cnnlab init --list                      the templates, one line each
     cnnlab init photos my_photos.yaml       then: cnnlab train my_photos.yaml --set data.path=photos
     """
-    from cnnlab.config.templates import list_templates, write_template
+    from cnnlab import api
+    from cnnlab.config.templates import list_templates
 
     if show_list:
         rows = list_templates()
         width = max(len(name) for name, _ in rows)
         click.echo("\n".join(f"{name:<{width}}  {description}" for name, description in rows))
         return
-    written = write_template(template, path, force=force)
+    written = api.init(template, path, force=force)
     click.echo(f"Wrote {written}; train it with: cnnlab train {written}")

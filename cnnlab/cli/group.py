@@ -1,8 +1,7 @@
 """The `cnnlab` group: one `Error:` line for every CnnlabError, the backend chosen before a command runs, and
-the options the commands share."""
+the options the commands share. The commands themselves parse, call cnnlab.api (what a notebook calls) and print."""
 
 import json
-import os
 
 import click
 
@@ -57,15 +56,12 @@ class BackendCommand(click.Command):
             help="Keras backend to run on (default: $KERAS_BACKEND, else tensorflow; train --resume: the run's own)."))
 
     def invoke(self, ctx):
-        from cnnlab.runtime import backend
+        from cnnlab import api
 
         wanted = ctx.meta.get("backend")
-        if wanted is None and ctx.params.get("resume_dir") and self.name == "train" and not os.environ.get(backend.ENV_VAR):
-            from cnnlab.rundir.files import read_backend
-
-            wanted = read_backend(ctx.params["resume_dir"])
-        backend.select(wanted)
-        backend.start(show_logs=ctx.find_root().params.get("debug", False))
+        if ctx.params.get("resume_dir") and self.name == "train":
+            wanted = api.resume_backend(ctx.params["resume_dir"], wanted)
+        api.start_backend(wanted, show_logs=ctx.find_root().params.get("debug", False))
         return super().invoke(ctx)
 
 
@@ -75,10 +71,9 @@ class TensorFlowCommand(click.Command):
     $KERAS_BACKEND says, on a run trained on any backend (a .keras file loads on every one)."""
 
     def invoke(self, ctx):
-        from cnnlab.runtime import backend
+        from cnnlab import api
 
-        backend.select("tensorflow")
-        backend.start(show_logs=ctx.find_root().params.get("debug", False))
+        api.start_backend("tensorflow", show_logs=ctx.find_root().params.get("debug", False))
         return super().invoke(ctx)
 
 

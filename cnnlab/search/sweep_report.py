@@ -27,7 +27,7 @@ class SweepResult:
     sweep_dir: Path
     finished: int  # completed + pruned trials
     failed: int
-    best: dict  # {"number", "value", "params", "run_dir"}, or {} when no trial completed
+    best: dict  # {"number", "value", "metric", "params", "run_dir"}, or {} when no trial completed
     table: str  # the top trials, aligned, for the terminal
 
 
@@ -50,7 +50,8 @@ def write_report(sweep_dir, study, space, config):
     best = {}
     if completed:
         top = study.best_trial
-        best = {"number": top.number, "value": top.value, "params": trial_values(top, space), "run_dir": top.user_attrs.get("run_dir")}
+        best = {"number": top.number, "value": top.value, "metric": space.metric, "params": trial_values(top, space),
+                "run_dir": top.user_attrs.get("run_dir")}
         run_config = Path(best["run_dir"] or "") / run_files.CONFIG
         if run_config.is_file():
             run_files.copy_file(run_config, sweep_dir / BEST_YAML)
