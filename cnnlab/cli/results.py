@@ -144,8 +144,9 @@ def visualize(run_dir, image, layer, max_maps, html_index, invert):
 
     Writes into RUN_DIR/visualize/: filters_<layer>.png for each Conv2D layer,
     feature_maps_<layer>.png for each conv, activation and pooling layer (for IMAGE, or the
-    first held-out sample when none is given) and architecture.png (needs pydot and Graphviz:
-    pip install 'cnnlab[diagram]'), else architecture.txt.
+    first held-out sample when none is given), grad_cam_<layer>.png (where the predicted class
+    looks: Grad-CAM of the last layer with image-shaped output, or of --layer) and
+    architecture.png (needs pydot and Graphviz: pip install 'cnnlab[diagram]'), else architecture.txt.
     """
     from cnnlab.inspect.visualize import format_result, visualize_run
 

@@ -21,9 +21,9 @@ from cnnlab.rundir.held_out import HeldOut, check_image_shape, folder_files, loa
 from cnnlab.deploy.inference import class_probabilities
 from cnnlab.config.metric_names import accuracy_key
 from cnnlab.data.array_batches import make_dataset
-from cnnlab.data.preprocessing import preprocessing_from_record
+from cnnlab.data.preprocessing import preprocess_images, preprocessing_from_record
 from cnnlab.tracking.tables import RIGHT, Column, format_table
-from cnnlab.inspect import hardest
+from cnnlab.inspect import gradcam, hardest
 
 WORST_SHOWN = 25  # a 5x5 grid of the most confident mistakes
 PATH_SOURCES = ("image_folder", "npz", "mnist", "fashion_mnist")  # sources that read data.path, so --data can replace it
@@ -185,8 +185,12 @@ def write_figures(paths, report, held_out, run):
     run_files.save_figure(fig, paths.confusion_matrix)
     worst = report["worst_mistakes"]
     captions = [f"true: {m['true']}\npredicted: {m['predicted']}\nconfidence {m['confidence']:.2f}" for m in worst]
-    fig = plots.plot_image_grid(held_out.images[[m["index"] for m in worst]], captions,
-                                title=f"{title}: the {len(worst)} most confident of {report['num_images'] - report['num_correct']} mistakes", empty_text="no misclassified images")
+    images = held_out.images[[m["index"] for m in worst]]
+    # where the wrong class looked: a few dozen gradients of a small model, cheap beside the scoring
+    overlays = gradcam.heatmaps(run.model, preprocess_images(images, preprocessing_from_record(run.preprocessing)))
+    fig = plots.plot_image_grid(images, captions, overlays=overlays, empty_text="no misclassified images",
+                                title=f"{title}: the {len(worst)} most confident of {report['num_images'] - report['num_correct']} mistakes"
+                                      + (", Grad-CAM of the predicted class over each" if overlays is not None else ""))
     run_files.save_figure(fig, paths.misclassified)
     if "highest_loss" in report:
         entries = report["highest_loss"]
