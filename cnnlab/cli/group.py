@@ -96,6 +96,7 @@ def main(debug):
     cnnlab train digits_cnn.yaml              train into a new run folder under runs/
     cnnlab check configs/lenet5.yaml          validate a config, print the model summary
     cnnlab compare-optimizers CONFIG          which optimizer trains CONFIG best, fairly
+    cnnlab lr-find CONFIG                     a learning rate for CONFIG, from a range test
     cnnlab sweep configs/digits_cnn.yaml      search CONFIG's sweep section with Optuna
     cnnlab evaluate runs/RUN                  score a run on its test split, per class
     cnnlab evaluate runs/RUN --split train --worst 16   the training images of highest loss (mislabeled?)

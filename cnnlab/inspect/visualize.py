@@ -386,7 +386,7 @@ def write_index(result, run):
     augmentation = folder / run_files.AUGMENTATION_PNG
     if augmentation in result.written:
         parts.append(f"<h2>Augmentation</h2>\n<img src=\"{e(augmentation.name)}\" alt=\"augmented training images\">")
-    for heading, prefix in (("Filters", "filters_"), ("Feature maps", "feature_maps_")):
+    for heading, prefix in (("Filters", "filters_"), ("Feature maps", "feature_maps_"), ("Grad-CAM", "grad_cam_")):
         pictures = [path for path in result.written if path.name.startswith(prefix)]
         parts.append(f"<h2>{heading}</h2>")
         parts += [f"<h3>{e(path.stem[len(prefix):])}</h3>\n<img src=\"{e(path.name)}\" alt=\"{e(path.name)}\">" for path in pictures]

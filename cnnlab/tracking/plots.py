@@ -147,6 +147,22 @@ def plot_grad_cam(image, heatmap, title=""):
     return fig
 
 
+def plot_lr_find(rates, losses, suggested, title=""):
+    """Smoothed loss against a log-scaled learning rate, the suggested rate marked."""
+    fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=100)
+    ax.plot(rates, losses, label="smoothed training loss")
+    ax.set_xscale("log")
+    if suggested == suggested:  # not NaN
+        ax.axvline(suggested, color="tab:red", linestyle="--", label=f"suggested {suggested:.1e} (steepest descent)")
+    ax.set_xlabel("learning rate")
+    ax.set_ylabel("loss")
+    ax.set_title(title)
+    ax.grid(True, alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    return fig
+
+
 # ---------------------------------------------------------------- inside a network: filters and feature maps
 
 
