@@ -91,7 +91,7 @@ def pictures(folder):
 
 def test_writes_one_filter_grid_per_conv2d_and_feature_maps_per_conv_activation_and_pooling_layer(drawn):
     run_dir, _, _ = drawn
-    expected = ["filters_conv2d.png", "filters_conv2d_1.png"] + [f"feature_maps_{name}.png" for name in LAYERS]
+    expected = ["filters_conv2d.png", "filters_conv2d_1.png"] + [f"feature_maps_{name}.png" for name in LAYERS] + ["grad_cam_max_pooling2d.png"]
     if HAS_DIAGRAM:
         expected.append("architecture.png")
     assert pictures(run_dir / "visualize") == sorted(expected)
@@ -103,7 +103,8 @@ def test_output_names_the_run_image_layers_and_files(drawn):
     lines = output.splitlines()
     assert lines[:4] == [f"Run: {run_dir}", f"Image: {png}", "Filters: conv2d, conv2d_1", f"Feature maps: {', '.join(LAYERS)}"]
     architecture = "architecture.png" if HAS_DIAGRAM else "architecture.txt"
-    written = ["filters_conv2d.png", "filters_conv2d_1.png"] + [f"feature_maps_{name}.png" for name in LAYERS] + [architecture, "index.html"]
+    written = ["filters_conv2d.png", "filters_conv2d_1.png"] + [f"feature_maps_{name}.png" for name in LAYERS] + \
+        ["grad_cam_max_pooling2d.png", architecture, "index.html"]
     assert lines[-1] == f"Wrote {run_dir / 'visualize'}/: {', '.join(written)}"
 
 
@@ -207,7 +208,8 @@ def test_without_an_image_the_first_held_out_sample_is_drawn(run_copy):
     assert result.exit_code == 0, result.output
     assert result.output.splitlines()[1].startswith("Image: the first sample of digits: ")
     assert result.output.splitlines()[1].endswith(": test split, class 9")
-    assert pictures(run_copy / "visualize") == sorted(["feature_maps_conv2d.png", "filters_conv2d.png"] + (["architecture.png"] if HAS_DIAGRAM else []))
+    assert pictures(run_copy / "visualize") == sorted(["feature_maps_conv2d.png", "filters_conv2d.png", "grad_cam_conv2d.png"]
+                                                      + (["architecture.png"] if HAS_DIAGRAM else []))
 
 
 def test_sample_is_the_first_test_image(run_copy):

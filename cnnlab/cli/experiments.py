@@ -120,6 +120,34 @@ def compare_optimizers(config_path, optimizers, epochs, batch_size, seed, name, 
 
 
 
+@main.command("lr-find", cls=BackendCommand)
+@click.argument("config_path", metavar="CONFIG", type=click.Path(dir_okay=False))
+@click.option("--start", type=float, default=1e-7, show_default=True, help="First learning rate tried.")
+@click.option("--end", type=float, default=10.0, show_default=True, help="Last learning rate tried (if the loss has not exploded before).")
+@click.option("--steps", type=click.IntRange(min=5), default=100, show_default=True, help="Batches trained, one rate each.")
+@click.option("-o", "--output", metavar="DIR", type=click.Path(file_okay=False),
+              help="Folder for lr_find.png and lr_find.json (default: RUNS_DIR/lr-find-NAME).")
+@click.option("--runs-dir", default="runs", show_default=True, type=click.Path(file_okay=False), help="Where the default folder goes.")
+@click.option("--batch-size", type=click.IntRange(min=1), help="Batch size.")
+@click.option("--seed", type=click.IntRange(min=0), help="Random seed.")
+@set_option
+def lr_find(config_path, start, end, steps, output, runs_dir, batch_size, seed, sets):
+    """Find a learning rate for CONFIG: train its model with a rate growing from --start to --end, one batch each.
+
+    Stops when the smoothed loss explodes, draws loss against rate, and suggests the rate of
+    steepest descent of the smoothed loss (fastai's `steep`), with the --set line that uses it.
+    The model is thrown away afterwards; no run folder is made.
+    """
+    from cnnlab.config.experiment import errors_naming, load_config
+    from cnnlab.search.lr_find import check_range, format_finding, lr_find as find
+
+    check_range(start, end, steps)
+    config = load_config(config_path, overrides_from(None, batch_size, seed, None, sets))
+    with errors_naming(config_path):
+        finding = find(config, output or Path(runs_dir) / f"lr-find-{config.name}", start=start, end=end, steps=steps)
+    click.echo(format_finding(finding, config_path))
+
+
 @main.command(cls=BackendCommand)
 @click.argument("config_path", metavar="CONFIG", required=False, type=click.Path(dir_okay=False))
 @click.option("--param", "params", multiple=True, metavar="PATH=SPACE",

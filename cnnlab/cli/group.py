@@ -91,11 +91,13 @@ def main(debug):
     cnnlab train digits_cnn.yaml              train into a new run folder under runs/
     cnnlab check configs/lenet5.yaml          validate a config, print the model summary
     cnnlab compare-optimizers CONFIG          which optimizer trains CONFIG best, fairly
+    cnnlab lr-find CONFIG                     a learning rate for CONFIG, from a range test
     cnnlab sweep configs/digits_cnn.yaml      search CONFIG's sweep section with Optuna
     cnnlab evaluate runs/RUN                  score a run on its test split, per class
+    cnnlab evaluate runs/RUN --split train --worst 16   the training images of highest loss (mislabeled?)
     cnnlab predict photo.png                  classify images with the newest run
     cnnlab export runs/RUN --format tflite    a run's model for phones (TFLite) or servers (SavedModel), checked
-    cnnlab visualize runs/RUN bag.png         draw filters, feature maps and layers of a run
+    cnnlab visualize runs/RUN bag.png         draw filters, feature maps, Grad-CAM and layers of a run
     cnnlab runs                               list the runs, newest first
     cnnlab runs --plot RUN RUN                curves of runs overlaid, with the settings that differ
     cnnlab track runs/RUN --mlflow URI        log a finished run to MLflow

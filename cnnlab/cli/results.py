@@ -8,16 +8,22 @@ from cnnlab.errors import CnnlabError
 
 @main.command(cls=BackendCommand)
 @click.argument("run_dir", metavar="RUN_DIR", type=click.Path(file_okay=False))
-@click.option("--split", type=click.Choice(["test", "val"]),
-              help="Held-out split of the run's data to score (default: test, or val where the data has no test split).")
+@click.option("--split", type=click.Choice(["test", "val", "train"]),
+              help="Split of the run's data to score (default: test, or val where the data has no test split); "
+                   "train, with --worst, finds images that may be mislabeled.")
 @click.option("--data", "data_path", metavar="PATH", type=click.Path(),
               help="Score every image of another folder or .npz of the kind the run trained on instead.")
+@click.option("--worst", type=click.IntRange(min=1), metavar="N",
+              help="Also list the N images of highest loss (file or index, label, prediction, loss) and draw them "
+                   "in eval/<split>_highest_loss.png.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document (the report's numbers and the files written) instead.")
-def evaluate(run_dir, split, data_path, as_json):
+def evaluate(run_dir, split, data_path, worst, as_json):
     """Score RUN_DIR's best model on held-out data: loss, accuracy and a per-class table.
 
     Writes eval/<split>.json, eval/<split>_confusion_matrix.png and eval/<split>_misclassified.png
     into the run folder (eval/data-<name>.* with --data); nothing train wrote is changed.
+    --split train --worst N ranks the training images by their loss: a mislabeled image is
+    among the first, since the model learned its class from the others.
     A run that did not complete is scored too, with a warning on stderr.
     """
     import json
@@ -26,7 +32,7 @@ def evaluate(run_dir, split, data_path, as_json):
 
     if split and data_path:
         raise click.UsageError("give --split or --data, not both: --split picks a split of the run's own data, --data scores all of PATH")
-    evaluation = evaluate_run(run_dir, split=split, data_path=data_path, warn=lambda text: click.echo(f"Warning: {text}", err=True))
+    evaluation = evaluate_run(run_dir, split=split, data_path=data_path, worst=worst, warn=lambda text: click.echo(f"Warning: {text}", err=True))
     if as_json:
         click.echo(json.dumps(evaluation_document(evaluation), indent=2, ensure_ascii=False))
     else:
@@ -138,8 +144,9 @@ def visualize(run_dir, image, layer, max_maps, html_index, invert):
 
     Writes into RUN_DIR/visualize/: filters_<layer>.png for each Conv2D layer,
     feature_maps_<layer>.png for each conv, activation and pooling layer (for IMAGE, or the
-    first held-out sample when none is given) and architecture.png (needs pydot and Graphviz:
-    pip install 'cnnlab[diagram]'), else architecture.txt.
+    first held-out sample when none is given), grad_cam_<layer>.png (where the predicted class
+    looks: Grad-CAM of the last layer with image-shaped output, or of --layer) and
+    architecture.png (needs pydot and Graphviz: pip install 'cnnlab[diagram]'), else architecture.txt.
     """
     from cnnlab.inspect.visualize import format_result, visualize_run
 

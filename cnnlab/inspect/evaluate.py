@@ -17,12 +17,13 @@ from cnnlab.data import sources as data
 from cnnlab.tracking import plots
 from cnnlab.rundir import files as run_files, trained
 from cnnlab.errors import DataError
-from cnnlab.rundir.held_out import HeldOut, check_image_shape, load_split
+from cnnlab.rundir.held_out import HeldOut, check_image_shape, folder_files, load_split
 from cnnlab.deploy.inference import class_probabilities
 from cnnlab.config.metric_names import accuracy_key
 from cnnlab.data.array_batches import make_dataset
-from cnnlab.data.preprocessing import preprocessing_from_record
+from cnnlab.data.preprocessing import preprocess_images, preprocessing_from_record
 from cnnlab.tracking.tables import RIGHT, Column, format_table
+from cnnlab.inspect import gradcam, hardest
 
 WORST_SHOWN = 25  # a 5x5 grid of the most confident mistakes
 PATH_SOURCES = ("image_folder", "npz", "mnist", "fashion_mnist")  # sources that read data.path, so --data can replace it
@@ -40,8 +41,11 @@ class Evaluation:
     status: run_files.RunStatus  # how training ended; kept out of the report, which describes only the model and the data it scored
 
 
-def evaluate_run(run_dir, split=None, data_path=None, warn=None):
+def evaluate_run(run_dir, split=None, data_path=None, warn=None, worst=None):
     """Scores the run's best model on its test split (val where there is none), `split`, or all of `data_path`.
+
+    With `worst`, also ranks the images by their own loss and draws the `worst` highest:
+    on the train split, that is where mislabeled images show up.
 
     `warn` is told when the run did not complete, since its best.keras is then only the best
     of the epochs it got through: after the data is checked, so that a bad input is still
@@ -61,6 +65,8 @@ def evaluate_run(run_dir, split=None, data_path=None, warn=None):
     keras_metrics = {key: float(value) for key, value in run.model.evaluate(dataset, verbose=0, return_dict=True).items()}
     probabilities = class_probabilities(run.model.predict(dataset, verbose=0), len(run.class_names))
     report = make_report(run, held_out, keras_metrics, probabilities)
+    if worst is not None:
+        report["highest_loss"] = hardest.highest_loss(probabilities, held_out.labels, run.class_names, worst, held_out.names)
 
     paths = run_files.eval_paths(run.path, held_out.split)
     run_files.create_eval_dir(run.path)
@@ -86,7 +92,10 @@ def load_other_data(run, data_path):
     images, labels = source.all_images()
     labels = labels_in_run_order(labels, source.class_names, run.class_names, description)
     check_image_shape(images, run, description)
-    return HeldOut(images, labels, f"data-{safe_name(Path(data_path))}", f"{description}: all images")
+    names = tuple(map(str, folder_files(data_config.path)[0])) if data_config.source == "image_folder" else None
+    if names is not None and len(names) != len(labels):
+        names = None  # the folder changed while it was read: no names rather than wrong ones
+    return HeldOut(images, labels, f"data-{safe_name(Path(data_path))}", f"{description}: all images", names)
 
 
 def data_config_for(run, path):
@@ -176,18 +185,29 @@ def write_figures(paths, report, held_out, run):
     run_files.save_figure(fig, paths.confusion_matrix)
     worst = report["worst_mistakes"]
     captions = [f"true: {m['true']}\npredicted: {m['predicted']}\nconfidence {m['confidence']:.2f}" for m in worst]
-    fig = plots.plot_image_grid(held_out.images[[m["index"] for m in worst]], captions,
-                                title=f"{title}: the {len(worst)} most confident of {report['num_images'] - report['num_correct']} mistakes", empty_text="no misclassified images")
+    images = held_out.images[[m["index"] for m in worst]]
+    # where the wrong class looked: a few dozen gradients of a small model, cheap beside the scoring
+    overlays = gradcam.heatmaps(run.model, preprocess_images(images, preprocessing_from_record(run.preprocessing)))
+    fig = plots.plot_image_grid(images, captions, overlays=overlays, empty_text="no misclassified images",
+                                title=f"{title}: the {len(worst)} most confident of {report['num_images'] - report['num_correct']} mistakes"
+                                      + (", Grad-CAM of the predicted class over each" if overlays is not None else ""))
     run_files.save_figure(fig, paths.misclassified)
+    if "highest_loss" in report:
+        entries = report["highest_loss"]
+        hardest.write_contact_sheet(hardest.contact_sheet_path(paths, held_out.split), entries, held_out.images,
+                                    title=f"{title}: the {len(entries)} of highest loss among {report['num_images']} images")
 
 
 def evaluation_document(evaluation):
     """The --json output: eval/<split>.json's numbers, the run's status and where the files went, for scripts."""
     paths = evaluation.paths
+    files = {"report": str(paths.report), "confusion_matrix": str(paths.confusion_matrix),
+             "misclassified": str(paths.misclassified)}
+    if "highest_loss" in evaluation.report:
+        files["highest_loss"] = str(hardest.contact_sheet_path(paths, evaluation.split))
     return {**evaluation.report,
             "run_status": {"state": evaluation.status.state, "reason": evaluation.status.reason or None},
-            "files": {"report": str(paths.report), "confusion_matrix": str(paths.confusion_matrix),
-                      "misclassified": str(paths.misclassified)}}
+            "files": files}
 
 
 def format_report(evaluation):
@@ -202,7 +222,9 @@ def format_report(evaluation):
                                               str(row["support"])) for name, row in rows]).splitlines()
     table.insert(1 + len(r["per_class"]), "")  # the averages stand apart from the classes
     lines += table
-    folder = evaluation.paths.report.parent
-    lines += ["", f"Wrote {folder}/: {evaluation.paths.report.name}, {evaluation.paths.confusion_matrix.name}, "
-              f"{evaluation.paths.misclassified.name}"]
+    written = [evaluation.paths.report.name, evaluation.paths.confusion_matrix.name, evaluation.paths.misclassified.name]
+    if "highest_loss" in r:
+        lines += ["", hardest.format_highest_loss(r["highest_loss"], evaluation.split)]
+        written.append(hardest.contact_sheet_path(evaluation.paths, evaluation.split).name)
+    lines += ["", f"Wrote {evaluation.paths.report.parent}/: {', '.join(written)}"]
     return "\n".join(lines)

@@ -34,6 +34,7 @@ import numpy as np
 from cnnlab.errors import RunError
 from cnnlab.runtime import keras_compat
 from cnnlab.tracking import plots
+from cnnlab.inspect import gradcam
 from cnnlab.rundir import files as run_files, listing, trained
 from cnnlab.errors import ConfigError, DataError, short_repr
 from cnnlab.data.image_files import DEFAULT_MAX_PIXELS, ImageProblem, ImageReader
@@ -70,6 +71,7 @@ class Visualization:
     augmentation: list = field(default_factory=list)  # names of the random layers drawn in augmentation.png
     written: list = field(default_factory=list)  # Paths, in the order written
     notes: list = field(default_factory=list)  # one line each, for people
+    grad_cam: object = None  # gradcam.GradCam for the sample, where the model has a layer to weigh
 
 
 def visualize_run(run_dir, image=None, layer=None, max_maps=DEFAULT_MAX_MAPS, html_index=False, invert="auto",
@@ -103,6 +105,7 @@ def visualize_run(run_dir, image=None, layer=None, max_maps=DEFAULT_MAX_MAPS, ht
     if not map_layers:
         result.notes.append(f"no layer with image-shaped output ({', '.join(FEATURE_MAP_TYPES)}): nothing to draw for feature maps")
 
+    gradcam.draw_for_visualize(result, model, run.class_names, layer if map_layers else None)
     if layer is None:
         draw_augmentation(result, run)
     write_architecture(result, model)
@@ -383,7 +386,7 @@ def write_index(result, run):
     augmentation = folder / run_files.AUGMENTATION_PNG
     if augmentation in result.written:
         parts.append(f"<h2>Augmentation</h2>\n<img src=\"{e(augmentation.name)}\" alt=\"augmented training images\">")
-    for heading, prefix in (("Filters", "filters_"), ("Feature maps", "feature_maps_")):
+    for heading, prefix in (("Filters", "filters_"), ("Feature maps", "feature_maps_"), ("Grad-CAM", "grad_cam_")):
         pictures = [path for path in result.written if path.name.startswith(prefix)]
         parts.append(f"<h2>{heading}</h2>")
         parts += [f"<h3>{e(path.stem[len(prefix):])}</h3>\n<img src=\"{e(path.name)}\" alt=\"{e(path.name)}\">" for path in pictures]
@@ -426,6 +429,9 @@ def format_result(result):
     if result.augmentation:
         lines.append(f"Augmentation: {', '.join(result.augmentation)} ({run_files.AUGMENTATION_PNG}: "
                      f"{AUGMENTED_IMAGES} training images, {AUGMENTED_DRAWS} draws each)")
+    if result.grad_cam is not None:
+        cam = result.grad_cam
+        lines.append(f"Grad-CAM: {cam.layer}, for the predicted class {cam.class_name} ({cam.probability:.2f})")
     lines += [f"Note: {note}" for note in result.notes]
     lines.append(f"Wrote {result.folder}/: {', '.join(path.name for path in result.written)}")
     return "\n".join(lines)

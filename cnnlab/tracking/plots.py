@@ -99,8 +99,11 @@ def plot_confusion_matrix(counts, class_names, title=""):
     return fig
 
 
-def plot_image_grid(images, captions, title="", columns=5, empty_text="no images"):
-    """uint8 images (H, W, 1 or 3) in a grid, each with its caption; `empty_text` in place of an empty grid."""
+def plot_image_grid(images, captions, title="", columns=5, empty_text="no images", overlays=None):
+    """uint8 images (H, W, 1 or 3) in a grid, each with its caption; `empty_text` in place of an empty grid.
+
+    `overlays`, one [0, 1] map per image (Grad-CAM's), are laid over the images half transparent.
+    """
     import math
 
     if not len(images):
@@ -114,13 +117,48 @@ def plot_image_grid(images, captions, title="", columns=5, empty_text="no images
     fig, axes = plt.subplots(rows, cols, figsize=(max(2.2 * cols, 4.8), 2.6 * rows + 0.6), dpi=100, squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
-    for ax, image, caption in zip(axes.flat, images, captions):
+    for i, (ax, image, caption) in enumerate(zip(axes.flat, images, captions)):
         if image.shape[-1] == 1:
             ax.imshow(image[..., 0], cmap="gray", vmin=0, vmax=255, interpolation="nearest")
         else:
             ax.imshow(image, interpolation="nearest")
+        if overlays is not None:
+            ax.imshow(overlays[i], cmap="jet", alpha=0.45, vmin=0, vmax=1, interpolation="bilinear")
         ax.set_title(caption, fontsize=8)
     fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def plot_grad_cam(image, heatmap, title=""):
+    """uint8 pixels (H, W, 1 or 3) beside themselves under a Grad-CAM heatmap in [0, 1], with the map's scale."""
+    fig, (image_ax, cam_ax) = plt.subplots(1, 2, figsize=(8.4, 4.4), dpi=100, layout="constrained")
+    for ax in (image_ax, cam_ax):
+        if image.shape[-1] == 1:
+            ax.imshow(image[..., 0], cmap="gray", vmin=0, vmax=255, interpolation="nearest")
+        else:
+            ax.imshow(image, interpolation="nearest")
+        ax.axis("off")
+    shown = cam_ax.imshow(heatmap, cmap="jet", alpha=0.5, vmin=0, vmax=1, interpolation="bilinear")
+    fig.colorbar(shown, ax=cam_ax, shrink=0.8, label="Grad-CAM (1 = where the class looks most)")
+    image_ax.set_title("image", fontsize=9)
+    cam_ax.set_title("where the class looks", fontsize=9)
+    fig.suptitle(title, fontsize=10)
+    return fig
+
+
+def plot_lr_find(rates, losses, suggested, title=""):
+    """Smoothed loss against a log-scaled learning rate, the suggested rate marked."""
+    fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=100)
+    ax.plot(rates, losses, label="smoothed training loss")
+    ax.set_xscale("log")
+    if suggested == suggested:  # not NaN
+        ax.axvline(suggested, color="tab:red", linestyle="--", label=f"suggested {suggested:.1e} (steepest descent)")
+    ax.set_xlabel("learning rate")
+    ax.set_ylabel("loss")
+    ax.set_title(title)
+    ax.grid(True, alpha=0.3)
+    ax.legend()
     fig.tight_layout()
     return fig
 
