@@ -167,6 +167,7 @@ def resolve_compile(c):
     for key in kwargs:
         if not isinstance(key, str) or not key.isidentifier():
             raise ConfigError("compile.optimizer", f"expected keyword argument names, received {short_repr(key)}")
+    check_schedule_shape(kwargs.get("learning_rate"))
     optimizer = OptimizerConfig(name=opt["name"], kwargs=kwargs)
     loss = c["loss"]
     if not isinstance(loss, str):
@@ -179,6 +180,29 @@ def resolve_compile(c):
     if not isinstance(metrics, list) or not all(isinstance(m, str) for m in metrics):
         raise ConfigError("compile.metrics", f"expected a list of Keras metric names such as [accuracy], received {short_repr(metrics)}")
     return CompileConfig(optimizer=optimizer, loss=loss, metrics=tuple(metrics))
+
+
+def check_schedule_shape(rate):
+    """A learning rate is a number or `{schedule: NAME, argument: value, ...}`; whether the name and arguments
+    exist is Keras' business, checked in cnnlab/model/schedules.py."""
+    path = "compile.optimizer.learning_rate"
+    if not isinstance(rate, dict):
+        return
+    if not isinstance(rate.get("schedule"), str):
+        raise ConfigError(path, "expected a number or a schedule such as {schedule: CosineDecay, initial_learning_rate: 0.001, "
+                          f"decay_steps: 1000}}, received {short_repr(rate)}")
+    for key in rate:
+        if not isinstance(key, str) or not key.isidentifier():
+            raise ConfigError(path, f"expected keyword argument names, received {short_repr(key)}")
+
+
+def check_schedule_callbacks(compile_, train):
+    """A schedule sets the learning rate at every step: ReduceLROnPlateau would overwrite it."""
+    if not isinstance(compile_.optimizer.kwargs.get("learning_rate"), dict):
+        return
+    if train.callbacks["reduce_lr"] is not None:
+        raise ConfigError("train.callbacks.reduce_lr", "cannot change a learning-rate schedule (compile.optimizer.learning_rate); "
+                          "set reduce_lr to null or give a number as the learning rate")
 
 
 def resolve_train(t):

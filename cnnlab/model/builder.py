@@ -159,9 +159,15 @@ def compile_model(model, config):
 
 
 def make_optimizer(opt_config):
+    """The configured optimizer; a `learning_rate` mapping is a schedule (cnnlab/model/schedules.py)."""
+    from cnnlab.model import schedules
+
     cls = registry.optimizer_class(opt_config)
+    kwargs = floats_where_expected(cls, opt_config.kwargs)
+    if schedules.is_schedule(kwargs.get("learning_rate")):
+        kwargs["learning_rate"] = schedules.make_schedule(kwargs["learning_rate"])
     try:
-        return cls(**floats_where_expected(cls, opt_config.kwargs))
+        return cls(**kwargs)
     except Exception as exc:
         raise ConfigError(narrow_path("compile.optimizer", opt_config.kwargs, exc), keras_message(exc)) from exc
 

@@ -11,13 +11,13 @@ from dataclasses import dataclass, replace
 
 import keras
 
-from cnnlab.config.experiment import with_train_values
+from cnnlab.config.experiment import with_learning_rate, with_train_values
 from cnnlab.config.schema import ExperimentConfig
 from cnnlab.data import sources as data
 from cnnlab.data.arrays import DataSplits
 from cnnlab.data.preprocessing import Preprocessing, check_input_shape, preprocessing_for
 from cnnlab.errors import ConfigError
-from cnnlab.model import builder
+from cnnlab.model import builder, schedules
 from cnnlab.runtime import backend
 from cnnlab.runtime.cores import usable_cores
 from cnnlab.tracking import mlflow as tracking, tensorboard as tensorboard_logs
@@ -86,6 +86,7 @@ def prepare(config, strategy=None):
     tracking.check_installed(config)
     keras.utils.set_random_seed(config.seed)
     splits = data.load_dataset(config.data, config.train.validation_split, config.seed)
+    config = with_schedule_steps(config, math.ceil(len(splits.x_train) / config.train.batch_size))
     prep = preprocessing_for(config.data)
     check_input_shape(prep, splits.x_train.shape[1:], config.model.input_shape)
     check_global_batch(config, distribute.num_replicas(strategy) * keras_fit.replicas(config))
@@ -95,6 +96,16 @@ def prepare(config, strategy=None):
         distribute.scale_learning_rate(model, config.distribution, strategy)
     check_output_units(model, len(splits.class_names), config)
     return TrainingJob(config=config, model=model, splits=splits, prep=prep, strategy=strategy)
+
+
+def with_schedule_steps(config, steps_per_epoch):
+    """A schedule whose length the config leaves to cnnlab (OneCycle's total_steps) spans train.epochs of this data;
+    the number goes into the run's config.yaml, so that a resume or a re-run schedules alike."""
+    rate = config.compile.optimizer.kwargs.get("learning_rate")
+    if not schedules.is_schedule(rate):
+        return config
+    filled = schedules.with_derived_steps(rate, config.train.epochs * steps_per_epoch)
+    return config if filled is rate else with_learning_rate(config, filled)
 
 
 def output_in_float32(config):
