@@ -217,7 +217,22 @@ def resolve_train(t):
     steps = check_auto_or_int(t["steps_per_execution"], "train.steps_per_execution", maximum=MAX_BATCH_SIZE)
     fine_tune = resolve_fine_tune(t["fine_tune"])
     return TrainConfig(epochs=epochs, batch_size=batch_size, validation_split=split, shuffle=shuffle, callbacks=callbacks,
-                       batch_parts=parts, steps_per_execution=steps, fine_tune=fine_tune)
+                       batch_parts=parts, steps_per_execution=steps, fine_tune=fine_tune,
+                       class_weight=resolve_class_weight(t["class_weight"]))
+
+
+def resolve_class_weight(value):
+    """null, `balanced`, or `{class name or index: weight}`; whether the classes exist is known once the data is loaded."""
+    path = "train.class_weight"
+    if value is None or value == "balanced":
+        return value
+    if not isinstance(value, dict) or not value:
+        raise ConfigError(path, f"expected balanced, null or a mapping {{class name or index: weight}}, received {short_repr(value)}")
+    for key, weight in value.items():
+        if isinstance(key, bool) or not isinstance(key, (str, int)):
+            raise ConfigError(path, f"expected class names or indices as keys, received {short_repr(key)}")
+        check_number(weight, f"{path}.{key}", minimum=0, exclusive=True)
+    return dict(value)
 
 
 def resolve_fine_tune(value):

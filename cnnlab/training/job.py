@@ -31,6 +31,7 @@ class TrainingJob:
     splits: DataSplits
     prep: Preprocessing
     strategy: object = None  # a tf.distribute strategy, or None for one device (and on JAX and PyTorch)
+    class_weight: dict | None = None  # train.class_weight as {class index: weight}, as Keras' fit takes it
 
     def with_train(self, **values):
         """The same job with `train` values replaced in its config (and its YAML), as a run records what `auto` became."""
@@ -95,7 +96,34 @@ def prepare(config, strategy=None):
         model = builder.validate(output_in_float32(config) if config.mixed_precision else config)
         distribute.scale_learning_rate(model, config.distribution, strategy)
     check_output_units(model, len(splits.class_names), config)
-    return TrainingJob(config=config, model=model, splits=splits, prep=prep, strategy=strategy)
+    return TrainingJob(config=config, model=model, splits=splits, prep=prep, strategy=strategy,
+                       class_weight=class_weights(config.train.class_weight, splits.y_train, splits.class_names))
+
+
+def class_weights(setting, labels, class_names):
+    """train.class_weight as {class index: weight}: `balanced` is scikit-learn's n_samples / (n_classes × count),
+    over the classes the training split holds; a class the setting leaves out weighs 1, as in Keras' fit."""
+    if setting is None:
+        return None
+    if setting == "balanced":
+        import numpy as np
+        from sklearn.utils.class_weight import compute_class_weight
+
+        present = np.unique(labels)
+        weights = compute_class_weight("balanced", classes=present, y=labels)
+        return {int(index): float(weight) for index, weight in zip(present, weights)}
+    names = [str(name) for name in class_names]
+    resolved = {}
+    for key, weight in setting.items():
+        if isinstance(key, int) and 0 <= key < len(names):
+            index = key
+        elif isinstance(key, str) and key in names:
+            index = names.index(key)
+        else:
+            raise ConfigError(f"train.class_weight.{key}", f"is not a class of this data; its classes are {', '.join(names)} "
+                              f"(or their indices 0 to {len(names) - 1})")
+        resolved[index] = float(weight)
+    return resolved
 
 
 def with_schedule_steps(config, steps_per_epoch):
