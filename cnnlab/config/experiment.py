@@ -134,6 +134,7 @@ def resolve_config(user, default_name="experiment"):
     merged["distribution"]["devices"] = list(distribution.devices) if distribution.devices else None
     merged["compile"]["optimizer"] = {"name": compile_.optimizer.name, **compile_.optimizer.kwargs}
     merged["compile"]["metrics"] = list(compile_.metrics)
+    merged["compile"]["loss"] = compile_.loss if compile_.loss_kwargs is None else {"name": compile_.loss, **compile_.loss_kwargs}
     merged["model"]["layers"] = [{spec.type: dict(spec.kwargs)} for spec in model.layers]
     merged["model"]["augmentation"] = [{spec.type: dict(spec.kwargs)} for spec in model.augmentation] or None
     if model.backbone is not None:

@@ -167,6 +167,7 @@ class CompileConfig:
     optimizer: OptimizerConfig
     loss: str
     metrics: tuple
+    loss_kwargs: Mapping[str, Any] = None  # `loss: {name: ..., label_smoothing: 0.1}`'s arguments; None for a bare name
 
 
 @dataclass(frozen=True)

@@ -169,9 +169,15 @@ def resolve_compile(c):
             raise ConfigError("compile.optimizer", f"expected keyword argument names, received {short_repr(key)}")
     check_schedule_shape(kwargs.get("learning_rate"))
     optimizer = OptimizerConfig(name=opt["name"], kwargs=kwargs)
-    loss = c["loss"]
+    loss, loss_kwargs = c["loss"], None
+    if isinstance(loss, dict) and isinstance(loss.get("name"), str):
+        loss, loss_kwargs = loss["name"], {k: v for k, v in loss.items() if k != "name"}
+        for key in loss_kwargs:
+            if not isinstance(key, str) or not key.isidentifier():
+                raise ConfigError("compile.loss", f"expected keyword argument names, received {short_repr(key)}")
     if not isinstance(loss, str):
-        raise ConfigError("compile.loss", f"expected a Keras loss name such as sparse_categorical_crossentropy, received {short_repr(loss)}")
+        raise ConfigError("compile.loss", "expected a Keras loss name such as sparse_categorical_crossentropy, or a mapping "
+                          f"{{name: categorical_crossentropy, label_smoothing: 0.1}}, received {short_repr(loss)}")
     metrics = c["metrics"]
     if isinstance(metrics, str):
         metrics = [metrics]
@@ -179,7 +185,7 @@ def resolve_compile(c):
         metrics = []
     if not isinstance(metrics, list) or not all(isinstance(m, str) for m in metrics):
         raise ConfigError("compile.metrics", f"expected a list of Keras metric names such as [accuracy], received {short_repr(metrics)}")
-    return CompileConfig(optimizer=optimizer, loss=loss, metrics=tuple(metrics))
+    return CompileConfig(optimizer=optimizer, loss=loss, metrics=tuple(metrics), loss_kwargs=loss_kwargs)
 
 
 def check_schedule_shape(rate):

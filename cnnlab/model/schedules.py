@@ -11,7 +11,7 @@ from functools import lru_cache
 
 import keras
 
-from cnnlab.errors import ConfigError, short_repr
+from cnnlab.errors import ConfigError
 from cnnlab.model import keras_names as registry
 
 SCHEDULE_KEY = "schedule"
@@ -69,13 +69,11 @@ def end_of_cosine(start, end, fraction):
 @lru_cache(maxsize=None)
 def schedule_classes():
     """{name: class}: keras.optimizers.schedules' public schedules and OneCycle, each also under its snake_case name."""
-    from cnnlab.model.builder import snake_case
-
     module = keras.optimizers.schedules
     classes = {name: cls for name in dir(module) if name[:1].isupper() and name != "LearningRateSchedule"
                for cls in [getattr(module, name)] if isinstance(cls, type) and issubclass(cls, module.LearningRateSchedule)}
     classes["OneCycle"] = OneCycle
-    return {**classes, **{snake_case(name): cls for name, cls in classes.items()}}
+    return {**classes, **{registry.snake_case(name): cls for name, cls in classes.items()}}
 
 
 def is_schedule(value):
@@ -96,17 +94,15 @@ def arguments(spec):
 def make_schedule(spec):
     """The schedule instance. OneCycle's total_steps, where the config leaves it out, is filled in when a run
     starts (with_derived_steps); until then (`cnnlab check`, which knows no data) a stand-in checks the rest."""
-    from cnnlab.model.builder import floats_where_expected, keras_message, narrow_path
-
     cls = schedule_class(spec)
-    kwargs = floats_where_expected(cls, arguments(spec))
+    kwargs = registry.floats_where_expected(cls, arguments(spec))
     derived = DERIVED_STEPS.get(cls.__name__)
     if derived and derived not in kwargs:
         kwargs[derived] = 2
     try:
         return cls(**kwargs)
     except Exception as exc:  # any failure to construct from config values is the config's fault
-        raise ConfigError(narrow_path(PATH, kwargs, exc), keras_message(exc)) from exc
+        raise ConfigError(registry.narrow_path(PATH, kwargs, exc), registry.keras_message(exc)) from exc
 
 
 def with_derived_steps(spec, steps):

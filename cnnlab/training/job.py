@@ -156,6 +156,6 @@ def check_output_units(model, num_classes, config):
         raise ConfigError(config.model.layers[-1].path, f"the model outputs shape {tuple(model.output_shape)}, not one vector per image; "
                           f"add {hint}Flatten or GlobalAveragePooling2D before the last layer")
     units = model.output_shape[-1]
-    if config.compile.loss == "sparse_categorical_crossentropy" and units != num_classes:
+    if config.compile.loss in ("sparse_categorical_crossentropy", "categorical_crossentropy") and units != num_classes:
         last = config.model.layers[-1].path
         raise ConfigError(last, f"the model outputs {units} values but the data has {num_classes} classes; set the last layer's units to {num_classes}")
