@@ -16,7 +16,7 @@ from cnnlab.config.keypaths import parse_path, set_value
 from cnnlab.config.schema import DEFAULTS, ExperimentConfig, to_plain
 from cnnlab.config.sections import (check_backbone_data, check_fine_tune, check_int, check_keys, check_name, merge,
                                     resolve_compile, resolve_data, resolve_distribution, resolve_mixed_precision,
-                                    resolve_model, resolve_tracking, resolve_train)
+                                    resolve_model, resolve_tracking, resolve_train, check_schedule_callbacks)
 from cnnlab.config.yaml_safety import load_yaml
 from cnnlab.errors import ConfigError, one_line, short_repr, type_name
 
@@ -26,6 +26,14 @@ def with_train_values(config, **values):
     raw = copy.deepcopy(to_plain(config.raw))
     raw["train"].update(values)
     return replace(config, train=replace(config.train, **values), raw=raw)
+
+
+def with_learning_rate(config, rate):
+    """The config with compile.optimizer.learning_rate replaced, in its YAML too: how a run records a schedule's derived steps."""
+    raw = copy.deepcopy(to_plain(config.raw))
+    raw["compile"]["optimizer"]["learning_rate"] = to_plain(rate)
+    optimizer = replace(config.compile.optimizer, kwargs={**config.compile.optimizer.kwargs, "learning_rate": rate})
+    return replace(config, compile=replace(config.compile, optimizer=optimizer), raw=raw)
 
 
 def load_config(path, overrides=()):
@@ -119,12 +127,14 @@ def resolve_config(user, default_name="experiment"):
     distribution = resolve_distribution(merged["distribution"])
     check_backbone_data(model, data)
     check_fine_tune(train, model, distribution)
+    check_schedule_callbacks(compile_, train)
     mixed_precision = resolve_mixed_precision(merged["mixed_precision"])
     tracking = resolve_tracking(merged["tracking"], name)
     merged["tracking"] = asdict(tracking)
     merged["distribution"]["devices"] = list(distribution.devices) if distribution.devices else None
     merged["compile"]["optimizer"] = {"name": compile_.optimizer.name, **compile_.optimizer.kwargs}
     merged["compile"]["metrics"] = list(compile_.metrics)
+    merged["compile"]["loss"] = compile_.loss if compile_.loss_kwargs is None else {"name": compile_.loss, **compile_.loss_kwargs}
     merged["model"]["layers"] = [{spec.type: dict(spec.kwargs)} for spec in model.layers]
     merged["model"]["augmentation"] = [{spec.type: dict(spec.kwargs)} for spec in model.augmentation] or None
     if model.backbone is not None:

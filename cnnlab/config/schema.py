@@ -61,6 +61,9 @@ DEFAULTS = {
         "steps_per_execution": "auto",
         # a second phase after the first: unfreeze the backbone's top layers, train on at a lower learning rate
         "fine_tune": None,
+        # null, balanced (scikit-learn's compute_class_weight) or {class name or index: weight}: each training image's
+        # loss weighted by its class, as Keras' fit(class_weight=...) does
+        "class_weight": None,
         "callbacks": {
             "checkpoint": {"monitor": "val_loss", "save_best_only": True},
             "early_stopping": {"monitor": "val_loss", "patience": 3, "restore_best_weights": True},
@@ -164,6 +167,7 @@ class CompileConfig:
     optimizer: OptimizerConfig
     loss: str
     metrics: tuple
+    loss_kwargs: Mapping[str, Any] = None  # `loss: {name: ..., label_smoothing: 0.1}`'s arguments; None for a bare name
 
 
 @dataclass(frozen=True)
@@ -185,6 +189,7 @@ class TrainConfig:
     batch_parts: Any = AUTO  # "auto" or the number of parts each training batch is split into
     steps_per_execution: Any = AUTO  # "auto" or the training steps per compiled call, as in Keras' compile()
     fine_tune: Optional[FineTuneConfig] = None
+    class_weight: Any = None  # None, "balanced" or {class name or index: weight}; resolved to indices when the data is loaded
 
 
 @dataclass(frozen=True)

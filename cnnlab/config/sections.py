@@ -167,10 +167,17 @@ def resolve_compile(c):
     for key in kwargs:
         if not isinstance(key, str) or not key.isidentifier():
             raise ConfigError("compile.optimizer", f"expected keyword argument names, received {short_repr(key)}")
+    check_schedule_shape(kwargs.get("learning_rate"))
     optimizer = OptimizerConfig(name=opt["name"], kwargs=kwargs)
-    loss = c["loss"]
+    loss, loss_kwargs = c["loss"], None
+    if isinstance(loss, dict) and isinstance(loss.get("name"), str):
+        loss, loss_kwargs = loss["name"], {k: v for k, v in loss.items() if k != "name"}
+        for key in loss_kwargs:
+            if not isinstance(key, str) or not key.isidentifier():
+                raise ConfigError("compile.loss", f"expected keyword argument names, received {short_repr(key)}")
     if not isinstance(loss, str):
-        raise ConfigError("compile.loss", f"expected a Keras loss name such as sparse_categorical_crossentropy, received {short_repr(loss)}")
+        raise ConfigError("compile.loss", "expected a Keras loss name such as sparse_categorical_crossentropy, or a mapping "
+                          f"{{name: categorical_crossentropy, label_smoothing: 0.1}}, received {short_repr(loss)}")
     metrics = c["metrics"]
     if isinstance(metrics, str):
         metrics = [metrics]
@@ -178,7 +185,30 @@ def resolve_compile(c):
         metrics = []
     if not isinstance(metrics, list) or not all(isinstance(m, str) for m in metrics):
         raise ConfigError("compile.metrics", f"expected a list of Keras metric names such as [accuracy], received {short_repr(metrics)}")
-    return CompileConfig(optimizer=optimizer, loss=loss, metrics=tuple(metrics))
+    return CompileConfig(optimizer=optimizer, loss=loss, metrics=tuple(metrics), loss_kwargs=loss_kwargs)
+
+
+def check_schedule_shape(rate):
+    """A learning rate is a number or `{schedule: NAME, argument: value, ...}`; whether the name and arguments
+    exist is Keras' business, checked in cnnlab/model/schedules.py."""
+    path = "compile.optimizer.learning_rate"
+    if not isinstance(rate, dict):
+        return
+    if not isinstance(rate.get("schedule"), str):
+        raise ConfigError(path, "expected a number or a schedule such as {schedule: CosineDecay, initial_learning_rate: 0.001, "
+                          f"decay_steps: 1000}}, received {short_repr(rate)}")
+    for key in rate:
+        if not isinstance(key, str) or not key.isidentifier():
+            raise ConfigError(path, f"expected keyword argument names, received {short_repr(key)}")
+
+
+def check_schedule_callbacks(compile_, train):
+    """A schedule sets the learning rate at every step: ReduceLROnPlateau would overwrite it."""
+    if not isinstance(compile_.optimizer.kwargs.get("learning_rate"), dict):
+        return
+    if train.callbacks["reduce_lr"] is not None:
+        raise ConfigError("train.callbacks.reduce_lr", "cannot change a learning-rate schedule (compile.optimizer.learning_rate); "
+                          "set reduce_lr to null or give a number as the learning rate")
 
 
 def resolve_train(t):
@@ -193,7 +223,22 @@ def resolve_train(t):
     steps = check_auto_or_int(t["steps_per_execution"], "train.steps_per_execution", maximum=MAX_BATCH_SIZE)
     fine_tune = resolve_fine_tune(t["fine_tune"])
     return TrainConfig(epochs=epochs, batch_size=batch_size, validation_split=split, shuffle=shuffle, callbacks=callbacks,
-                       batch_parts=parts, steps_per_execution=steps, fine_tune=fine_tune)
+                       batch_parts=parts, steps_per_execution=steps, fine_tune=fine_tune,
+                       class_weight=resolve_class_weight(t["class_weight"]))
+
+
+def resolve_class_weight(value):
+    """null, `balanced`, or `{class name or index: weight}`; whether the classes exist is known once the data is loaded."""
+    path = "train.class_weight"
+    if value is None or value == "balanced":
+        return value
+    if not isinstance(value, dict) or not value:
+        raise ConfigError(path, f"expected balanced, null or a mapping {{class name or index: weight}}, received {short_repr(value)}")
+    for key, weight in value.items():
+        if isinstance(key, bool) or not isinstance(key, (str, int)):
+            raise ConfigError(path, f"expected class names or indices as keys, received {short_repr(key)}")
+        check_number(weight, f"{path}.{key}", minimum=0, exclusive=True)
+    return dict(value)
 
 
 def resolve_fine_tune(value):

@@ -1,13 +1,10 @@
 """Config → compiled `keras.Model`. Pure: builds objects, and reads no file but a backbone's weights."""
 
-import inspect
-import re
-
-from cnnlab.model import backbones, keras_names as registry
+from cnnlab.model import backbones, keras_names as registry, losses
+from cnnlab.model.keras_names import floats_where_expected, keras_message, narrow_path, snake_case
 from cnnlab.runtime import backend, keras_compat
-from cnnlab.errors import ConfigError, one_line
+from cnnlab.errors import ConfigError
 
-ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*m")
 MAX_LAYER_INT = 65_536
 
 
@@ -93,12 +90,6 @@ def layer_names(specs):
     return names
 
 
-def snake_case(class_name):
-    """Keras' own rule: Conv2D → conv2d, MaxPooling2D → max_pooling2d."""
-    name = re.sub(r"(.)([A-Z][a-z]+)", r"\1_\2", class_name)
-    return re.sub(r"([a-z])([A-Z])", r"\1_\2", name).lower()
-
-
 def make_layer(spec, name):
     return construct(registry.layer_class(spec), spec, name, spec.kwargs)
 
@@ -152,25 +143,24 @@ def compile_model(model, config):
     steps = config.train.steps_per_execution
     steps = steps if isinstance(steps, int) and backend.name() != "torch" else 1
     model.compile(optimizer=make_optimizer(config.compile.optimizer),
-                  loss=registry.check_loss(config.compile.loss),
+                  loss=losses.make_loss(config.compile.loss, config.compile.loss_kwargs),
                   metrics=list(registry.check_metrics(config.compile.metrics)),
                   steps_per_execution=steps)
     return model
 
 
 def make_optimizer(opt_config):
+    """The configured optimizer; a `learning_rate` mapping is a schedule (cnnlab/model/schedules.py)."""
+    from cnnlab.model import schedules
+
     cls = registry.optimizer_class(opt_config)
+    kwargs = floats_where_expected(cls, opt_config.kwargs)
+    if schedules.is_schedule(kwargs.get("learning_rate")):
+        kwargs["learning_rate"] = schedules.make_schedule(kwargs["learning_rate"])
     try:
-        return cls(**floats_where_expected(cls, opt_config.kwargs))
+        return cls(**kwargs)
     except Exception as exc:
         raise ConfigError(narrow_path("compile.optimizer", opt_config.kwargs, exc), keras_message(exc)) from exc
-
-
-def floats_where_expected(cls, kwargs):
-    """YAML reads `learning_rate: 1` as an int, which Keras refuses; where Keras' default is a float, so is the value."""
-    params = inspect.signature(cls.__init__).parameters
-    return {key: float(value) if isinstance(value, int) and not isinstance(value, bool) and key in params
-            and isinstance(params[key].default, float) else value for key, value in kwargs.items()}
 
 
 def check_callback_kwargs(config):
@@ -202,24 +192,3 @@ def check_fine_tune(model, config):
 
 def count_params(model):
     return int(model.count_params())
-
-
-def narrow_path(path, kwargs, exc):
-    """Narrows the error path to the keyword argument the Keras message mentions, by name or by value."""
-    text = str(exc)
-    by_name = [key for key in kwargs if f"`{key}`" in text or f"{key}=" in text or f"'{key}'" in text]
-    by_value = [key for key, value in kwargs.items() if isinstance(value, str) and len(value) > 1 and value in text]
-    mentioned = by_name or by_value
-    return f"{path}.{mentioned[0]}" if len(mentioned) == 1 else path
-
-
-def keras_message(exc):
-    """Keras errors run over several lines with tracebacks of their own; keep the first sentence-bearing line."""
-    plain = ANSI_ESCAPE.sub("", str(exc))
-    lines = [line.strip() for line in plain.splitlines() if line.strip()]
-    if not lines:
-        return type(exc).__name__
-    message = one_line(lines[0])
-    if message.startswith("Exception encountered when calling") and len(lines) > 1:
-        message = one_line(lines[1])
-    return message[:300]

@@ -9,9 +9,12 @@ typo is reported at its config path instead of deep inside Keras.
 
 import difflib
 import inspect
+import re
 from functools import lru_cache
 
-from cnnlab.errors import ConfigError, short_repr, suggest
+from cnnlab.errors import ConfigError, one_line, short_repr, suggest
+
+ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*m")
 
 # Layers that execute user-supplied Python or exist only as base classes.
 REFUSED_LAYERS = {"Lambda", "Layer", "InputLayer", "InputSpec", "TFSMLayer", "Wrapper", "RNN"}
@@ -219,3 +222,37 @@ def callback_class(name, kwargs):
     cls = callback_classes()[name]
     check_kwargs(cls, kwargs, f"train.callbacks.{name}", reserved=RESERVED_CALLBACK_ARGS.get(name, ()))
     return cls
+
+
+def snake_case(class_name):
+    """Keras' own rule: Conv2D → conv2d, MaxPooling2D → max_pooling2d."""
+    name = re.sub(r"(.)([A-Z][a-z]+)", r"\1_\2", class_name)
+    return re.sub(r"([a-z])([A-Z])", r"\1_\2", name).lower()
+
+
+def floats_where_expected(cls, kwargs):
+    """YAML reads `learning_rate: 1` as an int, which Keras refuses; where Keras' default is a float, so is the value."""
+    params = inspect.signature(cls.__init__).parameters
+    return {key: float(value) if isinstance(value, int) and not isinstance(value, bool) and key in params
+            and isinstance(params[key].default, float) else value for key, value in kwargs.items()}
+
+
+def narrow_path(path, kwargs, exc):
+    """Narrows the error path to the keyword argument the Keras message mentions, by name or by value."""
+    text = str(exc)
+    by_name = [key for key in kwargs if f"`{key}`" in text or f"{key}=" in text or f"'{key}'" in text]
+    by_value = [key for key, value in kwargs.items() if isinstance(value, str) and len(value) > 1 and value in text]
+    mentioned = by_name or by_value
+    return f"{path}.{mentioned[0]}" if len(mentioned) == 1 else path
+
+
+def keras_message(exc):
+    """Keras errors run over several lines with tracebacks of their own; keep the first sentence-bearing line."""
+    plain = ANSI_ESCAPE.sub("", str(exc))
+    lines = [line.strip() for line in plain.splitlines() if line.strip()]
+    if not lines:
+        return type(exc).__name__
+    message = one_line(lines[0])
+    if message.startswith("Exception encountered when calling") and len(lines) > 1:
+        message = one_line(lines[1])
+    return message[:300]

@@ -11,13 +11,13 @@ from dataclasses import dataclass, replace
 
 import keras
 
-from cnnlab.config.experiment import with_train_values
+from cnnlab.config.experiment import with_learning_rate, with_train_values
 from cnnlab.config.schema import ExperimentConfig
 from cnnlab.data import sources as data
 from cnnlab.data.arrays import DataSplits
 from cnnlab.data.preprocessing import Preprocessing, check_input_shape, preprocessing_for
 from cnnlab.errors import ConfigError
-from cnnlab.model import builder
+from cnnlab.model import builder, schedules
 from cnnlab.runtime import backend
 from cnnlab.runtime.cores import usable_cores
 from cnnlab.tracking import mlflow as tracking, tensorboard as tensorboard_logs
@@ -31,6 +31,7 @@ class TrainingJob:
     splits: DataSplits
     prep: Preprocessing
     strategy: object = None  # a tf.distribute strategy, or None for one device (and on JAX and PyTorch)
+    class_weight: dict | None = None  # train.class_weight as {class index: weight}, as Keras' fit takes it
 
     def with_train(self, **values):
         """The same job with `train` values replaced in its config (and its YAML), as a run records what `auto` became."""
@@ -86,6 +87,7 @@ def prepare(config, strategy=None):
     tracking.check_installed(config)
     keras.utils.set_random_seed(config.seed)
     splits = data.load_dataset(config.data, config.train.validation_split, config.seed)
+    config = with_schedule_steps(config, math.ceil(len(splits.x_train) / config.train.batch_size))
     prep = preprocessing_for(config.data)
     check_input_shape(prep, splits.x_train.shape[1:], config.model.input_shape)
     check_global_batch(config, distribute.num_replicas(strategy) * keras_fit.replicas(config))
@@ -94,7 +96,44 @@ def prepare(config, strategy=None):
         model = builder.validate(output_in_float32(config) if config.mixed_precision else config)
         distribute.scale_learning_rate(model, config.distribution, strategy)
     check_output_units(model, len(splits.class_names), config)
-    return TrainingJob(config=config, model=model, splits=splits, prep=prep, strategy=strategy)
+    return TrainingJob(config=config, model=model, splits=splits, prep=prep, strategy=strategy,
+                       class_weight=class_weights(config.train.class_weight, splits.y_train, splits.class_names))
+
+
+def class_weights(setting, labels, class_names):
+    """train.class_weight as {class index: weight}: `balanced` is scikit-learn's n_samples / (n_classes × count),
+    over the classes the training split holds; a class the setting leaves out weighs 1, as in Keras' fit."""
+    if setting is None:
+        return None
+    if setting == "balanced":
+        import numpy as np
+        from sklearn.utils.class_weight import compute_class_weight
+
+        present = np.unique(labels)
+        weights = compute_class_weight("balanced", classes=present, y=labels)
+        return {int(index): float(weight) for index, weight in zip(present, weights)}
+    names = [str(name) for name in class_names]
+    resolved = {}
+    for key, weight in setting.items():
+        if isinstance(key, int) and 0 <= key < len(names):
+            index = key
+        elif isinstance(key, str) and key in names:
+            index = names.index(key)
+        else:
+            raise ConfigError(f"train.class_weight.{key}", f"is not a class of this data; its classes are {', '.join(names)} "
+                              f"(or their indices 0 to {len(names) - 1})")
+        resolved[index] = float(weight)
+    return resolved
+
+
+def with_schedule_steps(config, steps_per_epoch):
+    """A schedule whose length the config leaves to cnnlab (OneCycle's total_steps) spans train.epochs of this data;
+    the number goes into the run's config.yaml, so that a resume or a re-run schedules alike."""
+    rate = config.compile.optimizer.kwargs.get("learning_rate")
+    if not schedules.is_schedule(rate):
+        return config
+    filled = schedules.with_derived_steps(rate, config.train.epochs * steps_per_epoch)
+    return config if filled is rate else with_learning_rate(config, filled)
 
 
 def output_in_float32(config):
@@ -117,6 +156,6 @@ def check_output_units(model, num_classes, config):
         raise ConfigError(config.model.layers[-1].path, f"the model outputs shape {tuple(model.output_shape)}, not one vector per image; "
                           f"add {hint}Flatten or GlobalAveragePooling2D before the last layer")
     units = model.output_shape[-1]
-    if config.compile.loss == "sparse_categorical_crossentropy" and units != num_classes:
+    if config.compile.loss in ("sparse_categorical_crossentropy", "categorical_crossentropy") and units != num_classes:
         last = config.model.layers[-1].path
         raise ConfigError(last, f"the model outputs {units} values but the data has {num_classes} classes; set the last layer's units to {num_classes}")

@@ -89,6 +89,7 @@ def fit(job, callbacks, epochs, initial_epoch=0, verbose=1):
         with interrupts_between_batches() as interrupt:
             history = model.fit(train_batches, validation_data=val_batches, epochs=epochs, initial_epoch=initial_epoch,
                                 callbacks=[EpochOrder(train_batches), *callbacks, interrupt], verbose=verbose,
+                                class_weight=job.class_weight,
                                 shuffle=False)  # the order is the PyDataset's own; fit's would reorder its batches by NumPy's state
     finally:
         if devices > 1:  # scoring the best model afterwards (and anything else in this process) runs on one device

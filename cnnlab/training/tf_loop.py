@@ -92,7 +92,8 @@ def fit(job, callbacks, epochs, initial_epoch=0, verbose=1):
         train_step, test_step = train_step_on_parts(model, parts), test_step_on_parts(model, parts)
     if model.jit_compile:  # as `fit` does (Keras' default where there is a GPU): XLA compiles the steps
         train_step, test_step = tf.function(train_step, jit_compile=True), tf.function(test_step, jit_compile=True)
-    run_train, step_function = compiled_steps(train_step, x_train, y_train, prep, batch_size, parts, model.train_step)
+    run_train, step_function = compiled_steps(train_step, x_train, y_train, prep, batch_size, parts, model.train_step,
+                                              per_class_weights(job.class_weight, model.output_shape[-1]))
     keras_compat.set_train_function(model, step_function)
     run_test, _ = compiled_steps(test_step, x_val, y_val, prep, val_batch_size, parts, model.test_step)
     orders = epoch_orders(len(x_train), settings.shuffle, job.config.seed)
@@ -214,7 +215,8 @@ def resolve_batch_parts(config):
         return batch_parts(config)
     if wanted > 1 and not splits_alike(config):
         raise ConfigError("train.batch_parts", "can be more than 1 only on one device (distribution.strategy default) for models whose "
-                          "layers all treat images independently (no BatchNormalization, activity_regularizer or model.backbone); "
+                          "layers all treat images independently (no BatchNormalization, activity_regularizer or model.backbone), "
+                          "without train.class_weight; "
                           f"set it to 1 or auto, received {wanted}")
     return wanted
 
@@ -224,7 +226,9 @@ def splits_alike(config):
     per_image = all(layer.type in PER_IMAGE_LAYERS and layer.kwargs.get("activity_regularizer") is None
                     for layer in config.model.layers)
     # a backbone keeps whole batches: most have BatchNormalization, and none is checked layer by layer here
-    return per_image and config.model.backbone is None and config.distribution.strategy == "default"
+    # class weights reach Keras' train_step as sample weights, which the split step does not take
+    return (per_image and config.model.backbone is None and config.distribution.strategy == "default"
+            and config.train.class_weight is None)
 
 
 def share_cores(parts):
@@ -299,13 +303,29 @@ def split_batch(x, y, parts):
     return list(zip(tf.split(x, sizes, num=parts), tf.split(y, sizes, num=parts)))
 
 
-def compiled_steps(step, images, labels, prep, batch_size, parts=1, whole_step=None):
+def per_class_weights(class_weight, num_classes):
+    """{class index: weight} as a tensor indexed by class (1 for a class left out), or None without class weights."""
+    if class_weight is None:
+        return None
+    return tf.constant([class_weight.get(index, 1.0) for index in range(num_classes)], tf.float32)
+
+
+def with_sample_weights(x, y, class_weights):
+    """(x, y), or (x, y, each image's class weight) as Keras' train_step unpacks it: what fit(class_weight=...) feeds."""
+    if class_weights is None:
+        return x, y
+    classes = tf.argmax(y, axis=-1, output_type=tf.int32) if y.shape.rank > 1 else tf.cast(y, tf.int32)
+    return x, y, tf.gather(class_weights, classes)
+
+
+def compiled_steps(step, images, labels, prep, batch_size, parts=1, whole_step=None, class_weights=None):
     """A function that runs `step` on batches first … first+count−1 of an epoch's `order`, and its compiled core.
 
     The images stay uint8 in one resident tensor; each batch is gathered, cast and
     scaled inside the compiled function, so no input pipeline runs beside the training.
     A last batch with fewer images than `parts` runs whole, through `whole_step`: a part
     would be empty, which TensorFlow's oneDNN pooling gradient does not survive.
+    With `class_weights` (per_class_weights; whole batches only) each batch carries its images' weights.
     Returns (run, the tf.function that runs every other batch), the latter for TensorBoard's graph.
     """
     tf.get_logger().addFilter(not_retracing_noise)  # once, however many runs this process trains
@@ -320,7 +340,7 @@ def compiled_steps(step, images, labels, prep, batch_size, parts=1, whole_step=N
                 with tf.device(HOST):  # as with tf.data, the images stay in host memory and only a batch moves to a GPU
                     batch = order[index * batch_size:(index + 1) * batch_size]
                     x, y = preprocess_images(tf.gather(images, batch), prep), tf.gather(labels, batch)
-                step((x, y))
+                step(with_sample_weights(x, y, class_weights))
 
         return run
 

@@ -158,7 +158,7 @@ def fit_into(run_dir, job, past_rows, verbose, chief=True, extra_callbacks=()):
                 run_callbacks = callbacks_for(past_rows)
                 with distribute.watch_steps(strategy, run_dir, lambda reason: give_up_run(run_dir, chief, reason)) as watchdog:
                     model.fit(train_ds, validation_data=val_ds, epochs=config.train.epochs, callbacks=run_callbacks + watchdog,
-                              verbose=verbose, shuffle=False)  # tf.data already reshuffles every epoch, seeded
+                              verbose=verbose, shuffle=False, class_weight=job.class_weight)  # tf.data already reshuffles every epoch, seeded
         except KeyboardInterrupt:
             interrupted(run_dir, config, logs[-1].rows if logs else past_rows)
         except CnnlabError as exc:  # e.g. a write into the run folder failed (disk full)
