@@ -98,11 +98,20 @@ def format_result(result, command_seconds):
     if not result.chief:
         return f"Worker done in {m['fit_time_s']:.1f} s of training ({session}, all callbacks); the chief wrote the run folder\n{wall}"
     lines = [f"Run: {result.run_dir}", f"Epochs: {m['epochs_run']} (best {m['best_epoch']}, by {m['monitor']})"]
-    lines += [f"Best {key}: {value:.4f}" for key, value in m["best"].items()]
+    lines += [f"Best {key}: {figure(m, 'best', key, value)}" for key, value in m["best"].items()]
     if m["test"]:
-        lines += [f"Test {key}: {value:.4f}" for key, value in m["test"].items()]
+        lines += [f"Test {key}: {figure(m, 'test', key, value)}" for key, value in m["test"].items()]
     lines.append(f"Training time ({session}, all callbacks): {m['fit_time_s']:.1f} s{speed}")
     return "\n".join([*lines, wall])
+
+
+
+def figure(metrics, section, key, value):
+    """An accuracy on few images with its count and 95% interval (metrics.json's `intervals`), anything else to 4 decimals."""
+    from cnnlab.config.intervals import format_accuracy
+
+    record = (metrics.get("intervals") or {}).get(section, {}).get(key)
+    return format_accuracy(value, record["n"], record["correct"]) if record else f"{value:.4f}"
 
 
 

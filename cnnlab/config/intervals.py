@@ -5,11 +5,13 @@ On 150 images one image is 0.7 points and the 95% interval around 0.73 is about 
 JASA 22:209, 1927; Newcombe, Statistics in Medicine 17:857, 1998, method 3) stays inside [0, 1]
 and is not empty at 0/n or n/n, where the textbook p ± z·sqrt(p(1-p)/n) is. Here, beside
 metric_names, because run listings, training records, evaluation and the search reports all use
-it; imports nothing, so `cnnlab runs` stays free of TensorFlow.
+it; imports only metric_names, so `cnnlab runs` stays free of TensorFlow.
 """
 
 import math
 from statistics import NormalDist
+
+from cnnlab.config.metric_names import ACCURACY_NAMES
 
 Z95 = NormalDist().inv_cdf(0.975)  # 1.95996...: two-sided 95%
 # Printed figures carry their interval below this many images; stored ones always do. At 10,000 images
@@ -51,6 +53,16 @@ def accuracy_interval(accuracy, n):
         return None
     low, high = wilson_interval(correct, n)
     return {"n": n, "correct": correct, "low": low, "high": high}
+
+
+def intervals_of(scores, n, prefix=""):
+    """{key: accuracy_interval} for the plain accuracies among `scores` (`val_accuracy`, `acc`, ...) measured on n images."""
+    found = {}
+    for key, value in (scores or {}).items():
+        record = accuracy_interval(value, n) if key.startswith(prefix) and key[len(prefix):] in ACCURACY_NAMES else None
+        if record is not None:
+            found[key] = record
+    return found
 
 
 def format_accuracy(accuracy, n=None, correct=None):
