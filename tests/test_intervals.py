@@ -62,7 +62,7 @@ def test_format_accuracy_gives_the_count_and_the_interval_on_few_images():
 
 
 def test_format_accuracy_keeps_four_decimals_on_many_images_or_without_a_count():
-    assert format_accuracy(9912 / SHOWN_BELOW, SHOWN_BELOW) == "0.9912"
+    assert format_accuracy(9912 / SHOWN_BELOW, SHOWN_BELOW) == f"0.9912 (9912/{SHOWN_BELOW})"
     assert format_accuracy(0.7255, 150) == "0.7255"
     assert format_accuracy(0.7255) == "0.7255"
 

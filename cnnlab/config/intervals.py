@@ -66,14 +66,16 @@ def intervals_of(scores, n, prefix=""):
 
 
 def format_accuracy(accuracy, n=None, correct=None):
-    """`0.727 (109/150, 95% CI 0.650–0.790)` under SHOWN_BELOW images, else (or with no count) `0.7267` as before.
+    """`0.727 (109/150, 95% CI 0.650–0.792)` under SHOWN_BELOW images, `0.9912 (9912/10000)` from there, `0.7267` with no count.
 
     `correct` defaults to the count `accuracy` is of n; evaluate passes its own count of argmax hits.
     """
     if correct is None and n is not None:
         correct = correct_count(accuracy, n)
-    if correct is None or n >= SHOWN_BELOW:
+    if correct is None:
         return f"{accuracy:.4f}"
+    if n >= SHOWN_BELOW:
+        return f"{accuracy:.4f} ({correct}/{n})"
     low, high = wilson_interval(correct, n)
     return f"{accuracy:.3f} ({correct}/{n}, 95% CI {low:.3f}–{high:.3f})"
 
