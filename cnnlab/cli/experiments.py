@@ -207,7 +207,10 @@ def sweep(config_path, params, trials, epochs, batch_size, seed, name, sets, run
                            jobs=jobs, progress=click.echo, show_traceback=traceback_printer(click.get_current_context()))
     click.echo("\n" + result.table + "\n")
     if result.best:
-        click.echo(f"Best: trial {result.best['number']}, {space.metric} {result.best['value']:.4f}: {result.best['run_dir']}")
+        from cnnlab.search.sweep_report import format_value
+
+        best = result.best
+        click.echo(f"Best: trial {best['number']}, {space.metric} {format_value(space.metric, best['value'], best['num_val'])}: {best['run_dir']}")
     click.echo(f"{result.finished} trials finished, {result.failed} failed. Sweep: {result.sweep_dir}")
     if config.tracking.mlflow is not None:
         from cnnlab.tracking.mlflow import check_group_logged
