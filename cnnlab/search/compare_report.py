@@ -31,8 +31,9 @@ def progress_line(counter, outcome):
         return f"{head} {outcome.state.upper()}: {outcome.reason} ({folder})"
     m = outcome.metrics
     accuracy = accuracy_key(m["best"], prefix="val_")
-    scores = ", ".join(f"{key} {format_accuracy(m['best'][key], m.get('num_val')) if key == accuracy else format(m['best'][key], '.4f')}"
-                       for key in (accuracy, "val_loss") if key and key in m["best"])
+    best = m["best"]
+    scores = [f"{accuracy} {format_accuracy(best[accuracy], m.get('num_val'))}"] if accuracy in best else []
+    scores = ", ".join(scores + ([f"val_loss {best['val_loss']:.4f}"] if "val_loss" in best else []))
     stopped = f"{m['epochs_run']}/{m['epochs_planned']}"
     when = "completed earlier, kept" if outcome.skipped else f"{per_epoch(m):.2f} s/epoch"
     return f"{head} {scores} at epoch {m['best_epoch']}, stopped at {stopped}; {when} ({folder})"
