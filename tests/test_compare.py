@@ -156,10 +156,27 @@ def test_the_best_run_reaches_95_percent_of_the_best_accuracy(comparison):
 def test_the_table_is_printed_and_written_to_summary_md(comparison):
     compare_dir, output = comparison
     table = [line for line in output.splitlines() if line.startswith("|")]
-    assert table[0].split("|")[1:-1] == [" # ", " optimizer              ", " runs ", " best val acc ", " best val loss ",
-                                         " best epoch ", " stopped at ", " test acc ", " epochs to 95% ", " s/epoch "]
+    (run_dir,) = run_dirs(compare_dir, "adam-s7")
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert [cell.strip() for cell in table[0].split("|")[1:-1]] == [
+        "#", "optimizer", "runs", f"best val acc (n={metrics['num_val']})", "best val loss", "best epoch", "stopped at",
+        f"test acc (n={metrics['num_test']})", "epochs to 95%", "s/epoch"]
     assert len(table) == 2 + 3
     assert "\n".join(table) in (compare_dir / "summary.md").read_text()
+
+
+def test_each_runs_accuracy_is_given_with_its_interval_in_progress_and_runs_table(comparison):
+    """The progress line and summary.md's Runs table carry the run's own metrics.json interval, not the mean's spread."""
+    compare_dir, output = comparison
+    (run_dir,) = run_dirs(compare_dir, "adam-s7")
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    val = metrics["intervals"]["best"]["val_accuracy"]
+    low, high = f"{val['low']:.3f}", f"{val['high']:.3f}"
+    accuracy = f"{metrics['best']['val_accuracy']:.3f}"
+    assert f"adam (seed 7): val_accuracy {accuracy} ({val['correct']}/{val['n']}, 95% CI {low}–{high}), val_loss" in output
+    (row,) = [line for line in (compare_dir / "summary.md").read_text().splitlines() if f" {run_dir.name} " in line]
+    assert f" {accuracy} ({low}–{high}, n={val['n']}) " in row
+    assert f"Val accuracies are measured on {val['n']} images" in (compare_dir / "summary.md").read_text()
 
 
 @pytest.mark.parametrize("name", ["val_accuracy.png", "val_loss.png", "train_loss.png"])

@@ -83,13 +83,24 @@ def test_report_agrees_with_itself(evaluated):
     assert all(m["true"] != m["predicted"] for m in report["worst_mistakes"])
 
 
+def test_report_gives_wilsons_interval_of_its_own_count(evaluated):
+    """The interval brackets the accuracy and is Wilson's for num_correct of num_images (the score test's two roots)."""
+    _, _, report = evaluated
+    k, n, ci = report["num_correct"], report["num_images"], report["accuracy_ci95"]
+    assert ci["low"] < report["accuracy"] < ci["high"]
+    z2 = 1.959963984540054 ** 2
+    roots = sorted(np.roots([1 + z2 / n, -(2 * k / n + z2 / n), (k / n) ** 2]).real)
+    assert [ci["low"], ci["high"]] == pytest.approx(roots, abs=1e-12)
+
+
 def test_output_prints_scores_and_a_per_class_table(evaluated):
     run_dir, output, report = evaluated
     lines = output.splitlines()
     assert lines[0] == f"Run: {run_dir}"
     assert lines[1].startswith("Data: digits: ") and lines[1].endswith("test split (360 images)")
     assert lines[2] == f"Loss: {report['loss']:.4f}"
-    assert lines[3] == f"Accuracy: {report['accuracy']:.4f} ({report['num_correct']}/360)"
+    ci = report["accuracy_ci95"]
+    assert lines[3] == f"Accuracy: {report['accuracy']:.3f} ({report['num_correct']}/360, 95% CI {ci['low']:.3f}–{ci['high']:.3f})"
     assert lines[5].split() == ["class", "precision", "recall", "f1-score", "support"]
     first = report["per_class"][0]
     assert lines[6].split() == ["0", f"{first['precision']:.4f}", f"{first['recall']:.4f}", f"{first['f1']:.4f}", str(first["support"])]

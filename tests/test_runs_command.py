@@ -1,6 +1,7 @@
 """`cnnlab runs` on run folders written by hand: newest first, JSON, broken runs shown, no TensorFlow."""
 
 import json
+import re
 import subprocess
 import sys
 
@@ -62,9 +63,22 @@ def test_json_gives_every_field(make_run, tmp_path):
     assert result.exit_code == 0, result.output
     assert json.loads(result.output) == [{
         "name": "tiny-20260101-120000", "path": str(run_dir), "config": "tiny", "backend": "tensorflow", "status": "completed", "reason": None,
-        "started": "2026-01-01T12:00:00", "epochs": 3, "best_epoch": 2, "best_val_accuracy": 0.9,
-        "test_accuracy": 0.85, "test_accuracy_from": "metrics.json", "train_time_s": 12.34,
+        "started": "2026-01-01T12:00:00", "epochs": 3, "best_epoch": 2, "best_val_accuracy": 0.9, "num_val": None,
+        "test_accuracy": 0.85, "test_accuracy_from": "metrics.json", "num_test": None, "train_time_s": 12.34,
     }]
+
+
+def test_accuracies_on_few_images_show_their_interval_and_n(make_run, tmp_path):
+    """metrics.json's num_val and eval/test.json's num_images are the n of each accuracy; a run without them keeps 4 decimals."""
+    run_dir = make_run("tiny-20260101-120000", metrics_data={**metrics(val_accuracy=109 / 150), "num_val": 150, "num_test": 40})
+    (run_dir / "eval").mkdir()
+    (run_dir / "eval" / "test.json").write_text(json.dumps({"accuracy": 0.875, "num_images": 40}))
+    make_run("tiny-20260101-110000", metrics_data=metrics())
+    lines = run("runs", "--runs-dir", tmp_path / "runs").output.splitlines()
+    assert re.split(r" {2,}", lines[1])[-3:] == ["0.727 (0.650–0.792, n=150)", "0.875 (0.739–0.945, n=40)", "12.3 s"]
+    assert lines[2].split()[-4:] == ["0.9000", "0.8500", "12.3", "s"]
+    rows = json.loads(run("runs", "--runs-dir", tmp_path / "runs", "--json").output)
+    assert [(row["num_val"], row["num_test"]) for row in rows] == [(150, 40), (None, None)]
 
 
 def test_a_run_from_before_fit_time_was_recorded_shows_the_sum_of_its_epochs(make_run, tmp_path):

@@ -152,6 +152,33 @@ def test_pruning_stops_a_trial_that_is_worse_than_the_median_of_those_before(tmp
     assert run_files.read_status(trial.user_attrs["run_dir"]).reason == "pruned by the sweep after epoch 2"
 
 
+def test_a_val_accuracy_sweep_gives_each_trials_value_with_n_and_its_interval(tmp_path):
+    """The progress line and the top-trials table carry the trial run's metrics.json interval; a loss keeps 4 decimals."""
+    import json
+
+    from cnnlab.config.experiment import load_config
+    from cnnlab.config.schema import to_plain
+    from cnnlab.search.space import parse_space
+    from cnnlab.search.sweep import Objective
+    from cnnlab.search.sweep_report import top_trials
+
+    text = SWEPT.replace("epochs: 3", "epochs: 1").replace("  trials: 3", "  trials: 1\n  metric: val_accuracy")
+    (tmp_path / "config.yaml").write_text(text)
+    config = load_config(tmp_path / "config.yaml")
+    space = parse_space(to_plain(config.raw), ())
+    study = optuna.create_study(direction="maximize")
+    lines = []
+    study.optimize(Objective(config, space, tmp_path / "trials", lines.append), n_trials=1)
+    (trial,) = study.trials
+    metrics = json.loads((Path(trial.user_attrs["run_dir"]) / "metrics.json").read_text())
+    val = metrics["intervals"]["best"]["val_accuracy"]
+    assert trial.value == metrics["best"]["val_accuracy"] and trial.user_attrs["num_val"] == val["n"]
+    low, high = f"{val['low']:.3f}", f"{val['high']:.3f}"
+    assert f"trial 0: val_accuracy {trial.value:.3f} ({val['correct']}/{val['n']}, 95% CI {low}–{high}) in 1 epochs" in lines[-1]
+    _, rows = top_trials(study.trials, space)
+    assert rows[0][2] == f"{trial.value:.3f} ({low}–{high}, n={val['n']})"
+
+
 @pytest.mark.parametrize("storage", ["postgresql://nobody:secret@127.0.0.1:9/none",  # nothing listens there
                                      "postgresql://nobody:secret@127.0.0.1:port/none",  # malformed: no port number
                                      "nosuchdb://x"])

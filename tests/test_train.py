@@ -70,6 +70,34 @@ def test_best_model_scores_the_test_metrics_it_reports(digits_run):
     assert scores["accuracy"] == pytest.approx(metrics["test"]["accuracy"], abs=1e-6)
 
 
+def test_metrics_json_gives_each_held_out_accuracy_its_count_and_wilson_interval(digits_run):
+    """n is the split's size and `correct` the best model's own count of right answers on it, not a rounding of a rounding."""
+    import keras
+
+    run_dir, _ = digits_run
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    val, test = metrics["intervals"]["best"]["val_accuracy"], metrics["intervals"]["test"]["accuracy"]
+    assert val["n"] == metrics["num_val"] and test["n"] == metrics["num_test"]
+    assert val["correct"] / val["n"] == pytest.approx(metrics["best"]["val_accuracy"], abs=1e-6)
+    assert val["low"] < metrics["best"]["val_accuracy"] < val["high"]
+    config = load_config(run_dir / "config.yaml")
+    splits = load_dataset(config.data, config.train.validation_split, config.seed)
+    model = keras.models.load_model(run_dir / "best.keras")
+    predicted = model.predict(make_dataset(splits.x_test, splits.y_test, preprocessing_for(config.data), 64), verbose=0).argmax(axis=1)
+    assert test["correct"] == int((predicted == splits.y_test).sum())
+    assert test["low"] < metrics["test"]["accuracy"] < test["high"]
+
+
+def test_train_prints_accuracies_with_their_count_and_interval(digits_run):
+    run_dir, output = digits_run
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    val = metrics["intervals"]["best"]["val_accuracy"]
+    expected = (f"Best val_accuracy: {metrics['best']['val_accuracy']:.3f} ({val['correct']}/{val['n']}, "
+                f"95% CI {val['low']:.3f}–{val['high']:.3f})")
+    assert expected in output.splitlines()
+    assert f"Best val_loss: {metrics['best']['val_loss']:.4f}" in output.splitlines()  # a loss has no interval
+
+
 def test_resolved_config_is_stored_and_reloads(digits_run):
     run_dir, _ = digits_run
     stored = yaml.safe_load((run_dir / "config.yaml").read_text())

@@ -76,11 +76,20 @@ def format_result(result, command_seconds):
     if not result.chief:
         return f"Worker done in {m['fit_time_s']:.1f} s of training ({session}, all callbacks); the chief wrote the run folder\n{wall}"
     lines = [f"Run: {result.run_dir}", f"Epochs: {m['epochs_run']} (best {m['best_epoch']}, by {m['monitor']})"]
-    lines += [f"Best {key}: {value:.4f}" for key, value in m["best"].items()]
+    lines += [f"Best {key}: {figure(m, 'best', key, value)}" for key, value in m["best"].items()]
     if m["test"]:
-        lines += [f"Test {key}: {value:.4f}" for key, value in m["test"].items()]
+        lines += [f"Test {key}: {figure(m, 'test', key, value)}" for key, value in m["test"].items()]
     lines.append(f"Training time ({session}, all callbacks): {m['fit_time_s']:.1f} s{speed}")
     return "\n".join([*lines, wall])
+
+
+
+def figure(metrics, section, key, value):
+    """An accuracy on few images with its count and 95% interval (metrics.json's `intervals`), anything else to 4 decimals."""
+    from cnnlab.config.intervals import format_accuracy
+
+    record = (metrics.get("intervals") or {}).get(section, {}).get(key)
+    return format_accuracy(value, record["n"], record["correct"]) if record else f"{value:.4f}"
 
 
 
@@ -189,7 +198,10 @@ def sweep(config_path, params, trials, epochs, batch_size, seed, name, sets, run
     click.echo("\n" + result.table + "\n")
     best = result.best
     if best:
-        click.echo(f"Best: trial {best['number']}, {best['metric']} {best['value']:.4f}: {best['run_dir']}")
+        from cnnlab.search.sweep_report import format_value
+
+        click.echo(f"Best: trial {best['number']}, {best['metric']} {format_value(best['metric'], best['value'], best['num_val'])}: "
+                   f"{best['run_dir']}")
     click.echo(f"{result.finished} trials finished, {result.failed} failed. Sweep: {result.sweep_dir}")
     api.check_logged(result.sweep_dir, "sweep")
 

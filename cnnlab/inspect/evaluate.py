@@ -19,6 +19,7 @@ from cnnlab.rundir import files as run_files, trained
 from cnnlab.errors import DataError
 from cnnlab.rundir.held_out import HeldOut, check_image_shape, folder_files, load_split
 from cnnlab.deploy.inference import class_probabilities
+from cnnlab.config.intervals import format_accuracy, wilson_interval
 from cnnlab.config.metric_names import accuracy_key
 from cnnlab.data.array_batches import make_dataset
 from cnnlab.data.preprocessing import preprocess_images, preprocessing_from_record
@@ -158,6 +159,8 @@ def make_report(run, held_out, keras_metrics, probabilities):
         # Keras' own accuracy where the model was compiled with one, so the numbers match model.evaluate
         "accuracy": keras_metrics[keras_accuracy] if keras_accuracy else correct / len(labels),
         "num_correct": correct,
+        # Wilson's 95% interval of num_correct / num_images: how far the accuracy could be from the model's true one
+        "accuracy_ci95": dict(zip(("low", "high"), wilson_interval(correct, len(labels)))),
         "keras_metrics": keras_metrics,
         "per_class": per_class,
         "macro_avg": average(per_class, weighted=False),
@@ -216,7 +219,7 @@ def format_report(evaluation):
     lines = [f"Run: {evaluation.run_dir}", f"Data: {r['data']} ({r['num_images']} images)"]
     if r["loss"] is not None:
         lines.append(f"Loss: {r['loss']:.4f}")
-    lines += [f"Accuracy: {r['accuracy']:.4f} ({r['num_correct']}/{r['num_images']})", ""]
+    lines += [f"Accuracy: {format_accuracy(r['accuracy'], r['num_images'], r['num_correct'])}", ""]
     rows = [(row["class"], row) for row in r["per_class"]] + [("macro avg", r["macro_avg"]), ("weighted avg", r["weighted_avg"])]
     table = format_table(PER_CLASS_COLUMNS, [(name, f"{row['precision']:.4f}", f"{row['recall']:.4f}", f"{row['f1']:.4f}",
                                               str(row["support"])) for name, row in rows]).splitlines()

@@ -55,14 +55,15 @@ def newest_completed_run(runs_dir):
 def summarize_run(run_dir):
     """One row of `cnnlab runs`, from the run's small files only; what is missing or unreadable marks it broken.
 
-    Test accuracy comes from eval/test.json when the run was evaluated, else from metrics.json.
+    Test accuracy comes from eval/test.json when the run was evaluated, else from metrics.json; num_val and
+    num_test are the images each accuracy was measured on, from the same file.
     """
     run_dir = Path(run_dir)
     status = read_status(run_dir)
     row = {"name": run_dir.name, "path": str(run_dir), "config": None, "backend": read_backend(run_dir, default=None),
            "status": status.state, "reason": status.reason or None,
            "started": started_at(run_dir)[0].isoformat(), "epochs": None, "best_epoch": None, "best_val_accuracy": None,
-           "test_accuracy": None, "test_accuracy_from": None, "train_time_s": None}
+           "num_val": None, "test_accuracy": None, "test_accuracy_from": None, "num_test": None, "train_time_s": None}
     problems = [] if status.state != "unknown" else [status.reason]
     try:
         row["config"] = read_config_name(run_dir / CONFIG)
@@ -75,18 +76,20 @@ def summarize_run(run_dir):
             best, test = metrics.get("best") or {}, metrics.get("test") or {}
             row.update(epochs=as_number(metrics.get("epochs_run")), best_epoch=as_number(metrics.get("best_epoch")),
                        best_val_accuracy=as_number(best.get(accuracy_key(best, prefix="val_"))),
-                       train_time_s=training_seconds(metrics))
+                       num_val=as_count(metrics.get("num_val")), train_time_s=training_seconds(metrics))
             test = as_number(test.get(accuracy_key(test)))
             if test is not None:
-                row.update(test_accuracy=test, test_accuracy_from=METRICS)
+                row.update(test_accuracy=test, test_accuracy_from=METRICS, num_test=as_count(metrics.get("num_test")))
         except (RunError, AttributeError) as exc:
             problems.append(str(exc) if isinstance(exc, RunError) else f"{metrics_path}: unexpected contents")
     report = eval_paths(run_dir, "test").report
     if report.exists():
         try:
-            test = as_number(read_json_object(report).get("accuracy"))
+            evaluation = read_json_object(report)
+            test = as_number(evaluation.get("accuracy"))
             if test is not None:
-                row.update(test_accuracy=test, test_accuracy_from=f"{EVAL_DIR}/{report.name}")
+                row.update(test_accuracy=test, test_accuracy_from=f"{EVAL_DIR}/{report.name}",
+                           num_test=as_count(evaluation.get("num_images")))
         except RunError as exc:
             problems.append(str(exc))
     if status.state == COMPLETED and not (run_dir / MODEL).is_file():
@@ -117,6 +120,11 @@ def read_json_object(path):
 
 def as_number(value):
     return value if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) else None
+
+
+def as_count(value):
+    """How many images an accuracy was measured on (so the table can give its interval); None where unknown or none."""
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
 
 
 def find_groups(runs_dir):

@@ -11,6 +11,7 @@ import math
 from cnnlab.tracking import plots
 from cnnlab.rundir import files as run_files
 from cnnlab.config.schema import to_plain
+from cnnlab.config.intervals import accuracy_cell, format_accuracy
 from cnnlab.config.metric_names import accuracy_key
 from cnnlab.tracking.tables import RIGHT, Column, csv_text, format_table, mean, mean_std, mean_std_cell, number_cell
 
@@ -30,7 +31,9 @@ def progress_line(counter, outcome):
         return f"{head} {outcome.state.upper()}: {outcome.reason} ({folder})"
     m = outcome.metrics
     accuracy = accuracy_key(m["best"], prefix="val_")
-    scores = ", ".join(f"{key} {m['best'][key]:.4f}" for key in (accuracy, "val_loss") if key and key in m["best"])
+    best = m["best"]
+    scores = [f"{accuracy} {format_accuracy(best[accuracy], m.get('num_val'))}"] if accuracy in best else []
+    scores = ", ".join(scores + ([f"val_loss {best['val_loss']:.4f}"] if "val_loss" in best else []))
     stopped = f"{m['epochs_run']}/{m['epochs_planned']}"
     when = "completed earlier, kept" if outcome.skipped else f"{per_epoch(m):.2f} s/epoch"
     return f"{head} {scores} at epoch {m['best_epoch']}, stopped at {stopped}; {when} ({folder})"
@@ -109,15 +112,31 @@ SUMMARY_COLUMNS = ["rank", "optimizer", "optimizer_name", "optimizer_kwargs", "r
                    "epochs_to_95pct_mean", "runs_reaching_95pct", "wall_time_per_epoch_s_mean", "failure"]
 
 
-SUMMARY_TABLE_COLUMNS = (Column("#", RIGHT), Column("optimizer"), *(Column(title, RIGHT) for title in (
-    "runs", "best val acc", "best val loss", "best epoch", "stopped at", "test acc", "epochs to 95%", "s/epoch")))
+def summary_table_columns(num_val=None, num_test=None):
+    """The summary's columns; the accuracies' titles say how many images each run's was measured on, where all agree."""
+    val, test = (f" (n={n})" if n else "" for n in (num_val, num_test))
+    return (Column("#", RIGHT), Column("optimizer"), *(Column(title, RIGHT) for title in (
+        "runs", f"best val acc{val}", "best val loss", "best epoch", "stopped at", f"test acc{test}", "epochs to 95%", "s/epoch")))
+
+
+def held_out_counts(outcomes):
+    """(num_val, num_test) shared by every completed run (one validation_split, so one size for every seed); None where they differ."""
+    done = [o.metrics for o in outcomes if o.state == COMPLETED]
+
+    def shared(key):
+        values = {m.get(key) for m in done}
+        return values.pop() if len(values) == 1 else None
+
+    return shared("num_val"), shared("num_test")
+
+
 RUNS_TABLE_COLUMNS = (Column("optimizer"), Column("seed", RIGHT), Column("status"),
               *(Column(title, RIGHT) for title in ("best epoch", "stopped at", "best val acc", "best val loss", "test acc")),
               Column("run folder"))
 
 
-def summary_table(rows, repeats, epochs):
-    """The aligned Markdown table printed at the end and written to summary.md."""
+def summary_table(rows, repeats, epochs, counts=(None, None)):
+    """The aligned Markdown table printed at the end and written to summary.md; `counts` from held_out_counts."""
     body = []
     for row in rows:
         runs_cell = f"{row['runs_completed']}/{row['runs_completed'] + row['runs_failed']}"
@@ -131,11 +150,11 @@ def summary_table(rows, repeats, epochs):
                      mean_std_cell(row, "best_val_accuracy"), mean_std_cell(row, "best_val_loss"),
                      number_cell(row["best_epoch_mean"], 0 if repeats == 1 else 1), f"{number_cell(row['epochs_run_mean'], 0 if repeats == 1 else 1)}/{epochs}",
                      mean_std_cell(row, "test_accuracy"), reach, number_cell(row["wall_time_per_epoch_s_mean"], 2)])
-    return format_table(SUMMARY_TABLE_COLUMNS, body, markdown=True)
+    return format_table(summary_table_columns(*counts), body, markdown=True)
 
 
 def runs_table(outcomes):
-    """Every run of the comparison, with where it stopped and why it failed."""
+    """Every run of the comparison, with where it stopped and why it failed; its accuracies with their 95% intervals."""
     body = []
     for o in outcomes:
         if o.state != COMPLETED:
@@ -145,7 +164,8 @@ def runs_table(outcomes):
         val_acc = accuracy_key(m["best"], "val_")
         test = (m["test"] or {}).get(val_acc[len("val_"):]) if val_acc else None
         body.append([o.label, str(o.seed), COMPLETED, str(m["best_epoch"]), f"{m['epochs_run']}/{m['epochs_planned']}",
-                     number_cell(m["best"].get(val_acc) if val_acc else None, 4), number_cell(m["best"].get("val_loss"), 4), number_cell(test, 4), o.run_dir.name])
+                     accuracy_cell(m["best"].get(val_acc) if val_acc else None, m.get("num_val")),
+                     number_cell(m["best"].get("val_loss"), 4), accuracy_cell(test, m.get("num_test")), o.run_dir.name])
     return format_table(RUNS_TABLE_COLUMNS, body, markdown=True)
 
 
@@ -167,6 +187,7 @@ def summary_markdown(config, seeds, outcomes, table, target, plan):
         ("Epochs to 95%: the first epoch whose val accuracy reached "
          f"{target:.4f}, 95% of the best val accuracy of all runs." if target is not None else "Epochs to 95%: no accuracy metric was logged."),
         "s/epoch: seconds of training per epoch, callbacks included (runs trained side by side with --jobs share the cores, so they are slower each).",
+        *held_out_note(outcomes),
         "",
         table,
         "",
@@ -178,10 +199,19 @@ def summary_markdown(config, seeds, outcomes, table, target, plan):
     return "\n".join(lines)
 
 
+def held_out_note(outcomes):
+    """How far apart two accuracies on n images can be by chance: one image's worth, and where each run's interval is."""
+    num_val, _ = held_out_counts(outcomes)
+    if not num_val:
+        return []
+    return [f"Val accuracies are measured on {num_val} images: one image is {100 / num_val:.2g} points. "
+            "Each run's 95% interval (Wilson's) is in the Runs table; differences inside it may be luck."]
+
+
 def write_report(compare_dir, config, specs, seeds, outcomes, plan):
     """summary.csv, summary.md and the three comparison plots. Returns (rows, table)."""
     rows, val_acc, target = summarize(specs, outcomes)
-    table = summary_table(rows, len(seeds), config.train.epochs)
+    table = summary_table(rows, len(seeds), config.train.epochs, held_out_counts(outcomes))
     run_files.write_text(compare_dir / SUMMARY_CSV, csv_text(SUMMARY_COLUMNS, rows))
     run_files.write_text(compare_dir / SUMMARY_MD, summary_markdown(config, seeds, outcomes, table, target, plan))
     write_plots(compare_dir, config.name, specs, outcomes, val_acc)

@@ -33,7 +33,7 @@ from cnnlab.runtime.credentials import connect_url, storage_url
 from cnnlab.errors import CnnlabError, ConfigError, RunError, TrainingInterrupted, format_traceback, most_common, one_line
 from cnnlab.search.study import (FAILED, SURPLUS, claim_slot, count_finished, fail_killed_trials, failure_streak, import_optuna,
                           make_storage, open_study, redact, slot_holders, suggest)
-from cnnlab.search.sweep_report import SUMMARY_MD, short_value, write_report
+from cnnlab.search.sweep_report import SUMMARY_MD, counted_on, format_value, short_value, write_report
 
 SWEEP_PLAN = run_files.SWEEP_PLAN  # what the sweep is: storage, study name, where its trials' runs go
 SWEEP_CONFIG = run_files.CONFIG  # the base config with its resolved sweep section, as the sweep started
@@ -294,6 +294,7 @@ class Objective:
             return self.failed(trial, name, reason, exc, run_dir)
         trial.set_user_attr("run_dir", str(Path(result.run_dir).resolve()))
         trial.set_user_attr("epochs", result.metrics["epochs_run"])
+        trial.set_user_attr("num_val", result.metrics["num_val"])  # the n of a val accuracy's interval (sweep_report)
         history = run_files.read_history(Path(result.run_dir) / run_files.HISTORY)
         value = best_value(history, self.space.metric, self.space.direction)
         seconds = time.perf_counter() - started
@@ -306,7 +307,8 @@ class Objective:
             self.progress(f"trial {trial.number}: pruned after epoch {reporter.pruned_at} ({self.space.metric} {value:.4f}, "
                           f"{seconds:.1f} s) {short(values)}")
             raise optuna.TrialPruned()
-        self.progress(f"trial {trial.number}: {self.space.metric} {value:.4f} in {result.metrics['epochs_run']} epochs "
+        shown = format_value(self.space.metric, value, counted_on(self.space.metric, trial))
+        self.progress(f"trial {trial.number}: {self.space.metric} {shown} in {result.metrics['epochs_run']} epochs "
                       f"({seconds:.1f} s) {short(values)}")
         return value
 

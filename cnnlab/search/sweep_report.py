@@ -12,6 +12,8 @@ from pathlib import Path
 import yaml
 
 from cnnlab.rundir import files as run_files
+from cnnlab.config.intervals import accuracy_cell, format_accuracy
+from cnnlab.config.metric_names import ACCURACY_NAMES
 from cnnlab.config.schema import to_plain
 from cnnlab.errors import most_common
 from cnnlab.tracking.tables import RIGHT, Column, format_table
@@ -27,7 +29,7 @@ class SweepResult:
     sweep_dir: Path
     finished: int  # completed + pruned trials
     failed: int
-    best: dict  # {"number", "value", "metric", "params", "run_dir"}, or {} when no trial completed
+    best: dict  # {"number", "value", "metric", "params", "run_dir", "num_val"}, or {} when no trial completed
     table: str  # the top trials, aligned, for the terminal
 
 
@@ -37,6 +39,16 @@ def short_value(value):
         return f"{value:.4g}"
     text = str(value) if is_scalar(value) else yaml.safe_dump(to_plain(value), default_flow_style=True).strip()
     return text if len(text) <= 30 else text[:27] + "..."
+
+
+def counted_on(metric, trial):
+    """The validation images a trial's value is a count over (a val accuracy: intervals apply); None for other metrics."""
+    return trial.user_attrs.get("num_val") if metric.startswith("val_") and metric[len("val_"):] in ACCURACY_NAMES else None
+
+
+def format_value(metric, value, num_val):
+    """A trial's value for a line: an accuracy on few images with its count and 95% interval, anything else to 4 decimals."""
+    return format_accuracy(value, num_val) if num_val else f"{value:.4f}"
 
 
 def write_report(sweep_dir, study, space, config):
@@ -51,7 +63,7 @@ def write_report(sweep_dir, study, space, config):
     if completed:
         top = study.best_trial
         best = {"number": top.number, "value": top.value, "metric": space.metric, "params": trial_values(top, space),
-                "run_dir": top.user_attrs.get("run_dir")}
+                "run_dir": top.user_attrs.get("run_dir"), "num_val": counted_on(space.metric, top)}
         run_config = Path(best["run_dir"] or "") / run_files.CONFIG
         if run_config.is_file():
             run_files.copy_file(run_config, sweep_dir / BEST_YAML)
@@ -100,7 +112,7 @@ def top_trials(trials, space, limit=10):
     done = sorted((t for t in trials if t.state.name == "COMPLETE"), key=lambda t: t.value, reverse=reverse)
     columns = [Column("trial", RIGHT), Column("state"), Column(space.metric, RIGHT), Column("epochs", RIGHT)]
     columns += [Column(param.path) for param in space.params]
-    rows = [(str(t.number), t.state.name.lower(), f"{t.value:.4f}", str(t.user_attrs.get("epochs", "-")),
+    rows = [(str(t.number), t.state.name.lower(), accuracy_cell(t.value, counted_on(space.metric, t)), str(t.user_attrs.get("epochs", "-")),
              *[short_value(trial_values(t, space).get(param.path, "-")) for param in space.params]) for t in done[:limit]]
     return columns, rows
 
@@ -124,7 +136,8 @@ def summary_markdown(config, space, study, trials, best, importances, table):
              f"{space.trials} trials wanted, {space.direction} {space.metric}; sampler {space.sampler}, pruner {space.pruner}. "
              f"Trials so far: {', '.join(f'{n} {state}' for state, n in sorted(states.items())) or 'none'}.", ""]
     if best:
-        lines += [f"**Best: trial {best['number']}, {space.metric} {best['value']:.4f}**, run folder `{best['run_dir']}`; "
+        lines += [f"**Best: trial {best['number']}, {space.metric} {format_value(space.metric, best['value'], best['num_val'])}**, "
+                  f"run folder `{best['run_dir']}`; "
                   f"its full config is `{BEST_YAML}` (`cnnlab train {BEST_YAML}` trains it again).", ""]
         lines += [f"- `{path}`: {short_value(value)}" for path, value in best["params"].items()] + [""]
     lines += ["## Top trials", "", table, ""]

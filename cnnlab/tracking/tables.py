@@ -11,6 +11,8 @@ import io
 import statistics
 from dataclasses import dataclass
 
+from cnnlab.config.intervals import accuracy_cell
+
 LEFT, RIGHT = "<", ">"
 
 
@@ -75,19 +77,26 @@ RUNS_TABLE = ((Column("RUN"), "name"), (Column("CONFIG"), "config"), (Column("BA
               (Column("TRAIN TIME", RIGHT), "train_time_s"))
 
 
+ACCURACY_COUNTS = {"best_val_accuracy": "num_val", "test_accuracy": "num_test"}  # the images each was measured on
+
+
 def format_runs_table(rows):
-    """An aligned table, newest first as given, then one line per run whose status has a reason."""
-    def cell(key, value):
+    """An aligned table, newest first as given, then one line per run whose status has a reason.
+
+    An accuracy measured on few images shows its 95% interval and n (intervals.accuracy_cell).
+    """
+    def cell(row, key):
+        value = row[key]
+        if key in ACCURACY_COUNTS:
+            return accuracy_cell(value, row.get(ACCURACY_COUNTS[key]))
         if value is None:
             return "-"
-        if key.endswith("accuracy"):
-            return f"{value:.4f}"
         if key == "train_time_s":
             return f"{value:.1f} s"
         return str(value)
 
     columns = [column for column, _ in RUNS_TABLE]
-    lines = [format_table(columns, [[cell(key, row[key]) for _, key in RUNS_TABLE] for row in rows])]
+    lines = [format_table(columns, [[cell(row, key) for _, key in RUNS_TABLE] for row in rows])]
     lines += [f"{row['name']}: {row['status']}: {row['reason']}" for row in rows if row["reason"]]
     return "\n".join(lines)
 

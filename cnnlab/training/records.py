@@ -17,6 +17,7 @@ from pathlib import Path
 import keras
 
 from cnnlab.config.best_epoch import best_epoch_of, history_of, monitor_of
+from cnnlab.config.intervals import intervals_of
 from cnnlab.config.metric_names import accuracy_key
 from cnnlab.data.array_batches import make_dataset
 from cnnlab.data.preprocessing import preprocessing_record
@@ -91,6 +92,7 @@ def finish_run(run_dir, job, rows, fit_time):
         best_model = keras.models.load_model(model_path)
         test_ds = make_dataset(splits.x_test, splits.y_test, prep, config.train.batch_size)
         metrics["test"] = {key: float(value) for key, value in best_model.evaluate(test_ds, verbose=0, return_dict=True).items()}
+    metrics["intervals"] = held_out_intervals(metrics)
     run_files.write_json(run_dir / run_files.METRICS, metrics)
     write_plots(run_dir, history, best_epoch, config.name)
     if tensorboard_logs.has_logs(config):
@@ -108,6 +110,16 @@ def finish_run(run_dir, job, rows, fit_time):
         raise RunError(f"training failed in {run_dir}: train.callbacks.checkpoint.monitor {short_repr(monitor)} is not a logged metric; logged: {', '.join(history)}")
     run_files.set_status(run_dir, run_files.COMPLETED)
     return metrics
+
+
+def held_out_intervals(metrics):
+    """Wilson's 95% interval of each accuracy measured on the whole validation or test split, with its n and count.
+
+    Keyed as `best` and `test` are; an accuracy that is no count of the split's images (a
+    weighted one, or one over images a multi-device run left out) gets none.
+    """
+    return {"best": intervals_of(metrics["best"], metrics["num_val"], prefix="val_"),
+            "test": intervals_of(metrics["test"], metrics["num_test"])}
 
 
 def first_nan_epoch(history):
