@@ -21,7 +21,7 @@ from pathlib import Path
 
 from cnnlab.errors import CnnlabError
 
-__all__ = ["Run", "check", "init", "train", "resume", "load_run", "sweep", "compare_optimizers"]
+__all__ = ["Run", "check", "init", "train", "resume", "load_run", "sweep", "compare_optimizers", "lr_find"]
 
 
 def start_backend(name=None, show_logs=False):
@@ -274,6 +274,21 @@ def compare_optimizers(config, optimizers=(), repeats=1, overrides=None, runs_di
         return run_comparison(experiment, specs, runs_dir, repeats=repeats, jobs=jobs, resume_dir=resume,
                               progress=progress, source=None if isinstance(config, dict) else str(config),
                               show_traceback=show_traceback)
+
+
+def lr_find(config, overrides=None, output=None, runs_dir="runs", start=1e-7, end=10.0, steps=100, backend=None):
+    """Runs `cnnlab lr-find`: a learning-rate range test on the config's model and data, nothing trained kept.
+
+    Writes lr_find.png and lr_find.json to `output` (default RUNS_DIR/lr-find-NAME); returns the finding,
+    whose `suggested` rate is where the smoothed loss falls fastest.
+    """
+    start_backend(backend)
+    from cnnlab.search.lr_find import check_range, lr_find as find
+
+    check_range(start, end, steps)
+    experiment = load_experiment(config, overrides)
+    with naming(config):
+        return find(experiment, output or Path(runs_dir) / f"lr-find-{experiment.name}", start=start, end=end, steps=steps)
 
 
 def check_logged(group_dir, kind):

@@ -147,13 +147,11 @@ def lr_find(config_path, start, end, steps, output, runs_dir, batch_size, seed, 
     steepest descent of the smoothed loss (fastai's `steep`), with the --set line that uses it.
     The model is thrown away afterwards; no run folder is made.
     """
-    from cnnlab.config.experiment import errors_naming, load_config
-    from cnnlab.search.lr_find import check_range, format_finding, lr_find as find
+    from cnnlab import api
+    from cnnlab.search.lr_find import format_finding
 
-    check_range(start, end, steps)
-    config = load_config(config_path, overrides_from(None, batch_size, seed, None, sets))
-    with errors_naming(config_path):
-        finding = find(config, output or Path(runs_dir) / f"lr-find-{config.name}", start=start, end=end, steps=steps)
+    finding = api.lr_find(config_path, overrides_from(None, batch_size, seed, None, sets), output=output, runs_dir=runs_dir,
+                          start=start, end=end, steps=steps)
     click.echo(format_finding(finding, config_path))
 
 
