@@ -85,6 +85,8 @@ SESSION = (
          exit_code=2),
     Step("check-weights-offline", "CNNLAB_OFFLINE=1 cnnlab check configs/photos_mobilenet.yaml", exit_code=2),
     Step("train-data-offline", "CNNLAB_OFFLINE=1 cnnlab train configs/mnist_3conv.yaml", exit_code=2),
+    Step("evaluate-worst", "cnnlab evaluate runs/digits_cnn-20261201-090000 --split train --worst 5"),
+    Step("lr-find", "cnnlab lr-find configs/digits_cnn.yaml"),
 )
 STEPS = {step.name: step for step in SESSION}
 
