@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 HERE = Path(__file__).resolve().parent
 
 SKIPPED_WHOLE = """\
@@ -40,8 +42,8 @@ FAILING = {
 }
 
 
-def run_pytest(folder, modules, ci=True):
-    """pytest on `modules` written to `folder`, as CI runs it (`CI` set) or not."""
+def run_pytest(folder, modules, ci=True, workers=0):
+    """pytest on `modules` written to `folder`, as CI runs it (`CI` set, `workers` xdist processes) or not."""
     for name, text in modules.items():
         (folder / f"{name}.py").write_text(text)
     (folder / "pytest.ini").write_text("[pytest]\nmarkers = slow: deselected here\n")
@@ -49,19 +51,22 @@ def run_pytest(folder, modules, ci=True):
     env.update(PYTHONPATH=str(HERE), PYTEST_DISABLE_PLUGIN_AUTOLOAD="1")  # the generated tests need no installed plugin
     if ci:
         env["CI"] = "true"
-    return subprocess.run([sys.executable, "-m", "pytest", "-p", "wholly_skipped", "-p", "no:cacheprovider", "-q", "-m", "not slow", "."],
-                          cwd=folder, env=env, capture_output=True, text=True, timeout=120)
+    xdist = ["-p", "xdist", "-n", str(workers), "--dist", "loadfile"] if workers else []
+    return subprocess.run([sys.executable, "-m", "pytest", "-p", "wholly_skipped", "-p", "no:cacheprovider", *xdist, "-q",
+                           "-m", "not slow", "."], cwd=folder, env=env, capture_output=True, text=True, timeout=120)
 
 
-def test_in_ci_modules_skipped_whole_without_a_reason_fail_the_run_and_are_named(tmp_path):
-    result = run_pytest(tmp_path, {**PASSING, **FAILING})
+@pytest.mark.parametrize("workers", [0, 2], ids=["one-process", "xdist-2-workers"])
+def test_in_ci_modules_skipped_whole_without_a_reason_fail_the_run_and_are_named(tmp_path, workers):
+    result = run_pytest(tmp_path, {**PASSING, **FAILING}, workers=workers)
     assert result.returncode == 1, result.stdout
     named = sorted(line.partition(".py:")[0] for line in result.stdout.splitlines() if ".py: no test ran" in line)
     assert named == sorted(FAILING)
 
 
-def test_in_ci_a_run_whose_every_module_ran_a_test_or_says_why_passes(tmp_path):
-    result = run_pytest(tmp_path, PASSING)
+@pytest.mark.parametrize("workers", [0, 2], ids=["one-process", "xdist-2-workers"])
+def test_in_ci_a_run_whose_every_module_ran_a_test_or_says_why_passes(tmp_path, workers):
+    result = run_pytest(tmp_path, PASSING, workers=workers)
     assert result.returncode == 0, result.stdout
     assert "no test ran" not in result.stdout
 

@@ -9,7 +9,10 @@ reader of CI's log can judge:
     CI_MAY_SKIP = "needs a GPU, which CI has not"
 
 conftest.py loads this plugin (`-p wholly_skipped` does too); tests/test_wholly_skipped.py
-runs it on small generated test folders.
+runs it on small generated test folders, alone and under pytest-xdist (`-n 2`, as CI runs the
+suite). There each worker collects and deselects every module itself and only the reports of
+the tests it ran reach the controlling process, so the workers send what they saw
+(`workeroutput`) and the controller judges the modules on all of it.
 """
 
 import ast
@@ -21,14 +24,19 @@ import pytest
 REASON_NAME = "CI_MAY_SKIP"
 
 
+WORKER_OUTPUT = "wholly_skipped"
+
+
 def pytest_configure(config):
     if os.environ.get("CI"):
-        config.pluginmanager.register(WhollySkippedModules(config.rootpath), "wholly-skipped-modules")
+        config.pluginmanager.register(WhollySkippedModules(config.rootpath, worker=hasattr(config, "workerinput")),
+                                      "wholly-skipped-modules")
 
 
 class WhollySkippedModules:
-    def __init__(self, rootpath):
+    def __init__(self, rootpath, worker=False):
         self.rootpath = rootpath
+        self.worker = worker  # an xdist worker reports what it saw; the controlling process judges
         self.not_run = set()  # modules (their node ids) with a test skipped or deselected
         self.ran = set()  # modules at least one of whose tests ran
         self.offenders = []
@@ -48,8 +56,18 @@ class WhollySkippedModules:
         elif report.when == "call" or report.failed:
             self.ran.add(module)
 
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_testnodedown(self, node, error):
+        """An xdist worker's modules: what it deselected or skipped, and what it ran."""
+        seen = getattr(node, "workeroutput", {}).get(WORKER_OUTPUT, {})
+        self.not_run.update(seen.get("not_run", ()))
+        self.ran.update(seen.get("ran", ()))
+
     @pytest.hookimpl(tryfirst=True)
     def pytest_sessionfinish(self, session):
+        if self.worker:
+            session.config.workeroutput[WORKER_OUTPUT] = {"not_run": sorted(self.not_run), "ran": sorted(self.ran)}
+            return
         self.offenders = [module for module in sorted(self.not_run)
                           if module not in self.ran and not skip_reason(self.rootpath / module)]
         if self.offenders and session.exitstatus == pytest.ExitCode.OK:
