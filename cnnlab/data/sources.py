@@ -147,6 +147,18 @@ def split_train_val(x, y, fraction, seed):
     return x_a, y_a, x_b, y_b
 
 
+def training_pool(data, seed):
+    """(images, labels, description): the pool `train.fold` splits, in the order `fold_positions` numbers it."""
+    source = load_arrays(data)
+    x, y = source.x_train, source.y_train
+    try:
+        if source.x_test is None and data.test_split > 0:
+            x, y, _, _ = split_train_val(x, y, data.test_split, seed)
+    except DataError as exc:
+        raise DataError(f"{source.description}: {exc}") from exc
+    return (*pooled(x, y, source.x_val, source.y_val), source.description)
+
+
 def pooled(x, y, x_val, y_val):
     """The training pool k-fold splits: the training images and, where the source brings one, its validation split."""
     if x_val is None:
