@@ -2,12 +2,12 @@
 
 The Python API (cnnlab/api.py) is imported lazily, so `import cnnlab` and `cnnlab --help` stay instant:
 `cnnlab.init`, `cnnlab.check`, `cnnlab.train`, `cnnlab.resume`, `cnnlab.load_run`, `cnnlab.sweep`,
-`cnnlab.compare_optimizers`, `cnnlab.lr_find`, `cnnlab.Run`.
+`cnnlab.compare_optimizers`, `cnnlab.cv`, `cnnlab.lr_find`, `cnnlab.Run`.
 """
 
 from cnnlab.version import __version__  # noqa: F401
 
-API = ("Run", "check", "init", "train", "resume", "load_run", "sweep", "compare_optimizers", "lr_find")
+API = ("Run", "check", "init", "train", "resume", "load_run", "sweep", "compare_optimizers", "cv", "lr_find")
 
 
 def __getattr__(name):

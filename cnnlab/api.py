@@ -21,7 +21,7 @@ from pathlib import Path
 
 from cnnlab.errors import CnnlabError
 
-__all__ = ["Run", "check", "init", "train", "resume", "load_run", "sweep", "compare_optimizers", "lr_find"]
+__all__ = ["Run", "check", "init", "train", "resume", "load_run", "sweep", "compare_optimizers", "cv", "lr_find"]
 
 
 def start_backend(name=None, show_logs=False):
@@ -274,6 +274,24 @@ def compare_optimizers(config, optimizers=(), repeats=1, overrides=None, runs_di
         return run_comparison(experiment, specs, runs_dir, repeats=repeats, jobs=jobs, resume_dir=resume,
                               progress=progress, source=None if isinstance(config, dict) else str(config),
                               show_traceback=show_traceback)
+
+
+def cv(config, folds=5, overrides=None, runs_dir="runs", jobs=1, backend=None, resume=None, progress=None,
+       show_traceback=None):
+    """Runs `cnnlab cv`: stratified `folds`-fold cross-validation of the config's training images, each fold a run.
+
+    `resume` (a cross-validation folder made with this config and `folds`) finishes it: completed folds are kept.
+    Returns `cv_dir`, `folds` (one row per fold), `summary` (summary.json: mean ± std, out-of-fold accuracy
+    with its 95% interval, confusion matrix) and `table`.
+    """
+    start_backend(backend)
+    from cnnlab.search.cv import check_folds, cross_validate
+
+    check_folds(folds)
+    experiment = load_experiment(config, overrides)
+    with naming(config):
+        return cross_validate(experiment, folds, runs_dir, jobs=jobs, resume_dir=resume, progress=progress,
+                              source=None if isinstance(config, dict) else str(config), show_traceback=show_traceback)
 
 
 def lr_find(config, overrides=None, output=None, runs_dir="runs", start=1e-7, end=10.0, steps=100, backend=None):

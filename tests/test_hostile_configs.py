@@ -99,6 +99,7 @@ wrong_anywhere = st.one_of(st.dictionaries(text.filter(lambda t: not t.isidentif
 # wrong value is what `check` meets there rather than the section's absence
 VALID_SECTIONS = {
     ("train", "fine_tune"): {"unfreeze": 1, "epochs": 1, "learning_rate": 1.0e-5},
+    ("train", "fold"): {"index": 1, "of": 3},
     ("sweep",): {"params": {"train.epochs": {"int": [1, 2]}}},
 }
 

@@ -1,4 +1,4 @@
-"""The commands that describe and run experiments: init, check, train, compare-optimizers, sweep."""
+"""The commands that describe and run experiments: init, check, train, compare-optimizers, cv, sweep."""
 
 import click
 
@@ -126,6 +126,36 @@ def compare_optimizers(config_path, optimizers, epochs, batch_size, seed, name, 
         click.echo(f"{failed} of {len(result.outcomes)} runs failed; their reasons are in the progress lines and {SUMMARY_MD}.")
     click.echo(f"Comparison: {result.compare_dir}")
     api.check_logged(result.compare_dir, "compare")
+
+
+
+@main.command(cls=BackendCommand)
+@click.argument("config_path", metavar="CONFIG", type=click.Path(dir_okay=False))
+@click.option("--folds", type=int, default=5, show_default=True, help="K: the training pool is split into K stratified folds.")
+@config_options
+@click.option("--jobs", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Folds trained at once, each in its own process with an equal share of the CPU threads.")
+@click.option("--runs-dir", default="runs", show_default=True, type=click.Path(file_okay=False),
+              help="Folder that receives the cross-validation folder.")
+@click.option("--resume", "resume_dir", metavar="CV_DIR", type=click.Path(file_okay=False),
+              help="Finish the cross-validation in CV_DIR: completed folds are kept, the others are trained again.")
+@mlflow_option
+def cv(config_path, folds, epochs, batch_size, seed, name, sets, jobs, runs_dir, resume_dir, mlflow):
+    """Cross-validate CONFIG: train it once per fold of a stratified K-fold split of its training images.
+
+    The test split, if the config has one, stays out of every fold. Every fold starts from the
+    same initial weights and seed and is an ordinary run folder in runs/cv-NAME-TIMESTAMP/;
+    its best model predicts its own validation fold, so every training image is scored once.
+    Writes summary.md, summary.csv, summary.json (per-fold figures, mean ± std, out-of-fold
+    accuracy with its 95% interval and confusion matrix) and confusion_matrix.png.
+    """
+    from cnnlab import api
+
+    result = api.cv(config_path, folds, overrides=overrides_from(epochs, batch_size, seed, name, sets, mlflow), runs_dir=runs_dir,
+                    jobs=jobs, resume=resume_dir, progress=click.echo, show_traceback=traceback_printer(click.get_current_context()))
+    click.echo("\n" + result.table + "\n")
+    click.echo(f"Cross-validation: {result.cv_dir}")
+    api.check_logged(result.cv_dir, "cv")
 
 
 

@@ -91,6 +91,7 @@ def main(debug):
     cnnlab train digits_cnn.yaml              train into a new run folder under runs/
     cnnlab check configs/lenet5.yaml          validate a config, print the model summary
     cnnlab compare-optimizers CONFIG          which optimizer trains CONFIG best, fairly
+    cnnlab cv CONFIG --folds 5                k-fold cross-validation: every training image validated once
     cnnlab lr-find CONFIG                     a learning rate for CONFIG, from a range test
     cnnlab sweep configs/digits_cnn.yaml      search CONFIG's sweep section with Optuna
     cnnlab evaluate runs/RUN                  score a run on its test split, per class

@@ -142,6 +142,8 @@ def resolve_config(user, default_name="experiment"):
         merged["model"]["backbone"] = {"name": backbone.name, "weights": backbone.weights, "trainable": backbone.trainable, **backbone.kwargs}
     if train.fine_tune is not None:
         merged["train"]["fine_tune"] = asdict(train.fine_tune)
+    if train.fold is not None:
+        merged["train"]["fold"] = asdict(train.fold)
     merged["train"]["callbacks"] = {k: (dict(v) if v is not None else None) for k, v in train.callbacks.items()}
     return ExperimentConfig(name=name, seed=seed, data=data, model=model, compile=compile_, train=train,
                             distribution=distribution, mixed_precision=mixed_precision, raw=merged,

@@ -27,6 +27,8 @@ MAX_DIM = 16_384
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,79}$")
 BACKBONE_POOLING = ("avg", "max")
 FINE_TUNE_KEYS = ("unfreeze", "epochs", "learning_rate")
+FOLD_KEYS = ("index", "of")
+MAX_FOLDS = 1000
 # tracking.mlflow URIs are MLflow's (and SQLAlchemy's, as mysql+pymysql://); a scheme outside these is a typo caught at load
 TRACKING_SCHEMES = ("sqlite", "postgresql", "mysql", "mssql", "http", "https", "file", "databricks")
 
@@ -64,6 +66,9 @@ DEFAULTS = {
         # null, balanced (scikit-learn's compute_class_weight) or {class name or index: weight}: each training image's
         # loss weighted by its class, as Keras' fit(class_weight=...) does
         "class_weight": None,
+        # {index: i, of: K} (`cnnlab cv` writes it into each fold's run): validate on fold i (1..K) of a stratified
+        # k-fold of the training pool, seeded by `seed`, instead of validation_split
+        "fold": None,
         "callbacks": {
             "checkpoint": {"monitor": "val_loss", "save_best_only": True},
             "early_stopping": {"monitor": "val_loss", "patience": 3, "restore_best_weights": True},
@@ -83,7 +88,8 @@ DEFAULTS = {
 
 # Sections whose keys their reader fixes, not DEFAULTS: fine_tune and sweep default to null, and each callback's
 # default holds its Keras arguments, which are free-form (the callbacks themselves are the keys)
-READER_KEYS = {("train", "callbacks"): CALLBACK_NAMES, ("train", "fine_tune"): FINE_TUNE_KEYS, ("sweep",): SWEEP_KEYS}
+READER_KEYS = {("train", "callbacks"): CALLBACK_NAMES, ("train", "fine_tune"): FINE_TUNE_KEYS, ("train", "fold"): FOLD_KEYS,
+               ("sweep",): SWEEP_KEYS}
 # Mappings in DEFAULTS that are a Keras class's keyword arguments, checked against its signature in registry.py
 KERAS_ARGUMENTS = (("compile", "optimizer"),)
 
@@ -180,6 +186,14 @@ class FineTuneConfig:
 
 
 @dataclass(frozen=True)
+class FoldConfig:
+    """`train.fold`: this run validates on fold `index` (1..of) of a stratified `of`-fold split of the training pool."""
+
+    index: int
+    of: int
+
+
+@dataclass(frozen=True)
 class TrainConfig:
     epochs: int
     batch_size: int
@@ -190,6 +204,7 @@ class TrainConfig:
     steps_per_execution: Any = AUTO  # "auto" or the training steps per compiled call, as in Keras' compile()
     fine_tune: Optional[FineTuneConfig] = None
     class_weight: Any = None  # None, "balanced" or {class name or index: weight}; resolved to indices when the data is loaded
+    fold: Optional[FoldConfig] = None  # `cnnlab cv`'s fold runs; replaces validation_split
 
 
 @dataclass(frozen=True)

@@ -9,8 +9,8 @@ from urllib.parse import urlsplit
 from cnnlab.config.keypaths import format_path
 from cnnlab.config.schema import (AUTO, BACKBONE_POOLING, BackboneConfig, CALLBACK_NAMES, COLOR_MODES, CONFIG_SECTIONS,
                                   CompileConfig, DEVICE_PATTERN, DataConfig, DistributionConfig, FINE_TUNE_KEYS,
-                                  FineTuneConfig, LR_SCALING, LayerSpec, MAX_BATCH_PARTS, MAX_BATCH_SIZE, MAX_DIM,
-                                  MAX_EPOCHS, ModelConfig, NAME_PATTERN, OptimizerConfig, PRECISION_POLICIES, SOURCES,
+                                  FOLD_KEYS, FineTuneConfig, FoldConfig, LR_SCALING, LayerSpec, MAX_BATCH_PARTS, MAX_BATCH_SIZE, MAX_DIM,
+                                  MAX_EPOCHS, MAX_FOLDS, ModelConfig, NAME_PATTERN, OptimizerConfig, PRECISION_POLICIES, SOURCES,
                                   SOURCES_NEEDING_PATH, STRATEGIES, TRACKING_SCHEMES, TrackingConfig, TrainConfig,
                                   default_at)
 from cnnlab.errors import ConfigError, short_repr, suggest, type_name
@@ -224,7 +224,18 @@ def resolve_train(t):
     fine_tune = resolve_fine_tune(t["fine_tune"])
     return TrainConfig(epochs=epochs, batch_size=batch_size, validation_split=split, shuffle=shuffle, callbacks=callbacks,
                        batch_parts=parts, steps_per_execution=steps, fine_tune=fine_tune,
-                       class_weight=resolve_class_weight(t["class_weight"]))
+                       class_weight=resolve_class_weight(t["class_weight"]), fold=resolve_fold(t["fold"]))
+
+
+def resolve_fold(value):
+    """`{index: i, of: K}`, both given: a fold run that guessed either would validate on other images than its cv meant."""
+    path = "train.fold"
+    if value is None:
+        return None
+    if not isinstance(value, dict) or set(value) != set(FOLD_KEYS):
+        raise ConfigError(path, f"expected {{index: I, of: K}} with 1 <= I <= K and K >= 2, or null, received {short_repr(value)}")
+    of = check_int(value["of"], f"{path}.of", minimum=2, maximum=MAX_FOLDS)
+    return FoldConfig(index=check_int(value["index"], f"{path}.index", minimum=1, maximum=of), of=of)
 
 
 def resolve_class_weight(value):

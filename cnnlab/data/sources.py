@@ -12,6 +12,7 @@ and what was expected there.
 import gzip
 import math
 import os
+import warnings
 import zlib
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -75,7 +76,7 @@ NAMED_DATASETS = {
 }
 
 
-def load_dataset(data, validation_split, seed):
+def load_dataset(data, validation_split, seed, fold=None):
     """Loads `data` and splits it into train, validation and (when there is one) test.
 
     A source without an official test split gives `data.test_split` of its samples to test
@@ -83,13 +84,20 @@ def load_dataset(data, validation_split, seed):
     same config and seed always give the same samples on each side. A source that brings its
     own validation split (an .npz with x_val, y_val) keeps it and `validation_split` does not
     apply, as Keras' `validation_data` overrides `validation_split`.
+
+    With a `fold` (train.fold, `cnnlab cv`), validation is that fold of the training pool instead:
+    everything but the test split, a source's own validation split included (`fold_positions`).
     """
     source = load_arrays(data)
     x, y, x_test, y_test = source.x_train, source.y_train, source.x_test, source.y_test
     try:
         if x_test is None and data.test_split > 0:
             x, y, x_test, y_test = split_train_val(x, y, data.test_split, seed)
-        if source.x_val is None:
+        if fold is not None:
+            x, y = pooled(x, y, source.x_val, source.y_val)
+            kept, held = fold_positions(y, fold, seed)
+            x_train, y_train, x_val, y_val = x[kept], y[kept], x[held], y[held]
+        elif source.x_val is None:
             x_train, y_train, x_val, y_val = split_train_val(x, y, validation_split, seed)
         else:
             x_train, y_train, x_val, y_val = x, y, source.x_val, source.y_val
@@ -137,6 +145,45 @@ def split_train_val(x, y, fraction, seed):
         except ValueError as exc:
             raise DataError(f"cannot hold out {fraction:g} of {len(y)} samples: {one_line(exc)}") from exc
     return x_a, y_a, x_b, y_b
+
+
+def training_pool(data, seed):
+    """(images, labels, description): the pool `train.fold` splits, in the order `fold_positions` numbers it."""
+    source = load_arrays(data)
+    x, y = source.x_train, source.y_train
+    try:
+        if source.x_test is None and data.test_split > 0:
+            x, y, _, _ = split_train_val(x, y, data.test_split, seed)
+    except DataError as exc:
+        raise DataError(f"{source.description}: {exc}") from exc
+    return (*pooled(x, y, source.x_val, source.y_val), source.description)
+
+
+def pooled(x, y, x_val, y_val):
+    """The training pool k-fold splits: the training images and, where the source brings one, its validation split."""
+    if x_val is None:
+        return x, y
+    return np.concatenate([x, x_val]), np.concatenate([y, y_val])
+
+
+def fold_positions(y, fold, seed):
+    """(kept, held): the positions in the pool `y` that train and validate fold `fold.index` (1-based) of `fold.of`.
+
+    scikit-learn's StratifiedKFold, shuffled with the run's seed: the folds of one seed are
+    disjoint, cover the pool once, and hold each class in proportion, so their out-of-fold
+    predictions score every pool image exactly once. The split depends only on the labels and
+    the seed, so image-folder file names can be split the same way (held_out.py).
+    """
+    from sklearn.model_selection import StratifiedKFold
+
+    splitter = StratifiedKFold(n_splits=fold.of, shuffle=True, random_state=seed)
+    try:
+        with warnings.catch_warnings():  # a class with fewer images than folds is missing from some folds; still valid
+            warnings.filterwarnings("ignore", message="The least populated class")
+            kept, held = list(splitter.split(np.zeros(len(y)), y))[fold.index - 1]
+    except ValueError as exc:
+        raise DataError(f"train.fold: cannot split {len(y)} samples into {fold.of} folds: {one_line(exc)}") from exc
+    return kept, held
 
 
 def load_digits_arrays(data):

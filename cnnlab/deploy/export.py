@@ -258,7 +258,7 @@ def representative_sample(run):
     from cnnlab.data.sources import load_dataset
 
     config = run.config
-    images = load_dataset(config.data, config.train.validation_split, config.seed).x_train
+    images = load_dataset(config.data, config.train.validation_split, config.seed, config.train.fold).x_train
     rng = np.random.default_rng(run.config.seed)
     picked = rng.choice(len(images), size=min(REPRESENTATIVE_IMAGES, len(images)), replace=False)
     return images[np.sort(picked)]

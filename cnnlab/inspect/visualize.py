@@ -282,7 +282,7 @@ def first_training_images(run):
     from cnnlab.data.sources import load_dataset
 
     config = run.config
-    splits = load_dataset(config.data, config.train.validation_split, config.seed)
+    splits = load_dataset(config.data, config.train.validation_split, config.seed, config.train.fold)
     return splits.x_train[:AUGMENTED_IMAGES], splits.y_train[:AUGMENTED_IMAGES]
 
 

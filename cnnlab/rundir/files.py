@@ -59,8 +59,9 @@ SWEEP_TRIALS_DIR = "trials"
 SWEEP_TRIALS_CSV = "trials.csv"
 COMPARE_PLAN = "compare.json"  # marks a comparison folder (cnnlab compare-optimizers); its run folders are inside it
 COMPARE_INITIAL_WEIGHTS = "initial-s{seed}.weights.h5"  # in a comparison folder: the starting weights of every run of a seed
-GROUP_PLANS = {"sweep": SWEEP_PLAN, "compare": COMPARE_PLAN}  # `<kind>-<name>-<timestamp>/` folders that hold runs
-GROUP_NOUNS = {"sweep": "sweep", "compare": "comparison"}
+CV_PLAN = "cv.json"  # marks a cross-validation folder (cnnlab cv); its fold run folders are inside it
+GROUP_PLANS = {"sweep": SWEEP_PLAN, "compare": COMPARE_PLAN, "cv": CV_PLAN}  # `<kind>-<name>-<timestamp>/` folders that hold runs
+GROUP_NOUNS = {"sweep": "sweep", "compare": "comparison", "cv": "cross-validation"}
 
 RUNNING, COMPLETED, FAILED, INTERRUPTED = "running", "completed", "failed", "interrupted"
 

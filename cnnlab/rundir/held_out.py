@@ -28,7 +28,7 @@ class HeldOut:
 def load_split(run, split):
     """The run's own held-out split, re-made exactly as training made it: `split`, or test where there is one, else val."""
     config = run.config
-    splits = data.load_dataset(config.data, config.train.validation_split, config.seed)
+    splits = data.load_dataset(config.data, config.train.validation_split, config.seed, config.train.fold)
     check_same_classes(splits.class_names, run.class_names, splits.description)
     has_test = splits.x_test is not None and len(splits.x_test) > 0
     split = split or ("test" if has_test else "val")
@@ -56,7 +56,11 @@ def image_folder_names(config, split, labels):
     test = positions[:0]
     if config.data.test_split > 0:
         positions, classes, test, _ = data.split_train_val(positions, classes, config.data.test_split, config.seed)
-    train, _, val, _ = data.split_train_val(positions, classes, config.train.validation_split, config.seed)
+    if config.train.fold is not None:  # an image folder brings no validation split of its own, so the pool is what is left
+        kept, held = data.fold_positions(classes, config.train.fold, config.seed)
+        train, val = positions[kept], positions[held]
+    else:
+        train, _, val, _ = data.split_train_val(positions, classes, config.train.validation_split, config.seed)
     chosen = {"test": test, "val": val, "train": train}[split]
     if len(chosen) != len(labels):  # the folder changed since the images were read: no names rather than wrong ones
         return None

@@ -128,7 +128,7 @@ def as_count(value):
 
 
 def find_groups(runs_dir):
-    """Sweep and comparison folders directly under `runs_dir`, newest first, as (folder, kind)."""
+    """Sweep, comparison and cross-validation folders directly under `runs_dir`, newest first, as (folder, kind)."""
     runs_dir = Path(runs_dir)
     found = []
     for path in runs_dir.iterdir() if runs_dir.is_dir() else ():
@@ -139,7 +139,7 @@ def find_groups(runs_dir):
 
 
 def runs_in_group(folder, kind):
-    """The run folders a sweep or a comparison holds, newest first."""
+    """The run folders a sweep, comparison or cross-validation holds, newest first."""
     inside = Path(folder) / SWEEP_TRIALS_DIR if kind == "sweep" else Path(folder)
     return find_runs(inside) if inside.is_dir() else []
 
@@ -153,12 +153,24 @@ def summarize_group(folder, kind):
            "best": None, "best_run": None}
     if kind == "sweep":
         row.update(best_of_sweep(folder))
+    elif kind == "cv":
+        row.update(out_of_fold_of(folder))
     else:
         scored = [r for r in inner if r["best_val_accuracy"] is not None]
         if scored:
             top = max(scored, key=lambda r: r["best_val_accuracy"])
             row.update(best=top["best_val_accuracy"], best_run=top["name"])
     return row
+
+
+def out_of_fold_of(folder):
+    """A cross-validation's figure is its pooled out-of-fold accuracy (summary.json), not its best fold."""
+    try:  # none yet while its first folds train
+        oof = read_json_object(folder / "summary.json").get("out_of_fold")
+    except RunError:
+        oof = None
+    accuracy = as_number(oof.get("accuracy")) if isinstance(oof, dict) else None
+    return {"metric": "out_of_fold_accuracy", "best": accuracy, "best_run": None}
 
 
 def best_of_sweep(folder):

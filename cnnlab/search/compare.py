@@ -15,29 +15,26 @@ A comparison folder `compare-<name>-<timestamp>/` holds:
   val_accuracy.png, val_loss.png, train_loss.png   one curve per optimizer (mean, min-max band over seeds)
 
 This module holds the plan and its running; optimizer_specs.py parses the candidates,
-compare_report.py writes the report, and workers.py runs the jobs, as it does a sweep's.
+compare_report.py writes the report, group_runs.py trains each run (as it does a cross-validation's), and
+runtime/processes.py runs the jobs, as it does a sweep's.
 """
 
 import json
-import re
-import tempfile
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
-from cnnlab.model import builder
 from cnnlab.runtime import cores, processes as workers
 from cnnlab.rundir import files as run_files
 from cnnlab.tracking import mlflow as tracking
 from cnnlab.search.compare_report import SUMMARY_MD, progress_line, write_report
 from cnnlab.config.experiment import resolve_config
 from cnnlab.config.schema import to_plain
-from cnnlab.errors import CnnlabError, RunError, TrainingInterrupted, format_traceback, most_common, one_line
+from cnnlab.errors import RunError, TrainingInterrupted, most_common, one_line
 from cnnlab.search.optimizer_specs import check_optimizer_specs
 from cnnlab.config.keypaths import first_difference
+from cnnlab.search.group_runs import ensure_initial_weights, plain_result, run_dirs_named, train_in_group
 
-RUN_INITIAL_WEIGHTS = "initial.weights.h5"  # the copy inside each run folder: what that run started from
 COMPLETED, FAILED, INTERRUPTED = run_files.COMPLETED, run_files.FAILED, run_files.INTERRUPTED
 
 
@@ -232,29 +229,8 @@ def open_comparison(config, resume_dir):
     return compare_dir
 
 
-def ensure_initial_weights(config, path):
-    """Builds the seeded model once and saves its weights; an existing file (on --resume) is kept as it is."""
-    if path.exists():
-        return
-    import keras
-
-    keras.utils.set_random_seed(config.seed)
-    model = builder.build_model(config)
-    with tempfile.TemporaryDirectory() as tmp:
-        saved = Path(tmp) / "initial.weights.h5"  # Keras insists on the .weights.h5 ending
-        model.save_weights(saved)
-        run_files.copy_file(saved, path)
 
 
-def run_dirs_named(compare_dir, run_name):
-    """Run folders that `train` made for `run_name` (`<run_name>-YYYYmmdd-HHMMSS[-n]`), oldest first."""
-    pattern = re.compile(rf"^{re.escape(run_name)}-(\d{{8}}-\d{{6}})(?:-(\d+))?$")
-    found = []
-    for path in Path(compare_dir).iterdir():
-        match = pattern.match(path.name)
-        if match and path.is_dir():
-            found.append(((match.group(1), int(match.group(2) or 1)), path))
-    return [path for _, path in sorted(found)]
 
 
 def completed_outcome(job):
@@ -283,59 +259,6 @@ def run_jobs(jobs_list, jobs):
         yield outcome_of(job, result), plain_result(result).get("traceback", "")
 
 
-def run_job(job):
-    """Trains one job and returns {state, run_dir, reason, traceback}; never raises, so one failure cannot stop the others.
-
-    Returns plain data: ConfigError cannot cross a process boundary (it does not unpickle), and
-    neither do an exception's frames, so a failure's traceback comes back as text (and is kept
-    in the run's failure.txt).
-    """
-    from cnnlab.training.train import train
-
-    before = set(run_dirs_named(job.compare_dir, job.run_name))
-    run_dir, state, reason, trace = None, COMPLETED, "", ""
-    try:
-        with warnings.catch_warnings():
-            # the initial weights hold no optimizer state, by design: every optimizer starts fresh
-            warnings.filterwarnings("ignore", message="Skipping variable loading for optimizer")
-            run_dir = train(job.config, job.compare_dir, verbose=0, initial_weights=job.initial_weights).run_dir
-    except (TrainingInterrupted, KeyboardInterrupt):
-        state, reason = INTERRUPTED, "stopped by the user"
-    except CnnlabError as exc:
-        state, reason, trace = FAILED, one_line(exc), format_traceback(exc)
-    except Exception as exc:  # anything Keras raises outside fit (train reports fit's own failures)
-        state, reason, trace = FAILED, builder.keras_message(exc), format_traceback(exc)
-    if run_dir is None:
-        made = [path for path in run_dirs_named(job.compare_dir, job.run_name) if path not in before]
-        run_dir = made[-1] if made else None
-    if run_dir is not None:
-        status = run_files.read_status(run_dir)
-        reason = status.reason or reason if state != COMPLETED else ""
-        try:
-            run_files.copy_file(job.initial_weights, run_dir / RUN_INITIAL_WEIGHTS)
-        except RunError as exc:
-            if state == COMPLETED:
-                state, reason, trace = FAILED, one_line(exc), format_traceback(exc)
-    if trace:
-        keep_traceback(run_dir / run_files.FAILURE_LOG if run_dir else job.compare_dir / f"{job.run_name}-{run_files.FAILURE_LOG}",
-                       reason, trace)
-    return {"state": state, "run_dir": None if run_dir is None else str(run_dir), "reason": reason, "traceback": trace}
-
-
-def keep_traceback(path, reason, trace):
-    """A failed run's traceback in its folder, where --debug is not there to print it; a full disk loses only this file."""
-    try:
-        run_files.write_text(path, f"{reason}\n\n{trace}")
-    except RunError:
-        pass
-
-
-def plain_result(result):
-    """run_job's result, or the same for the Failure the pool hands back where its worker died."""
-    if isinstance(result, workers.Failure):
-        return {"state": INTERRUPTED if result.interrupted else FAILED, "run_dir": None, "reason": result.reason,
-                "traceback": result.traceback}
-    return result
 
 
 def outcome_of(job, result):
@@ -345,3 +268,8 @@ def outcome_of(job, result):
         return load_outcome(job.label, job.seed, job.run_name, result["state"], run_dir, result["reason"])
     except RunError as exc:
         return Outcome(job.label, job.seed, job.run_name, FAILED, run_dir, one_line(exc))
+
+
+def run_job(job):
+    """Trains one job (group_runs.train_in_group): plain data back, never an exception."""
+    return train_in_group(job.config, job.compare_dir, job.run_name, job.initial_weights)

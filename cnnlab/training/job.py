@@ -86,7 +86,7 @@ def prepare(config, strategy=None):
     """
     tracking.check_installed(config)
     keras.utils.set_random_seed(config.seed)
-    splits = data.load_dataset(config.data, config.train.validation_split, config.seed)
+    splits = data.load_dataset(config.data, config.train.validation_split, config.seed, config.train.fold)
     config = with_schedule_steps(config, math.ceil(len(splits.x_train) / config.train.batch_size))
     prep = preprocessing_for(config.data)
     check_input_shape(prep, splits.x_train.shape[1:], config.model.input_shape)
