@@ -20,6 +20,7 @@ LR_SCALING = ("none", "linear")
 SWEEP_KEYS = ("metric", "direction", "trials", "sampler", "pruner", "seed", "max_failures", "params")
 DEVICE_PATTERN = re.compile(r"^/?(?:job:[A-Za-z0-9_]+/(?:replica:\d+/)?(?:task:\d+/)?)?(?:device:)?(CPU|GPU|TPU):\d+$", re.IGNORECASE)
 AUTO = "auto"
+FINAL_FIT_ALL = "all"  # train.final_fit's one value: every training and validation image
 MAX_EPOCHS = 100_000
 MAX_BATCH_PARTS = 64
 MAX_BATCH_SIZE = 1_000_000
@@ -64,6 +65,9 @@ DEFAULTS = {
         # null, balanced (scikit-learn's compute_class_weight) or {class name or index: weight}: each training image's
         # loss weighted by its class, as Keras' fit(class_weight=...) does
         "class_weight": None,
+        # null, or all: once validation has chosen the epoch count (the best epoch), retrain from the same initial weights
+        # on training + validation images for that many epochs into final.keras (cnnlab/training/final_fit.py)
+        "final_fit": None,
         "callbacks": {
             "checkpoint": {"monitor": "val_loss", "save_best_only": True},
             "early_stopping": {"monitor": "val_loss", "patience": 3, "restore_best_weights": True},
@@ -190,6 +194,7 @@ class TrainConfig:
     steps_per_execution: Any = AUTO  # "auto" or the training steps per compiled call, as in Keras' compile()
     fine_tune: Optional[FineTuneConfig] = None
     class_weight: Any = None  # None, "balanced" or {class name or index: weight}; resolved to indices when the data is loaded
+    final_fit: Optional[str] = None  # None, or FINAL_FIT_ALL: retrain on training + validation for the best epoch's count
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ from urllib.parse import urlsplit
 
 from cnnlab.config.keypaths import format_path
 from cnnlab.config.schema import (AUTO, BACKBONE_POOLING, BackboneConfig, CALLBACK_NAMES, COLOR_MODES, CONFIG_SECTIONS,
-                                  CompileConfig, DEVICE_PATTERN, DataConfig, DistributionConfig, FINE_TUNE_KEYS,
+                                  CompileConfig, DEVICE_PATTERN, FINAL_FIT_ALL, DataConfig, DistributionConfig, FINE_TUNE_KEYS,
                                   FineTuneConfig, LR_SCALING, LayerSpec, MAX_BATCH_PARTS, MAX_BATCH_SIZE, MAX_DIM,
                                   MAX_EPOCHS, ModelConfig, NAME_PATTERN, OptimizerConfig, PRECISION_POLICIES, SOURCES,
                                   SOURCES_NEEDING_PATH, STRATEGIES, TRACKING_SCHEMES, TrackingConfig, TrainConfig,
@@ -224,7 +224,29 @@ def resolve_train(t):
     fine_tune = resolve_fine_tune(t["fine_tune"])
     return TrainConfig(epochs=epochs, batch_size=batch_size, validation_split=split, shuffle=shuffle, callbacks=callbacks,
                        batch_parts=parts, steps_per_execution=steps, fine_tune=fine_tune,
-                       class_weight=resolve_class_weight(t["class_weight"]))
+                       class_weight=resolve_class_weight(t["class_weight"]), final_fit=resolve_final_fit(t["final_fit"]))
+
+
+def resolve_final_fit(value):
+    if value is None or value == FINAL_FIT_ALL:
+        return value
+    raise ConfigError("train.final_fit", f"expected {FINAL_FIT_ALL} (retrain on training + validation images for the best "
+                      f"epoch's count) or null, received {short_repr(value)}")
+
+
+def check_final_fit(train, distribution):
+    """What the final fit cannot replay without validation: a second phase, a learning rate reduce_lr chose, several devices."""
+    if train.final_fit is None:
+        return
+    if train.fine_tune is not None:
+        raise ConfigError("train.final_fit", "cannot follow train.fine_tune: the final fit retrains one phase; "
+                          "set one of them to null")
+    if train.callbacks["reduce_lr"] is not None:
+        raise ConfigError("train.final_fit", "cannot replay train.callbacks.reduce_lr: it lowers the learning rate on "
+                          "validation, which the final fit trains on; set reduce_lr to null or use a schedule")
+    if distribution.strategy != "default":
+        raise ConfigError("train.final_fit", f"runs on one device only (distribution.strategy default), "
+                          f"received strategy {distribution.strategy}")
 
 
 def resolve_class_weight(value):
