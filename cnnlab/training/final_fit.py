@@ -46,7 +46,8 @@ def fit_final(job, run_dir, initial_weights, epochs, verbose=1):
     images = np.concatenate([splits.x_train, splits.x_val])
     labels = np.concatenate([splits.y_train, splits.y_val])
     batches = ArrayBatches(images, labels, job.prep, config.train.batch_size,
-                           seed=config.seed if config.train.shuffle else None)
+                           seed=config.seed if config.train.shuffle else None,
+                           mix=keras_fit.batch_mixer(config, model.output_shape[-1]))
     if verbose:
         print(f"Final fit: {len(splits.x_train)} training + {len(splits.x_val)} validation images for {epochs} epochs "
               f"(the best epoch on validation), from the same initial weights", flush=True)
