@@ -79,6 +79,11 @@ def format_result(result, command_seconds):
     lines += [f"Best {key}: {figure(m, 'best', key, value)}" for key, value in m["best"].items()]
     if m["test"]:
         lines += [f"Test {key}: {figure(m, 'test', key, value)}" for key, value in m["test"].items()]
+    final = m.get("final_fit")
+    if final:  # train.final_fit: the model evaluate, predict and export use
+        lines.append(f"Final fit: final.keras, {final['epochs']} epochs on {final['images']} training + validation images "
+                     f"({final['fit_time_s']:.1f} s)")
+        lines += [f"Final test {key}: {figure(final, 'test', key, value)}" for key, value in (final["test"] or {}).items()]
     lines.append(f"Training time ({session}, all callbacks): {m['fit_time_s']:.1f} s{speed}")
     return "\n".join([*lines, wall])
 

@@ -84,6 +84,8 @@ def predict(ctx, images, run_dir, model_path, runs_dir, top_k, invert, max_pixel
         path, chosen = choose_run(run_dir, runs_dir)
         source = load_trained_run(path)
         header = f"Run: {path} ({chosen})"
+        if source.trained_on_val:
+            header += f"\nModel: {source.model_description}"
     if not as_json:
         click.echo(header)
     kept, problems = [], 0

@@ -14,7 +14,7 @@ import yaml
 
 from cnnlab.config.keypaths import parse_path, set_value
 from cnnlab.config.schema import DEFAULTS, ExperimentConfig, to_plain
-from cnnlab.config.sections import (check_backbone_data, check_fine_tune, check_int, check_keys, check_name, merge,
+from cnnlab.config.sections import (check_backbone_data, check_final_fit, check_fine_tune, check_int, check_keys, check_name, merge,
                                     resolve_compile, resolve_data, resolve_distribution, resolve_mixed_precision,
                                     resolve_model, resolve_tracking, resolve_train, check_schedule_callbacks)
 from cnnlab.config.yaml_safety import load_yaml
@@ -127,6 +127,7 @@ def resolve_config(user, default_name="experiment"):
     distribution = resolve_distribution(merged["distribution"])
     check_backbone_data(model, data)
     check_fine_tune(train, model, distribution)
+    check_final_fit(train, distribution)
     check_schedule_callbacks(compile_, train)
     mixed_precision = resolve_mixed_precision(merged["mixed_precision"])
     tracking = resolve_tracking(merged["tracking"], name)

@@ -20,6 +20,7 @@ LR_SCALING = ("none", "linear")
 SWEEP_KEYS = ("metric", "direction", "trials", "sampler", "pruner", "seed", "max_failures", "params")
 DEVICE_PATTERN = re.compile(r"^/?(?:job:[A-Za-z0-9_]+/(?:replica:\d+/)?(?:task:\d+/)?)?(?:device:)?(CPU|GPU|TPU):\d+$", re.IGNORECASE)
 AUTO = "auto"
+FINAL_FIT_ALL = "all"  # train.final_fit's one value: every training and validation image
 MAX_EPOCHS = 100_000
 MAX_BATCH_PARTS = 64
 MAX_BATCH_SIZE = 1_000_000
@@ -69,6 +70,9 @@ DEFAULTS = {
         # {index: i, of: K} (`cnnlab cv` writes it into each fold's run): validate on fold i (1..K) of a stratified
         # k-fold of the training pool, seeded by `seed`, instead of validation_split
         "fold": None,
+        # null, or all: once validation has chosen the epoch count (the best epoch), retrain from the same initial weights
+        # on training + validation images for that many epochs into final.keras (cnnlab/training/final_fit.py)
+        "final_fit": None,
         "callbacks": {
             "checkpoint": {"monitor": "val_loss", "save_best_only": True},
             "early_stopping": {"monitor": "val_loss", "patience": 3, "restore_best_weights": True},
@@ -205,6 +209,7 @@ class TrainConfig:
     fine_tune: Optional[FineTuneConfig] = None
     class_weight: Any = None  # None, "balanced" or {class name or index: weight}; resolved to indices when the data is loaded
     fold: Optional[FoldConfig] = None  # `cnnlab cv`'s fold runs; replaces validation_split
+    final_fit: Optional[str] = None  # None, or FINAL_FIT_ALL: retrain on training + validation for the best epoch's count
 
 
 @dataclass(frozen=True)

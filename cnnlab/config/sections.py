@@ -8,7 +8,7 @@ from urllib.parse import urlsplit
 
 from cnnlab.config.keypaths import format_path
 from cnnlab.config.schema import (AUTO, BACKBONE_POOLING, BackboneConfig, CALLBACK_NAMES, COLOR_MODES, CONFIG_SECTIONS,
-                                  CompileConfig, DEVICE_PATTERN, DataConfig, DistributionConfig, FINE_TUNE_KEYS,
+                                  CompileConfig, DEVICE_PATTERN, FINAL_FIT_ALL, DataConfig, DistributionConfig, FINE_TUNE_KEYS,
                                   FOLD_KEYS, FineTuneConfig, FoldConfig, LR_SCALING, LayerSpec, MAX_BATCH_PARTS, MAX_BATCH_SIZE, MAX_DIM,
                                   MAX_EPOCHS, MAX_FOLDS, ModelConfig, NAME_PATTERN, OptimizerConfig, PRECISION_POLICIES, SOURCES,
                                   SOURCES_NEEDING_PATH, STRATEGIES, TRACKING_SCHEMES, TrackingConfig, TrainConfig,
@@ -224,7 +224,8 @@ def resolve_train(t):
     fine_tune = resolve_fine_tune(t["fine_tune"])
     return TrainConfig(epochs=epochs, batch_size=batch_size, validation_split=split, shuffle=shuffle, callbacks=callbacks,
                        batch_parts=parts, steps_per_execution=steps, fine_tune=fine_tune,
-                       class_weight=resolve_class_weight(t["class_weight"]), fold=resolve_fold(t["fold"]))
+                       class_weight=resolve_class_weight(t["class_weight"]), fold=resolve_fold(t["fold"]),
+                       final_fit=resolve_final_fit(t["final_fit"]))
 
 
 def resolve_fold(value):
@@ -236,6 +237,32 @@ def resolve_fold(value):
         raise ConfigError(path, f"expected {{index: I, of: K}} with 1 <= I <= K and K >= 2, or null, received {short_repr(value)}")
     of = check_int(value["of"], f"{path}.of", minimum=2, maximum=MAX_FOLDS)
     return FoldConfig(index=check_int(value["index"], f"{path}.index", minimum=1, maximum=of), of=of)
+
+
+def resolve_final_fit(value):
+    if value is None or value == FINAL_FIT_ALL:
+        return value
+    raise ConfigError("train.final_fit", f"expected {FINAL_FIT_ALL} (retrain on training + validation images for the best "
+                      f"epoch's count) or null, received {short_repr(value)}")
+
+
+def check_final_fit(train, distribution):
+    """What the final fit cannot replay without validation: a second phase, a cv fold's scored validation images, a
+    learning rate reduce_lr chose, several devices."""
+    if train.final_fit is None:
+        return
+    if train.fine_tune is not None:
+        raise ConfigError("train.final_fit", "cannot follow train.fine_tune: the final fit retrains one phase; "
+                          "set one of them to null")
+    if train.fold is not None:
+        raise ConfigError("train.final_fit", "cannot be used in a cv fold (train.fold): each fold's best model scores its "
+                          "own validation images, which a final fit would train on; set final_fit to null for cnnlab cv")
+    if train.callbacks["reduce_lr"] is not None:
+        raise ConfigError("train.final_fit", "cannot replay train.callbacks.reduce_lr: it lowers the learning rate on "
+                          "validation, which the final fit trains on; set reduce_lr to null or use a schedule")
+    if distribution.strategy != "default":
+        raise ConfigError("train.final_fit", f"runs on one device only (distribution.strategy default), "
+                          f"received strategy {distribution.strategy}")
 
 
 def resolve_class_weight(value):

@@ -30,9 +30,10 @@ class ArrayBatches(keras.utils.PyDataset):
     would make its last batch indivisible among the devices: fewer than `multiple_of`.
     """
 
-    def __init__(self, x, y, prep, batch_size, seed=None, multiple_of=1):
+    def __init__(self, x, y, prep, batch_size, seed=None, multiple_of=1, mix=None):
         super().__init__()
         self.x, self.y, self.prep, self.batch_size, self.seed = x, y, prep, batch_size, seed
+        self.mix = mix  # (images, labels) → (images, soft labels): MixUp and CutMix on training batches (model/mixing.py)
         self.usable = len(x) - len(x) % batch_size % multiple_of
         self.epoch = 0
         self._order = (None, None)  # (epoch, its order): one permutation per epoch, not one per batch
@@ -48,7 +49,10 @@ class ArrayBatches(keras.utils.PyDataset):
         start = index * self.batch_size
         stop = min(start + self.batch_size, self.usable)
         chosen = slice(start, stop) if self.seed is None else self.order()[start:stop]
-        return preprocess_images(self.x[chosen], self.prep), self.y[chosen]
+        images, labels = preprocess_images(self.x[chosen], self.prep), self.y[chosen]
+        if self.mix is None:
+            return images, labels
+        return tuple(keras.ops.convert_to_numpy(part) for part in self.mix(images, labels))
 
     def order(self):
         if self._order[0] != self.epoch:

@@ -59,6 +59,8 @@ class ExportResult:
     num_images: int
     keras_accuracy: float
     entries: dict  # format name → its export.json entry, for the formats exported now
+    model_file: str = run_files.MODEL  # what was exported: best.keras, or final.keras (train.final_fit)
+    model: str = ""  # how it was trained, said where it is final.keras
 
 
 def parse_formats(values):
@@ -79,7 +81,7 @@ def parse_formats(values):
 
 
 def export_run(run_dir, formats, output=None, warn=None, show_logs=False):
-    """Exports the run's best.keras in each of `formats` into --output or <run>/export/, checked; returns an ExportResult.
+    """Exports the run's model (best.keras, or final.keras after train.final_fit) in each of `formats` into --output or <run>/export/, checked; returns an ExportResult.
 
     `warn` is told when the run did not complete; `show_logs` lets the TensorFlow Lite
     converter's own log lines through (cnnlab --debug).
@@ -93,7 +95,7 @@ def export_run(run_dir, formats, output=None, warn=None, show_logs=False):
     status = run_files.read_status(run.path)
     if status.state != run_files.COMPLETED and warn is not None:
         reason = f" ({status.reason})" if status.reason else ""
-        warn(f"{run.path} status is {status.state}{reason}: exporting its {run_files.MODEL} so far")
+        warn(f"{run.path} status is {status.state}{reason}: exporting its {run.model_file} so far")
     folder = run_staging.export_folder(run.path, output)
     record = base_record(run, folder)
     reference = keras_probabilities(run, held_out.images)
@@ -125,7 +127,8 @@ def export_run(run_dir, formats, output=None, warn=None, show_logs=False):
         record["formats"].update(entries)
         run_files.write_json(folder / run_files.EXPORT_RECORD, record)
     return ExportResult(run_dir=run.path, folder=folder, held_out=held_out.description, num_images=len(held_out.images),
-                        keras_accuracy=keras_accuracy, entries=entries)
+                        keras_accuracy=keras_accuracy, entries=entries, model_file=run.model_file,
+                        model=run.model_description if run.trained_on_val else "")
 
 
 def base_record(run, folder):
@@ -310,8 +313,8 @@ def format_result(result):
         file = entry["file"] + ("/" if name == "savedmodel" else "")
         rows.append((name, file, human_size(entry["size_bytes"]), f"{check['top1_agreement']:.2%}",
                      f"{check['accuracy_exported']:.4f}", f"{check['accuracy_change']:+.4f}"))
-    lines = [f"Run: {result.run_dir}",
-             f"Checked on: {result.held_out} ({result.num_images} images); best.keras accuracy {result.keras_accuracy:.4f}",
+    lines = [f"Run: {result.run_dir}", *([f"Model: {result.model}"] if result.model else []),
+             f"Checked on: {result.held_out} ({result.num_images} images); {result.model_file} accuracy {result.keras_accuracy:.4f}",
              "", format_table(columns, rows), "",
              f"Wrote {result.folder}/: {', '.join(entry['file'] for entry in result.entries.values())}, {run_files.EXPORT_RECORD}"]
     return "\n".join(lines)

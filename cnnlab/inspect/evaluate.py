@@ -54,6 +54,9 @@ def evaluate_run(run_dir, split=None, data_path=None, warn=None, worst=None):
     """
     run = trained.load_trained_run(run_dir)
     held_out = load_other_data(run, data_path) if data_path is not None else load_split(run, split)
+    if run.trained_on_val and held_out.split == "val":
+        raise DataError(f"{run.path}: its model is {run.model_description}, so the validation split is no longer held out; "
+                        "evaluate it with --split test or --data PATH (metrics.json keeps best.keras's validation scores)")
     status = run_files.read_status(run.path)
     if status.state != run_files.COMPLETED and warn is not None:
         warn(unfinished_warning(run.path, status))
@@ -66,6 +69,8 @@ def evaluate_run(run_dir, split=None, data_path=None, warn=None, worst=None):
     keras_metrics = {key: float(value) for key, value in run.model.evaluate(dataset, verbose=0, return_dict=True).items()}
     probabilities = class_probabilities(run.model.predict(dataset, verbose=0), len(run.class_names))
     report = make_report(run, held_out, keras_metrics, probabilities)
+    if run.trained_on_val:  # which of the run's two models these numbers are about (best.keras's runs say nothing, as before)
+        report["model"] = run.model_description
     if worst is not None:
         report["highest_loss"] = hardest.highest_loss(probabilities, held_out.labels, run.class_names, worst, held_out.names)
 
@@ -216,7 +221,8 @@ def evaluation_document(evaluation):
 def format_report(evaluation):
     """The report as a person reads it: scores, an aligned per-class table, and where the files went."""
     r = evaluation.report
-    lines = [f"Run: {evaluation.run_dir}", f"Data: {r['data']} ({r['num_images']} images)"]
+    lines = [f"Run: {evaluation.run_dir}", *([f"Model: {r['model']}"] if "model" in r else []),
+             f"Data: {r['data']} ({r['num_images']} images)"]
     if r["loss"] is not None:
         lines.append(f"Loss: {r['loss']:.4f}")
     lines += [f"Accuracy: {format_accuracy(r['accuracy'], r['num_images'], r['num_correct'])}", ""]

@@ -1,6 +1,6 @@
 """Config → compiled `keras.Model`. Pure: builds objects, and reads no file but a backbone's weights."""
 
-from cnnlab.model import backbones, keras_names as registry, losses
+from cnnlab.model import backbones, keras_names as registry, losses, mixing
 from cnnlab.model.keras_names import floats_where_expected, keras_message, narrow_path, snake_case
 from cnnlab.runtime import backend, keras_compat
 from cnnlab.errors import ConfigError
@@ -19,6 +19,8 @@ def build_model(config):
 
     inputs = keras.Input(shape=config.model.input_shape, name="image")
     augmentation, layers = config.model.augmentation, config.model.layers
+    # MixUp and CutMix act on training batches, outside the model (cnnlab/model/mixing.py)
+    augmentation = tuple(spec for spec in augmentation if spec not in mixing.mixing_specs(config))
     names = layer_names(augmentation + layers)  # one numbering, so a class in both lists gets two names
     x = inputs
     for spec, name in zip(augmentation, names):
@@ -142,9 +144,11 @@ def compile_model(model, config):
     """
     steps = config.train.steps_per_execution
     steps = steps if isinstance(steps, int) and backend.name() != "torch" else 1
-    model.compile(optimizer=make_optimizer(config.compile.optimizer),
-                  loss=losses.make_loss(config.compile.loss, config.compile.loss_kwargs),
-                  metrics=list(registry.check_metrics(config.compile.metrics)),
+    loss = losses.make_loss(config.compile.loss, config.compile.loss_kwargs)
+    if mixing.mixing_specs(config) and isinstance(loss, str):  # soft labels in training, class indices elsewhere
+        loss = losses.OneHotCrossentropy()
+    model.compile(optimizer=make_optimizer(config.compile.optimizer), loss=loss,
+                  metrics=mixing.metrics_for(config, list(registry.check_metrics(config.compile.metrics))),
                   steps_per_execution=steps)
     return model
 
@@ -172,6 +176,8 @@ def check_callback_kwargs(config):
 
 def validate(config):
     """Everything `cnnlab check` promises: builds and compiles the model, checks callbacks. Returns the model."""
+    mixing.check_mixing(config)
+    mixing.make_mixing_layers(config)  # their arguments, checked now
     model = build_model(config)
     compile_model(model, config)
     check_callback_kwargs(config)

@@ -21,8 +21,7 @@ REFUSED_LAYERS = {"Lambda", "Layer", "InputLayer", "InputSpec", "TFSMLayer", "Wr
 
 # What model.augmentation may hold: Keras' random image preprocessing layers that change each image on its
 # own in training and pass it through unchanged otherwise (evaluate, predict), keeping its shape.
-# Left out: RandomCrop (crops at inference too), MixUp and CutMix (they mix images whose labels the model
-# never sees), and the deterministic ones (Resizing, AutoContrast, Equalization, ...). tests/test_photos.py
+# Left out: RandomCrop (crops at inference too), MixUp and CutMix (MIXING_LAYERS, below: they mix labels too), and the deterministic ones (Resizing, AutoContrast, Equalization, ...). tests/test_photos.py
 # checks that every one of these is the identity at inference.
 AUGMENTATION_LAYERS = (
     "RandomFlip", "RandomRotation", "RandomZoom", "RandomTranslation", "RandomShear", "RandomPerspective",
@@ -30,6 +29,10 @@ AUGMENTATION_LAYERS = (
     "RandomColorJitter", "RandomColorDegeneration", "RandomGrayscale", "RandomSharpness", "RandomGaussianBlur",
     "RandomInvert", "RandomPosterization", "RandomErasing", "Solarization", "RandAugment", "AugMix",
 )
+
+# model.augmentation's layers that mix pairs of images and their labels across a batch: not part of the model, they act
+# on training batches in the data pipeline, with one-hot labels (cnnlab/model/mixing.py)
+MIXING_LAYERS = ("MixUp", "CutMix")
 
 # Augmentation arguments that Keras takes without checking, where a typo would quietly change training:
 # RandomFlip with any other mode flips nothing (Keras 3.15; its other layers refuse an unknown mode themselves).
@@ -195,7 +198,7 @@ def augmentation_class(spec):
 
 @lru_cache(maxsize=None)
 def augmentation_classes():
-    return {name: layer_classes()[name] for name in AUGMENTATION_LAYERS if name in layer_classes()}
+    return {name: layer_classes()[name] for name in AUGMENTATION_LAYERS + MIXING_LAYERS if name in layer_classes()}
 
 
 def optimizer_class(opt_config):

@@ -22,6 +22,7 @@ from cnnlab.errors import RunError
 CONFIG = "config.yaml"
 SUMMARY = "model_summary.txt"
 MODEL = "best.keras"
+FINAL_MODEL = "final.keras"  # train.final_fit: retrained on training + validation; what evaluate, predict and export use
 HISTORY = "history.csv"
 METRICS = "metrics.json"
 CLASS_NAMES = "class_names.json"

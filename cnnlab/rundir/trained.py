@@ -1,10 +1,12 @@
-"""A trained run loaded for use (evaluate, predict, export, visualize): config, classes, preprocessing, best model."""
+"""A trained run loaded for use (evaluate, predict, export, visualize): config, classes, preprocessing, and its model:
+final.keras where train.final_fit made one (retrained on training + validation), else best.keras."""
 
 from dataclasses import dataclass
 from pathlib import Path
 
 from cnnlab.errors import ConfigError, RunError, first_line
-from cnnlab.rundir.files import CLASS_NAMES, CONFIG, MODEL, PREPROCESSING, STATUS, is_run_dir, read_json, read_status
+from cnnlab.rundir.files import (CLASS_NAMES, CONFIG, FINAL_MODEL, METRICS, MODEL, PREPROCESSING, STATUS, is_run_dir, read_json,
+                                 read_status)
 
 
 @dataclass(frozen=True)
@@ -16,6 +18,20 @@ class TrainedRun:
     class_names: tuple
     preprocessing: dict  # preprocessing.json as train wrote it
     model: object  # keras.Model
+    model_file: str = MODEL  # the file `model` was loaded from: best.keras, or final.keras (train.final_fit)
+    final_epochs: int | None = None  # final.keras's epochs on training + validation; None for best.keras
+
+    @property
+    def model_description(self):
+        """How evaluate, predict and export name the model they use, so a person knows which of the two it is."""
+        if self.final_epochs is None:
+            return f"{self.model_file} (the best epoch on validation)"
+        return f"{self.model_file} (retrained on training + validation for {self.final_epochs} epochs)"
+
+    @property
+    def trained_on_val(self):
+        """Whether the model learnt from the validation split, which then measures nothing held out."""
+        return self.final_epochs is not None
 
 
 def load_trained_run(run_dir):
@@ -32,9 +48,26 @@ def load_trained_run(run_dir):
     config = load_config(run_dir / CONFIG)
     class_names = read_class_names(run_dir / CLASS_NAMES)
     record = read_preprocessing(run_dir / PREPROCESSING)
+    final_epochs = final_fit_epochs(run_dir)
+    if final_epochs is not None:
+        model_path = run_dir / FINAL_MODEL
     model = load_model(model_path)
     check_model_fits(model, model_path, record, class_names)
-    return TrainedRun(path=run_dir, config=config, class_names=class_names, preprocessing=record, model=model)
+    return TrainedRun(path=run_dir, config=config, class_names=class_names, preprocessing=record, model=model,
+                      model_file=model_path.name, final_epochs=final_epochs)
+
+
+def final_fit_epochs(run_dir):
+    """The epochs of train.final_fit's final.keras where the run completed one (metrics.json records it), else None.
+
+    A final.keras without that record (a run interrupted while publishing it) is not used: best.keras is.
+    """
+    if not (run_dir / FINAL_MODEL).is_file() or not (run_dir / METRICS).is_file():
+        return None
+    metrics = read_json(run_dir / METRICS)
+    record = metrics.get("final_fit") if isinstance(metrics, dict) else None
+    epochs = record.get("epochs") if isinstance(record, dict) else None
+    return epochs if isinstance(epochs, int) and epochs > 0 else None
 
 
 def check_run_dir(run_dir):

@@ -30,7 +30,8 @@ def make_callbacks(config, run_dir, past_rows, phase=None, first_epoch=1):
     phase began at `first_epoch`: early stopping and ReduceLROnPlateau count from there,
     as a second `fit` would, while the checkpoint keeps the best of every past epoch.
     The first phase keeps its backup when it ends: the second deletes it once it has
-    saved the weights it starts from (cnnlab/training/fine_tune.py).
+    saved the weights it starts from (cnnlab/training/fine_tune.py). So does a run with
+    train.final_fit, so that a resume interrupted in the final fit skips the epochs done.
     """
     cbs = config.train.callbacks
     monitor, mode = monitor_of(config)
@@ -52,7 +53,7 @@ def make_callbacks(config, run_dir, past_rows, phase=None, first_epoch=1):
         callbacks.append(tensorboard_logs.make_callback(config, run_dir, first_epoch=len(past_rows)))
     callbacks.append(RandomState(run_dir / run_files.RESUME_DIR / run_files.RANDOM_STATE, len(past_rows)))
     callbacks.append(keras.callbacks.BackupAndRestore(str(run_dir / run_files.BACKUP_DIR), double_checkpoint=True,
-                                                      delete_checkpoint=phase != 1))
+                                                      delete_checkpoint=phase != 1 and config.train.final_fit is None))
     return callbacks
 
 

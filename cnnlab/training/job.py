@@ -91,13 +91,19 @@ def prepare(config, strategy=None):
     prep = preprocessing_for(config.data)
     check_input_shape(prep, splits.x_train.shape[1:], config.model.input_shape)
     check_global_batch(config, distribute.num_replicas(strategy) * keras_fit.replicas(config))
+    model = build_compiled(config, strategy)
+    check_output_units(model, len(splits.class_names), config)
+    return TrainingJob(config=config, model=model, splits=splits, prep=prep, strategy=strategy,
+                       class_weight=class_weights(config.train.class_weight, splits.y_train, splits.class_names))
+
+
+def build_compiled(config, strategy=None):
+    """The config's model, built and compiled under its precision policy (and in the strategy's scope): a fresh optimizer."""
     as_written = "true" if config.raw.get("mixed_precision") is True else None
     with distribute.precision_policy(config.mixed_precision, as_written), distribute.scope(strategy):
         model = builder.validate(output_in_float32(config) if config.mixed_precision else config)
         distribute.scale_learning_rate(model, config.distribution, strategy)
-    check_output_units(model, len(splits.class_names), config)
-    return TrainingJob(config=config, model=model, splits=splits, prep=prep, strategy=strategy,
-                       class_weight=class_weights(config.train.class_weight, splits.y_train, splits.class_names))
+    return model
 
 
 def class_weights(setting, labels, class_names):

@@ -83,7 +83,8 @@ def fit(job, callbacks, epochs, initial_epoch=0, verbose=1):
     model, prep, splits, settings = job.model, job.prep, job.splits, job.config.train
     batch_size, devices = settings.batch_size, replicas(job.config)
     train_batches = ArrayBatches(splits.x_train, splits.y_train, prep, batch_size,
-                                 seed=job.config.seed if settings.shuffle else None, multiple_of=devices)
+                                 seed=job.config.seed if settings.shuffle else None, multiple_of=devices,
+                                 mix=batch_mixer(job.config, model.output_shape[-1]))
     val_batches = ArrayBatches(splits.x_val, splits.y_val, prep, 4 * batch_size, multiple_of=devices)
     try:
         with interrupts_between_batches() as interrupt:
@@ -97,6 +98,16 @@ def fit(job, callbacks, epochs, initial_epoch=0, verbose=1):
 
             keras.distribution.set_distribution(None)
     return {key: values[-1] for key, values in history.history.items() if values}
+
+
+def batch_mixer(config, num_classes):
+    """MixUp and CutMix of model.augmentation as a function of a training batch, or None where none is configured."""
+    from cnnlab.model import mixing
+
+    layers = mixing.make_mixing_layers(config)
+    if not layers:
+        return None
+    return lambda images, labels: mixing.mix_batch(layers, images, labels, num_classes)
 
 
 class InterruptBetweenBatches:

@@ -60,9 +60,10 @@ class FitTime:
     epochs: int
 
 
-def finish_run(run_dir, job, rows, fit_time):
-    """Scores the best model, writes metrics and plots, and marks the run completed (or failed on NaN)."""
-    config, splits, prep = job.config, job.splits, job.prep
+def finish_run(run_dir, job, rows, fit_time, final=None):
+    """Scores the best model (and the final one of train.final_fit, whose `final` record metrics.json keeps),
+    writes metrics and plots, and marks the run completed (or failed on NaN)."""
+    config, splits = job.config, job.splits
     history = history_of(rows)
     epochs_run = len(history.get("loss", []))
     monitor, mode = monitor_of(config)
@@ -88,11 +89,12 @@ def finish_run(run_dir, job, rows, fit_time):
     if config.train.fine_tune is not None:  # where the second phase began (None where it never did)
         metrics["fine_tune_first_epoch"] = next((row["epoch"] for row in rows if row.get("phase") == 2), None)
     model_path = run_dir / run_files.MODEL
-    if splits.x_test is not None and model_path.exists():
-        best_model = keras.models.load_model(model_path)
-        test_ds = make_dataset(splits.x_test, splits.y_test, prep, config.train.batch_size)
-        metrics["test"] = {key: float(value) for key, value in best_model.evaluate(test_ds, verbose=0, return_dict=True).items()}
+    if model_path.exists():
+        metrics["test"] = test_score(model_path, job)
     metrics["intervals"] = held_out_intervals(metrics)
+    if final is not None:  # train.final_fit: final.keras, scored on the same test split, which neither model saw
+        test = test_score(run_dir / run_files.FINAL_MODEL, job)
+        metrics["final_fit"] = {**final, "test": test, "intervals": {"test": intervals_of(test, metrics["num_test"])}}
     run_files.write_json(run_dir / run_files.METRICS, metrics)
     write_plots(run_dir, history, best_epoch, config.name)
     if tensorboard_logs.has_logs(config):
@@ -110,6 +112,16 @@ def finish_run(run_dir, job, rows, fit_time):
         raise RunError(f"training failed in {run_dir}: train.callbacks.checkpoint.monitor {short_repr(monitor)} is not a logged metric; logged: {', '.join(history)}")
     run_files.set_status(run_dir, run_files.COMPLETED)
     return metrics
+
+
+def test_score(model_path, job):
+    """The saved model's Keras metrics on the test split; None where the data has none."""
+    splits = job.splits
+    if splits.x_test is None:
+        return None
+    model = keras.models.load_model(model_path)
+    test_ds = make_dataset(splits.x_test, splits.y_test, job.prep, job.config.train.batch_size)
+    return {key: float(value) for key, value in model.evaluate(test_ds, verbose=0, return_dict=True).items()}
 
 
 def held_out_intervals(metrics):

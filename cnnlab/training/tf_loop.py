@@ -92,8 +92,11 @@ def fit(job, callbacks, epochs, initial_epoch=0, verbose=1):
         train_step, test_step = train_step_on_parts(model, parts), test_step_on_parts(model, parts)
     if model.jit_compile:  # as `fit` does (Keras' default where there is a GPU): XLA compiles the steps
         train_step, test_step = tf.function(train_step, jit_compile=True), tf.function(test_step, jit_compile=True)
+    from cnnlab.training.keras_fit import batch_mixer
+
     run_train, step_function = compiled_steps(train_step, x_train, y_train, prep, batch_size, parts, model.train_step,
-                                              per_class_weights(job.class_weight, model.output_shape[-1]))
+                                              per_class_weights(job.class_weight, model.output_shape[-1]),
+                                              mix=batch_mixer(job.config, model.output_shape[-1]))
     keras_compat.set_train_function(model, step_function)
     run_test, _ = compiled_steps(test_step, x_val, y_val, prep, val_batch_size, parts, model.test_step)
     orders = epoch_orders(len(x_train), settings.shuffle, job.config.seed)
@@ -318,7 +321,7 @@ def with_sample_weights(x, y, class_weights):
     return x, y, tf.gather(class_weights, classes)
 
 
-def compiled_steps(step, images, labels, prep, batch_size, parts=1, whole_step=None, class_weights=None):
+def compiled_steps(step, images, labels, prep, batch_size, parts=1, whole_step=None, class_weights=None, mix=None):
     """A function that runs `step` on batches first … first+count−1 of an epoch's `order`, and its compiled core.
 
     The images stay uint8 in one resident tensor; each batch is gathered, cast and
@@ -326,6 +329,7 @@ def compiled_steps(step, images, labels, prep, batch_size, parts=1, whole_step=N
     A last batch with fewer images than `parts` runs whole, through `whole_step`: a part
     would be empty, which TensorFlow's oneDNN pooling gradient does not survive.
     With `class_weights` (per_class_weights; whole batches only) each batch carries its images' weights.
+    With `mix` (MixUp, CutMix: keras_fit.batch_mixer) each batch is mixed, its labels made soft, before the step.
     Returns (run, the tf.function that runs every other batch), the latter for TensorBoard's graph.
     """
     tf.get_logger().addFilter(not_retracing_noise)  # once, however many runs this process trains
@@ -340,6 +344,8 @@ def compiled_steps(step, images, labels, prep, batch_size, parts=1, whole_step=N
                 with tf.device(HOST):  # as with tf.data, the images stay in host memory and only a batch moves to a GPU
                     batch = order[index * batch_size:(index + 1) * batch_size]
                     x, y = preprocess_images(tf.gather(images, batch), prep), tf.gather(labels, batch)
+                if mix is not None:
+                    x, y = mix(x, y)
                 step(with_sample_weights(x, y, class_weights))
 
         return run

@@ -16,7 +16,7 @@ from contextlib import contextmanager
 
 from cnnlab.runtime import backend
 from cnnlab.model import builder
-from cnnlab.training import callbacks, distribute, fine_tune, keras_fit
+from cnnlab.training import callbacks, distribute, final_fit, fine_tune, keras_fit
 from cnnlab.tracking import tensorboard as tensorboard_logs, mlflow as tracking
 from cnnlab.rundir import files as run_files, lock as run_lock, resume_state
 from cnnlab.training.callbacks import best_epoch_of, history_of, monitor_of
@@ -149,16 +149,23 @@ def fit_into(run_dir, job, past_rows, verbose, chief=True, extra_callbacks=()):
         boards.extend(callback for callback in made if isinstance(callback, tensorboard_logs.RunTensorBoard))
         return made
 
+    initial_weights = model.get_weights() if config.train.final_fit else None  # where the final fit starts again
+    final = None
     started = time.perf_counter()  # the fit's own time: every phase, with every callback's work (checkpoints, backups, logging)
     with sigterm_as_interrupt():
         try:
             if strategy is None:
                 fit_on_device(job, run_dir, past_rows, verbose, callbacks_for)
+                fit_seconds = time.perf_counter() - started
+                final_epochs = final_fit.wanted(config, logs[-1].rows if logs else past_rows)
+                if final_epochs is not None:
+                    final = final_fit.fit_final(job, run_dir, initial_weights, final_epochs, verbose)
             else:
                 run_callbacks = callbacks_for(past_rows)
                 with distribute.watch_steps(strategy, run_dir, lambda reason: give_up_run(run_dir, chief, reason)) as watchdog:
                     model.fit(train_ds, validation_data=val_ds, epochs=config.train.epochs, callbacks=run_callbacks + watchdog,
                               verbose=verbose, shuffle=False, class_weight=job.class_weight)  # tf.data already reshuffles every epoch, seeded
+                fit_seconds = time.perf_counter() - started
         except KeyboardInterrupt:
             interrupted(run_dir, config, logs[-1].rows if logs else past_rows)
         except CnnlabError as exc:  # e.g. a write into the run folder failed (disk full)
@@ -171,8 +178,8 @@ def fit_into(run_dir, job, past_rows, verbose, chief=True, extra_callbacks=()):
         finally:
             for board in boards:
                 board.close()
-    fit_time = FitTime(seconds=time.perf_counter() - started, epochs=len(logs[-1].rows) - len(past_rows))
-    metrics = finish_run(run_dir, job, logs[-1].rows, fit_time)
+    fit_time = FitTime(seconds=fit_seconds, epochs=len(logs[-1].rows) - len(past_rows))
+    metrics = finish_run(run_dir, job, logs[-1].rows, fit_time, final=final)
     return TrainResult(run_dir=run_dir, metrics=metrics, chief=chief)
 
 
