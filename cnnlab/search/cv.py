@@ -66,10 +66,15 @@ def check_folds(folds):
 
 
 def fold_config(config, index, folds):
-    """The experiment validating on fold `index` of `folds`, named `fold-<index>`, validated like any loaded config."""
+    """The experiment validating on fold `index` of `folds`, named `fold-<index>`, validated like any loaded config.
+
+    A recipe's `train.final_fit` is set aside: a fold is scored by the best model on its own
+    validation images, which a final fit would train on; the estimate is of that model.
+    """
     raw = to_plain(config.raw)
     raw["name"] = f"fold-{index}"
     raw["train"]["fold"] = {"index": index, "of": folds}
+    raw["train"]["final_fit"] = None
     return resolve_config(raw)
 
 
