@@ -191,6 +191,9 @@ def test_mixed_bfloat16_trains_where_the_cpu_computes_it_and_is_one_line_elsewhe
         assert_one_line_error(result, f"{path}: mixed_precision: mixed_bfloat16 needs a GPU or a CPU with bfloat16 instructions")
 
 
+@pytest.mark.skipif(HERE != "tensorflow", reason="every command runs in a subprocess on `other`, whatever this process "
+                                                  "runs: the suite's TensorFlow run checks it, the JAX and PyTorch runs "
+                                                  "would repeat it")
 @pytest.mark.parametrize("other", [name for name in INSTALLED if name != "tensorflow"])
 def test_every_command_runs_where_tensorflow_is_not_installed(tmp_path, other):
     from test_data import write_image_folder
