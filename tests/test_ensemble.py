@@ -109,3 +109,23 @@ def test_evaluate_tta_records_its_views_beside_the_plain_report(members):
     assert doc["tta"] == {"views": 3, "names": ["identity", "shift right 1px", "shift left 1px"]}
     assert doc["files"]["report"] == str(runs[0] / "eval" / "test-tta3.json")
     assert_one_line_error(run_cli("evaluate", runs[0], "--tta", 6), "--tta: expected a number of views from 1 to 5")
+
+
+@pytest.mark.tensorflow_only
+def test_export_of_an_ensemble_with_tta_is_one_model_that_gives_their_mean(members, tmp_path):
+    from sklearn.datasets import load_digits
+
+    folder, runs = members
+    result = run_cli("export", folder, "--format", "savedmodel,tflite", "--tta", 2)
+    assert result.exit_code == 0, result.output
+    record = json.loads((folder / "export" / "export.json").read_text())
+    assert record["ensemble"]["members"] == [str(run) for run in runs]
+    for entry in record["formats"].values():
+        assert entry["tta"] == {"views": 2, "names": ["identity", "shift right 1px"]}
+        assert entry["check"]["top1_agreement"] == 1.0 and entry["check"]["max_probability_difference"] < 1e-5
+    image = digit_png(tmp_path / "digit.png", load_digits().images[3] * 16)
+    exported = json_of(run_cli("predict", image, "--model", folder / "export" / "saved_model", "--top-k", 10, "--json"))
+    direct = json_of(run_cli("predict", image, "--run", folder, "--tta", 2, "--top-k", 10, "--json"))
+    assert exported["tta"] == direct["tta"]
+    assert {e["class"]: e["probability"] for e in exported["predictions"][0]["top"]} == pytest.approx(
+        {e["class"]: e["probability"] for e in direct["predictions"][0]["top"]}, abs=1e-5)

@@ -126,14 +126,15 @@ def predict(ctx, images, run_dir, model_path, runs_dir, top_k, invert, max_pixel
 
 
 @main.command(cls=TensorFlowCommand)
-@click.argument("run_dir", metavar="RUN_DIR", type=click.Path(file_okay=False))
+@click.argument("run_dirs", metavar="RUN_DIR...", nargs=-1, required=True, type=click.Path(file_okay=False))
 @click.option("-f", "--format", "formats", multiple=True, required=True, metavar="FORMAT",
               help="savedmodel, tflite (float32), tflite-dynamic (dynamic-range quantised), tflite-int8 (full integer), "
                    "or all; repeatable or comma-separated.")
 @click.option("-o", "--output", metavar="DIR", type=click.Path(file_okay=False),
               help="Folder that receives the files and export.json (default: RUN_DIR/export).")
+@click.option("--tta", type=click.IntRange(min=1), metavar="N", help=TTA_HELP + " Done inside the exported model.")
 @click.pass_context
-def export(ctx, run_dir, formats, output):
+def export(ctx, run_dirs, formats, output, tta):
     """Export RUN_DIR's best model for servers (SavedModel) and phones (TensorFlow Lite), each checked against it.
 
     Every exported model takes raw uint8 images at the run's stored image size (the run's
@@ -142,11 +143,13 @@ def export(ctx, run_dir, formats, output):
     float formats must agree on at least 99.5% of them; quantised ones report their accuracy
     change. export.json records each file's format, size, input, output and check.
     Nothing is written unless every requested format passes. cnnlab predict --model FILE runs them.
+    Several RUN_DIRs, or one folder of runs (a cv folder), export as one model that runs each
+    and averages their probabilities (into that folder's export/, or the runs' common folder's).
     Runs on TensorFlow, whose formats these are, whichever backend trained RUN_DIR.
     """
     from cnnlab.deploy.export import export_run, format_result
 
-    result = export_run(run_dir, formats, output=output, warn=lambda text: click.echo(f"Warning: {text}", err=True),
+    result = export_run(list(run_dirs), formats, output=output, tta=tta, warn=lambda text: click.echo(f"Warning: {text}", err=True),
                         show_logs=ctx.find_root().params.get("debug", False))
     click.echo(format_result(result))
 
