@@ -62,6 +62,7 @@ class ExportResult:
     num_images: int
     keras_accuracy: float
     entries: dict  # format name → its export.json entry, for the formats exported now
+    reference: str = "best.keras"  # what the files were checked against
 
 
 def parse_formats(values):
@@ -134,8 +135,10 @@ def export_run(run_dir, formats, output=None, warn=None, show_logs=False, tta=No
             run_staging.publish(staged[name], folder / run_files.EXPORT_FILES[name], staging)
         record["formats"].update(entries)
         run_files.write_json(folder / run_files.EXPORT_RECORD, record)
+    reference = (f"ensemble (mean of {len(run.members)} runs)" if ensemble.is_ensemble(run) else run_files.MODEL) + (
+        f" over {len(views.views)} TTA views" if views is not None else "")
     return ExportResult(run_dir=run.path, folder=folder, held_out=held_out.description, num_images=len(held_out.images),
-                        keras_accuracy=keras_accuracy, entries=entries)
+                        keras_accuracy=keras_accuracy, entries=entries, reference=reference)
 
 
 def base_record(run, folder):
@@ -343,7 +346,7 @@ def format_result(result):
         rows.append((name, file, human_size(entry["size_bytes"]), f"{check['top1_agreement']:.2%}",
                      f"{check['accuracy_exported']:.4f}", f"{check['accuracy_change']:+.4f}"))
     lines = [f"Run: {result.run_dir}",
-             f"Checked on: {result.held_out} ({result.num_images} images); best.keras accuracy {result.keras_accuracy:.4f}",
+             f"Checked on: {result.held_out} ({result.num_images} images); {result.reference} accuracy {result.keras_accuracy:.4f}",
              "", format_table(columns, rows), "",
              f"Wrote {result.folder}/: {', '.join(entry['file'] for entry in result.entries.values())}, {run_files.EXPORT_RECORD}"]
     return "\n".join(lines)

@@ -78,7 +78,7 @@ def load_runs(paths):
     unique = list(first_of.values())
     if len(unique) < 2:
         raise RunError(f"{', '.join(map(str, paths))}: an ensemble needs at least two completed runs; found {len(unique)}"
-                       + (f" ({len(skipped)} unfinished skipped)" if skipped else ""))
+                       + (f" ({len(skipped)} run folders without a completed {run_files.MODEL} skipped)" if skipped else ""))
     members = tuple(load_trained_run(path) for path in unique)
     for run in members[1:]:
         check_same_shape(members[0], run)
