@@ -27,7 +27,7 @@ def members(tmp_path_factory):
 
 def json_of(result):
     assert result.exit_code == 0, result.output
-    return json.loads(result.output)
+    return json.loads(result.stdout)
 
 
 def digit_png(path, image):
@@ -129,3 +129,22 @@ def test_export_of_an_ensemble_with_tta_is_one_model_that_gives_their_mean(membe
     assert exported["tta"] == direct["tta"]
     assert {e["class"]: e["probability"] for e in exported["predictions"][0]["top"]} == pytest.approx(
         {e["class"]: e["probability"] for e in direct["predictions"][0]["top"]}, abs=1e-5)
+
+
+def test_a_cv_like_folder_finds_runs_two_levels_down_and_skips_unfinished_ones(members, tmp_path):
+    import shutil
+
+    from sklearn.datasets import load_digits
+
+    _, runs = members
+    folder = tmp_path / "cv"
+    for i, run in enumerate(runs, 1):
+        shutil.copytree(run, folder / "folds" / f"fold-{i}", ignore=shutil.ignore_patterns("eval", "export"))
+    (folder / "folds" / "fold-3").mkdir()
+    (folder / "folds" / "fold-3" / "status").write_text("failed\nout of memory\n")
+    image = digit_png(tmp_path / "digit.png", load_digits().images[0] * 16)
+    result = run_cli("predict", image, "--run", folder, "--json")
+    doc = json_of(result)
+    assert result.stderr.startswith(f"Warning: {folder}: left out 1 run folder(s) without a completed best.keras")
+    assert doc["ensemble"]["members"] == [str(folder / "folds" / f"fold-{i}") for i in (1, 2)]
+    assert doc["ensemble"]["skipped"] == [{"run": str(folder / "folds" / "fold-3"), "why": "status failed: out of memory"}]

@@ -91,7 +91,7 @@ def predict(ctx, images, run_dir, model_path, runs_dir, top_k, invert, max_pixel
         path, chosen = exported.run, f"recorded in the export.json of {model_path}"
         header = f"Model: {model_path} ({exported.format}, exported from {exported.run})"
     else:
-        from cnnlab.rundir.ensemble import is_ensemble, load_runs
+        from cnnlab.rundir.ensemble import is_ensemble, load_runs, skipped_warning
 
         exported = None
         path, chosen = choose_run(run_dir, runs_dir)
@@ -100,6 +100,8 @@ def predict(ctx, images, run_dir, model_path, runs_dir, top_k, invert, max_pixel
         header = f"Run: {path} ({chosen})"
         if is_ensemble(source):
             header += f"\nEnsemble: the mean of {len(source.members)} runs' probabilities"
+            if source.skipped:
+                click.echo(f"Warning: {skipped_warning(source)}", err=True)
     views = prediction_tta(source, tta)
     if views is not None:
         header += f"\nTTA: {views.describe()}"

@@ -68,6 +68,8 @@ def evaluate_run(run_dir, split=None, data_path=None, warn=None, worst=None, tta
     status = members_status(run)
     if status.state != run_files.COMPLETED and warn is not None:
         warn(unfinished_warning(run.path, status))
+    if getattr(run, "skipped", ()) and warn is not None:
+        warn(ensemble.skipped_warning(run))
     batch = run.config.train.batch_size
     if ensemble.is_ensemble(run) or views is not None:
         probabilities = np.concatenate([np.zeros((0, len(run.class_names)), np.float32)] + [

@@ -52,6 +52,12 @@ class Ensemble:
                 "skipped": [{"run": str(path), "why": why} for path, why in self.skipped]}
 
 
+def skipped_warning(ensemble):
+    """Runs a folder held but the ensemble leaves out: a fold still training should not go unnoticed."""
+    return (f"{ensemble.path}: left out {len(ensemble.skipped)} run folder(s) without a completed {run_files.MODEL}: "
+            + "; ".join(f"{path} ({why})" for path, why in ensemble.skipped))
+
+
 def is_ensemble(run):
     return len(run.members) > 1
 
