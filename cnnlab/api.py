@@ -141,25 +141,28 @@ class Run:
             raise CnnlabError(f"{self.path}: no {metric!r} in history.csv; it has {', '.join(k for k in history if k != 'epoch')}")
         return plot_history(history, metric, self.metrics.get("best_epoch"), title=f"{self.path.name}: {metric}")
 
-    def evaluate(self, split=None, data=None):
-        """Scores the run's best model as `cnnlab evaluate` does; returns the report (eval/<split>.json's numbers)."""
+    def evaluate(self, split=None, data=None, tta=None):
+        """Scores the run's best model as `cnnlab evaluate` does; returns the report (eval/<split>.json's numbers).
+
+        `tta`: the number of test-time augmentation views averaged, as `--tta N`.
+        """
         start_backend()
         from cnnlab.inspect.evaluate import evaluate_run, evaluation_document
 
-        return evaluation_document(evaluate_run(self.path, split=split, data_path=data))
+        return evaluation_document(evaluate_run(self.path, split=split, data_path=data, tta=tta))
 
-    def predict(self, images, top_k=3, invert="auto"):
+    def predict(self, images, top_k=3, invert="auto", tta=None):
         """Class probabilities of image files (or folders of them): one dict per image, as `predict --json` prints.
 
         A file that cannot be read raises, naming it: a notebook wants to know at once.
         """
         start_backend()
-        from cnnlab.inspect.predict import ImageProblem, predict_images, predictions_document
+        from cnnlab.inspect.predict import ImageProblem, prediction_tta, predict_images, predictions_document
         from cnnlab.rundir.trained import load_trained_run
 
         images = [images] if isinstance(images, (str, Path)) else list(images)
         run = load_trained_run(self.path)
-        items = list(predict_images(run, [str(image) for image in images], invert=invert))
+        items = list(predict_images(run, [str(image) for image in images], invert=invert, tta=prediction_tta(run, tta)))
         problems = [item for item in items if isinstance(item, ImageProblem)]
         if problems:
             raise CnnlabError(str(problems[0]) + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""))

@@ -6,8 +6,12 @@ from cnnlab.cli.group import BackendCommand, TensorFlowCommand, main
 from cnnlab.errors import CnnlabError
 
 
+TTA_HELP = ("Average the probabilities of N fixed views of each image: itself, its mirror (where the config's "
+            "augmentation flips horizontally), then small shifts; recorded in the output.")
+
+
 @main.command(cls=BackendCommand)
-@click.argument("run_dir", metavar="RUN_DIR", type=click.Path(file_okay=False))
+@click.argument("run_dirs", metavar="RUN_DIR...", nargs=-1, required=True, type=click.Path(file_okay=False))
 @click.option("--split", type=click.Choice(["test", "val", "train"]),
               help="Split of the run's data to score (default: test, or val where the data has no test split); "
                    "train, with --worst, finds images that may be mislabeled.")
@@ -16,9 +20,14 @@ from cnnlab.errors import CnnlabError
 @click.option("--worst", type=click.IntRange(min=1), metavar="N",
               help="Also list the N images of highest loss (file or index, label, prediction, loss) and draw them "
                    "in eval/<split>_highest_loss.png.")
+@click.option("--tta", type=click.IntRange(min=1), metavar="N", help=TTA_HELP)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document (the report's numbers and the files written) instead.")
-def evaluate(run_dir, split, data_path, worst, as_json):
+def evaluate(run_dirs, split, data_path, worst, tta, as_json):
     """Score RUN_DIR's best model on held-out data: loss, accuracy and a per-class table.
+
+    Several RUN_DIRs, or one folder of runs (a cv folder), are scored as one model, the mean
+    of their probabilities, on a split they share (test), or --data; its files go to that
+    folder's eval/ (the runs' common folder for several RUN_DIRs).
 
     Writes eval/<split>.json, eval/<split>_confusion_matrix.png and eval/<split>_misclassified.png
     into the run folder (eval/data-<name>.* with --data); nothing train wrote is changed.
@@ -32,7 +41,8 @@ def evaluate(run_dir, split, data_path, worst, as_json):
 
     if split and data_path:
         raise click.UsageError("give --split or --data, not both: --split picks a split of the run's own data, --data scores all of PATH")
-    evaluation = evaluate_run(run_dir, split=split, data_path=data_path, worst=worst, warn=lambda text: click.echo(f"Warning: {text}", err=True))
+    evaluation = evaluate_run(list(run_dirs), split=split, data_path=data_path, worst=worst, tta=tta,
+                              warn=lambda text: click.echo(f"Warning: {text}", err=True))
     if as_json:
         click.echo(json.dumps(evaluation_document(evaluation), indent=2, ensure_ascii=False))
     else:
@@ -42,8 +52,9 @@ def evaluate(run_dir, split, data_path, worst, as_json):
 
 @main.command(cls=BackendCommand)
 @click.argument("images", metavar="IMAGE [IMAGE|DIR]...", nargs=-1, required=True)
-@click.option("--run", "run_dir", metavar="RUN_DIR", type=click.Path(file_okay=False),
-              help="Run folder whose best model predicts (default: the newest completed run under --runs-dir).")
+@click.option("--run", "run_dir", metavar="RUN_DIR", multiple=True, type=click.Path(file_okay=False),
+              help="Run folder whose best model predicts (default: the newest completed run under --runs-dir); "
+                   "repeated, or a folder of runs (a cv folder): the mean of their probabilities.")
 @click.option("--model", "model_path", metavar="PATH", type=click.Path(),
               help="Predict with a model cnnlab export wrote instead: a .tflite file or a SavedModel folder, "
                    "with the export.json beside it.")
@@ -56,9 +67,10 @@ def evaluate(run_dir, split, data_path, worst, as_json):
 @click.option("--max-pixels", type=click.IntRange(min=1), default=50_000_000, show_default=True,
               help="Refuse larger images, from their header, without decoding them.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True, help="Images per model call.")
+@click.option("--tta", type=click.IntRange(min=1), metavar="N", help=TTA_HELP)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document instead of one line per image.")
 @click.pass_context
-def predict(ctx, images, run_dir, model_path, runs_dir, top_k, invert, max_pixels, batch_size, as_json):
+def predict(ctx, images, run_dir, model_path, runs_dir, top_k, invert, max_pixels, batch_size, tta, as_json):
     """Print the most probable classes of each IMAGE, or of each image in DIR (PNG, JPEG, BMP, GIF).
 
     Images are brought to the run's colour mode and stored image size, then preprocessed as in
@@ -67,9 +79,10 @@ def predict(ctx, images, run_dir, model_path, runs_dir, top_k, invert, max_pixel
     """
     import json
 
-    from cnnlab.inspect.predict import ImageProblem, choose_run, format_prediction, predict_images, predictions_document
+    from cnnlab.inspect.predict import (ImageProblem, choose_run, format_prediction, prediction_tta, predict_images,
+                                        predictions_document)
 
-    if model_path is not None and run_dir is not None:
+    if model_path is not None and run_dir:
         raise click.UsageError("give --run or --model, not both: an exported model knows the run it came from")
     if model_path is not None:
         from cnnlab.deploy.inference import load_exported
@@ -78,18 +91,28 @@ def predict(ctx, images, run_dir, model_path, runs_dir, top_k, invert, max_pixel
         path, chosen = exported.run, f"recorded in the export.json of {model_path}"
         header = f"Model: {model_path} ({exported.format}, exported from {exported.run})"
     else:
-        from cnnlab.rundir.trained import load_trained_run
+        from cnnlab.rundir.ensemble import is_ensemble, load_runs, skipped_warning
 
         exported = None
         path, chosen = choose_run(run_dir, runs_dir)
-        source = load_trained_run(path)
+        source = load_runs(path)
+        path = source.path
         header = f"Run: {path} ({chosen})"
-        if source.trained_on_val:
+        if is_ensemble(source):
+            header += f"\nEnsemble: the mean of {len(source.members)} runs' probabilities"
+            if source.skipped:
+                click.echo(f"Warning: {skipped_warning(source)}", err=True)
+        elif source.trained_on_val:
             header += f"\nModel: {source.model_description}"
+    views = prediction_tta(source, tta)
+    if views is not None:
+        header += f"\nTTA: {views.describe()}"
+    elif exported is not None and exported.tta:
+        header += f"\nTTA: {exported.tta['views']} views, inside the exported model"
     if not as_json:
         click.echo(header)
     kept, problems = [], 0
-    for item in predict_images(source, images, invert=invert, max_pixels=max_pixels, batch_size=batch_size):
+    for item in predict_images(source, images, invert=invert, max_pixels=max_pixels, batch_size=batch_size, tta=views):
         if isinstance(item, ImageProblem):
             problems += 1
             click.echo(f"Error: {item}", err=True)
@@ -98,7 +121,8 @@ def predict(ctx, images, run_dir, model_path, runs_dir, top_k, invert, max_pixel
         if as_json:
             kept.append(item)
     if as_json:
-        document = predictions_document(path, chosen, kept, source.class_names, top_k, model=exported)
+        ensemble = source.record() if exported is None and len(source.members) > 1 else None
+        document = predictions_document(path, chosen, kept, source.class_names, top_k, model=exported, tta=views, ensemble=ensemble)
         click.echo(json.dumps(document, indent=2, ensure_ascii=False))
     if problems:
         ctx.exit(2)
@@ -106,14 +130,15 @@ def predict(ctx, images, run_dir, model_path, runs_dir, top_k, invert, max_pixel
 
 
 @main.command(cls=TensorFlowCommand)
-@click.argument("run_dir", metavar="RUN_DIR", type=click.Path(file_okay=False))
+@click.argument("run_dirs", metavar="RUN_DIR...", nargs=-1, required=True, type=click.Path(file_okay=False))
 @click.option("-f", "--format", "formats", multiple=True, required=True, metavar="FORMAT",
               help="savedmodel, tflite (float32), tflite-dynamic (dynamic-range quantised), tflite-int8 (full integer), "
                    "or all; repeatable or comma-separated.")
 @click.option("-o", "--output", metavar="DIR", type=click.Path(file_okay=False),
               help="Folder that receives the files and export.json (default: RUN_DIR/export).")
+@click.option("--tta", type=click.IntRange(min=1), metavar="N", help=TTA_HELP + " Done inside the exported model.")
 @click.pass_context
-def export(ctx, run_dir, formats, output):
+def export(ctx, run_dirs, formats, output, tta):
     """Export RUN_DIR's best model for servers (SavedModel) and phones (TensorFlow Lite), each checked against it.
 
     Every exported model takes raw uint8 images at the run's stored image size (the run's
@@ -122,11 +147,13 @@ def export(ctx, run_dir, formats, output):
     float formats must agree on at least 99.5% of them; quantised ones report their accuracy
     change. export.json records each file's format, size, input, output and check.
     Nothing is written unless every requested format passes. cnnlab predict --model FILE runs them.
+    Several RUN_DIRs, or one folder of runs (a cv folder), export as one model that runs each
+    and averages their probabilities (into that folder's export/, or the runs' common folder's).
     Runs on TensorFlow, whose formats these are, whichever backend trained RUN_DIR.
     """
     from cnnlab.deploy.export import export_run, format_result
 
-    result = export_run(run_dir, formats, output=output, warn=lambda text: click.echo(f"Warning: {text}", err=True),
+    result = export_run(list(run_dirs), formats, output=output, tta=tta, warn=lambda text: click.echo(f"Warning: {text}", err=True),
                         show_logs=ctx.find_root().params.get("debug", False))
     click.echo(format_result(result))
 

@@ -20,11 +20,14 @@ from typing import Optional
 
 import numpy as np
 
-from cnnlab.rundir import files as run_files, staging as run_staging, trained
+from cnnlab.rundir import ensemble, files as run_files, staging as run_staging
 from cnnlab.errors import ExportError, first_line, short_repr, suggest
 from cnnlab.rundir.held_out import load_split
 from cnnlab.data.images import run_image_spec
-from cnnlab.deploy.inference import INPUT_NAME, OUTPUT_NAME, SavedModelRunner, TFLiteRunner, keras_probabilities, predict_in_batches
+from cnnlab.data.preprocessing import output_shape, preprocessing_from_record
+from cnnlab.data.tta import make_tta
+from cnnlab.deploy.inference import (INPUT_NAME, OUTPUT_NAME, PREDICT_BATCH, SavedModelRunner, TFLiteRunner, keras_probabilities,
+                                     predict_in_batches)
 
 FLOAT_AGREEMENT = 0.995  # top-1 agreement with best.keras a float export must reach on the held-out images
 REPRESENTATIVE_IMAGES = 200  # training images the int8 converter calibrates activation ranges on (TF suggests 100-500)
@@ -61,6 +64,7 @@ class ExportResult:
     entries: dict  # format name → its export.json entry, for the formats exported now
     model_file: str = run_files.MODEL  # what was exported: best.keras, or final.keras (train.final_fit)
     model: str = ""  # how it was trained, said where it is final.keras
+    reference: str = "best.keras"  # what the files were checked against
 
 
 def parse_formats(values):
@@ -80,31 +84,38 @@ def parse_formats(values):
     return [name for name in FORMATS if name in names]
 
 
-def export_run(run_dir, formats, output=None, warn=None, show_logs=False):
-    """Exports the run's model (best.keras, or final.keras after train.final_fit) in each of `formats` into --output or <run>/export/, checked; returns an ExportResult.
+def export_run(run_dir, formats, output=None, warn=None, show_logs=False, tta=None):
+    """Exports the run's model (best.keras, or final.keras after train.final_fit) in each of `formats` into --output
+    or <run>/export/, checked; returns an ExportResult.
 
-    `warn` is told when the run did not complete; `show_logs` lets the TensorFlow Lite
-    converter's own log lines through (cnnlab --debug).
+    `run_dir` may name several runs or a folder of them: one model is exported that runs every
+    member and averages their probabilities, checked against that average on the held-out
+    split they share. `tta`: that many fixed views of each image (data/tta.py), averaged inside
+    the exported model. `warn` is told when a run did not complete; `show_logs` lets the
+    TensorFlow Lite converter's own log lines through (cnnlab --debug).
     """
     names = parse_formats(formats)
-    run = trained.load_trained_run(run_dir)
-    held_out = load_split(run, None)
+    run = ensemble.load_runs(run_dir)
+    prep = preprocessing_from_record(run.preprocessing)
+    views = make_tta(run.config, output_shape(prep, run.preprocessing["image_shape"]), tta)
+    held_out = ensemble.same_split(run.members, lambda member: load_split(member, None))
     if not len(held_out.images):
         raise ExportError(f"{held_out.description}: is empty, so there is nothing to check an export against; "
                           "train with data.test_split or train.validation_split above 0")
-    status = run_files.read_status(run.path)
-    if status.state != run_files.COMPLETED and warn is not None:
-        reason = f" ({status.reason})" if status.reason else ""
-        warn(f"{run.path} status is {status.state}{reason}: exporting its {run.model_file} so far")
+    for member in run.members:
+        status = run_files.read_status(member.path)
+        if status.state != run_files.COMPLETED and warn is not None:
+            reason = f" ({status.reason})" if status.reason else ""
+            warn(f"{member.path} status is {status.state}{reason}: exporting its {member.model_file} so far")
     folder = run_staging.export_folder(run.path, output)
     record = base_record(run, folder)
-    reference = keras_probabilities(run, held_out.images)
+    reference = reference_probabilities(run, held_out.images, views)
     keras_accuracy = float(np.mean(reference.argmax(axis=1) == held_out.labels))
     sample = representative_sample(run) if any(FORMATS[name].quantization == "int8" for name in names) else None
     entries = {}
     with run_staging.export_staging(folder) as staging:
         saved_model = staging / run_files.EXPORT_FILES["savedmodel"]
-        write_saved_model(run, saved_model)
+        write_saved_model(run, saved_model, views)
         staged = {}
         for name in names:
             fmt = FORMATS[name]
@@ -118,6 +129,7 @@ def export_run(run_dir, formats, output=None, warn=None, show_logs=False):
                 "output": runner.output_spec(),
                 "check": check_export(run, fmt, runner, held_out, reference, keras_accuracy),
                 "converter": converter,
+                "tta": views.record() if views is not None else None,
                 "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             }
             if fmt.quantization == "int8":
@@ -126,8 +138,10 @@ def export_run(run_dir, formats, output=None, warn=None, show_logs=False):
             run_staging.publish(staged[name], folder / run_files.EXPORT_FILES[name], staging)
         record["formats"].update(entries)
         run_files.write_json(folder / run_files.EXPORT_RECORD, record)
+    reference = (f"ensemble (mean of {len(run.members)} runs)" if ensemble.is_ensemble(run) else run.model_file) + (
+        f" over {len(views.views)} TTA views" if views is not None else "")
     return ExportResult(run_dir=run.path, folder=folder, held_out=held_out.description, num_images=len(held_out.images),
-                        keras_accuracy=keras_accuracy, entries=entries, model_file=run.model_file,
+                        keras_accuracy=keras_accuracy, entries=entries, reference=reference, model_file=run.model_file,
                         model=run.model_description if run.trained_on_val else "")
 
 
@@ -147,6 +161,7 @@ def base_record(run, folder):
                            "and rescale (preprocessing) happen inside it. cnnlab predict --model resizes larger images "
                            "bilinearly to this shape, with antialias as given here"},
         "preprocessing": run.preprocessing,
+        **({"ensemble": run.record()} if ensemble.is_ensemble(run) else {}),
         "formats": {},
     }
     if record_path.exists():
@@ -163,26 +178,46 @@ def base_record(run, folder):
 # ---------------------------------------------------------------- building the files
 
 
-def serving_function(run):
+def reference_probabilities(run, images, views):
+    """What the exported files must reproduce: best.keras' probabilities, or the ensemble's and views' average of them."""
+    if not ensemble.is_ensemble(run) and views is None:
+        return keras_probabilities(run, images)
+    from cnnlab.data.preprocessing import preprocess_images
+
+    prep = preprocessing_from_record(run.preprocessing)
+    parts = [run.probabilities(preprocess_images(images[start:start + PREDICT_BATCH], prep), views)
+             for start in range(0, len(images), PREDICT_BATCH)]
+    return np.concatenate(parts) if parts else np.zeros((0, len(run.class_names)), np.float32)
+
+
+def serving_function(run, views=None):
     """uint8 images → class probabilities: the run's own preprocessing, then best.keras in inference mode.
 
     `training=False` makes Dropout and Keras' random augmentation layers (RandomFlip, ...)
     pass images through and BatchNormalization use its moving statistics, as predict does.
-    A single sigmoid unit becomes two probabilities, as cnnlab predict shows it.
+    A single sigmoid unit becomes two probabilities, as cnnlab predict shows it. An
+    ensemble's members, and the --tta views, are each run and their probabilities averaged,
+    in the order trained.average_probabilities averages them, so the files match it.
     """
     import tensorflow as tf
 
-    from cnnlab.data.preprocessing import preprocess_images, preprocessing_from_record
+    from cnnlab.data.preprocessing import preprocess_images
+    from cnnlab.data.tta import apply_view
 
     prep = preprocessing_from_record(run.preprocessing)
-    model = run.model
-    two_from_one = model.output_shape[-1] == 1 and len(run.class_names) == 2
+    num_classes = len(run.class_names)
+
+    def probabilities(model, inputs):
+        outputs = tf.cast(model(inputs, training=False), tf.float32)
+        if model.output_shape[-1] == 1 and num_classes == 2:
+            outputs = tf.concat([1.0 - outputs, outputs], axis=-1)
+        return outputs
 
     def serve(images):
-        outputs = tf.cast(model(preprocess_images(images, prep), training=False), tf.float32)
-        if two_from_one:
-            outputs = tf.concat([1.0 - outputs, outputs], axis=-1)
-        return {OUTPUT_NAME: outputs}
+        inputs = preprocess_images(images, prep)
+        parts = [probabilities(member.model, inputs if view is None else apply_view(inputs, view))
+                 for member in run.members for view in (views.views if views is not None else (None,))]
+        return {OUTPUT_NAME: parts[0] if len(parts) == 1 else tf.add_n(parts) / float(len(parts))}
 
     return serve
 
@@ -204,13 +239,14 @@ def input_signature(run):
     return [tf.TensorSpec([None, *run.preprocessing["image_shape"]], tf.uint8, name=INPUT_NAME)]
 
 
-def write_saved_model(run, path):
+def write_saved_model(run, path, views=None):
     """The SavedModel, with one signature (serving_default, also named serve) as TF Serving expects."""
     import keras
 
     archive = keras.export.ExportArchive()
-    archive.track(run.model)
-    archive.add_endpoint("serve", serving_function(run), input_signature=input_signature(run))
+    for member in run.members:
+        archive.track(member.model)
+    archive.add_endpoint("serve", serving_function(run, views), input_signature=input_signature(run))
     try:
         archive.write_out(str(path), verbose=False)
     except Exception as exc:  # tracing and saving fail in many of TensorFlow's error types
@@ -314,7 +350,7 @@ def format_result(result):
         rows.append((name, file, human_size(entry["size_bytes"]), f"{check['top1_agreement']:.2%}",
                      f"{check['accuracy_exported']:.4f}", f"{check['accuracy_change']:+.4f}"))
     lines = [f"Run: {result.run_dir}", *([f"Model: {result.model}"] if result.model else []),
-             f"Checked on: {result.held_out} ({result.num_images} images); {result.model_file} accuracy {result.keras_accuracy:.4f}",
+             f"Checked on: {result.held_out} ({result.num_images} images); {result.reference} accuracy {result.keras_accuracy:.4f}",
              "", format_table(columns, rows), "",
              f"Wrote {result.folder}/: {', '.join(entry['file'] for entry in result.entries.values())}, {run_files.EXPORT_RECORD}"]
     return "\n".join(lines)

@@ -16,19 +16,12 @@ import numpy as np
 from cnnlab.rundir import files as run_files
 from cnnlab.errors import RunError, first_line, one_line, short_repr
 from cnnlab.data.images import ImageSpec
+from cnnlab.rundir.trained import class_probabilities  # noqa: F401  (evaluate and predict import it from here)
 
 INPUT_NAME = "images"  # the exported models' one input: uint8 (batch, height, width, channels)
 OUTPUT_NAME = "probabilities"  # and their one output: (batch, classes), in the run's class order
 INTERPRETERS = ("litert", "tensorflow")  # ai_edge_litert's interpreter when installed, else TensorFlow's tf.lite
 PREDICT_BATCH = 64
-
-
-def class_probabilities(outputs, num_classes):
-    """Model outputs as (N, num_classes); a single sigmoid unit is the probability of the second of two classes."""
-    outputs = np.asarray(outputs)
-    if outputs.shape[-1] == 1 and num_classes == 2:
-        return np.concatenate([1 - outputs, outputs], axis=-1)
-    return outputs
 
 
 def keras_probabilities(run, images, batch_size=PREDICT_BATCH):
@@ -59,6 +52,7 @@ class ExportedModel:
     class_names: tuple
     image_spec: ImageSpec
     runner: object  # SavedModelRunner or TFLiteRunner
+    tta: dict = None  # the test-time augmentation views exported inside it (export --tta), as export.json records them
 
     def predict(self, images):
         """uint8 (N, H, W, C) at the stored image shape → (N, classes) probabilities."""
@@ -90,7 +84,7 @@ def load_exported(path, interpreter=None):
             raise RunError(f"{path}: {record_path} lists it as a TensorFlow Lite file, but it is a folder")
         runner = TFLiteRunner(path, interpreter=interpreter)
     return ExportedModel(path=path, format=name, run=str(record.get("run")), class_names=class_names, image_spec=spec,
-                         runner=runner)
+                         runner=runner, tta=entry.get("tta") if isinstance(entry.get("tta"), dict) else None)
 
 
 def export_entry(record, path, record_path):

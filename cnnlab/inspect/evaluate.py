@@ -15,14 +15,15 @@ import numpy as np
 
 from cnnlab.data import sources as data
 from cnnlab.tracking import plots
-from cnnlab.rundir import files as run_files, trained
+from cnnlab.rundir import ensemble, files as run_files
 from cnnlab.errors import DataError
 from cnnlab.rundir.held_out import HeldOut, check_image_shape, folder_files, load_split
 from cnnlab.deploy.inference import class_probabilities
 from cnnlab.config.intervals import format_accuracy, wilson_interval
 from cnnlab.config.metric_names import accuracy_key
 from cnnlab.data.array_batches import make_dataset
-from cnnlab.data.preprocessing import preprocess_images, preprocessing_from_record
+from cnnlab.data.preprocessing import output_shape, preprocess_images, preprocessing_from_record
+from cnnlab.data.tta import make_tta
 from cnnlab.tracking.tables import RIGHT, Column, format_table
 from cnnlab.inspect import gradcam, hardest
 
@@ -42,8 +43,13 @@ class Evaluation:
     status: run_files.RunStatus  # how training ended; kept out of the report, which describes only the model and the data it scored
 
 
-def evaluate_run(run_dir, split=None, data_path=None, warn=None, worst=None):
+def evaluate_run(run_dir, split=None, data_path=None, warn=None, worst=None, tta=None):
     """Scores the run's best model on its test split (val where there is none), `split`, or all of `data_path`.
+
+    `run_dir` may name several runs, or a folder of them (a cv folder): they are scored as one
+    model, the mean of their probabilities, on a split they share (rundir/ensemble.py). `tta`:
+    that many fixed views of each image, their probabilities averaged (data/tta.py); its report
+    is eval/<split>-tta<N>.json, so that it sits beside the plain one.
 
     With `worst`, also ranks the images by their own loss and draws the `worst` highest:
     on the train split, that is where mislabeled images show up.
@@ -52,34 +58,63 @@ def evaluate_run(run_dir, split=None, data_path=None, warn=None, worst=None):
     of the epochs it got through: after the data is checked, so that a bad input is still
     the one line it always is, and before the scoring, which is what takes time.
     """
-    run = trained.load_trained_run(run_dir)
-    held_out = load_other_data(run, data_path) if data_path is not None else load_split(run, split)
+    run = ensemble.load_runs(run_dir)
+    prep = preprocessing_from_record(run.preprocessing)
+    views = make_tta(run.config, output_shape(prep, run.preprocessing["image_shape"]), tta)
+    if data_path is not None:
+        held_out = load_other_data(run, data_path)
+    else:
+        held_out = ensemble.same_split(run.members, lambda member: load_split(member, split))
     if run.trained_on_val and held_out.split == "val":
         raise DataError(f"{run.path}: its model is {run.model_description}, so the validation split is no longer held out; "
                         "evaluate it with --split test or --data PATH (metrics.json keeps best.keras's validation scores)")
-    status = run_files.read_status(run.path)
+    status = members_status(run)
     if status.state != run_files.COMPLETED and warn is not None:
         warn(unfinished_warning(run.path, status))
-    prep = preprocessing_from_record(run.preprocessing)
-    dataset = make_dataset(held_out.images, held_out.labels, prep, run.config.train.batch_size)
+    if getattr(run, "skipped", ()) and warn is not None:
+        warn(ensemble.skipped_warning(run))
+    batch = run.config.train.batch_size
+    if ensemble.is_ensemble(run) or views is not None:
+        probabilities = np.concatenate([np.zeros((0, len(run.class_names)), np.float32)] + [
+            run.probabilities(preprocess_images(held_out.images[start:start + batch], prep), views)
+            for start in range(0, len(held_out.images), batch)])
+        # no one Keras model to ask: the loss is the cross-entropy of the averaged probabilities, clipped as Keras clips
+        keras_metrics = {"loss": float(-np.mean(np.log(np.clip(probabilities[np.arange(len(held_out.labels)), held_out.labels],
+                                                                  1e-7, 1.0))))} if len(held_out.labels) else {}
+    else:
+        keras_metrics, probabilities = score_one(run, make_dataset(held_out.images, held_out.labels, prep, batch))
+    report = make_report(run, held_out, keras_metrics, probabilities)
+    report["tta"] = views.record() if views is not None else None
+    if run.trained_on_val:  # which of the run's two models these numbers are about (best.keras's runs say nothing, as before)
+        report["model"] = run.model_description
+    if ensemble.is_ensemble(run):
+        report["ensemble"] = run.record()
+    if worst is not None:
+        report["highest_loss"] = hardest.highest_loss(probabilities, held_out.labels, run.class_names, worst, held_out.names)
+
+    label = held_out.split + (f"-tta{len(views.views)}" if views is not None else "")
+    paths = run_files.eval_paths(run.path, label)
+    run_files.create_eval_dir(run.path)
+    run_files.write_json(paths.report, report)
+    write_figures(paths, report, held_out, run, label)
+    return Evaluation(run_dir=run.path, split=label, description=held_out.description, report=report, paths=paths,
+                      status=status)
+
+
+def score_one(run, dataset):
+    """(Keras' metrics, probabilities) of one run's best.keras: model.evaluate's numbers are the ones training logged."""
     if not run.model.compiled:  # trained.load_model leaves the compile state out: the run's config gives loss and metrics
         from cnnlab.model.builder import compile_model
 
         compile_model(run.model, run.config)
     keras_metrics = {key: float(value) for key, value in run.model.evaluate(dataset, verbose=0, return_dict=True).items()}
-    probabilities = class_probabilities(run.model.predict(dataset, verbose=0), len(run.class_names))
-    report = make_report(run, held_out, keras_metrics, probabilities)
-    if run.trained_on_val:  # which of the run's two models these numbers are about (best.keras's runs say nothing, as before)
-        report["model"] = run.model_description
-    if worst is not None:
-        report["highest_loss"] = hardest.highest_loss(probabilities, held_out.labels, run.class_names, worst, held_out.names)
+    return keras_metrics, class_probabilities(run.model.predict(dataset, verbose=0), len(run.class_names))
 
-    paths = run_files.eval_paths(run.path, held_out.split)
-    run_files.create_eval_dir(run.path)
-    run_files.write_json(paths.report, report)
-    write_figures(paths, report, held_out, run)
-    return Evaluation(run_dir=run.path, split=held_out.split, description=held_out.description, report=report, paths=paths,
-                      status=status)
+
+def members_status(run):
+    """How training ended, for a run; for an ensemble, the first member that did not complete (else completed)."""
+    statuses = [run_files.read_status(member.path) for member in run.members]
+    return next((status for status in statuses if status.state != run_files.COMPLETED), statuses[0])
 
 
 def unfinished_warning(run_dir, status):
@@ -186,23 +221,25 @@ def average(per_class, weighted):
     return {**result, "support": int(sum(row["support"] for row in per_class))}
 
 
-def write_figures(paths, report, held_out, run):
+def write_figures(paths, report, held_out, run, label):
     counts = report["confusion_matrix"]["counts"]
-    title = f"{run.path.name}: {held_out.split}"
+    title = f"{run.path.name}: {label}"
     fig = plots.plot_confusion_matrix(counts, run.class_names, title=f"{title} ({report['num_images']} images)")
     run_files.save_figure(fig, paths.confusion_matrix)
     worst = report["worst_mistakes"]
     captions = [f"true: {m['true']}\npredicted: {m['predicted']}\nconfidence {m['confidence']:.2f}" for m in worst]
     images = held_out.images[[m["index"] for m in worst]]
     # where the wrong class looked: a few dozen gradients of a small model, cheap beside the scoring
-    overlays = gradcam.heatmaps(run.model, preprocess_images(images, preprocessing_from_record(run.preprocessing)))
+    # an ensemble has no one model whose gradients to follow: its mistakes are drawn without overlays
+    overlays = None if ensemble.is_ensemble(run) else gradcam.heatmaps(
+        run.model, preprocess_images(images, preprocessing_from_record(run.preprocessing)))
     fig = plots.plot_image_grid(images, captions, overlays=overlays, empty_text="no misclassified images",
                                 title=f"{title}: the {len(worst)} most confident of {report['num_images'] - report['num_correct']} mistakes"
                                       + (", Grad-CAM of the predicted class over each" if overlays is not None else ""))
     run_files.save_figure(fig, paths.misclassified)
     if "highest_loss" in report:
         entries = report["highest_loss"]
-        hardest.write_contact_sheet(hardest.contact_sheet_path(paths, held_out.split), entries, held_out.images,
+        hardest.write_contact_sheet(hardest.contact_sheet_path(paths, label), entries, held_out.images,
                                     title=f"{title}: the {len(entries)} of highest loss among {report['num_images']} images")
 
 
@@ -221,8 +258,12 @@ def evaluation_document(evaluation):
 def format_report(evaluation):
     """The report as a person reads it: scores, an aligned per-class table, and where the files went."""
     r = evaluation.report
-    lines = [f"Run: {evaluation.run_dir}", *([f"Model: {r['model']}"] if "model" in r else []),
-             f"Data: {r['data']} ({r['num_images']} images)"]
+    lines = [f"Run: {evaluation.run_dir}", *([f"Model: {r['model']}"] if "model" in r else [])]
+    if "ensemble" in r:
+        lines.append(f"Ensemble: the mean of {r['ensemble']['num_members']} runs' probabilities ({', '.join(r['ensemble']['members'])})")
+    if r.get("tta"):
+        lines.append(f"TTA: {r['tta']['views']} views ({', '.join(r['tta']['names'])})")
+    lines.append(f"Data: {r['data']} ({r['num_images']} images)")
     if r["loss"] is not None:
         lines.append(f"Loss: {r['loss']:.4f}")
     lines += [f"Accuracy: {format_accuracy(r['accuracy'], r['num_images'], r['num_correct'])}", ""]

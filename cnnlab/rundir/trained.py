@@ -4,6 +4,8 @@ final.keras where train.final_fit made one (retrained on training + validation),
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from cnnlab.errors import ConfigError, RunError, first_line
 from cnnlab.rundir.files import (CLASS_NAMES, CONFIG, FINAL_MODEL, METRICS, MODEL, PREPROCESSING, STATUS, is_run_dir, read_json,
                                  read_status)
@@ -32,6 +34,38 @@ class TrainedRun:
     def trained_on_val(self):
         """Whether the model learnt from the validation split, which then measures nothing held out."""
         return self.final_epochs is not None
+
+    @property
+    def members(self):
+        """The runs whose probabilities are averaged: this one; an Ensemble has several."""
+        return (self,)
+
+    def probabilities(self, inputs, tta=None):
+        """Preprocessed inputs → (N, classes) probabilities, averaged over the --tta views when given."""
+        return average_probabilities([self.model], len(self.class_names), inputs, tta)
+
+
+def average_probabilities(models, num_classes, inputs, tta=None):
+    """The mean of every model's probabilities over every view of `inputs` (the inputs themselves without `tta`).
+
+    Probabilities are averaged, not logits: each member's softmax is its own calibrated
+    vote, and a sigmoid model's one output becomes two probabilities first, so members of
+    either kind of two-class head can be mixed.
+    """
+    from cnnlab.data.tta import apply_view
+
+    views = tta.views if tta is not None else (None,)
+    parts = [class_probabilities(model.predict_on_batch(inputs if view is None else apply_view(inputs, view)), num_classes)
+             for model in models for view in views]
+    return parts[0] if len(parts) == 1 else np.mean(np.stack(parts), axis=0)
+
+
+def class_probabilities(outputs, num_classes):
+    """Model outputs as (N, num_classes); a single sigmoid unit is the probability of the second of two classes."""
+    outputs = np.asarray(outputs)
+    if outputs.shape[-1] == 1 and num_classes == 2:
+        return np.concatenate([1 - outputs, outputs], axis=-1)
+    return outputs
 
 
 def load_trained_run(run_dir):
