@@ -87,6 +87,7 @@ SESSION = (
     Step("train-data-offline", "CNNLAB_OFFLINE=1 cnnlab train configs/mnist_3conv.yaml", exit_code=2),
     Step("evaluate-worst", "cnnlab evaluate runs/digits_cnn-20261201-090000 --split train --worst 5"),
     Step("lr-find", "cnnlab lr-find configs/digits_cnn.yaml"),
+    Step("cv", "cnnlab cv configs/digits_cnn.yaml --folds 3 --epochs 2"),
 )
 STEPS = {step.name: step for step in SESSION}
 

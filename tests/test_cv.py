@@ -120,3 +120,18 @@ def test_more_folds_than_images_is_one_line_before_any_folder(tiny_config, tmp_p
     result = run_cli("cv", tiny_config, "--folds", 1000, "--runs-dir", tmp_path / "runs")
     assert_one_line_error(result, "train.fold: cannot split 1437 samples into 1000 folds")
     assert not (tmp_path / "runs").exists()
+
+
+def test_two_jobs_train_the_folds_in_worker_processes_and_pool_them_alike(tmp_path):
+    """--jobs 2: each fold in its own worker process; the pooled figure still counts every pool image once."""
+    config = tmp_path / "tiny.yaml"
+    config.write_text(TINY_DIGITS)
+    result = run_cli("cv", config, "--folds", 2, "--epochs", 1, "--jobs", 2, "--runs-dir", tmp_path / "runs")
+    assert result.exit_code == 0, result.output
+    (cv_dir,) = (tmp_path / "runs").iterdir()
+    summary = json.loads((cv_dir / "summary.json").read_text())
+    folds = fold_dirs(cv_dir)
+    assert len(folds) == 2
+    positions = np.concatenate([read_oof(run_dir)["position"] for run_dir in folds])
+    assert sorted(positions.tolist()) == list(range(1437))
+    assert summary["out_of_fold"]["correct"] == sum(int((read_oof(d)["label"] == read_oof(d)["predicted"]).sum()) for d in folds)
