@@ -94,7 +94,8 @@ def test_augmentation_must_be_a_list_of_layers():
 @pytest.mark.parametrize("override, expected", [
     ("model.augmentation[1]={Dense: {units: 3}}",
      "model.augmentation[1]: 'Dense' cannot be an augmentation layer (put it in model.layers): model.augmentation takes Keras' "
-     "random preprocessing layers, which act in training only. Valid names: " + ", ".join(sorted(registry.AUGMENTATION_LAYERS))),
+     "random preprocessing layers, which act in training only. Valid names: "
+     + ", ".join(sorted(registry.AUGMENTATION_LAYERS + registry.MIXING_LAYERS))),
     ("model.augmentation[0]=RandomCrop", "model.augmentation[0]: 'RandomCrop' cannot be an augmentation layer (put it in model.layers)"),
     ("model.augmentation[0]=RandomFlp", "model.augmentation[0]: 'RandomFlp' cannot be an augmentation layer: model.augmentation takes "
                                         "Keras' random preprocessing layers, which act in training only. Did you mean RandomFlip?"),

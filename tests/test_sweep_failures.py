@@ -229,5 +229,5 @@ def test_debug_prints_the_tracebacks_of_failed_runs_sent_back_by_their_workers(t
     tracebacks = err.split("Traceback (most recent call last):")[1:]
     assert len(tracebacks) == 3  # one per worker's run, then the comparison's own error
     for trace in tracebacks[:2]:
-        assert "in run_job" in trace and "in finish_run" in trace and "RunError: training failed in" in trace
+        assert "in train_in_group" in trace and "in finish_run" in trace and "RunError: training failed in" in trace
     assert err.splitlines()[-1].startswith("Error: every run of the comparison failed")
