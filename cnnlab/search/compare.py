@@ -32,8 +32,7 @@ from cnnlab.config.experiment import resolve_config
 from cnnlab.config.schema import to_plain
 from cnnlab.errors import RunError, TrainingInterrupted, most_common, one_line
 from cnnlab.search.optimizer_specs import check_optimizer_specs
-from cnnlab.config.keypaths import first_difference
-from cnnlab.search.group_runs import ensure_initial_weights, plain_result, run_dirs_named, train_in_group
+from cnnlab.search.group_runs import check_resumable, ensure_initial_weights, plain_result, run_dirs_named, train_in_group
 
 COMPLETED, FAILED, INTERRUPTED = run_files.COMPLETED, run_files.FAILED, run_files.INTERRUPTED
 
@@ -218,14 +217,7 @@ def outcome_record(outcome):
 def open_comparison(config, resume_dir):
     """An existing comparison folder whose runs share this config's settings, else an error naming the first difference."""
     compare_dir = Path(resume_dir)
-    stored = run_files.read_group_plan(compare_dir, "compare")
-    if not isinstance(stored.get("shared"), dict):
-        raise RunError(f"{compare_dir / run_files.COMPARE_PLAN}: not a comparison plan (no shared settings); "
-                       "leave out --resume to start a new comparison")
-    difference = first_difference(stored["shared"], shared_settings(config))
-    if difference is not None:
-        raise RunError(f"--resume {compare_dir}: was made with different settings ({difference or 'the whole config'} differs); "
-                       "leave out --resume to start a new comparison")
+    check_resumable(compare_dir, "compare", "comparison", shared_settings(config))
     return compare_dir
 
 

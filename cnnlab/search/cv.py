@@ -25,14 +25,13 @@ from typing import Any
 import numpy as np
 
 from cnnlab.config.experiment import resolve_config
-from cnnlab.config.keypaths import first_difference
 from cnnlab.config.schema import MAX_FOLDS, FoldConfig, to_plain
 from cnnlab.data import sources as data
 from cnnlab.errors import CnnlabError, ConfigError, RunError, TrainingInterrupted, format_traceback, most_common, one_line
 from cnnlab.rundir import files as run_files
 from cnnlab.runtime import cores, processes as workers
 from cnnlab.search.cv_report import OOF_CSV, SUMMARY_MD, fold_row, progress_line, read_oof, write_report
-from cnnlab.search.group_runs import ensure_initial_weights, plain_result, run_dirs_named, train_in_group
+from cnnlab.search.group_runs import check_resumable, ensure_initial_weights, plain_result, run_dirs_named, train_in_group
 from cnnlab.tracking import mlflow as tracking
 
 COMPLETED, FAILED, INTERRUPTED = run_files.COMPLETED, run_files.FAILED, run_files.INTERRUPTED
@@ -157,16 +156,8 @@ def cross_validate(config, folds, runs_dir, jobs=1, resume_dir=None, progress=No
 def open_cv(config, folds, resume_dir):
     """An existing cross-validation folder made with these settings and folds, else one line naming the difference."""
     cv_dir = Path(resume_dir)
-    stored = run_files.read_group_plan(cv_dir, "cv")
-    if not isinstance(stored.get("shared"), dict):
-        raise RunError(f"{cv_dir / run_files.CV_PLAN}: not a cross-validation plan (no shared settings); "
-                       "leave out --resume to start a new cross-validation")
-    difference = first_difference(stored["shared"], shared_settings(config))
-    if stored.get("folds") != folds:
-        difference = f"--folds {stored.get('folds')} there, {folds} here"
-    if difference is not None:
-        raise RunError(f"--resume {cv_dir}: was made with different settings ({difference or 'the whole config'} differs); "
-                       "leave out --resume to start a new cross-validation")
+    check_resumable(cv_dir, "cv", "cross-validation", shared_settings(config),
+                    lambda stored: None if stored.get("folds") == folds else f"--folds {stored.get('folds')} there, {folds} here")
     return cv_dir
 
 

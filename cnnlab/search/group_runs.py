@@ -9,6 +9,7 @@ import tempfile
 import warnings
 from pathlib import Path
 
+from cnnlab.config.keypaths import first_difference
 from cnnlab.model import builder
 from cnnlab.runtime import processes as workers
 from cnnlab.rundir import files as run_files
@@ -90,3 +91,20 @@ def train_in_group(config, group_dir, run_name, initial_weights):
         keep_traceback(run_dir / run_files.FAILURE_LOG if run_dir else group_dir / f"{run_name}-{run_files.FAILURE_LOG}",
                        reason, trace)
     return {"state": state, "run_dir": None if run_dir is None else str(run_dir), "reason": reason, "traceback": trace}
+
+
+def check_resumable(group_dir, kind, what, shared, other_difference=None):
+    """The stored plan of a compare or cv folder that --resume may finish: one RunError line where it is not one, or
+    where its shared settings differ from `shared` (the first difference named; `other_difference`, a setting kept
+    beside them such as cv's --folds, named first)."""
+    stored = run_files.read_group_plan(group_dir, kind)
+    if not isinstance(stored.get("shared"), dict):
+        raise RunError(f"{Path(group_dir) / run_files.GROUP_PLANS[kind]}: not a {what} plan (no shared settings); "
+                       f"leave out --resume to start a new {what}")
+    difference = other_difference(stored) if other_difference is not None else None
+    if difference is None:
+        difference = first_difference(stored["shared"], shared)
+    if difference is not None:
+        raise RunError(f"--resume {group_dir}: was made with different settings ({difference or 'the whole config'} differs); "
+                       f"leave out --resume to start a new {what}")
+    return stored
