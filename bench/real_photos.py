@@ -65,16 +65,33 @@ def cnnlab(*args):
     return done.stdout, time.perf_counter() - started
 
 
-def run_one(config, seed, train_folder, test_folder, runs_dir):
-    """Trains `config` on the subset with `seed`, scores it on the test folder; the figures of one row."""
-    out, wall = cnnlab("train", config, "--set", f"data.path={train_folder}", "--seed", seed, "-q", "--runs-dir", runs_dir)
-    run_dir = Path(next(line for line in out.splitlines() if line.startswith("Run: ")).split(": ", 1)[1])
-    metrics = json.loads((run_dir / "metrics.json").read_text())
+def run_one(config, seed, train_folder, test_folder, runs_dir, folds=None):
+    """Trains `config` on the subset with `seed` (with `cnnlab cv --folds K` when `folds` is given, scored as the
+    ensemble of its fold models), scores it on the test folder; the figures of one row."""
+    common = ("--set", f"data.path={train_folder}", "--seed", seed, "--runs-dir", runs_dir)
+    if folds:
+        out, wall = cnnlab("cv", config, "--folds", folds, *common)
+        run_dir = Path(next(line for line in out.splitlines() if line.startswith("Cross-validation: ")).split(": ", 1)[1])
+        members = [json.loads(path.read_text()) for path in sorted(run_dir.glob("fold-*/metrics.json"))]
+    else:
+        out, wall = cnnlab("train", config, *common, "-q")
+        run_dir = Path(next(line for line in out.splitlines() if line.startswith("Run: ")).split(": ", 1)[1])
+        members = [json.loads((run_dir / "metrics.json").read_text())]
     report, _ = cnnlab("evaluate", run_dir, "--data", test_folder, "--json")
     report = json.loads(report)
-    return {"config": str(config), "seed": seed, "run_dir": str(run_dir), "accuracy": report["accuracy"],
-            "correct": report["num_correct"], "n": report["num_images"], "epochs": metrics["epochs_run"],
-            "best_epoch": metrics["best_epoch"], "fit_time_s": metrics["fit_time_s"], "command_s": wall}
+    row = {"config": str(config), "seed": seed, "run_dir": str(run_dir), "accuracy": report["accuracy"],
+           "correct": report["num_correct"], "n": report["num_images"],
+           "epochs": "/".join(str(m["epochs_run"]) for m in members),
+           "best_epoch": "/".join(str(m["best_epoch"]) for m in members),
+           # the whole training: every fold's fit (and final fit) for cv, summed, as they run one after the other
+           "fit_time_s": sum(m["fit_time_s"] + (m.get("final_fit") or {}).get("fit_time_s", 0) for m in members),
+           "command_s": wall}
+    if folds:  # each fold model alone on the same test photos, to show what the ensemble adds
+        row["members"] = []
+        for fold_dir in sorted(run_dir.glob("fold-*/")):
+            single, _ = cnnlab("evaluate", fold_dir, "--data", test_folder, "--json")
+            row["members"].append(json.loads(single)["accuracy"])
+    return row
 
 
 def main():
@@ -82,6 +99,7 @@ def main():
     parser.add_argument("--photos", type=Path, required=True, help="the dataset folder holding training_set/ and test_set/")
     parser.add_argument("--configs", nargs="+", default=["configs/rgb100_binary.yaml", "configs/photos.yaml"])
     parser.add_argument("--seeds", nargs="+", type=int, default=[42, 43, 44])
+    parser.add_argument("--cv", type=int, metavar="K", help="train with `cnnlab cv --folds K` and score the fold ensemble")
     parser.add_argument("--make-subset", action="store_true", help="draw bench/real_photos_subset.txt again (seed 0)")
     parser.add_argument("--out", type=Path, help="write every row as JSON here")
     parser.add_argument("--keep", action="store_true", help="keep the run folders")
@@ -96,10 +114,11 @@ def main():
     rows = []
     for config in args.configs:
         for seed in args.seeds:
-            row = run_one(ROOT / config, seed, train_folder, args.photos / "test_set", work / "runs")
+            row = run_one(ROOT / config, seed, train_folder, args.photos / "test_set", work / "runs", args.cv)
             rows.append(row)
+            members = f", fold models alone {' / '.join(f'{a:.3f}' for a in row['members'])}" if "members" in row else ""
             print(f"{config} seed {seed}: {format_accuracy(row['accuracy'], row['n'], row['correct'])}, "
-                  f"{row['epochs']} epochs (best {row['best_epoch']}), fit {row['fit_time_s']:.0f} s", flush=True)
+                  f"{row['epochs']} epochs (best {row['best_epoch']}), fit {row['fit_time_s']:.0f} s{members}", flush=True)
     print()
     for config in args.configs:
         mine = sorted((row for row in rows if row["config"] == str(ROOT / config)), key=lambda row: row["accuracy"])

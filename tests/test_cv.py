@@ -135,3 +135,96 @@ def test_two_jobs_train_the_folds_in_worker_processes_and_pool_them_alike(tmp_pa
     positions = np.concatenate([read_oof(run_dir)["position"] for run_dir in folds])
     assert sorted(positions.tolist()) == list(range(1437))
     assert summary["out_of_fold"]["correct"] == sum(int((read_oof(d)["label"] == read_oof(d)["predicted"]).sum()) for d in folds)
+
+
+def test_resume_keeps_the_completed_folds_and_trains_only_the_missing_one(tmp_path):
+    """A cross-validation stopped after two of three folds: --resume trains the third alone, and the pooled figure
+    counts every pool image once, as an uninterrupted one does."""
+    config = tmp_path / "tiny.yaml"
+    config.write_text(TINY_DIGITS)
+    first = run_cli("cv", config, "--folds", FOLDS, "--epochs", 1, "--runs-dir", tmp_path / "runs")
+    assert first.exit_code == 0, first.output
+    (cv_dir,) = (tmp_path / "runs").iterdir()
+    kept = fold_dirs(cv_dir)[:2]
+    before = {path.name: (path / "oof.csv").read_bytes() for path in kept}
+    import shutil
+
+    shutil.rmtree(fold_dirs(cv_dir)[2])  # as if the run had been stopped before its third fold
+
+    resumed = run_cli("cv", config, "--folds", FOLDS, "--epochs", 1, "--resume", cv_dir)
+    assert resumed.exit_code == 0, resumed.output
+    assert "1 to train" in resumed.output
+    assert [line.endswith("(done before)") for line in resumed.output.splitlines() if line.startswith("[")] == [True, True, False]
+    runs = fold_dirs(cv_dir)
+    assert len(runs) == FOLDS and {path.name: (path / "oof.csv").read_bytes() for path in runs[:2]} == before
+    summary = json.loads((cv_dir / "summary.json").read_text())
+    positions = np.concatenate([read_oof(run_dir)["position"] for run_dir in runs])
+    assert sorted(positions.tolist()) == list(range(summary["pool"]))
+    assert summary["completed"] == FOLDS
+
+
+def test_resume_with_other_folds_or_settings_is_one_line(cv_run, tmp_path):
+    cv_dir, _ = cv_run
+    config = tmp_path / "tiny.yaml"
+    config.write_text(TINY_DIGITS)
+    result = run_cli("cv", config, "--folds", 2, "--epochs", 1, "--resume", cv_dir)
+    assert_one_line_error(result, f"--resume {cv_dir}: was made with different settings (--folds 3 there, 2 here)")
+    result = run_cli("cv", config, "--folds", FOLDS, "--epochs", 2, "--resume", cv_dir)
+    assert_one_line_error(result, f"--resume {cv_dir}: was made with different settings (train.epochs differs)")
+
+
+CV_SWEPT = TINY_DIGITS + """\
+sweep:
+  trials: 2
+  sampler: grid
+  pruner: none
+  metric: val_accuracy
+  cv_folds: 2
+  params:
+    model.layers[0].Conv2D.filters: {choice: [2, 6]}
+"""
+
+
+def test_a_sweep_with_cv_folds_ranks_each_trial_by_every_fold(tmp_path):
+    """sweep.cv_folds: 2: each trial is a cv folder of two fold runs; its value is the folds' best val_accuracy,
+    pooled over the training pool (a count, so it has an interval), and best.yaml is the winner's config."""
+    import csv
+
+    from cnnlab.rundir.files import read_history
+
+    config = tmp_path / "config.yaml"
+    config.write_text(CV_SWEPT.replace("  epochs: 2", "  epochs: 1"))
+    result = run_cli("sweep", config, "--runs-dir", tmp_path / "runs")
+    assert result.exit_code == 0, result.output
+    (sweep_dir,) = (tmp_path / "runs").glob("sweep-*")
+    with open(sweep_dir / "trials.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [row["state"] for row in rows] == ["complete", "complete"]
+    for row in rows:
+        cv_dir = Path(row["run_dir"])
+        assert cv_dir.name.startswith(f"cv-tiny-trial{int(row['number']):03d}-")
+        folds = fold_dirs(cv_dir)
+        assert len(folds) == 2
+        filters = {load_config(d / "config.yaml").model.layers[0].kwargs["filters"] for d in folds}
+        assert filters == {int(row["model.layers[0].Conv2D.filters"])}
+        correct = sum(round(max(read_history(d / "history.csv")["val_accuracy"]) * len(read_oof(d)["position"])) for d in folds)
+        assert float(row["value"]) == pytest.approx(correct / 1437, abs=1e-6)  # the pool: 1797 digits less the test split
+        assert f"({correct}/1437, 95% CI" in result.output
+    best = max(rows, key=lambda row: float(row["value"]))
+    assert load_config(sweep_dir / "best.yaml").model.layers[0].kwargs["filters"] == int(best["model.layers[0].Conv2D.filters"])
+
+
+def test_a_sweep_with_more_cv_folds_than_images_is_one_line_before_any_folder(tmp_path):
+    config = tmp_path / "config.yaml"
+    config.write_text(CV_SWEPT.replace("cv_folds: 2", "cv_folds: 1000"))
+    result = run_cli("sweep", config, "--runs-dir", tmp_path / "runs")
+    assert_one_line_error(result, "train.fold: cannot split 1437 samples into 1000 folds")
+    assert not (tmp_path / "runs").exists()
+
+
+def test_cv_folds_needs_a_validation_metric(tmp_path):
+    config = tmp_path / "config.yaml"
+    config.write_text(CV_SWEPT.replace("metric: val_accuracy", "metric: accuracy"))
+    result = run_cli("sweep", config, "--runs-dir", tmp_path / "runs")
+    assert_one_line_error(result, f"{config}: sweep.metric: a cross-validated sweep (sweep.cv_folds) ranks trials by a "
+                                  "validation metric, which every fold has; received 'accuracy'", exact=True)

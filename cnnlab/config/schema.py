@@ -17,7 +17,7 @@ STRATEGIES = ("default", "one_device", "mirrored", "multi_worker", "data_paralle
 PRECISION_POLICIES = ("mixed_float16", "mixed_bfloat16")  # mixed_precision: true means mixed_float16
 LR_SCALING = ("none", "linear")
 # The `sweep:` section's keys; what they mean is checked by space.py, which `train` never calls
-SWEEP_KEYS = ("metric", "direction", "trials", "sampler", "pruner", "seed", "max_failures", "params")
+SWEEP_KEYS = ("metric", "direction", "trials", "sampler", "pruner", "seed", "max_failures", "cv_folds", "params")
 DEVICE_PATTERN = re.compile(r"^/?(?:job:[A-Za-z0-9_]+/(?:replica:\d+/)?(?:task:\d+/)?)?(?:device:)?(CPU|GPU|TPU):\d+$", re.IGNORECASE)
 AUTO = "auto"
 FINAL_FIT_ALL = "all"  # train.final_fit's one value: every training and validation image

@@ -103,8 +103,9 @@ def check_resumable(group_dir, kind, what, shared, other_difference=None):
                        f"leave out --resume to start a new {what}")
     difference = other_difference(stored) if other_difference is not None else None
     if difference is None:
-        difference = first_difference(stored["shared"], shared)
+        path = first_difference(stored["shared"], shared)
+        difference = None if path is None else f"{path or 'the whole config'} differs"
     if difference is not None:
-        raise RunError(f"--resume {group_dir}: was made with different settings ({difference or 'the whole config'} differs); "
+        raise RunError(f"--resume {group_dir}: was made with different settings ({difference}); "
                        f"leave out --resume to start a new {what}")
     return stored

@@ -15,7 +15,7 @@ import yaml
 
 from cnnlab.config.sections import check_choice, check_int
 from cnnlab.config.experiment import resolve_config
-from cnnlab.config.schema import to_plain
+from cnnlab.config.schema import MAX_FOLDS, to_plain
 from cnnlab.errors import ConfigError, one_line, short_repr, suggest, type_name
 from cnnlab.config.metric_names import maximized
 from cnnlab.config.keypaths import format_path, get_value, has_path, parse_path, set_value
@@ -58,6 +58,7 @@ class Space:
     pruner: str  # one of PRUNERS
     seed: int  # the sampler's seed
     max_failures: Any = DEFAULT_MAX_FAILURES  # failed trials in a row that stop the sweep; None: never stop for failures
+    cv_folds: Any = None  # K: each trial is a K-fold cross-validation (search/cv.py), ranked by its folds' mean
 
 
 def parse_space(user, cli_params=(), trials=None):
@@ -83,8 +84,13 @@ def parse_space(user, cli_params=(), trials=None):
     seed = section.get("seed")
     seed = raw["seed"] if seed is None else check_int(seed, "sweep.seed", minimum=0, maximum=2**32 - 1)
     max_failures = parse_max_failures(section)
+    cv_folds = section.get("cv_folds")
+    cv_folds = None if cv_folds is None else check_int(cv_folds, "sweep.cv_folds", minimum=2, maximum=MAX_FOLDS)
+    if cv_folds is not None and not metric.startswith("val_"):
+        raise ConfigError("sweep.metric", f"a cross-validated sweep (sweep.cv_folds) ranks trials by a validation metric, "
+                          f"which every fold has; received {short_repr(metric)}")
     return Space(params=params, metric=metric, direction=direction, trials=trials, sampler=sampler, pruner=pruner, seed=seed,
-                 max_failures=max_failures)
+                 max_failures=max_failures, cv_folds=cv_folds)
 
 
 def parse_max_failures(section):

@@ -60,7 +60,7 @@ def run_sweep(config, space, runs_dir, storage=None, study_name=None, resume_dir
     """
     import_optuna()
     progress = progress or (lambda line: None)
-    check_before_training(config)
+    check_before_training(config, space)
     if resume_dir is None:
         storage = storage_url(storage)  # --storage, else $CNNLAB_STORAGE, its password completed from the environment
     if storage is not None and resume_dir is None:
@@ -96,14 +96,23 @@ def run_sweep(config, space, runs_dir, storage=None, study_name=None, resume_dir
     return result
 
 
-def check_before_training(config):
+def check_before_training(config, space):
     """What would fail every trial alike, found before the sweep folder exists: the core budget, and everything
     `train` checks before its run folder (the config's model built and compiled, the data read, and the two fitted
-    together), on the config's own values."""
+    together), on the config's own values; under sweep.cv_folds, on the first fold's config, and whether the
+    training pool has images enough for that many stratified folds."""
     from cnnlab.runtime import cores
     from cnnlab.training.job import prepare
 
     cores.usable_cores()
+    if space.cv_folds:
+        from cnnlab.config.schema import FoldConfig
+        from cnnlab.data import sources
+        from cnnlab.search.cv import fold_config
+
+        _, pool_labels, _ = sources.training_pool(config.data, config.seed)
+        sources.fold_positions(pool_labels, FoldConfig(index=1, of=space.cv_folds), config.seed)
+        config = fold_config(config, 1, space.cv_folds)
     prepare(config)
 
 
@@ -240,7 +249,8 @@ def sweep_section(space):
                 spec["log"] = True
         params[param.path] = spec
     return {"metric": space.metric, "direction": space.direction, "trials": space.trials, "sampler": space.sampler,
-            "pruner": space.pruner, "seed": space.seed, "max_failures": space.max_failures, "params": params}
+            "pruner": space.pruner, "seed": space.seed, "max_failures": space.max_failures, "cv_folds": space.cv_folds,
+            "params": params}
 
 
 # ---------------------------------------------------------------- one trial
@@ -279,6 +289,8 @@ class Objective:
             trial_config = resolve_config(spaces.apply_values(to_plain(self.config.raw), values) | {"name": name})
         except ConfigError as exc:
             return self.failed(trial, name, f"the sampled config does not build: {exc}", exc)
+        if self.space.cv_folds:
+            return self.cross_validated(trial, trial_config, name, values, started)
         reporter = make_reporter(trial, self.space.metric)
         try:
             result = train(trial_config, self.trials_dir, verbose=0, extra_callbacks=[reporter])
@@ -312,9 +324,48 @@ class Objective:
                       f"({seconds:.1f} s) {short(values)}")
         return value
 
+    def cross_validated(self, trial, trial_config, name, values, started):
+        """`sweep.cv_folds: K`: the trial's config cross-validated (search/cv.py) into a cv folder of the trials folder;
+        its value is each fold's best `sweep.metric` (the figure a one-split trial gives), averaged over the K folds
+        weighted by their validation images: for an accuracy, the correct answers of every fold at its best epoch over
+        the whole pool, a count with an interval. A trial with a failed fold fails: fewer folds would not be ranked on
+        the same images. Trials are not pruned: a cross-validated trial reports once, after its last fold."""
+        from cnnlab.search.cv import cross_validate
+
+        try:
+            cv = cross_validate(trial_config, self.space.cv_folds, self.trials_dir)
+        except TrainingInterrupted:
+            self.record_run(trial, name)
+            trial.set_user_attr("reason", "interrupted")
+            raise KeyboardInterrupt from None
+        except Exception as exc:  # as a trained trial's: a CnnlabError or anything Keras raises, and the sweep goes on
+            return self.failed(trial, name, str(exc), exc, self.record_run(trial, name))
+        trial.set_user_attr("run_dir", str(cv.cv_dir.resolve()))
+        failed = [row for row in cv.folds if row["state"] != run_files.COMPLETED]
+        if failed:
+            return self.failed(trial, name, f"fold {failed[0]['fold']} {failed[0]['state']}: {failed[0]['reason']}", None,
+                               cv.cv_dir)
+        bests = [best_value(run_files.read_history(Path(row["path"]) / run_files.HISTORY), self.space.metric, self.space.direction)
+                 for row in cv.folds]
+        if any(best is None for best in bests):
+            return self.failed(trial, name, f"sweep.metric {self.space.metric} has no finite value in any epoch of a fold",
+                               None, cv.cv_dir)
+        pool = sum(row["num_val"] for row in cv.folds)
+        value = sum(best * row["num_val"] for best, row in zip(bests, cv.folds)) / pool
+        oof = cv.summary["out_of_fold"]
+        trial.set_user_attr("epochs", "/".join(str(row["epochs"]) for row in cv.folds))
+        trial.set_user_attr("num_val", pool)  # every image of the pool validates once: the n of the value's interval
+        trial.set_user_attr("out_of_fold_accuracy", oof["accuracy"])
+        shown = format_value(self.space.metric, value, counted_on(self.space.metric, trial))
+        self.progress(f"trial {trial.number}: {self.space.metric} {shown} over {len(bests)} folds "
+                      f"(out-of-fold accuracy {oof['correct']}/{oof['n']}) ({time.perf_counter() - started:.1f} s) {short(values)}")
+        return value
+
     def record_run(self, trial, name):
-        """The run folder `train` made for this trial, recorded in the study; None where it made none."""
-        found = sorted(self.trials_dir.glob(f"{name}-*")) if self.trials_dir.is_dir() else []
+        """The run folder `train` made for this trial (its cv folder under sweep.cv_folds), recorded in the study;
+        None where it made none."""
+        pattern = f"cv-{name}-*" if self.space.cv_folds else f"{name}-*"
+        found = sorted(self.trials_dir.glob(pattern)) if self.trials_dir.is_dir() else []
         found = [path for path in found if path.is_dir()]
         if not found:
             return None

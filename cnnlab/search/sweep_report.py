@@ -46,6 +46,17 @@ def counted_on(metric, trial):
     return trial.user_attrs.get("num_val") if metric.startswith("val_") and metric[len("val_"):] in ACCURACY_NAMES else None
 
 
+def write_best_config(run_dir, path, config):
+    """best.yaml: the best trial's config.yaml; for a cross-validated trial (sweep.cv_folds), its cv folder's settings
+    with the trial's name and the sweep's tracking, which is the config every fold trained but for its fold."""
+    if (run_dir / run_files.CONFIG).is_file():
+        run_files.copy_file(run_dir / run_files.CONFIG, path)
+    elif (run_dir / run_files.CV_PLAN).is_file():
+        plan = run_files.read_json(run_dir / run_files.CV_PLAN)
+        raw = {"name": plan["name"], **plan["shared"], "tracking": to_plain(config.raw).get("tracking")}
+        run_files.write_text(path, yaml.safe_dump(raw, sort_keys=False, allow_unicode=True))
+
+
 def format_value(metric, value, num_val):
     """A trial's value for a line: an accuracy on few images with its count and 95% interval, anything else to 4 decimals."""
     return format_accuracy(value, num_val) if num_val else f"{value:.4f}"
@@ -64,9 +75,7 @@ def write_report(sweep_dir, study, space, config):
         top = study.best_trial
         best = {"number": top.number, "value": top.value, "metric": space.metric, "params": trial_values(top, space),
                 "run_dir": top.user_attrs.get("run_dir"), "num_val": counted_on(space.metric, top)}
-        run_config = Path(best["run_dir"] or "") / run_files.CONFIG
-        if run_config.is_file():
-            run_files.copy_file(run_config, sweep_dir / BEST_YAML)
+        write_best_config(Path(best["run_dir"] or ""), sweep_dir / BEST_YAML, config)
     importances = param_importances(study) if len(completed) >= 2 else {}
     columns, rows = top_trials(trials, space)
     table = format_table(columns, rows, markdown=True) if rows else "(no completed trial)"
