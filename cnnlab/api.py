@@ -19,7 +19,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from cnnlab.errors import CnnlabError
+from cnnlab.errors import CnnlabError, RunError
 
 __all__ = ["Run", "check", "init", "train", "resume", "load_run", "sweep", "compare_optimizers", "cv", "lr_find"]
 
@@ -106,15 +106,32 @@ def check(config, overrides=None, backend=None):
 
 @dataclass(frozen=True)
 class Run:
-    """A run folder, as training left it: its numbers, its curves and the model to use."""
+    """A run folder, as training left it: its numbers, its curves and the model to use; or an ensemble of runs.
 
-    path: Path
+    An ensemble (`load_run` of several runs, or of a folder of them such as a cv folder) is one
+    model, the mean of its members' probabilities, to evaluate, predict with and export as
+    `cnnlab evaluate RUN...` does; its numbers and curves are its members' own (`members`).
+    """
+
+    path: Path  # the run folder; for an ensemble, the folder given (or the one holding every member given)
+    members: tuple = ()  # an ensemble's run folders; empty for one run
+
+    @property
+    def model_source(self):
+        """What evaluate, predict and export are given: the run folder, or every member's."""
+        return list(self.members) if self.members else self.path
+
+    def single(self, what):
+        if self.members:
+            raise CnnlabError(f"{self.path}: an ensemble of {len(self.members)} runs has no {what} of its own; "
+                              f"each member has: [cnnlab.load_run(path) for path in run.members]")
 
     @property
     def metrics(self):
         """metrics.json: best and test figures, epochs, timings."""
         from cnnlab.rundir import files as run_files
 
+        self.single("metrics.json")
         return run_files.read_json(self.path / run_files.METRICS)
 
     @property
@@ -122,14 +139,15 @@ class Run:
         """history.csv as {column: [one value per epoch]}: epoch, loss, val_loss, each metric."""
         from cnnlab.rundir import files as run_files
 
+        self.single("history.csv")
         return run_files.read_history(self.path / run_files.HISTORY)
 
     @property
     def status(self):
-        """'completed', 'running', 'interrupted', 'failed', …, from the run's status.json."""
+        """'completed', 'running', 'interrupted', 'failed', …, from the run's status.json; an ensemble's members all completed."""
         from cnnlab.rundir import files as run_files
 
-        return run_files.read_status(self.path).state
+        return run_files.COMPLETED if self.members else run_files.read_status(self.path).state
 
     def plot(self, metric=None):
         """Loss (or `metric`) per epoch, training and validation, best epoch marked; a matplotlib Figure a notebook shows."""
@@ -149,7 +167,7 @@ class Run:
         start_backend()
         from cnnlab.inspect.evaluate import evaluate_run, evaluation_document
 
-        return evaluation_document(evaluate_run(self.path, split=split, data_path=data, tta=tta))
+        return evaluation_document(evaluate_run(self.model_source, split=split, data_path=data, tta=tta))
 
     def predict(self, images, top_k=3, invert="auto", tta=None):
         """Class probabilities of image files (or folders of them): one dict per image, as `predict --json` prints.
@@ -158,10 +176,10 @@ class Run:
         """
         start_backend()
         from cnnlab.inspect.predict import ImageProblem, prediction_tta, predict_images, predictions_document
-        from cnnlab.rundir.trained import load_trained_run
+        from cnnlab.rundir.ensemble import load_runs
 
         images = [images] if isinstance(images, (str, Path)) else list(images)
-        run = load_trained_run(self.path)
+        run = load_runs(self.model_source)
         items = list(predict_images(run, [str(image) for image in images], invert=invert, tta=prediction_tta(run, tta)))
         problems = [item for item in items if isinstance(item, ImageProblem)]
         if problems:
@@ -180,12 +198,14 @@ class Run:
         if not backend.is_tensorflow():
             raise CnnlabError(f"export runs on TensorFlow and this process runs Keras on {backend.name()}; "
                               f"use cnnlab export {self.path} (a new process) instead")
-        result = export_run(self.path, [formats] if isinstance(formats, str) else list(formats), output=output)
+        result = export_run(self.model_source, [formats] if isinstance(formats, str) else list(formats), output=output)
         from cnnlab.rundir import files as run_files
 
         return run_files.read_json(result.folder / run_files.EXPORT_RECORD)
 
     def __repr__(self):
+        if self.members:
+            return f"Run({str(self.path)!r}, ensemble of {len(self.members)} runs)"
         return f"Run({str(self.path)!r}, status={self.status!r})"
 
 
@@ -196,13 +216,28 @@ def init(template="digits_cnn", path=None, force=False):
     return write_template(template, path, force=force)
 
 
-def load_run(path):
-    """A run folder cnnlab trained (by the command or here), to look at, evaluate, predict with or export."""
+def load_run(path, *more):
+    """A run folder cnnlab trained (by the command or here), to look at, evaluate, predict with or export.
+
+    Several run folders, or one folder of them (a cv folder, a sweep's trials), open as one
+    ensemble: its completed runs, found as `cnnlab evaluate RUN...` finds them.
+    """
+    from cnnlab.rundir import files as run_files
+    from cnnlab.rundir.ensemble import common_folder, member_folders
     from cnnlab.rundir.trained import check_run_dir
 
-    path = Path(path)
-    check_run_dir(path)
-    return Run(path)
+    paths = [Path(p) for p in (path, *more)]
+    if len(paths) == 1 and run_files.is_run_dir(paths[0]):
+        check_run_dir(paths[0])
+        return Run(paths[0])
+    found = {}
+    for given in paths:
+        for run in member_folders(given)[0]:
+            found.setdefault(run.resolve(), run)  # a run named twice counts once
+    if len(found) < 2:
+        raise RunError(f"{', '.join(map(str, paths))}: an ensemble needs at least two completed runs; found {len(found)}")
+    members = tuple(found.values())
+    return Run(paths[0] if len(paths) == 1 else common_folder(members), members=members)
 
 
 def train(config, overrides=None, runs_dir="runs", backend=None, verbose=1):

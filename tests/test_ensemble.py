@@ -83,6 +83,32 @@ def test_predict_with_several_runs_gives_the_mean_of_their_probabilities(members
     assert both["ensemble"]["num_members"] == 2 and both["tta"] is None
 
 
+def test_the_python_api_opens_a_folder_of_runs_as_one_ensemble(members, tmp_path):
+    """cnnlab.load_run of a folder of runs, or of several runs: evaluate and predict give what the commands give."""
+    from sklearn.datasets import load_digits
+
+    import cnnlab
+    from cnnlab.errors import CnnlabError
+
+    folder, runs = members
+    ensemble = cnnlab.load_run(folder)
+    assert ensemble.members == tuple(runs) and ensemble.status == "completed"
+    assert repr(ensemble) == f"Run({str(folder)!r}, ensemble of 2 runs)"
+    report = ensemble.evaluate()
+    command = json_of(run_cli("evaluate", folder, "--json"))
+    assert (report["num_correct"], report["num_images"]) == (command["num_correct"], command["num_images"])
+    assert report["ensemble"]["members"] == [str(run) for run in runs]
+
+    image = digit_png(tmp_path / "digit.png", load_digits().images[0] * 16)
+    (given,) = cnnlab.load_run(*runs).predict(image, top_k=10)
+    (expected,) = json_of(run_cli("predict", image, "--run", runs[0], "--run", runs[1], "--top-k", 10, "--json"))["predictions"]
+    assert given["top"] == expected["top"]
+    with pytest.raises(CnnlabError, match="an ensemble of 2 runs has no metrics.json of its own"):
+        ensemble.metrics
+    with pytest.raises(CnnlabError, match="an ensemble needs at least two completed runs; found 1"):
+        cnnlab.load_run(runs[0], runs[0])
+
+
 def test_members_that_take_other_images_are_named(members, tmp_path):
     _, runs = members
     odd = train_run(tmp_path, TINY_DIGITS.replace("source: digits", "source: digits\n  image_size: [10, 10]")

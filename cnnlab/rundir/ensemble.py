@@ -103,7 +103,7 @@ def load_runs(paths):
     members = tuple(load_trained_run(path) for path in unique)
     for run in members[1:]:
         check_same_shape(members[0], run)
-    home = paths[0] if len(paths) == 1 else common_folder(members)
+    home = paths[0] if len(paths) == 1 else common_folder([run.path for run in members])
     return Ensemble(path=home, members=members, skipped=tuple(skipped))
 
 
@@ -153,9 +153,9 @@ def check_same_shape(first, run):
                            "an ensemble's runs must take the same images the same way")
 
 
-def common_folder(members):
-    """The deepest folder that holds every member: where an ensemble of several RUN_DIRs writes its evaluation."""
-    parts = [run.path.resolve().parts for run in members]
+def common_folder(paths):
+    """The deepest folder that holds every member's folder: where an ensemble of several RUN_DIRs writes its evaluation."""
+    parts = [Path(path).resolve().parts for path in paths]
     common = []
     for level in zip(*parts):
         if len(set(level)) > 1:
