@@ -52,3 +52,44 @@ def test_a_final_fit_it_cannot_do_is_one_line(write_config, setting, expected):
     config = write_config(FINAL_FIT)
     result = run_cli("check", config, "--set", setting)
     assert_one_line_error(result, f"{config}: {expected}")
+
+
+def test_a_run_stopped_by_ctrl_c_during_its_final_fit_resumes_into_the_same_final_model(tmp_path, monkeypatch):
+    """A real SIGINT after the final fit's first batch: the run is interrupted with best.keras whole and no final.keras;
+    --resume skips the first fit's epochs and trains the final model again, ending as the uninterrupted run."""
+    import os
+    import signal
+
+    from cnnlab.data.array_batches import EpochOrder
+    from cnnlab.training import final_fit
+
+    whole = train_run(tmp_path / "whole", FINAL_FIT)
+
+    class CtrlCAfterTheFirstBatch(EpochOrder):
+        sent = False
+
+        def on_train_batch_end(self, batch, logs=None):  # with steps_per_execution, `batch` counts steps, not calls
+            if not self.sent:
+                self.sent = True
+                os.kill(os.getpid(), signal.SIGINT)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(final_fit, "EpochOrder", CtrlCAfterTheFirstBatch)
+        config = tmp_path / "stopped.yaml"
+        config.write_text(FINAL_FIT)
+        stopped = run_cli("train", config, "--runs-dir", tmp_path / "stopped", "-q")
+    assert stopped.exit_code == 130, stopped.output
+    (run_dir,) = (tmp_path / "stopped").iterdir()
+    assert run_files.read_status(run_dir).state == "interrupted"
+    assert (run_dir / run_files.MODEL).is_file() and not (run_dir / run_files.FINAL_MODEL).exists()
+    first_fit = run_files.read_history(run_dir / run_files.HISTORY)
+
+    resumed = run_cli("train", "--resume", run_dir)
+    assert resumed.exit_code == 0, resumed.output
+    assert run_files.read_history(run_dir / run_files.HISTORY) == first_fit  # no first-fit epoch trained again
+    assert "Final fit:" in resumed.output
+    metrics, expected = (json.loads((path / run_files.METRICS).read_text())["final_fit"] for path in (run_dir, whole))
+    assert metrics["epochs"] == expected["epochs"]
+    for mine, theirs in zip(keras.models.load_model(run_dir / run_files.FINAL_MODEL).get_weights(),
+                            keras.models.load_model(whole / run_files.FINAL_MODEL).get_weights()):
+        np.testing.assert_allclose(mine, theirs, rtol=1e-5, atol=1e-6)
