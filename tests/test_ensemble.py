@@ -14,7 +14,6 @@ from PIL import Image
 from conftest import TINY_DIGITS, assert_one_line_error, run_cli, train_run
 
 OTHER_VAL = TINY_DIGITS.replace("validation_split: 0.2", "validation_split: 0.3").replace("filters: 4", "filters: 6")
-FLIPPED = TINY_DIGITS.replace("  layers:\n", "  augmentation: [{RandomFlip: {mode: horizontal}}]\n  layers:\n")
 
 
 @pytest.fixture(scope="module")
@@ -114,18 +113,6 @@ def test_members_that_take_other_images_are_named(members, tmp_path):
     odd = train_run(tmp_path, TINY_DIGITS.replace("source: digits", "source: digits\n  image_size: [10, 10]")
                     .replace("input_shape: [8, 8, 1]", "input_shape: [10, 10, 1]").replace("epochs: 2", "epochs: 1"))
     assert_one_line_error(run_cli("evaluate", runs[0], odd), f"{odd}: its preprocessing.json image_size is [10, 10]")
-
-
-def test_tta_of_a_mirror_symmetric_image_with_flip_views_is_the_plain_prediction(tmp_path):
-    run = train_run(tmp_path, FLIPPED.replace("epochs: 2", "epochs: 1"))
-    half = np.random.default_rng(0).integers(0, 256, (8, 4))
-    image = digit_png(tmp_path / "symmetric.png", np.concatenate([half, half[:, ::-1]], axis=1))
-    plain = json_of(run_cli("predict", image, "--run", run, "--top-k", 10, "--invert", "no", "--json"))
-    tta = json_of(run_cli("predict", image, "--run", run, "--top-k", 10, "--invert", "no", "--tta", 2, "--json"))
-    assert tta["tta"] == {"views": 2, "names": ["identity", "horizontal flip"]}
-    assert [entry["class"] for entry in tta["predictions"][0]["top"]] == [entry["class"] for entry in plain["predictions"][0]["top"]]
-    assert [entry["probability"] for entry in tta["predictions"][0]["top"]] == pytest.approx(
-        [entry["probability"] for entry in plain["predictions"][0]["top"]], abs=1e-6)
 
 
 def test_evaluate_tta_records_its_views_beside_the_plain_report(members):

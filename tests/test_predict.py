@@ -319,3 +319,26 @@ def test_an_npz_run_background_is_measured_on_its_training_images(tmp_path):
     assert training_background(SimpleNamespace(config=config, preprocessing={})) == "light"
     path.unlink()
     assert training_background(SimpleNamespace(config=config, preprocessing={})) is None
+
+
+def test_tta_of_a_mirror_symmetric_image_with_flip_views_is_the_plain_prediction(tmp_path):
+    """--tta on every backend: a config that flips in training gets a mirror view, which changes nothing for an image
+    that is its own mirror, so the averaged probabilities are the plain ones."""
+    from conftest import train_run
+
+    flipped = TINY_DIGITS.replace("  layers:\n", "  augmentation: [{RandomFlip: {mode: horizontal}}]\n  layers:\n")
+    run_dir = train_run(tmp_path, flipped.replace("epochs: 2", "epochs: 1"))
+    half = np.random.default_rng(0).integers(0, 256, (8, 4))
+    image = tmp_path / "symmetric.png"
+    Image.fromarray(np.concatenate([half, half[:, ::-1]], axis=1).astype(np.uint8)).save(image)
+
+    def top(*extra):
+        result = run("predict", image, "--run", run_dir, "--top-k", 10, "--invert", "no", "--json", *extra)
+        assert result.exit_code == 0, result.output
+        return json.loads(result.stdout)
+
+    plain, tta = top(), top("--tta", 2)
+    assert tta["tta"] == {"views": 2, "names": ["identity", "horizontal flip"]}
+    assert [entry["class"] for entry in tta["predictions"][0]["top"]] == [entry["class"] for entry in plain["predictions"][0]["top"]]
+    assert [entry["probability"] for entry in tta["predictions"][0]["top"]] == pytest.approx(
+        [entry["probability"] for entry in plain["predictions"][0]["top"]], abs=1e-6)
