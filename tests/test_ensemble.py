@@ -144,6 +144,30 @@ def test_export_of_an_ensemble_with_tta_is_one_model_that_gives_their_mean(membe
         {e["class"]: e["probability"] for e in direct["predictions"][0]["top"]}, abs=1e-5)
 
 
+@pytest.mark.tensorflow_only
+def test_an_ensembles_quantised_tflite_files_are_checked_against_the_members_mean(members, tmp_path):
+    """tflite-int8 and tflite-dynamic of an ensemble: one file each, run by TensorFlow's own interpreter, scored against
+    the mean of the members' probabilities on the test split they share."""
+    from cnnlab.config.experiment import load_config
+    from cnnlab.data.sources import load_dataset
+    from test_export import tflite_outputs
+
+    folder, runs = members
+    output = tmp_path / "quantised"
+    result = run_cli("export", folder, "--format", "tflite-int8,tflite-dynamic", "--output", output)
+    assert result.exit_code == 0, result.output
+    record = json.loads((output / "export.json").read_text())
+    config = load_config(runs[0] / "config.yaml")
+    splits = load_dataset(config.data, config.train.validation_split, config.seed)
+    mean = np.mean([member_probabilities(run, splits.x_test) for run in runs], axis=0)
+    for name, file in (("tflite-int8", "model_int8.tflite"), ("tflite-dynamic", "model_dynamic.tflite")):
+        check = record["formats"][name]["check"]
+        got = tflite_outputs(output / file, splits.x_test)
+        assert check["accuracy_best_keras"] == pytest.approx(np.mean(mean.argmax(1) == splits.y_test))
+        assert check["accuracy_exported"] == pytest.approx(np.mean(got.argmax(1) == splits.y_test))
+        assert check["top1_agreement"] == pytest.approx(np.mean(got.argmax(1) == mean.argmax(1)))
+
+
 def test_a_cv_like_folder_finds_runs_two_levels_down_and_skips_unfinished_ones(members, tmp_path):
     import shutil
 
