@@ -212,6 +212,11 @@ def test_a_sweep_with_cv_folds_ranks_each_trial_by_every_fold(tmp_path):
         assert f"({correct}/1437, 95% CI" in result.output
     best = max(rows, key=lambda row: float(row["value"]))
     assert load_config(sweep_dir / "best.yaml").model.layers[0].kwargs["filters"] == int(best["model.layers[0].Conv2D.filters"])
+    listed = json.loads(run_cli("runs", "--runs-dir", tmp_path / "runs", "--all", "--json").output)
+    (group,) = listed["sweeps_and_comparisons"]
+    assert (group["runs"], group["completed"], group["best_run"]) == (4, 4, Path(best["run_dir"]).name)
+    assert sorted(row["name"] for row in listed["runs"]) == sorted(
+        f"{sweep_dir.name}/{Path(row['run_dir']).name}/{fold.name}" for row in rows for fold in fold_dirs(Path(row["run_dir"])))
 
 
 def test_a_sweep_with_more_cv_folds_than_images_is_one_line_before_any_folder(tmp_path):

@@ -230,14 +230,14 @@ def list_runs(plot_runs, runs_dir, show_all, as_json, plot, output):
     if plot or plot_runs or output is not None:
         return plot_chosen_runs(plot, plot_runs, runs_dir, output, show_all, as_json)
 
-    from cnnlab.rundir.listing import find_groups, find_runs, runs_in_group, summarize_group, summarize_run
+    from cnnlab.rundir.listing import find_groups, find_runs, name_in_group, runs_in_group, summarize_group, summarize_run
     from cnnlab.tracking.tables import format_groups_table, format_runs_table
 
     rows = [summarize_run(run_dir) for run_dir in find_runs(runs_dir)]
     groups = find_groups(runs_dir)
     if show_all:
         for folder, kind in groups:
-            rows += [dict(summarize_run(run_dir), name=f"{folder.name}/{run_dir.name}") for run_dir in runs_in_group(folder, kind)]
+            rows += [dict(summarize_run(run_dir), name=name_in_group(folder, run_dir)) for run_dir in runs_in_group(folder, kind)]
     group_rows = [summarize_group(folder, kind) for folder, kind in groups]
     if as_json:
         click.echo(json.dumps({"runs": rows, "sweeps_and_comparisons": group_rows} if group_rows or show_all else rows,

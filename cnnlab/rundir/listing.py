@@ -139,9 +139,23 @@ def find_groups(runs_dir):
 
 
 def runs_in_group(folder, kind):
-    """The run folders a sweep, comparison or cross-validation holds, newest first."""
+    """The run folders a sweep, comparison or cross-validation holds, newest first; a cross-validated sweep's
+    (sweep.cv_folds) are the fold runs of the cv folder each trial made, trial by trial."""
     inside = Path(folder) / SWEEP_TRIALS_DIR if kind == "sweep" else Path(folder)
-    return find_runs(inside) if inside.is_dir() else []
+    if not inside.is_dir():
+        return []
+    runs = find_runs(inside)
+    if kind == "sweep":
+        for trial, trial_kind in find_groups(inside):
+            runs += runs_in_group(trial, trial_kind)
+    return runs
+
+
+def name_in_group(folder, run_dir):
+    """`GROUP/RUN` as `runs --all` names a run inside a group (a sweep's trials/ left out); a cross-validated sweep's
+    fold runs are `SWEEP/CV/FOLD`."""
+    parts = Path(run_dir).relative_to(Path(folder).parent).parts
+    return "/".join(part for index, part in enumerate(parts) if not (index == 1 and part == SWEEP_TRIALS_DIR))
 
 
 def summarize_group(folder, kind):
