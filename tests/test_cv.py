@@ -219,6 +219,14 @@ def test_a_sweep_with_cv_folds_ranks_each_trial_by_every_fold(tmp_path):
         f"{sweep_dir.name}/{Path(row['run_dir']).name}/{fold.name}" for row in rows for fold in fold_dirs(Path(row["run_dir"])))
 
 
+def test_check_says_the_sweep_is_cross_validated(write_config):
+    config = write_config(CV_SWEPT)
+    result = run_cli("check", config)
+    assert result.exit_code == 0, result.output
+    assert (f"{config}: sweep of 1 values, 2 trials, grid sampler, none pruner, maximize val_accuracy over 2 cross-validation "
+            "folds") in result.output.splitlines()
+
+
 def test_a_sweep_with_more_cv_folds_than_images_is_one_line_before_any_folder(tmp_path):
     config = tmp_path / "config.yaml"
     config.write_text(CV_SWEPT.replace("cv_folds: 2", "cv_folds: 1000"))

@@ -19,7 +19,8 @@ def check(config_path, sets):
     space = checked.space
     if space is not None:
         click.echo(f"{config_path}: sweep of {len(space.params)} values, {space.trials} trials, {space.sampler} sampler, "
-                   f"{space.pruner} pruner, {space.direction} {space.metric}")
+                   f"{space.pruner} pruner, {space.direction} {space.metric}"
+                   + (f" over {space.cv_folds} cross-validation folds" if space.cv_folds else ""))
     click.echo(f"{config_path}: OK, {checked.parameters:,} parameters")
 
 
