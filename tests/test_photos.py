@@ -191,9 +191,12 @@ def test_evaluate_gives_what_the_same_weights_give_without_augmentation(trained_
     assert result.exit_code == 0, result.output
     scored = json.loads(result.output)
     held_out = load_split(trained.load_trained_run(trained_photos), None)
-    prep = preprocessing_for(load_config(trained_photos / run_files.CONFIG).data)
+    from cnnlab.model.losses import make_loss
+
+    config = load_config(trained_photos / run_files.CONFIG)
+    prep = preprocessing_for(config.data)
     plain = without_augmentation(trained_photos)
-    plain.compile(loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    plain.compile(loss=make_loss(config.compile.loss, config.compile.loss_kwargs), metrics=["accuracy"])  # label smoothing
     expected = plain.evaluate(make_dataset(held_out.images, held_out.labels, prep, 32), verbose=0, return_dict=True)
     assert scored["loss"] == pytest.approx(expected["loss"], abs=1e-5)
     assert scored["accuracy"] == pytest.approx(expected["accuracy"])
@@ -207,16 +210,20 @@ def test_the_recipe_passes_check_with_the_augmentation_the_issue_names():
     assert result.exit_code == 0, result.output
     assert result.output.strip().splitlines()[-1] == f"{PHOTOS}: OK, 99,386 parameters"  # as the config's comment says
     config = load_config(PHOTOS)
-    assert [spec.type for spec in config.model.augmentation] == ["RandomFlip", "RandomRotation", "RandomZoom", "RandomTranslation", "RandomContrast"]
+    assert [spec.type for spec in config.model.augmentation] == ["RandomFlip", "RandomRotation", "RandomZoom", "RandomTranslation",
+                                                                 "RandomContrast", "RandomBrightness"]
     kinds = {spec.type for spec in config.model.layers}
     assert {"BatchNormalization", "GlobalAveragePooling2D"} <= kinds and "Flatten" not in kinds
-    assert config.train.callbacks["early_stopping"]["monitor"] == "val_loss" and config.train.callbacks["reduce_lr"] is not None
+    # a fixed schedule run to its end, the last epoch's model kept: no early stopping on a few dozen validation photos
+    assert config.train.callbacks["early_stopping"] is None and config.train.callbacks["reduce_lr"] is None
+    assert config.train.callbacks["checkpoint"]["save_best_only"] is False
+    assert config.compile.optimizer.kwargs["learning_rate"]["schedule"] == "OneCycle" and config.data.test_split == 0
 
 
 def test_the_recipe_trains_on_a_folder_of_photos(trained_photos):
     assert run_files.read_status(trained_photos).state == "completed"
     metrics = json.loads((trained_photos / run_files.METRICS).read_text())
-    assert metrics["epochs_run"] == 2 and metrics["test"] is not None
+    assert metrics["epochs_run"] == 2 and metrics["test"] is None  # no test split: photos held apart score it (evaluate --data)
     assert json.loads((trained_photos / run_files.CLASS_NAMES).read_text()) == ["across", "down"]
 
 
@@ -224,7 +231,7 @@ def test_visualize_draws_the_augmented_training_images_and_no_feature_maps_of_th
     result = run_cli("visualize", trained_photos)
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
-    assert "Augmentation: random_flip, random_rotation, random_zoom, random_translation, random_contrast " \
+    assert "Augmentation: random_flip, random_rotation, random_zoom, random_translation, random_contrast, random_brightness " \
            "(augmentation.png: 4 training images, 5 draws each)" in lines
     maps = next(line for line in lines if line.startswith("Feature maps: "))
     assert "random" not in maps and maps.startswith("Feature maps: conv2d, ")

@@ -67,3 +67,23 @@ def test_a_wrong_schedule_is_one_line_naming_its_key(write_config, rate, expecte
 def test_reduce_lr_cannot_fight_a_schedule(write_config):
     path = write_config(with_rate(COSINE) + "  callbacks:\n    reduce_lr: {patience: 1}\n")
     assert_one_line_error(run_cli("check", path), f"{path}: train.callbacks.reduce_lr: cannot change a learning-rate schedule")
+
+
+def test_a_checkpoint_that_saves_every_epoch_keeps_and_reports_the_last_epochs_model(tmp_path):
+    """checkpoint.save_best_only false (a fixed schedule run to its end): best.keras is the last epoch's model, and
+    metrics.json, the train output and evaluate describe that model, not the epoch the monitor liked best."""
+    import json
+
+    text = with_rate("{schedule: one_cycle, max_learning_rate: 0.01}").replace("  epochs: 2", "  epochs: 4") + (
+        "  callbacks:\n    checkpoint: {monitor: val_loss, save_best_only: false}\n    early_stopping: null\n")
+    trained = write_and_train(tmp_path, text)
+    run_dir = trained.run_dir
+    metrics = json.loads((run_dir / run_files.METRICS).read_text())
+    history = run_files.read_history(run_dir / run_files.HISTORY)
+    assert (metrics["kept"], metrics["best_epoch"]) == ("last", 4)
+    assert metrics["best"]["val_loss"] == pytest.approx(history["val_loss"][-1])
+    assert "Epochs: 4 (best.keras is the last epoch's: the checkpoint saves every epoch)" in trained.output
+    assert f"Last val_loss: {history['val_loss'][-1]:.4f}" in trained.output
+    result = run_cli("evaluate", run_dir, "--split", "val", "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["loss"] == pytest.approx(history["val_loss"][-1], rel=1e-4)

@@ -76,8 +76,10 @@ def format_result(result, command_seconds):
     wall = f"Command wall time: {command_seconds:.1f} s"
     if not result.chief:
         return f"Worker done in {m['fit_time_s']:.1f} s of training ({session}, all callbacks); the chief wrote the run folder\n{wall}"
-    lines = [f"Run: {result.run_dir}", f"Epochs: {m['epochs_run']} (best {m['best_epoch']}, by {m['monitor']})"]
-    lines += [f"Best {key}: {figure(m, 'best', key, value)}" for key, value in m["best"].items()]
+    last = m.get("kept") == "last"  # checkpoint.save_best_only false: best.keras is the last epoch's model
+    kept = "best.keras is the last epoch's: the checkpoint saves every epoch" if last else f"best {m['best_epoch']}, by {m['monitor']}"
+    lines = [f"Run: {result.run_dir}", f"Epochs: {m['epochs_run']} ({kept})"]
+    lines += [f"{'Last' if last else 'Best'} {key}: {figure(m, 'best', key, value)}" for key, value in m["best"].items()]
     if m["test"]:
         lines += [f"Test {key}: {figure(m, 'test', key, value)}" for key, value in m["test"].items()]
     final = m.get("final_fit")

@@ -33,3 +33,17 @@ def best_epoch_of(history, monitor, mode="auto"):
     # the first epoch reaching the best value, as Keras keeps the first best
     _, index = max(finite, key=lambda pair: (pair[0], -pair[1])) if maximize else min(finite)
     return index + 1
+
+
+def saves_every_epoch(config):
+    """A checkpoint with save_best_only false writes best.keras after every epoch: it holds the last epoch's model."""
+    return not config.train.callbacks["checkpoint"].get("save_best_only", True)
+
+
+def kept_epoch(history, config):
+    """The 1-based epoch whose model best.keras holds: the best by the checkpoint's monitor, or, where the checkpoint
+    saves every epoch (a fixed schedule run to its end), the last one; None where none was logged. metrics.json's
+    best figures, the plots' marker and the final fit's epoch count all follow it, so that they describe that model."""
+    if saves_every_epoch(config):
+        return len(history.get("loss") or []) or None
+    return best_epoch_of(history, *monitor_of(config))

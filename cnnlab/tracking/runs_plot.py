@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cnnlab.rundir import files as run_files
-from cnnlab.config.best_epoch import best_epoch_of, monitor_of
+from cnnlab.config.best_epoch import kept_epoch, monitor_of
 from cnnlab.config.experiment import NOT_TRAINING
 from cnnlab.errors import RunError
 from cnnlab.config.keypaths import flatten
@@ -98,9 +98,9 @@ def load_plotted_run(run_dir, label):
 
     history = read_curves(run_dir)
     config = load_config(run_dir / run_files.CONFIG)
-    monitor, mode = monitor_of(config)
+    monitor, _ = monitor_of(config)
     return PlottedRun(label=label, path=run_dir, history=history, monitor=monitor,
-                      best_epoch=best_epoch_of(history, monitor, mode), settings=flatten(to_plain(config.raw)))
+                      best_epoch=kept_epoch(history, config), settings=flatten(to_plain(config.raw)))
 
 
 def read_curves(run_dir):

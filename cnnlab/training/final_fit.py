@@ -19,7 +19,7 @@ import time
 
 import numpy as np
 
-from cnnlab.config.best_epoch import best_epoch_of, history_of, monitor_of
+from cnnlab.config.best_epoch import history_of, kept_epoch
 from cnnlab.data.array_batches import ArrayBatches, EpochOrder
 from cnnlab.rundir import files as run_files
 from cnnlab.training import keras_fit
@@ -34,7 +34,7 @@ def wanted(config, rows):
     losses = history.get("loss", [])
     if not losses or not all(value is not None and np.isfinite(value) for value in losses):
         return None  # a NaN run fails in finish_run; there is nothing to retrain
-    return best_epoch_of(history, *monitor_of(config)) or None
+    return kept_epoch(history, config)
 
 
 def fit_final(job, run_dir, initial_weights, epochs, verbose=1):

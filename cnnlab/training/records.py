@@ -16,7 +16,7 @@ from pathlib import Path
 
 import keras
 
-from cnnlab.config.best_epoch import best_epoch_of, history_of, monitor_of
+from cnnlab.config.best_epoch import history_of, kept_epoch, monitor_of, saves_every_epoch
 from cnnlab.config.intervals import intervals_of
 from cnnlab.config.metric_names import accuracy_key
 from cnnlab.data.array_batches import make_dataset
@@ -66,12 +66,14 @@ def finish_run(run_dir, job, rows, fit_time, final=None):
     config, splits = job.config, job.splits
     history = history_of(rows)
     epochs_run = len(history.get("loss", []))
-    monitor, mode = monitor_of(config)
-    best_epoch = best_epoch_of(history, monitor, mode)
+    monitor, _ = monitor_of(config)
+    best_epoch = kept_epoch(history, config)
     metrics = {
         "epochs_run": epochs_run,
         "epochs_planned": planned_epochs(config),
         "monitor": monitor,
+        # which epoch best.keras holds: "best" by the monitor, or "last" where the checkpoint saves every epoch
+        "kept": "last" if saves_every_epoch(config) else "best",
         "best_epoch": best_epoch,
         "best": {key: history[key][best_epoch - 1] for key in history if key.startswith("val_")} if best_epoch else {},
         "final": {key: values[-1] for key, values in history.items() if values},

@@ -19,7 +19,8 @@ from cnnlab.model import builder
 from cnnlab.training import callbacks, distribute, final_fit, fine_tune, keras_fit
 from cnnlab.tracking import tensorboard as tensorboard_logs, mlflow as tracking
 from cnnlab.rundir import files as run_files, lock as run_lock, resume_state
-from cnnlab.training.callbacks import best_epoch_of, history_of, monitor_of
+from cnnlab.training.callbacks import history_of
+from cnnlab.config.best_epoch import kept_epoch
 from cnnlab.training.job import set_up
 from cnnlab.training.records import FitTime, finish_run, first_nan_epoch, planned_epochs, write_plots, write_run_description
 from cnnlab.config.experiment import load_config
@@ -230,7 +231,7 @@ def interrupted(run_dir, config, rows):
     """Leaves an interrupted run consistent (plots of the epochs done, status) and says how to resume."""
     done = len(rows)
     history = history_of(rows)
-    write_plots(run_dir, history, best_epoch_of(history, *monitor_of(config)), config.name)
+    write_plots(run_dir, history, kept_epoch(history, config), config.name)
     run_files.set_status(run_dir, run_files.INTERRUPTED, f"after epoch {done} of {planned_epochs(config)}")
     raise TrainingInterrupted(f"training interrupted after epoch {done} of {planned_epochs(config)}; "
                               f"resume with: cnnlab train --resume {run_dir}") from None
