@@ -68,3 +68,21 @@ def test_everything_captured_is_replayed_when_the_start_fails(capfd):
 ])
 def test_fatal_lines_and_other_text_are_never_taken_for_start_up_logs(line):
     assert not is_start_up_log(line)
+
+
+@pytest.mark.tensorflow_only
+def test_an_ensemble_of_five_runs_is_evaluated_without_tensorflows_retracing_warning(tmp_path):
+    """Five members compile five predict functions on the same images, which TensorFlow takes for a mistake from
+    the fifth on ("triggered tf.function retracing"): evaluate of an ensemble says nothing of it on stderr."""
+    import shutil
+
+    from conftest import train_run
+
+    run_dir = train_run(tmp_path / "one", TINY_DIGITS.replace("epochs: 2", "epochs: 1"))
+    for copy in range(1, 5):
+        shutil.copytree(run_dir, tmp_path / "one" / "runs" / f"{run_dir.name}-copy{copy}")
+    done = subprocess.run([sys.executable, "-m", "cnnlab.cli", "evaluate", str(tmp_path / "one" / "runs")],
+                          capture_output=True, text=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+    assert done.returncode == 0, done.stderr
+    assert "Ensemble: the mean of 5 runs' probabilities" in done.stdout
+    assert "retracing" not in done.stderr, done.stderr

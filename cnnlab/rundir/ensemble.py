@@ -100,6 +100,9 @@ def load_runs(paths):
     if len(unique) < 2:
         raise RunError(f"{', '.join(map(str, paths))}: an ensemble needs at least two completed runs; found {len(unique)}"
                        + (f" ({len(skipped)} run folders without a completed {run_files.MODEL} skipped)" if skipped else ""))
+    from cnnlab.runtime.tf_logs import quiet_retracing
+
+    quiet_retracing()  # each member compiles its own predict function on the same images: by design, not a mistake
     members = tuple(load_trained_run(path) for path in unique)
     for run in members[1:]:
         check_same_shape(members[0], run)

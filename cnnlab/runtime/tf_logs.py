@@ -35,6 +35,26 @@ def import_tensorflow(show_logs=False):
         tf.config.list_physical_devices()  # device discovery logs too: cuInit fails aloud on a machine without a GPU
 
 
+def quiet_retracing():
+    """Drops TensorFlow's "N out of the last N calls to <function ...> triggered tf.function retracing" warning.
+
+    A process that trains run after run (a sweep's trials, a comparison's optimizers) or runs
+    several models on the same images (an ensemble's members) compiles functions for each by
+    design; from the fifth, TensorFlow takes that for a mistake and says so on stderr. Only
+    where TensorFlow is already imported: on other backends there is nothing to quiet.
+    """
+    if "tensorflow" in sys.modules:
+        import tensorflow as tf
+
+        logger = tf.get_logger()
+        if not_retracing_noise not in logger.filters:
+            logger.addFilter(not_retracing_noise)
+
+
+def not_retracing_noise(record):
+    return "triggered tf.function retracing" not in record.getMessage()
+
+
 def is_start_up_log(line):
     return line.rstrip("\n") == ABSL_NOTICE or START_UP_LOG_LINE.match(line) is not None
 

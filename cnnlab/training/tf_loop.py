@@ -32,7 +32,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from cnnlab.runtime import keras_compat
+from cnnlab.runtime import keras_compat, tf_logs
 from cnnlab.config.schema import AUTO
 from cnnlab.runtime.cores import usable_cores
 from cnnlab.errors import ConfigError
@@ -332,7 +332,7 @@ def compiled_steps(step, images, labels, prep, batch_size, parts=1, whole_step=N
     With `mix` (MixUp, CutMix: keras_fit.batch_mixer) each batch is mixed, its labels made soft, before the step.
     Returns (run, the tf.function that runs every other batch), the latter for TensorBoard's graph.
     """
-    tf.get_logger().addFilter(not_retracing_noise)  # once, however many runs this process trains
+    tf_logs.quiet_retracing()  # once, however many runs this process trains
     with tf.device(HOST):
         images = tf.convert_to_tensor(images)
         labels = tf.convert_to_tensor(labels)
@@ -363,16 +363,6 @@ def compiled_steps(step, images, labels, prep, batch_size, parts=1, whole_step=N
             run_last(order, tf.constant(steps - 1, tf.int32), tf.constant(1, tf.int32))
 
     return run, run_split
-
-
-def not_retracing_noise(record):
-    """Drops TensorFlow's "N out of the last N calls to <function ...run> triggered tf.function retracing" warning.
-
-    Each run compiles functions of its own (its own model, data and step), so a process that
-    trains run after run (a sweep's trials, a comparison's optimizers) traces each anew by
-    design; from the fifth on, TensorFlow takes that for a mistake and says so on stderr.
-    """
-    return "triggered tf.function retracing" not in record.getMessage()
 
 
 def run_epoch(model, run, order, steps, steps_per_call, on_batch_begin, on_batch_end):
