@@ -176,12 +176,12 @@ def test_the_sweep_section_defaults_to_null():
 
 def test_an_unknown_sweep_key_is_named_with_the_valid_ones():
     assert error_for(TINY_DIGITS + "sweep: {trails: 4}\n") == (
-        "sweep.trails: unknown key (did you mean trials?); valid keys here: metric, direction, trials, sampler, pruner, seed, max_failures, params")
+        "sweep.trails: unknown key (did you mean trials?); valid keys here: metric, direction, trials, sampler, pruner, seed, max_failures, cv_folds, params")
 
 
 def test_a_sweep_section_must_be_a_mapping():
     assert error_for(TINY_DIGITS + "sweep: 20\n") == (
-        "sweep: expected a mapping of metric, direction, trials, sampler, pruner, seed, max_failures, params, or null, received an integer")
+        "sweep: expected a mapping of metric, direction, trials, sampler, pruner, seed, max_failures, cv_folds, params, or null, received an integer")
 
 
 def test_a_section_that_cannot_be_null_says_what_it_holds():

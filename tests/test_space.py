@@ -250,7 +250,7 @@ def test_a_bad_param_is_one_line_naming_its_path(params, expected):
     ({"trials": "many"}, "sweep.trials: expected an integer, received a string 'many'"),
     ({"seed": -1}, "sweep.seed: expected an integer >= 0, received -1"),
     ({"metric": "val_acc"}, "sweep.metric: expected a value the runs log: one of loss, accuracy, val_loss, val_accuracy (did you mean val_accuracy?), received 'val_acc'"),
-    ({"trails": 20}, "sweep.trails: unknown key (did you mean trials?); valid keys here: metric, direction, trials, sampler, pruner, seed, max_failures, params"),
+    ({"trails": 20}, "sweep.trails: unknown key (did you mean trials?); valid keys here: metric, direction, trials, sampler, pruner, seed, max_failures, cv_folds, params"),
     ({"max_failures": 0}, "sweep.max_failures: expected an integer >= 1, received 0"),
     ({"max_failures": True}, "sweep.max_failures: expected an integer, received a boolean True"),
 ])
