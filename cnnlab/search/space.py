@@ -58,7 +58,7 @@ class Space:
     pruner: str  # one of PRUNERS
     seed: int  # the sampler's seed
     max_failures: Any = DEFAULT_MAX_FAILURES  # failed trials in a row that stop the sweep; None: never stop for failures
-    cv_folds: Any = None  # K: each trial is a K-fold cross-validation (search/cv.py), ranked by its folds' mean
+    cv_folds: Any = None  # K: each trial is a K-fold cross-validation (search/cv.py), ranked by its folds' weighted mean
 
 
 def parse_space(user, cli_params=(), trials=None):
