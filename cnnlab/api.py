@@ -19,7 +19,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from cnnlab.errors import CnnlabError, RunError
+from cnnlab.errors import CnnlabError
 
 __all__ = ["Run", "check", "init", "train", "resume", "load_run", "sweep", "compare_optimizers", "cv", "lr_find"]
 
@@ -223,21 +223,16 @@ def load_run(path, *more):
     ensemble: its completed runs, found as `cnnlab evaluate RUN...` finds them.
     """
     from cnnlab.rundir import files as run_files
-    from cnnlab.rundir.ensemble import common_folder, member_folders
+    from cnnlab.rundir.ensemble import check_enough_members, common_folder, find_members
     from cnnlab.rundir.trained import check_run_dir
 
     paths = [Path(p) for p in (path, *more)]
     if len(paths) == 1 and run_files.is_run_dir(paths[0]):
         check_run_dir(paths[0])
         return Run(paths[0])
-    found = {}
-    for given in paths:
-        for run in member_folders(given)[0]:
-            found.setdefault(run.resolve(), run)  # a run named twice counts once
-    if len(found) < 2:
-        raise RunError(f"{', '.join(map(str, paths))}: an ensemble needs at least two completed runs; found {len(found)}")
-    members = tuple(found.values())
-    return Run(paths[0] if len(paths) == 1 else common_folder(members), members=members)
+    members, skipped = find_members(paths)  # as evaluate finds them, without loading a model
+    check_enough_members(paths, members, skipped)
+    return Run(paths[0] if len(paths) == 1 else common_folder(members), members=tuple(members))
 
 
 def train(config, overrides=None, runs_dir="runs", backend=None, verbose=1):

@@ -86,20 +86,10 @@ def load_runs(paths):
     paths = [Path(p) for p in ([paths] if isinstance(paths, (str, Path)) else paths)]
     if not paths:
         raise RunError("give at least one run folder")
-    found, skipped = [], []
-    for path in paths:
-        runs, passed = member_folders(path)
-        found += runs
-        skipped += passed
-    if len(found) == 1 and not skipped and len(paths) == 1:
-        return load_trained_run(found[0])
-    first_of = {}
-    for path in found:
-        first_of.setdefault(path.resolve(), path)  # a run named twice counts once
-    unique = list(first_of.values())
-    if len(unique) < 2:
-        raise RunError(f"{', '.join(map(str, paths))}: an ensemble needs at least two completed runs; found {len(unique)}"
-                       + (f" ({len(skipped)} run folders without a completed {run_files.MODEL} skipped)" if skipped else ""))
+    unique, skipped = find_members(paths)
+    if len(unique) == 1 and not skipped and len(paths) == 1:
+        return load_trained_run(unique[0])
+    check_enough_members(paths, unique, skipped)
     from cnnlab.runtime.tf_logs import quiet_retracing
 
     quiet_retracing()  # each member compiles its own predict function on the same images: by design, not a mistake
@@ -108,6 +98,26 @@ def load_runs(paths):
         check_same_shape(members[0], run)
     home = paths[0] if len(paths) == 1 else common_folder([run.path for run in members])
     return Ensemble(path=home, members=members, skipped=tuple(skipped))
+
+
+def find_members(paths):
+    """([the completed run folders `paths` name or hold, each once], [(unfinished run folder, why)]); nothing is loaded."""
+    found, skipped = [], []
+    for path in paths:
+        runs, passed = member_folders(path)
+        found += runs
+        skipped += passed
+    first_of = {}
+    for path in found:
+        first_of.setdefault(path.resolve(), path)  # a run named twice counts once
+    return list(first_of.values()), skipped
+
+
+def check_enough_members(paths, unique, skipped):
+    """One line where `paths` hold fewer than two completed runs to make an ensemble of."""
+    if len(unique) < 2:
+        raise RunError(f"{', '.join(map(str, paths))}: an ensemble needs at least two completed runs; found {len(unique)}"
+                       + (f" ({len(skipped)} run folders without a completed {run_files.MODEL} skipped)" if skipped else ""))
 
 
 def member_folders(path):

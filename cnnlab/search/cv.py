@@ -102,16 +102,10 @@ def cross_validate(config, folds, runs_dir, jobs=1, resume_dir=None, progress=No
     an error), Ctrl-C leaves a folder `resume_dir` finishes, `jobs` > 1 trains folds at once in
     worker processes, and `progress` receives one line per fold. Returns a CvResult.
     """
-    from cnnlab.training.job import prepare
     from cnnlab.training.train import sigterm_as_interrupt
 
     progress = progress or (lambda line: None)
-    check_folds(folds)
-    cores.usable_cores()
-    _, pool_labels, description = data.training_pool(config.data, config.seed)
-    data.fold_positions(pool_labels, FoldConfig(index=1, of=folds), config.seed)  # too few images: one line, no folder
-    prepare(fold_config(config, 1, folds))  # whatever train would reject, before the folder exists
-
+    pool_labels, description = check_before_folds(config, folds)
     cv_dir = open_cv(config, folds, resume_dir) if resume_dir else run_files.create_group_dir(runs_dir, "cv", config.name)
     jobs_list = plan_jobs(config, folds, cv_dir, pool_labels)
     plan = {"name": config.name, "config": None if source is None else str(source), "folds": folds, "seed": config.seed,
@@ -151,6 +145,20 @@ def cross_validate(config, folds, runs_dir, jobs=1, resume_dir=None, progress=No
         because = f"; {count} of {len(rows)} with: {reason}" if reason else ""
         raise RunError(f"every fold of the cross-validation failed; see {Path(cv_dir) / SUMMARY_MD}{because}")
     return CvResult(cv_dir=Path(cv_dir), folds=rows, summary=summary, table=table)
+
+
+def check_before_folds(config, folds):
+    """What would fail every fold alike, found before any folder exists (by `cv` and by a cross-validated sweep): the
+    folds asked for, the core budget, a pool with images enough for them, and whatever train would reject of the
+    first fold's config. Returns the pool's labels and its description."""
+    from cnnlab.training.job import prepare
+
+    check_folds(folds)
+    cores.usable_cores()
+    _, pool_labels, description = data.training_pool(config.data, config.seed)
+    data.fold_positions(pool_labels, FoldConfig(index=1, of=folds), config.seed)  # too few images: one line, no folder
+    prepare(fold_config(config, 1, folds))
+    return pool_labels, description
 
 
 def open_cv(config, folds, resume_dir):

@@ -104,15 +104,12 @@ def check_before_training(config, space):
     from cnnlab.runtime import cores
     from cnnlab.training.job import prepare
 
-    cores.usable_cores()
     if space.cv_folds:
-        from cnnlab.config.schema import FoldConfig
-        from cnnlab.data import sources
-        from cnnlab.search.cv import fold_config
+        from cnnlab.search.cv import check_before_folds
 
-        _, pool_labels, _ = sources.training_pool(config.data, config.seed)
-        sources.fold_positions(pool_labels, FoldConfig(index=1, of=space.cv_folds), config.seed)
-        config = fold_config(config, 1, space.cv_folds)
+        check_before_folds(config, space.cv_folds)  # what `cnnlab cv` checks, the same function
+        return
+    cores.usable_cores()
     prepare(config)
 
 
