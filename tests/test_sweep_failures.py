@@ -162,6 +162,25 @@ sweep:
     assert f"3 trials finished, 1 failed. Sweep: {sweep_dir}" in out
 
 
+def test_a_first_trial_that_cannot_build_keeps_its_log_though_no_trial_has_made_the_trials_folder(tmp_path):
+    """Among --jobs 2, the trial that failed to build once ran before the other had made `trials/`, and its log was
+    lost; here the only trial fails that way, so no other can make the folder first."""
+    config = write(tmp_path / "config.yaml", TINY_DIGITS + """\
+sweep:
+  trials: 2
+  max_failures: 1
+  params:
+    model.layers[1].MaxPooling2D.pool_size: {choice: [16]}
+""")
+    result = CliRunner().invoke(main, ["sweep", str(config), "--runs-dir", str(tmp_path / "runs")])
+    assert result.exit_code == 2, result.output
+    sweep_dir = only_sweep(tmp_path / "runs")
+    (row,) = trial_rows(sweep_dir)
+    assert (row["state"], row["run_dir"]) == ("fail", "")
+    assert Path(row["failure_log"]) == sweep_dir / "trials" / f"tiny-trial000-{run_files.FAILURE_LOG}"
+    assert "ConfigError" in Path(row["failure_log"]).read_text()
+
+
 # ---------------------------------------------------------------- the study's rules, on a real Optuna study
 
 

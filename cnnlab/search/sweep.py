@@ -377,9 +377,12 @@ class Objective:
         details = format_traceback(exc) if exc is not None else ""
         log = (run_dir / run_files.FAILURE_LOG) if run_dir is not None else self.trials_dir / f"{name}-{run_files.FAILURE_LOG}"
         try:
+            # a trial that fails before any trial has trained (a model that cannot build, among --jobs 2) finds no
+            # trials folder yet: train makes it with its first run folder
+            log.parent.mkdir(parents=True, exist_ok=True)
             run_files.write_text(log, f"trial {trial.number} failed: {reason}\nvalues: {dict(trial.params)}\n\n{details}")
             trial.set_user_attr("failure_log", str(log.resolve()))
-        except RunError:
+        except (RunError, OSError):
             pass  # the reason is in the study; a full disk must not stop the sweep from recording it
         self.progress(f"trial {trial.number}: failed: {reason}")
         if self.show_traceback is not None and details:
