@@ -179,6 +179,19 @@ def test_each_runs_accuracy_is_given_with_its_interval_in_progress_and_runs_tabl
     assert f"Val accuracies are measured on {val['n']} images" in (compare_dir / "summary.md").read_text()
 
 
+def test_runs_gives_the_comparisons_best_accuracy_with_its_interval(comparison):
+    compare_dir, _ = comparison
+    listed = json.loads(CliRunner().invoke(main, ["runs", "--runs-dir", str(compare_dir.parent), "--json"]).output)
+    (group,) = listed["sweeps_and_comparisons"]
+    best_dir = compare_dir / group["best_run"]
+    metrics = json.loads((best_dir / "metrics.json").read_text())
+    val = metrics["intervals"]["best"]["val_accuracy"]
+    assert (group["best"], group["best_n"]) == (metrics["best"]["val_accuracy"], metrics["num_val"])
+    table = CliRunner().invoke(main, ["runs", "--runs-dir", str(compare_dir.parent)]).output
+    (line,) = [line for line in table.splitlines() if line.startswith(compare_dir.name)]
+    assert f" {group['best']:.3f} ({val['low']:.3f}–{val['high']:.3f}, n={val['n']}) " in line
+
+
 @pytest.mark.parametrize("name", ["val_accuracy.png", "val_loss.png", "train_loss.png"])
 def test_comparison_plots_are_nonblank_pngs(comparison, name):
     compare_dir, _ = comparison

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from cnnlab.config.experiment import load_config
+from cnnlab.config.intervals import wilson_interval
 from cnnlab.data.sources import load_dataset, training_pool
 from cnnlab.search.cv_report import read_oof
 
@@ -105,7 +106,11 @@ def test_runs_lists_the_cv_folder_and_its_fold_runs(cv_run):
     (group,) = listed["sweeps_and_comparisons"]
     assert (group["name"], group["kind"], group["runs"], group["completed"]) == (cv_dir.name, "cv", FOLDS, FOLDS)
     summary = json.loads((cv_dir / "summary.json").read_text())
-    assert group["best"] == summary["out_of_fold"]["accuracy"]
+    assert (group["best"], group["best_n"]) == (summary["out_of_fold"]["accuracy"], summary["out_of_fold"]["n"])
+    table = run_cli("runs", "--runs-dir", cv_dir.parent).output
+    (line,) = [line for line in table.splitlines() if line.startswith(cv_dir.name)]
+    low, high = wilson_interval(summary["out_of_fold"]["correct"], summary["out_of_fold"]["n"])
+    assert f" out_of_fold_accuracy  {group['best']:.3f} ({low:.3f}–{high:.3f}, n={summary['out_of_fold']['n']}) " in line
     assert sorted(row["name"] for row in listed["runs"]) == sorted(f"{cv_dir.name}/{p.name}" for p in fold_dirs(cv_dir))
 
 
@@ -215,6 +220,7 @@ def test_a_sweep_with_cv_folds_ranks_each_trial_by_every_fold(tmp_path):
     listed = json.loads(run_cli("runs", "--runs-dir", tmp_path / "runs", "--all", "--json").output)
     (group,) = listed["sweeps_and_comparisons"]
     assert (group["runs"], group["completed"], group["best_run"]) == (4, 4, Path(best["run_dir"]).name)
+    assert group["best_n"] == 1437  # a cross-validated trial's value is measured on the whole pool
     assert sorted(row["name"] for row in listed["runs"]) == sorted(
         f"{sweep_dir.name}/{Path(row['run_dir']).name}/{fold.name}" for row in rows for fold in fold_dirs(Path(row["run_dir"])))
 

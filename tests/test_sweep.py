@@ -58,6 +58,9 @@ def test_a_sweep_leaves_its_study_every_trial_as_a_run_and_a_best_config_that_tr
     assert study.metric_names == ["val_loss"]  # what optuna-dashboard labels the value with
     best = min(rows, key=lambda row: float(row["value"]))  # the default metric is the checkpoint's val_loss
     assert f"Best: trial {best['number']}, val_loss {float(best['value']):.4f}" in result.output
+    listing = run_cli("runs", "--runs-dir", tmp_path / "runs").output.splitlines()
+    (line,) = [line for line in listing if line.startswith(sweep_dir.name)]  # a loss has no interval: 4 decimals
+    assert line.split()[-3:] == ["val_loss", f"{float(best['value']):.4f}", Path(best["run_dir"]).name]
 
     again = run_cli("train", sweep_dir / "best.yaml", "--runs-dir", tmp_path / "again", "-q")
     assert again.exit_code == 0, again.output

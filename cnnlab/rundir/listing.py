@@ -164,7 +164,7 @@ def summarize_group(folder, kind):
     inner = [summarize_run(run_dir) for run_dir in runs_in_group(folder, kind)]
     row = {"name": folder.name, "kind": kind, "path": str(folder), "started": started_at(folder)[0].isoformat(),
            "runs": len(inner), "completed": sum(r["status"] == COMPLETED for r in inner), "metric": "val_accuracy",
-           "best": None, "best_run": None}
+           "best": None, "best_n": None, "best_run": None}
     if kind == "sweep":
         row.update(best_of_sweep(folder))
     elif kind == "cv":
@@ -173,7 +173,7 @@ def summarize_group(folder, kind):
         scored = [r for r in inner if r["best_val_accuracy"] is not None]
         if scored:
             top = max(scored, key=lambda r: r["best_val_accuracy"])
-            row.update(best=top["best_val_accuracy"], best_run=top["name"])
+            row.update(best=top["best_val_accuracy"], best_n=top["num_val"], best_run=top["name"])
     return row
 
 
@@ -184,7 +184,8 @@ def out_of_fold_of(folder):
     except RunError:
         oof = None
     accuracy = as_number(oof.get("accuracy")) if isinstance(oof, dict) else None
-    return {"metric": "out_of_fold_accuracy", "best": accuracy, "best_run": None}
+    n = as_count(oof.get("n")) if accuracy is not None else None
+    return {"metric": "out_of_fold_accuracy", "best": accuracy, "best_n": n, "best_run": None}
 
 
 def best_of_sweep(folder):
@@ -199,7 +200,21 @@ def best_of_sweep(folder):
         return {"metric": section.get("metric", "value")}
     pick = max if section.get("direction") == "maximize" else min
     top = pick(rows, key=lambda row: float(row["value"]))
-    return {"metric": section.get("metric", "value"), "best": float(top["value"]), "best_run": Path(top.get("run_dir") or "").name or None}
+    run_dir = Path(top["run_dir"]) if top.get("run_dir") else None
+    return {"metric": section.get("metric", "value"), "best": float(top["value"]),
+            "best_n": validated_on(run_dir) if run_dir is not None else None, "best_run": run_dir.name if run_dir else None}
+
+
+def validated_on(trial_dir):
+    """The images a sweep trial's value was measured on: its run's validation images, or, for a cross-validated
+    trial, its cv folder's whole pool (every image validates once); None where its files say nothing."""
+    try:
+        if (trial_dir / METRICS).is_file():
+            return as_count(read_json_object(trial_dir / METRICS).get("num_val"))
+        oof = read_json_object(trial_dir / "summary.json").get("out_of_fold")
+    except RunError:
+        return None
+    return as_count(oof.get("n")) if isinstance(oof, dict) else None
 
 
 def training_seconds(metrics):

@@ -12,6 +12,7 @@ import statistics
 from dataclasses import dataclass
 
 from cnnlab.config.intervals import accuracy_cell
+from cnnlab.config.metric_names import ACCURACY_NAMES
 
 LEFT, RIGHT = "<", ">"
 
@@ -108,9 +109,20 @@ GROUPS_TABLE = ((Column("SWEEP OR COMPARISON"), "name"), (Column("KIND"), "kind"
 
 
 def format_groups_table(rows):
-    def cell(key, value):
+    """The sweeps, comparisons and cross-validations; a best accuracy measured on few images shows its 95% interval
+    and n, as the runs table does (a sweep's other metrics, a loss say, have none)."""
+    def cell(row, key):
+        value = row[key]
+        if key == "best" and value is not None and is_accuracy(row["metric"]):
+            return accuracy_cell(value, row.get("best_n"))
         if value is None:
             return "-"
         return f"{value:.4f}" if key == "best" else str(value)
 
-    return format_table([column for column, _ in GROUPS_TABLE], [[cell(key, row[key]) for _, key in GROUPS_TABLE] for row in rows])
+    return format_table([column for column, _ in GROUPS_TABLE], [[cell(row, key) for _, key in GROUPS_TABLE] for row in rows])
+
+
+def is_accuracy(metric):
+    """`val_accuracy`, `out_of_fold_accuracy`, `val_acc`: a share of images answered right, which has an interval."""
+    name = str(metric or "")
+    return any(name == prefix + accuracy for prefix in ("", "val_", "out_of_fold_") for accuracy in ACCURACY_NAMES)
