@@ -15,12 +15,24 @@ REPO = Path(__file__).resolve().parent.parent
 BACKEND = os.environ.get("KERAS_BACKEND") or "tensorflow"  # what this pytest process runs on (README, "Run the tests")
 
 
+# The files whose tests take longest, longest first, as `--durations` measured them on 2 cores: under
+# `-n 2 --dist loadfile` they start first, so that the two workers end together instead of one running a long file
+# alone at the end (pytest-xdist would otherwise start the files with the most tests first, and these have few).
+LONGEST_FIRST = ("test_backends.py", "test_distribute.py", "test_transfer.py", "test_sweep.py", "test_resume_state.py",
+                 "test_tensorboard.py", "test_sweep_failures.py", "test_tracking.py", "test_secrets.py",
+                 "test_resume.py", "test_workers.py", "test_cv.py", "test_compare.py")
+
+
 def pytest_configure(config):
     config.pluginmanager.import_plugin("wholly_skipped")  # in CI, a test module skipped whole fails the run
+    config.option.loadscopereorder = False  # pytest-xdist's --no-loadscope-reorder: keep LONGEST_FIRST's order
 
 
 def pytest_collection_modifyitems(config, items):
-    """Tests marked tensorflow_only (cnnlab's own TensorFlow loop, tf.distribute, tf.data) are skipped on JAX and PyTorch."""
+    """The longest files first (LONGEST_FIRST; the order within a file is kept), and tests marked tensorflow_only
+    (cnnlab's own TensorFlow loop, tf.distribute, tf.data) skipped on JAX and PyTorch."""
+    rank = {name: index for index, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))
     if BACKEND == "tensorflow":
         return
     skip = pytest.mark.skip(reason=f"TensorFlow's own; this run's Keras backend is {BACKEND}")
