@@ -62,6 +62,7 @@ def test_a_class_weight_for_a_class_the_data_lacks_is_one_line_naming_it(tmp_pat
 @pytest.mark.parametrize("value, expected", [
     ("balance", "train.class_weight: expected balanced, null or a mapping {class name or index: weight}, received 'balance'"),
     ("{eight: -1}", "train.class_weight.eight: expected a number > 0, received -1"),
+    ("{'': 2}", "train.class_weight: expected class names or indices as keys, received ''"),
 ])
 def test_a_wrong_class_weight_is_one_line_naming_its_key(write_config, tiny_config, value, expected):
     result = run_cli("check", tiny_config, "--set", f"train.class_weight={value}")

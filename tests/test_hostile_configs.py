@@ -92,7 +92,9 @@ WRONG_VALUES = [
 
 # Values no key of a config takes, whatever the key: a mapping keyed by what is no argument name (sections refuse
 # the key, settings the mapping, Keras-argument mappings the name), and a list nested deeper than any setting is
-wrong_anywhere = st.one_of(st.dictionaries(text.filter(lambda t: not t.isidentifier()), junk, min_size=1, max_size=2),
+# the values of such a mapping are no positive number, since train.class_weight maps class names (any text) to one
+wrong_anywhere = st.one_of(st.dictionaries(text.filter(lambda t: not t.isidentifier()),
+                                           junk.filter(lambda v: not (isinstance(v, (int, float)) and v > 0)), min_size=1, max_size=2),
                            st.builds(deep, st.integers(3, 40)))
 
 # A valid value for each section that defaults to null, set before a key inside it is made wrong, so that the

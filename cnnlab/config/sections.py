@@ -273,7 +273,7 @@ def resolve_class_weight(value):
     if not isinstance(value, dict) or not value:
         raise ConfigError(path, f"expected balanced, null or a mapping {{class name or index: weight}}, received {short_repr(value)}")
     for key, weight in value.items():
-        if isinstance(key, bool) or not isinstance(key, (str, int)):
+        if isinstance(key, bool) or not isinstance(key, (str, int)) or (isinstance(key, str) and not key.strip()):
             raise ConfigError(path, f"expected class names or indices as keys, received {short_repr(key)}")
         check_number(weight, f"{path}.{key}", minimum=0, exclusive=True)
     return dict(value)
