@@ -76,7 +76,7 @@ SESSION = (
     Step("compare", "cnnlab compare-optimizers configs/digits_cnn.yaml -o adam -o sgd:learning_rate=0.05,momentum=0.9 --epochs 3",
          tables=("| #",)),
     Step("sweep", "cnnlab sweep configs/digits_cnn.yaml --trials 3 --epochs 2"),
-    Step("runs", "cnnlab runs", tables=("RUN", "SWEEP OR COMPARISON")),
+    Step("runs", "cnnlab runs", tables=("RUN", "SWEEP, COMPARISON OR CV")),
     Step("check", "cnnlab check configs/digits_cnn.yaml"),
     Step("check-pooling", "cnnlab check configs/digits_cnn.yaml --set model.input_shape=[1,1,1]", exit_code=2),
     Step("check-optimizer", "cnnlab check configs/digits_cnn.yaml --set compile.optimizer.name=adamm", exit_code=2),

@@ -103,7 +103,7 @@ def format_runs_table(rows):
 
 
 
-GROUPS_TABLE = ((Column("SWEEP OR COMPARISON"), "name"), (Column("KIND"), "kind"), (Column("RUNS", RIGHT), "runs"),
+GROUPS_TABLE = ((Column("SWEEP, COMPARISON OR CV"), "name"), (Column("KIND"), "kind"), (Column("RUNS", RIGHT), "runs"),
                 (Column("COMPLETED", RIGHT), "completed"), (Column("BY"), "metric"), (Column("BEST", RIGHT), "best"),
                 (Column("BEST RUN"), "best_run"))
 
