@@ -11,7 +11,7 @@ it; imports only metric_names, so `cnnlab runs` stays free of TensorFlow.
 import math
 from statistics import NormalDist
 
-from cnnlab.config.metric_names import ACCURACY_NAMES
+from cnnlab.config.metric_names import is_accuracy_name
 
 Z95 = NormalDist().inv_cdf(0.975)  # 1.95996...: two-sided 95%
 # Printed figures carry their interval below this many images; stored ones always do. At 10,000 images
@@ -59,7 +59,7 @@ def intervals_of(scores, n, prefix=""):
     """{key: accuracy_interval} for the plain accuracies among `scores` (`val_accuracy`, `acc`, ...) measured on n images."""
     found = {}
     for key, value in (scores or {}).items():
-        record = accuracy_interval(value, n) if key.startswith(prefix) and key[len(prefix):] in ACCURACY_NAMES else None
+        record = accuracy_interval(value, n) if is_accuracy_name(key, prefix) else None
         if record is not None:
             found[key] = record
     return found

@@ -14,6 +14,13 @@ def accuracy_key(mapping, prefix=""):
     return next((prefix + name for name in ACCURACY_NAMES if prefix + name in (mapping or {})), None)
 
 
+def is_accuracy_name(name, prefix=""):
+    """Whether `name` is `prefix` + one of ACCURACY_NAMES (`val_accuracy` with prefix "val_"): a share of images
+    answered right, a count that has an interval."""
+    name = str(name or "")
+    return name.startswith(prefix) and name[len(prefix):] in ACCURACY_NAMES
+
+
 def maximized(name):
     """Whether a logged value is better higher: accuracies, AUCs and F-measures, as Keras' monitor mode "auto" judges them.
 

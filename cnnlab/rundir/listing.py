@@ -208,13 +208,12 @@ def best_of_sweep(folder):
 def validated_on(trial_dir):
     """The images a sweep trial's value was measured on: its run's validation images, or, for a cross-validated
     trial, its cv folder's whole pool (every image validates once); None where its files say nothing."""
+    if not (trial_dir / METRICS).is_file():
+        return out_of_fold_of(trial_dir)["best_n"]
     try:
-        if (trial_dir / METRICS).is_file():
-            return as_count(read_json_object(trial_dir / METRICS).get("num_val"))
-        oof = read_json_object(trial_dir / "summary.json").get("out_of_fold")
+        return as_count(read_json_object(trial_dir / METRICS).get("num_val"))
     except RunError:
         return None
-    return as_count(oof.get("n")) if isinstance(oof, dict) else None
 
 
 def training_seconds(metrics):

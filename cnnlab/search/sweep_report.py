@@ -13,7 +13,7 @@ import yaml
 
 from cnnlab.rundir import files as run_files
 from cnnlab.config.intervals import accuracy_cell, format_accuracy
-from cnnlab.config.metric_names import ACCURACY_NAMES
+from cnnlab.config.metric_names import is_accuracy_name
 from cnnlab.config.schema import to_plain
 from cnnlab.errors import most_common
 from cnnlab.tracking.tables import RIGHT, Column, format_table
@@ -43,7 +43,7 @@ def short_value(value):
 
 def counted_on(metric, trial):
     """The validation images a trial's value is a count over (a val accuracy: intervals apply); None for other metrics."""
-    return trial.user_attrs.get("num_val") if metric.startswith("val_") and metric[len("val_"):] in ACCURACY_NAMES else None
+    return trial.user_attrs.get("num_val") if is_accuracy_name(metric, "val_") else None
 
 
 def write_best_config(run_dir, path, config):

@@ -12,7 +12,7 @@ import statistics
 from dataclasses import dataclass
 
 from cnnlab.config.intervals import accuracy_cell
-from cnnlab.config.metric_names import ACCURACY_NAMES
+from cnnlab.config.metric_names import is_accuracy_name
 
 LEFT, RIGHT = "<", ">"
 
@@ -103,6 +103,9 @@ def format_runs_table(rows):
 
 
 
+# a group's best is by `val_accuracy` (a comparison), `out_of_fold_accuracy` (cv) or a sweep's metric
+ACCURACY_PREFIXES = ("", "val_", "out_of_fold_")
+
 GROUPS_TABLE = ((Column("SWEEP, COMPARISON OR CV"), "name"), (Column("KIND"), "kind"), (Column("RUNS", RIGHT), "runs"),
                 (Column("COMPLETED", RIGHT), "completed"), (Column("BY"), "metric"), (Column("BEST", RIGHT), "best"),
                 (Column("BEST RUN"), "best_run"))
@@ -113,16 +116,10 @@ def format_groups_table(rows):
     and n, as the runs table does (a sweep's other metrics, a loss say, have none)."""
     def cell(row, key):
         value = row[key]
-        if key == "best" and value is not None and is_accuracy(row["metric"]):
+        if key == "best" and value is not None and any(is_accuracy_name(row["metric"], prefix) for prefix in ACCURACY_PREFIXES):
             return accuracy_cell(value, row.get("best_n"))
         if value is None:
             return "-"
         return f"{value:.4f}" if key == "best" else str(value)
 
     return format_table([column for column, _ in GROUPS_TABLE], [[cell(row, key) for _, key in GROUPS_TABLE] for row in rows])
-
-
-def is_accuracy(metric):
-    """`val_accuracy`, `out_of_fold_accuracy`, `val_acc`: a share of images answered right, which has an interval."""
-    name = str(metric or "")
-    return any(name == prefix + accuracy for prefix in ("", "val_", "out_of_fold_") for accuracy in ACCURACY_NAMES)
