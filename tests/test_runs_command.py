@@ -159,3 +159,19 @@ def test_listing_runs_and_asking_for_help_do_not_import_tensorflow(make_run, tmp
             "print(r.exit_code, 'tensorflow' in sys.modules, 'keras' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code, str(tmp_path / "runs"), args[0]], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["0", "False", "False"]
+
+
+def test_a_groups_best_accuracy_has_an_interval_only_where_best_n_counts_its_images():
+    from cnnlab.tracking.tables import format_groups_table
+
+    def row(metric, best):
+        return {"name": "sweep-tiny-20260101-120000", "kind": "sweep", "runs": 3, "completed": 3, "metric": metric,
+                "best": best, "best_n": 150, "best_run": "tiny-trial001-20260101-120100"}
+
+    from cnnlab.config.intervals import wilson_interval
+
+    cells = [re.split(r"\s{2,}", line)[5] for line in format_groups_table(
+        [row("val_accuracy", 0.6), row("out_of_fold_accuracy", 0.6), row("accuracy", 0.6), row("val_loss", 0.6)]).splitlines()[1:]]
+    # 90/150 has its interval; a training accuracy is not a count of the 150 validation images, nor is a loss
+    low, high = wilson_interval(90, 150)
+    assert cells == [f"0.600 ({low:.3f}–{high:.3f}, n=150)"] * 2 + ["0.6000"] * 2

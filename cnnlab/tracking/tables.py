@@ -103,8 +103,9 @@ def format_runs_table(rows):
 
 
 
-# a group's best is by `val_accuracy` (a comparison), `out_of_fold_accuracy` (cv) or a sweep's metric
-ACCURACY_PREFIXES = ("", "val_", "out_of_fold_")
+# the accuracies a group's best_n counts: `val_accuracy` (a comparison, a sweep's trial) and `out_of_fold_accuracy` (cv);
+# a sweep by the training `accuracy` was measured on other images than its best_n
+ACCURACY_PREFIXES = ("val_", "out_of_fold_")
 
 GROUPS_TABLE = ((Column("SWEEP, COMPARISON OR CV"), "name"), (Column("KIND"), "kind"), (Column("RUNS", RIGHT), "runs"),
                 (Column("COMPLETED", RIGHT), "completed"), (Column("BY"), "metric"), (Column("BEST", RIGHT), "best"),
